@@ -1,0 +1,1 @@
+"""Engine builder (ONNX / TensorRT) for semdraw models."""

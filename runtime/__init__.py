@@ -1,0 +1,1 @@
+"""semdraw: region-based multi-prompt generation for few-step diffusion models."""

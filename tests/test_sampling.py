@@ -1,0 +1,149 @@
+"""Oracle 1: our coefficient tables reproduce diffusers' schedulers' ``step()`` exactly."""
+
+from __future__ import annotations
+
+import diffusers
+import pytest
+import torch
+
+from semdraw import sampling
+from semdraw.errors import ConfigError
+
+SD_CONFIG = dict(  # the SD1.5 scheduler config
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+)  # fmt: skip
+
+DDPM_CASES = [
+    ("lcm", "LCMScheduler", {}),
+    ("ddim", "DDIMScheduler", {}),
+    ("ddim", "DDIMScheduler", {"timestep_spacing": "trailing"}),
+    ("euler", "EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
+]
+
+
+def _reference_scheduler(cls_name: str, **config):
+    return getattr(diffusers, cls_name).from_config(config)
+
+
+def _run_reference(ref, x, outs, noises):
+    """Step the diffusers scheduler through all steps; LCM's noise is injected through a patched randn."""
+    xs, draws = [x], iter(noises)
+    import diffusers.schedulers.scheduling_lcm as lcm_mod
+    import diffusers.schedulers.scheduling_flow_match_euler_discrete as flow_mod
+
+    saved = lcm_mod.randn_tensor, flow_mod.randn_tensor
+    lcm_mod.randn_tensor = flow_mod.randn_tensor = lambda *a, **kw: next(draws)
+    try:
+        for i, t in enumerate(ref.timesteps):
+            if hasattr(ref, "scale_model_input"):  # Euler warns without it; our c_in is checked separately
+                ref.scale_model_input(xs[-1], t)
+            xs.append(ref.step(outs[i], t, xs[-1]).prev_sample)
+    finally:
+        lcm_mod.randn_tensor, flow_mod.randn_tensor = saved
+    return xs
+
+
+def _run_ours(table: sampling.SamplerSchedule, x, outs, noises):
+    xs, draws = [x], iter(noises)
+    for k in range(table.steps):
+        d = sampling.deterministic_update(xs[-1], outs[k], k, table)
+        z = next(draws) if table.draws_noise(k) else None
+        xs.append(sampling.renoise(d, z, k, table))
+    return xs
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize(("kind", "cls_name", "extra"), DDPM_CASES)
+@pytest.mark.parametrize("steps", [1, 4, 6])
+def test_table_matches_diffusers_step(kind, cls_name, extra, prediction_type, steps):
+    config = {**SD_CONFIG, **extra, "prediction_type": prediction_type}
+    ref = _reference_scheduler(cls_name, **config)
+    ref.set_timesteps(steps)
+    table = sampling.build_schedule(kind, ref, steps=steps)
+    assert torch.equal(table.timesteps.float(), ref.timesteps.float())
+
+    g = torch.Generator().manual_seed(steps)
+    x = torch.randn(3, 4, 8, 8, generator=g) * ref.init_noise_sigma
+    outs = [torch.randn(3, 4, 8, 8, generator=g) for _ in range(steps)]
+    noises = [torch.randn(3, 4, 8, 8, generator=g) for _ in range(steps)]
+    assert table.init_noise_sigma == pytest.approx(float(ref.init_noise_sigma))
+
+    ours, theirs = _run_ours(table, x, outs, noises), _run_reference(ref, x, outs, noises)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_flow_table_matches_diffusers_step(stochastic, shift):
+    ref = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift, stochastic_sampling=stochastic)
+    ref.set_timesteps(4)
+    table = sampling.build_schedule("flow", ref, steps=4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 8, 8, generator=g)
+    outs = [torch.randn_like(x) for _ in range(4)]
+    noises = [torch.randn_like(x) for _ in range(4)]
+    for a, b in zip(_run_ours(table, x, outs, noises), _run_reference(ref, x, outs, noises)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_euler_model_input_scaling_matches_scale_model_input():
+    ref = _reference_scheduler("EulerDiscreteScheduler", **SD_CONFIG, timestep_spacing="trailing")
+    ref.set_timesteps(4)
+    table = sampling.build_schedule("euler", ref, steps=4)
+    x = torch.randn(1, 4, 4, 4)
+    for k, t in enumerate(ref.timesteps):
+        torch.testing.assert_close(sampling.model_input(x, k, table), ref.scale_model_input(x, t))
+        ref._step_index = None  # scale_model_input looks the step up from t each time
+
+
+def test_per_item_steps_equal_per_step_calls():
+    """One batch carrying items at different steps (the stream batch) == separate per-step calls."""
+    table = sampling.build_schedule("lcm", diffusers.LCMScheduler(**SD_CONFIG), steps=4)
+    x, out, z = torch.randn(4, 4, 6, 6), torch.randn(4, 4, 6, 6), torch.randn(4, 4, 6, 6)
+    k = torch.tensor([0, 1, 2, 3])
+    d = sampling.deterministic_update(x, out, k, table)
+    nxt = sampling.renoise(d, z, k, table)
+    for i in range(4):
+        di = sampling.deterministic_update(x[i : i + 1], out[i : i + 1], i, table)
+        torch.testing.assert_close(d[i : i + 1], di)
+        torch.testing.assert_close(nxt[i : i + 1], sampling.renoise(di, z[i : i + 1], i, table))
+
+
+@pytest.mark.parametrize("kind", ["lcm", "ddim", "euler", "flow"])
+def test_known_target_is_exact_for_a_perfect_model(kind):
+    """If the model predicted a known x0 perfectly, D equals ``known_target`` (used for fixed backgrounds)."""
+    cls_name = sampling.SAMPLERS[kind].scheduler_class
+    config = SD_CONFIG if kind != "flow" else {}
+    table = sampling.build_schedule(kind, _reference_scheduler(cls_name, **config), steps=4)
+    x0, z = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4)
+    for k in range(4):
+        x = sampling.add_noise(x0, z, k, table)
+        # the perfect model output for this prediction type: solve x̂0(x, out) = x0 for out
+        out = (x0 - table.x0_x[k] * x) / table.x0_out[k]
+        torch.testing.assert_close(sampling.predict_x0(x, out, k, table), x0, rtol=1e-4, atol=1e-4)
+        if kind != "lcm":  # LCM's c_skip makes D differ from x̂0 by design; its target is x̂0 itself
+            d = sampling.deterministic_update(x, out, k, table)
+            torch.testing.assert_close(d, sampling.known_target(x0, z, k, table), rtol=1e-4, atol=1e-4)
+
+
+def test_noise_levels_decrease_and_lie_in_unit_interval():
+    for kind in sampling.SAMPLERS:
+        cls_name = sampling.SAMPLERS[kind].scheduler_class
+        table = sampling.build_schedule(kind, _reference_scheduler(cls_name, **(SD_CONFIG if kind != "flow" else {})), steps=4)
+        n = table.noise_level
+        assert torch.all(n[:-1] > n[1:]) and n.max() <= 1 and n.min() > 0, kind
+
+
+def test_custom_timesteps_and_bad_requests():
+    table = sampling.build_schedule("lcm", SD_CONFIG, timesteps=[999, 919, 759, 499, 259])
+    assert table.timesteps.tolist() == [999, 919, 759, 499, 259]
+    with pytest.raises(ConfigError, match="exactly one"):
+        sampling.build_schedule("lcm", SD_CONFIG)
+    with pytest.raises(ConfigError, match="strictly decreasing"):
+        sampling.build_schedule("lcm", SD_CONFIG, timesteps=[259, 999])
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        sampling.build_schedule("dpm++", SD_CONFIG, steps=4)
+    with pytest.raises(ConfigError, match="clip_sample"):
+        sampling.build_schedule("ddim", {**SD_CONFIG, "clip_sample": True}, steps=4)

@@ -1,0 +1,1 @@
+"""The semdraw-live drawing window."""
