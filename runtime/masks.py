@@ -1,0 +1,189 @@
+"""Mask math: pure functions on tensors (the paper's quantized masks, blur, occlusion, centring).
+
+Shapes: a pixel mask is [H, W] float in [0, 1]; a stack of L masks is [L, H, W]; quantized masks are
+[L, T, H, W] (one per noise level n_k); latent masks have the latent size h = H / f, w = W / f.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import MaskError
+
+MaskType = Literal["discrete", "continuous", "plain"]
+MASK_TYPES: tuple[str, ...] = ("discrete", "continuous", "plain")
+
+
+def to_mask_tensor(mask: Any, height: int, width: int) -> torch.Tensor:
+    """Any supported mask -> float32 [height, width] in [0, 1] (CPU).
+
+    Accepts HxW (or HxWx1 / 1xHxW) numpy arrays or tensors: float in [0, 1], bool, or uint8 0-255; and PIL
+    images: RGBA/LA use their alpha, other modes are converted to grey, white = painted. Masks of
+    another size are resized to the canvas (area averaging when shrinking, bilinear when growing).
+    """
+    if mask is None:
+        raise MaskError("a brush needs a mask: pass an HxW array, tensor or PIL image (white/True = painted)")
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None  # type: ignore[assignment]
+    if Image is not None and isinstance(mask, Image.Image):
+        if mask.mode in ("RGBA", "LA", "PA"):
+            arr = np.asarray(mask.getchannel("A"))
+        else:
+            arr = np.asarray(mask.convert("L"))
+        t = torch.from_numpy(arr.astype(np.float32) / 255.0)
+    else:
+        if isinstance(mask, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(mask))
+        elif isinstance(mask, torch.Tensor):
+            t = mask.detach().cpu()
+        else:
+            raise MaskError(
+                f"unsupported mask type {type(mask).__name__}: pass a numpy array, torch tensor or PIL image"
+            )
+        if t.dim() == 3 and 1 in (t.shape[0], t.shape[-1]):
+            t = t.squeeze(0) if t.shape[0] == 1 else t.squeeze(-1)
+        if t.dim() != 2:
+            raise MaskError(f"a mask must be 2-D (HxW), got shape {tuple(t.shape)}")
+        if t.dtype == torch.bool:
+            t = t.float()
+        elif t.dtype == torch.uint8:
+            t = t.float() / 255.0
+        elif t.is_floating_point():
+            t = t.float()
+            if torch.isnan(t).any() or torch.isinf(t).any():
+                raise MaskError("the mask contains NaN or infinite values")
+            lo, hi = float(t.min()), float(t.max())
+            if lo < 0 or hi > 1:
+                raise MaskError(
+                    f"float masks must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
+                    "pass uint8 (0-255) or bool masks, or scale the float mask"
+                )
+        else:
+            raise MaskError(f"unsupported mask dtype {t.dtype}: use float in [0, 1], bool or uint8")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise MaskError(f"a mask must not be empty, got shape {tuple(t.shape)}")
+    if tuple(t.shape) != (height, width):
+        t = resize(t, height, width)
+    return t.contiguous()
+
+
+def resize(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize an [..., H, W] mask: area averaging when shrinking (keeps thin strokes), bilinear otherwise."""
+    lead = mask.shape[:-2]
+    x = mask.reshape(-1, 1, *mask.shape[-2:]).float()
+    shrinking = height <= x.shape[-2] and width <= x.shape[-1]
+    if shrinking:
+        x = F.interpolate(x, size=(height, width), mode="area")
+    else:
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return x.clamp(0, 1).reshape(*lead, height, width)
+
+
+def occlude(masks: torch.Tensor, cover_alpha: float | None) -> torch.Tensor:
+    """Cover-alpha occlusion of an [L, H, W] stack: each later layer dims the earlier ones beneath it.
+
+    m'_i = m_i · Π_{j>i} (1 - (1 - cover_alpha) · m_j). ``cover_alpha`` = 1 (or None) means no occlusion;
+    0 means a later brush fully hides earlier ones where it is painted.
+    """
+    if cover_alpha is None or cover_alpha >= 1.0 or masks.shape[0] < 2:
+        return masks
+    keep = 1 - (1 - cover_alpha) * masks  # [L, H, W] how much of what lies beneath each layer survives
+    # suffix product over later layers: cover[i] = Π_{j>i} keep[j]
+    rev = torch.flip(keep, dims=[0])
+    cover = torch.flip(torch.cumprod(rev, dim=0), dims=[0])
+    cover = torch.cat([cover[1:], torch.ones_like(cover[:1])], dim=0)
+    return masks * cover
+
+
+def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalised 1-D Gaussian of standard deviation ``sigma`` pixels, radius ceil(3σ)."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of an [..., H, W] mask by σ pixels (σ = 0: unchanged).
+
+    Edges are replicated, so a mask touching the canvas border stays full there.
+    """
+    if sigma <= 0:
+        return mask
+    k = gaussian_kernel1d(sigma, mask.dtype).to(mask.device)
+    r = (k.numel() - 1) // 2
+    lead = mask.shape[:-2]
+    x = mask.reshape(-1, 1, *mask.shape[-2:])
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return x.reshape(*lead, *mask.shape[-2:])
+
+
+def quantize(masks: torch.Tensor, noise_levels: torch.Tensor, mask_type: MaskType) -> torch.Tensor:
+    """Quantize [L, H, W] soft masks against the noise levels n_0 > ... > n_{T-1}: -> [L, T, H, W].
+
+    discrete:   M_k = [m > n_k]
+    continuous: M_k = clip((m - n_{k+1}) / (n_k - n_{k+1}), 0, 1), with n_T = 0
+    plain:      M_k = m (no quantization: naive MultiDiffusion)
+    Masks grow as noise falls, so soft (blurred) edges join late and harmonise with their surroundings.
+    """
+    n = noise_levels.to(masks.device, masks.dtype).view(1, -1, 1, 1)
+    m = masks.unsqueeze(1)
+    if mask_type == "discrete":
+        return (m > n).to(masks.dtype)
+    if mask_type == "continuous":
+        n_next = torch.cat([n[:, 1:], torch.zeros_like(n[:, :1])], dim=1)
+        return ((m - n_next) / (n - n_next)).clamp(0, 1)
+    if mask_type == "plain":
+        return m.expand(-1, n.shape[1], -1, -1).clone()
+    raise MaskError(f"unknown mask type {mask_type!r}; choose one of {MASK_TYPES}")
+
+
+def to_latent(masks: torch.Tensor, factor: int) -> torch.Tensor:
+    """Reduce [..., H, W] masks to latent size by area averaging (nearest would drop thin strokes)."""
+    if factor == 1:
+        return masks
+    lead = masks.shape[:-2]
+    x = masks.reshape(-1, 1, *masks.shape[-2:])
+    x = F.avg_pool2d(x, kernel_size=factor, stride=factor)
+    return x.reshape(*lead, *x.shape[-2:])
+
+
+def background_weight(masks: torch.Tensor) -> torch.Tensor:
+    """Weight of the background under an [L, ...] mask stack: clip(1 - Σ_i M_i, 0, 1)."""
+    return (1 - masks.sum(dim=0)).clamp(0, 1)
+
+
+def masked_average(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_i w_i v_i / Σ_i w_i over dim 0 ([L, C, h, w] values, [L, 1, h, w] weights); 0 where Σ w = 0."""
+    den = weights.sum(dim=0)
+    num = (values * weights).sum(dim=0)
+    return torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros_like(num))
+
+
+def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
+    """(dy, dx) that moves the centre of the mask's bounding box (pixels > 0) to the frame centre.
+
+    An empty mask needs no shift: (0, 0).
+    """
+    ys, xs = torch.nonzero(mask > 0, as_tuple=True)
+    if ys.numel() == 0:
+        return 0, 0
+    h, w = mask.shape[-2:]
+    cy = (int(ys.min()) + int(ys.max()) + 1) / 2
+    cx = (int(xs.min()) + int(xs.max()) + 1) / 2
+    return int(round(h / 2 - cy)), int(round(w / 2 - cx))
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Circularly shift the last two axes by (dy, dx); ``shift(shift(x, dy, dx), -dy, -dx) == x``."""
+    if dy == 0 and dx == 0:
+        return x
+    return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))

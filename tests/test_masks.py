@@ -1,0 +1,137 @@
+"""Mask math: input formats, occlusion, blur, quantization, latent reduction, centring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semdraw import masks
+from semdraw.errors import MaskError
+
+
+def test_accepts_float_bool_uint8_and_squeezes_channel():
+    ref = torch.zeros(16, 16)
+    ref[4:8, 2:10] = 1
+    as_bool = ref.bool().numpy()
+    as_u8 = (ref.numpy() * 255).astype(np.uint8)
+    for m in (ref, ref.numpy(), as_bool, as_u8, as_u8[..., None], ref[None]):
+        torch.testing.assert_close(masks.to_mask_tensor(m, 16, 16), ref)
+
+
+def test_pil_rgba_uses_alpha_and_rgb_uses_white():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere, but only the alpha says where it is painted
+    rgba[2:4, 2:4, 3] = 255
+    got = masks.to_mask_tensor(Image.fromarray(rgba, "RGBA"), 8, 8)
+    assert got.sum() == 4 and got[2, 2] == 1
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[5:, :] = 255
+    got = masks.to_mask_tensor(Image.fromarray(rgb, "RGB"), 8, 8)
+    assert got[5:].min() == 1 and got[:5].max() == 0
+
+
+def test_resizes_to_canvas():
+    m = np.zeros((4, 4), np.float32)
+    m[:2] = 1  # top half
+    got = masks.to_mask_tensor(m, 16, 32)
+    assert got.shape == (16, 32)
+    assert got[:6].min() > 0.99 and got[10:].max() < 0.01
+    big = np.zeros((64, 64), bool)
+    big[:, 31] = True  # a 1-px line survives shrinking as a partial value (area averaging)
+    assert masks.to_mask_tensor(big, 16, 16).max() > 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.full((4, 4), np.nan, np.float32), "NaN"),
+        (np.zeros((2, 4, 4), np.float32), "2-D"),
+        (np.zeros(4, np.float32), "2-D"),
+        (np.full((4, 4), 2.0, np.float32), r"\[0, 1\]"),
+        ("mask.png", "unsupported mask type"),
+        (None, "needs a mask"),
+        (np.zeros((4, 4), np.int64), "dtype"),
+    ],
+)
+def test_bad_masks_raise_clear_errors(bad, match):
+    with pytest.raises(MaskError, match=match):
+        masks.to_mask_tensor(bad, 4, 4)
+
+
+def test_occlusion_dims_earlier_layers_only_where_later_ones_paint():
+    m = torch.zeros(2, 4, 4)
+    m[0] = 1
+    m[1, :2] = 1
+    got = masks.occlude(m, 0.3)
+    assert torch.allclose(got[0, :2], torch.full((2, 4), 0.3))
+    assert torch.equal(got[0, 2:], torch.ones(2, 4))
+    assert torch.equal(got[1], m[1])  # the top layer is never dimmed
+    assert torch.equal(masks.occlude(m, None), m)
+
+
+def test_blur_is_separable_gaussian_preserving_mass_and_full_canvas():
+    m = torch.zeros(33, 33)
+    m[16, 16] = 1
+    b = masks.gaussian_blur(m, 2.0)
+    assert b.sum().item() == pytest.approx(1.0, abs=1e-5)
+    ys = torch.arange(33.0) - 16
+    expected = torch.exp(-0.5 * (ys / 2) ** 2)
+    row = b[16] / b[16].max()
+    torch.testing.assert_close(row[10:23], (expected / expected.max())[10:23], atol=1e-5, rtol=0)  # radius 3σ
+    assert row[:10].sum() == 0  # truncated beyond 3σ
+    full = masks.gaussian_blur(torch.ones(10, 10), 3.0)
+    torch.testing.assert_close(full, torch.ones(10, 10))  # replicate padding: no fading at borders
+    assert masks.gaussian_blur(m, 0) is m
+
+
+def test_quantization_discrete_and_continuous():
+    n = torch.tensor([0.99, 0.7, 0.3])
+    m = torch.tensor([1.0, 0.8, 0.5, 0.1]).view(1, 1, 4)
+    d = masks.quantize(m, n, "discrete")[0, :, 0]
+    assert d.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
+    c = masks.quantize(m, n, "continuous")[0, :, 0]
+    # step 0 ramps between n_1=0.7 and n_0=0.99; the last step between n_T=0 and n_{T-1}=0.3
+    torch.testing.assert_close(c[0], ((m.flatten() - 0.7) / 0.29).clamp(0, 1))
+    torch.testing.assert_close(c[2], (m.flatten() / 0.3).clamp(0, 1))
+    # masks only grow as the noise level falls
+    assert torch.all(c[1:] >= c[:-1]) and torch.all(d[1:] >= d[:-1])
+    plain = masks.quantize(m, n, "plain")[0, :, 0]
+    assert torch.equal(plain, m.flatten().expand(3, 4))
+    with pytest.raises(MaskError):
+        masks.quantize(m, n, "binary")
+
+
+def test_thin_stroke_survives_latent_reduction():
+    m = torch.zeros(64, 64)
+    m[:, 13] = 1  # a one-pixel vertical stroke
+    lat = masks.to_latent(m, 8)
+    assert lat.shape == (8, 8)
+    assert torch.all(lat[:, 1] == 1 / 8) and lat.sum() == 1  # area is preserved: 64 px / 64 px per cell
+    nearest = torch.nn.functional.interpolate(m[None, None], size=(8, 8), mode="nearest")[0, 0]
+    assert nearest.sum() == 0  # what nearest-neighbour reduction would have done
+
+
+def test_background_weight_and_masked_average():
+    m = torch.zeros(2, 1, 2, 2)
+    m[0, 0, 0] = 1
+    m[1, 0, :, 0] = 1  # overlaps layer 0 at (0, 0)
+    bg = masks.background_weight(m)
+    assert bg[0].tolist() == [[0, 0], [0, 1]]
+    vals = torch.stack([torch.full((3, 2, 2), 2.0), torch.full((3, 2, 2), 4.0)])
+    avg = masks.masked_average(vals, m)
+    assert avg[0, 0, 0] == 3 and avg[0, 0, 1] == 2 and avg[0, 1, 0] == 4 and avg[0, 1, 1] == 0
+
+
+def test_centring_shift_and_inverse():
+    m = torch.zeros(8, 8)
+    m[0:2, 5:8] = 1  # bbox centre (1, 6.5) -> frame centre (4, 4)
+    dy, dx = masks.centring_shift(m)
+    assert (dy, dx) == (3, -2)
+    moved = masks.shift(m, dy, dx)
+    ys, xs = torch.nonzero(moved, as_tuple=True)
+    assert (ys.min() + ys.max() + 1) / 2 == 4 and abs((xs.min() + xs.max() + 1) / 2 - 4) <= 0.5
+    x = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(masks.shift(masks.shift(x, dy, dx), -dy, -dx), x)
+    assert masks.centring_shift(torch.zeros(8, 8)) == (0, 0)
