@@ -1,1 +1,29 @@
-"""semdraw: region-based multi-prompt generation for few-step diffusion models."""
+"""semdraw: region-based multi-prompt generation for few-step diffusion models.
+
+>>> import semdraw
+>>> model = semdraw.load_model("sd15")                    # or Model.from_pipeline(pipe)
+>>> image = semdraw.generate(model, [semdraw.Brush("a red circle", mask)], seed=0)
+"""
+
+from . import masks, sampling
+from .errors import (
+    ConfigError,
+    LoraError,
+    MaskError,
+    ModelNotFoundError,
+    SemdrawError,
+    SizeError,
+    UnsupportedFamilyError,
+)
+from .family import FAMILIES, Conditioning, Family, get_family
+from .generation import brushes_from, generate, panorama
+from .loading import PRESETS, load_model, parse_lora
+from .model import Model
+from .request import Background, Brush
+
+__all__ = [
+    "FAMILIES", "PRESETS", "Background", "Brush", "Conditioning", "ConfigError", "Family", "LoraError",
+    "MaskError", "Model", "ModelNotFoundError", "SemdrawError", "SizeError", "UnsupportedFamilyError",
+    "brushes_from", "generate", "get_family", "load_model", "masks", "panorama", "parse_lora", "sampling",
+]  # fmt: skip
+__version__ = "0.1.0"

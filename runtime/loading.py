@@ -1,0 +1,171 @@
+"""`load_model`: presets, hub ids, local diffusers folders and single-file checkpoints, with fused LoRAs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import LoraError, ModelNotFoundError, UnsupportedFamilyError
+from .family import FAMILIES, get_family
+from .model import Model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, known-good model: base weights, acceleration LoRAs, VAE and sampler."""
+
+    source: str  # hub id of the base pipeline
+    family: str
+    loras: tuple[tuple[str, float], ...] = ()
+    tiny_vae: str | None = None  # hub id of a TAESD-style AutoencoderTiny replacing the VAE
+    sampler: str | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    "sd15": Preset(
+        source="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        family="sd15",
+        loras=(("latent-consistency/lcm-lora-sdv1-5", 1.0),),
+        tiny_vae="madebyollin/taesd",
+        sampler="lcm",
+    ),
+}
+RESERVED = {
+    "toy": "the embedded 'toy' model ships in a later release",
+    "sdxl": "the 'sdxl' family is reserved but not supported yet",
+    "sd3": "the 'sd3' family is reserved but not supported yet",
+}
+
+LoraSpec = str | tuple[str, float]
+
+
+def parse_lora(spec: LoraSpec) -> tuple[str, float]:
+    """'ID_OR_PATH[:SCALE]' or (id, scale) → (id, scale); scale defaults to 1."""
+    if isinstance(spec, tuple):
+        source, scale = spec
+        return str(source), float(scale)
+    source, _, scale = str(spec).rpartition(":")
+    if source:
+        try:
+            return source, float(scale)
+        except ValueError:
+            pass
+    return str(spec), 1.0
+
+
+def _default_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _not_found(source: str, err: Exception) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"could not load {source!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
+        "  Without network access only local diffusers folders, local .safetensors files and models already in "
+        "the Hugging Face cache load (set HF_HUB_OFFLINE=1 to use the cache). "
+        f"Presets: {sorted(PRESETS)}; local paths must exist."
+    )
+
+
+def _load_pipeline(source: str, dtype: torch.dtype):
+    import diffusers
+
+    kwargs = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            if not (path / "model_index.json").exists():
+                raise ModelNotFoundError(f"{source!r} is a folder but not a diffusers model (no model_index.json)")
+            return diffusers.StableDiffusionPipeline.from_pretrained(str(path), **kwargs)
+        if path.suffix in (".ckpt", ".pt", ".pth", ".bin"):
+            raise ModelNotFoundError(
+                f"{source!r}: pickled checkpoints are refused (they can run code); convert it to .safetensors"
+            )
+        if path.suffix == ".safetensors":
+            if not path.exists():
+                raise ModelNotFoundError(f"no such file: {source!r}")
+            return diffusers.StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+        if path.exists() or source.count("/") != 1:
+            raise ModelNotFoundError(
+                f"{source!r} is not a preset ({sorted(PRESETS)}), a diffusers folder, a .safetensors file or "
+                "a hub id of the form 'org/name'"
+            )
+        return diffusers.StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    except ModelNotFoundError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as err:  # hub errors subclass these
+        raise _not_found(source, err) from err
+
+
+def _weights_fingerprint(*modules: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().float().norm() for m in modules for p in m.parameters()]
+
+
+def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
+    """Load, fuse and unload each LoRA in turn; raise if one changed no weight."""
+    fused = []
+    for i, spec in enumerate(loras):
+        source, scale = parse_lora(spec)
+        before = _weights_fingerprint(pipe.unet, pipe.text_encoder)
+        name = f"semdraw_lora_{i}"
+        try:
+            pipe.load_lora_weights(source, adapter_name=name)
+            pipe.fuse_lora(lora_scale=scale, adapter_names=[name])
+            pipe.unload_lora_weights()
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise LoraError(f"could not load or fuse LoRA {source!r}: {err}") from err
+        after = _weights_fingerprint(pipe.unet, pipe.text_encoder)
+        if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after)):
+            raise LoraError(f"LoRA {source!r} changed no weight: its keys do not match this model")
+        log.info("fused LoRA %s at scale %g", source, scale)
+        fused.append((source, scale))
+    return fused
+
+
+def load_model(
+    name_or_path: str,
+    loras: Sequence[LoraSpec] = (),
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    family: str | None = None,
+    sampler: str | None = None,
+) -> Model:
+    """Load a model for generation.
+
+    ``name_or_path``: a preset (``"sd15"``: SD1.5 + LCM-LoRA fused + TAESD), a hub id ("org/name"), a
+    local diffusers folder, or a single-file ``.safetensors`` checkpoint. ``loras``: "ID_OR_PATH[:SCALE]"
+    strings or (id, scale) pairs, fused into the weights (the load checks that each changed them).
+    ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA and float32 on CPU.
+    """
+    key = str(name_or_path).lower()
+    if key in RESERVED:
+        raise UnsupportedFamilyError(f"{RESERVED[key]}; available presets: {sorted(PRESETS)}")
+    dev = _default_device(device)
+    dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
+    preset = PRESETS.get(key)
+    source = preset.source if preset else str(name_or_path)
+    fam = get_family(family or (preset.family if preset else "sd15"))
+    if fam.name not in FAMILIES:  # pragma: no cover - get_family already guarantees this
+        raise UnsupportedFamilyError(fam.name)
+    pipe = _load_pipeline(source, dt)
+    all_loras = list(preset.loras if preset else ()) + list(loras)
+    fused = fuse_loras(pipe, all_loras)
+    if preset and preset.tiny_vae:
+        import diffusers
+
+        try:
+            pipe.vae = diffusers.AutoencoderTiny.from_pretrained(preset.tiny_vae, torch_dtype=dt)
+        except (OSError, ValueError) as err:
+            raise _not_found(preset.tiny_vae, err) from err
+    model = Model.from_pipeline(pipe, fam, sampler=sampler or (preset.sampler if preset else None),
+                                name=str(name_or_path))  # fmt: skip
+    model.loras = fused
+    return model.to(dev, dt)

@@ -1,0 +1,62 @@
+"""The request contract: what a user asks for, as typed, validated dataclasses.
+
+The same objects drive one-shot generation, the stream and (later) the window's palette files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _check_unit(name: str, value: float) -> None:
+    if not (0.0 <= float(value) <= 1.0):
+        raise ConfigError(f"{name} must lie in [0, 1], got {value}")
+
+
+@dataclass
+class Brush:
+    """A semantic brush: a prompt painted through a mask.
+
+    mask: HxW float [0, 1] / bool / uint8 array or tensor, or a PIL image (RGBA: alpha; else white = painted).
+    mask_strength: the mask's alpha in [0, 1]. With few-step schedules the first noise level is ~0.998,
+        so an alpha below ~0.995 removes the brush from the first step (it then joins later).
+    mask_std: Gaussian blur σ of the mask edge, in pixels (0 = hard edge).
+    prompt_strength: lerp(background prompt, this prompt, s) of the text embeddings, in [0, 1].
+    """
+
+    prompt: str
+    mask: Any
+    negative_prompt: str = ""
+    mask_strength: float = 1.0
+    mask_std: float = 0.0
+    prompt_strength: float = 1.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+            raise ConfigError("prompt and negative_prompt must be strings")
+        _check_unit("mask_strength", self.mask_strength)
+        _check_unit("prompt_strength", self.prompt_strength)
+        if not float(self.mask_std) >= 0.0:  # also rejects NaN
+            raise ConfigError(f"mask_std (blur σ in pixels) must be >= 0, got {self.mask_std}")
+
+
+@dataclass
+class Background:
+    """What lies under the brushes: an image (kept outside the masks: inpainting), a prompt, or neither (white).
+
+    image: PIL image, HxWx3 uint8 array, or [3, H, W] / [1, 3, H, W] float tensor in [0, 1]; resized to the canvas.
+    prompt: generated as a full-canvas layer beneath the brushes when no image is given; also the
+        embedding brushes are lerped from (prompt strength).
+    """
+
+    prompt: str = ""
+    image: Any = None
+    negative_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+            raise ConfigError("prompt and negative_prompt must be strings")
