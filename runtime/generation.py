@@ -125,7 +125,12 @@ def prepare_masks(
         return PreparedMasks(empty, torch.zeros(0, h, w), torch.zeros(0, T, 1, h, w), torch.ones(T, 1, h, w))
     stack = torch.stack([M.to_mask_tensor(b.mask, height, width) for b in brushes])
     stack = M.occlude(stack, cover_alpha)
-    soft = torch.stack([M.gaussian_blur(m, float(b.mask_std)) * float(b.mask_strength) for m, b in zip(stack, brushes)])
+    soft = torch.stack(
+        [
+            M.gaussian_blur(m, float(b.mask_std)) * float(b.mask_strength)
+            for m, b in zip(stack, brushes, strict=True)
+        ]
+    )
     quantized = M.to_latent(M.quantize(soft, noise_levels.cpu().float(), mask_type), factor).unsqueeze(2)
     return PreparedMasks(soft, M.to_latent(soft, factor), quantized, M.background_weight(quantized))
 
@@ -136,7 +141,10 @@ def brushes_from(prompts: Sequence[str], masks: Sequence[Any], **per_brush: Sequ
     lengths = {"prompts": n, "masks": len(masks), **{k: len(v) for k, v in per_brush.items()}}
     if len(set(lengths.values())) != 1:
         raise ConfigError(f"mismatched list lengths: {lengths}; give one entry per brush")
-    return [Brush(p, m, **{k: v[i] for k, v in per_brush.items()}) for i, (p, m) in enumerate(zip(prompts, masks))]
+    return [
+        Brush(p, m, **{k: v[i] for k, v in per_brush.items()})
+        for i, (p, m) in enumerate(zip(prompts, masks, strict=True))
+    ]
 
 
 def image_to_tensor(image: Any, height: int, width: int) -> torch.Tensor:
@@ -300,7 +308,9 @@ def generate(
         _uncrop_add(coverage, tile, tile.ramp)
 
     if generator is None:
-        generator = torch.Generator("cpu").manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+        generator = torch.Generator("cpu").manual_seed(
+            seed if seed is not None else int(torch.seed() % 2**63)
+        )
     shape = (1, model.latent_channels, h, w)
     noise = randn_tensor(shape, generator=generator, device=dev, dtype=dt)
     x = noise * sched.init_noise_sigma
@@ -317,10 +327,14 @@ def generate(
         num = torch.zeros_like(x)
         den = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
         post = latent_averaging == "post"
-        for item, d in zip(items, d_items):
+        for item, d in zip(items, d_items, strict=True):
             d = M.shift(d, -item.dy, -item.dx)
             if post:  # naive MultiDiffusion: each view takes its own step, noise included
-                z = randn_tensor(d.shape, generator=generator, device=dev, dtype=dt) if sched.draws_noise(k) else None
+                z = (
+                    randn_tensor(d.shape, generator=generator, device=dev, dtype=dt)
+                    if sched.draws_noise(k)
+                    else None
+                )
                 d = S.renoise(d, z, k, sched)
             _uncrop_add(num, item.tile, item.weight * d)
             _uncrop_add(den, item.tile, item.weight)
@@ -328,7 +342,11 @@ def generate(
             wb = coverage * prepared.background[k].to(dev, dt)
             target = S.known_target(known_bg, noise, k, sched)
             if post:
-                z = randn_tensor(shape, generator=generator, device=dev, dtype=dt) if sched.draws_noise(k) else None
+                z = (
+                    randn_tensor(shape, generator=generator, device=dev, dtype=dt)
+                    if sched.draws_noise(k)
+                    else None
+                )
                 target = S.renoise(target, z, k, sched)
             num += wb * target
             den += wb
@@ -359,7 +377,9 @@ class _Item:
     dx: int
 
 
-def _step_items(layers, tiles, x, noise, white, k, sched, bootstrap_steps, mix_steps, centre_steps) -> list[_Item]:
+def _step_items(
+    layers, tiles, x, noise, white, k, sched, bootstrap_steps, mix_steps, centre_steps
+) -> list[_Item]:
     """All (tile, layer) items with non-zero weight at step k, with bootstrap fill and centring applied."""
     fill = None
     if k < bootstrap_steps:
@@ -416,7 +436,9 @@ def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: fl
     return out
 
 
-def panorama(model: Model, prompt: str, *, height: int, width: int, negative_prompt: str = "", **kwargs: Any) -> Any:
+def panorama(
+    model: Model, prompt: str, *, height: int, width: int, negative_prompt: str = "", **kwargs: Any
+) -> Any:
     """One prompt over a large canvas: a full-canvas brush generated in overlapping, batched tiles."""
     if not prompt:
         raise MaskError("panorama needs a prompt")

@@ -82,7 +82,9 @@ def _load_pipeline(source: str, dtype: torch.dtype):
     try:
         if path.is_dir():
             if not (path / "model_index.json").exists():
-                raise ModelNotFoundError(f"{source!r} is a folder but not a diffusers model (no model_index.json)")
+                raise ModelNotFoundError(
+                    f"{source!r} is a folder but not a diffusers model (no model_index.json)"
+                )
             return diffusers.StableDiffusionPipeline.from_pretrained(str(path), **kwargs)
         if path.suffix in (".ckpt", ".pt", ".pth", ".bin"):
             raise ModelNotFoundError(
@@ -100,7 +102,7 @@ def _load_pipeline(source: str, dtype: torch.dtype):
         return diffusers.StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except ModelNotFoundError:
         raise
-    except (OSError, ValueError, EnvironmentError) as err:  # hub errors subclass these
+    except (OSError, ValueError) as err:  # hub errors subclass these
         raise _not_found(source, err) from err
 
 
@@ -122,7 +124,7 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise LoraError(f"could not load or fuse LoRA {source!r}: {err}") from err
         after = _weights_fingerprint(pipe.unet, pipe.text_encoder)
-        if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after)):
+        if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):
             raise LoraError(f"LoRA {source!r} changed no weight: its keys do not match this model")
         log.info("fused LoRA %s at scale %g", source, scale)
         fused.append((source, scale))

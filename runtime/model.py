@@ -43,7 +43,9 @@ class Model:
         self.unet = unet.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.scheduler_config = scheduler.config
-        kind = sampler or sampling.SCHEDULER_CLASS_TO_KIND.get(type(scheduler).__name__, self.family.default_sampler)
+        kind = sampler or sampling.SCHEDULER_CLASS_TO_KIND.get(
+            type(scheduler).__name__, self.family.default_sampler
+        )
         if kind not in sampling.SAMPLERS:
             raise ConfigError(f"unknown sampler {kind!r}; choose one of {sorted(sampling.SAMPLERS)}")
         self.sampler = kind
@@ -56,7 +58,12 @@ class Model:
     def from_pipeline(cls, pipe: Any, family: str | Family = "sd15", *, sampler: str | None = None,
                       name: str | None = None) -> Model:  # fmt: skip
         """Wrap a diffusers SD1.5-style pipeline's components (they are shared, not copied)."""
-        missing = [c for c in ("tokenizer", "text_encoder", "unet", "vae", "scheduler") if getattr(pipe, c, None) is None]
+        family = get_family(family)
+        missing = [
+            c
+            for c in ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+            if getattr(pipe, c, None) is None
+        ]
         if missing:
             raise ConfigError(f"the pipeline lacks {missing}; pass an SD1.5-style pipeline")
         return cls(

@@ -67,7 +67,9 @@ class SamplerSchedule:
         """Whether renoising after step k consumes a fresh noise draw (never after the last step)."""
         return self.stochastic and k < self.steps - 1
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SamplerSchedule:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> SamplerSchedule:
         """The same table on another device / float dtype (timesteps keep their dtype)."""
         moved: dict[str, Any] = {}
         for f in fields(self):
@@ -134,7 +136,9 @@ def _ddpm_x0_eps(prediction_type: str, a: torch.Tensor, s: torch.Tensor):
         return (a, -s), (s, a)
     if prediction_type == "sample":
         return (torch.zeros_like(a), torch.ones_like(a)), (1 / s, -a / s)
-    raise ConfigError(f"prediction type {prediction_type!r} is not one of 'epsilon', 'v_prediction', 'sample'")
+    raise ConfigError(
+        f"prediction type {prediction_type!r} is not one of 'epsilon', 'v_prediction', 'sample'"
+    )
 
 
 def _check_no_clipping(config: Any) -> None:
@@ -309,8 +313,10 @@ def build_schedule(
     scheduler = make_scheduler(kind, config)
     if timesteps is not None:
         ts = [float(t) for t in timesteps]
-        if not ts or any(b >= a for a, b in zip(ts, ts[1:])):
-            raise ConfigError(f"timesteps must be a non-empty, strictly decreasing list, got {list(timesteps)}")
+        if not ts or any(b >= a for a, b in zip(ts, ts[1:], strict=False)):
+            raise ConfigError(
+                f"timesteps must be a non-empty, strictly decreasing list, got {list(timesteps)}"
+            )
         n_train = scheduler.config.num_train_timesteps
         if ts[0] >= n_train or ts[-1] < 0:
             raise ConfigError(f"timesteps must lie in [0, {n_train}), got {list(timesteps)}")

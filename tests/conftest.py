@@ -25,9 +25,8 @@ def make_tokenizer(folder: Path):
 def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: str = "epsilon", seed: int = 0):
     """StableDiffusionPipeline with tiny random UNet / CLIP / VAE (8x latent factor, native size 64 px)."""
     import diffusers
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from semdraw import sampling
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     tokenizer = make_tokenizer(folder / "tokenizer")
@@ -45,8 +44,16 @@ def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: st
         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
         norm_num_groups=8, layers_per_block=1, sample_size=64,
     )  # fmt: skip
-    sched_config = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    sched_config = dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
     sched = sampling.make_scheduler(scheduler, sched_config)
     return diffusers.StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,

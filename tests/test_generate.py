@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-
 import semdraw
+import torch
 from semdraw import masks as M
 from semdraw import sampling as S
-
 from semdraw.generation import image_to_tensor, plan_tiles
 
 from .conftest import make_tiny_pipeline
@@ -48,7 +46,9 @@ def test_oracle2_full_canvas_brush_equals_diffusers_pipeline(tmp_path, scheduler
     brush = semdraw.Brush("a red circle", full())
     kwargs = dict(steps=4, bootstrap_steps=0, guidance_scale=1.0)
 
-    ours = semdraw.generate(model, [brush], generator=torch.Generator().manual_seed(3), output_type="np", **kwargs)
+    ours = semdraw.generate(
+        model, [brush], generator=torch.Generator().manual_seed(3), output_type="np", **kwargs
+    )
     ref = pipe("a red circle", num_inference_steps=4, guidance_scale=1.0, height=64, width=64,
                generator=torch.Generator().manual_seed(3), output_type="np").images[0]  # fmt: skip
     ref = (ref * 255).round().astype(np.uint8)
@@ -145,7 +145,9 @@ def test_inpainting_keeps_the_background_outside_the_masks(tiny_model):
     assert np.abs(out[inside == 1].astype(float) - bg[inside == 1]).mean() > 10  # the brush was generated
 
     # and in latent space, the background latent is kept exactly where no brush weighs in
-    lat = semdraw.generate(tiny_model, brushes, background=semdraw.Background(image=bg), seed=0, output_type="latent")
+    lat = semdraw.generate(
+        tiny_model, brushes, background=semdraw.Background(image=bg), seed=0, output_type="latent"
+    )
     bg_lat = tiny_model.encode_image(image_to_tensor(bg, 64, 64))
     torch.testing.assert_close(lat[..., :2, :], bg_lat[..., :2, :], rtol=0, atol=1e-5)
     assert (lat[..., 3:5, 3:5] - bg_lat[..., 3:5, 3:5]).abs().max() > 1e-2

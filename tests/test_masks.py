@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from semdraw import masks
 from semdraw.errors import MaskError
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import diffusers
 import pytest
 import torch
-
 from semdraw import sampling
 from semdraw.errors import ConfigError
 
@@ -29,8 +28,8 @@ def _reference_scheduler(cls_name: str, **config):
 def _run_reference(ref, x, outs, noises):
     """Step the diffusers scheduler through all steps; LCM's noise is injected through a patched randn."""
     xs, draws = [x], iter(noises)
-    import diffusers.schedulers.scheduling_lcm as lcm_mod
     import diffusers.schedulers.scheduling_flow_match_euler_discrete as flow_mod
+    import diffusers.schedulers.scheduling_lcm as lcm_mod
 
     saved = lcm_mod.randn_tensor, flow_mod.randn_tensor
     lcm_mod.randn_tensor = flow_mod.randn_tensor = lambda *a, **kw: next(draws)
@@ -70,7 +69,7 @@ def test_table_matches_diffusers_step(kind, cls_name, extra, prediction_type, st
     assert table.init_noise_sigma == pytest.approx(float(ref.init_noise_sigma))
 
     ours, theirs = _run_ours(table, x, outs, noises), _run_reference(ref, x, outs, noises)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -84,7 +83,7 @@ def test_flow_table_matches_diffusers_step(stochastic, shift):
     x = torch.randn(2, 16, 8, 8, generator=g)
     outs = [torch.randn_like(x) for _ in range(4)]
     noises = [torch.randn_like(x) for _ in range(4)]
-    for a, b in zip(_run_ours(table, x, outs, noises), _run_reference(ref, x, outs, noises)):
+    for a, b in zip(_run_ours(table, x, outs, noises), _run_reference(ref, x, outs, noises), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -131,7 +130,9 @@ def test_known_target_is_exact_for_a_perfect_model(kind):
 def test_noise_levels_decrease_and_lie_in_unit_interval():
     for kind in sampling.SAMPLERS:
         cls_name = sampling.SAMPLERS[kind].scheduler_class
-        table = sampling.build_schedule(kind, _reference_scheduler(cls_name, **(SD_CONFIG if kind != "flow" else {})), steps=4)
+        table = sampling.build_schedule(
+            kind, _reference_scheduler(cls_name, **(SD_CONFIG if kind != "flow" else {})), steps=4
+        )
         n = table.noise_level
         assert torch.all(n[:-1] > n[1:]) and n.max() <= 1 and n.min() > 0, kind
 

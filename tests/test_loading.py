@@ -1,0 +1,106 @@
+"""load_model: local folders, LoRA fusing (oracle 5: fused == unfused adapter), presets and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import semdraw
+import torch
+from semdraw.loading import parse_lora
+
+from .conftest import make_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny pipeline saved as a diffusers folder, plus a random LoRA for its UNet saved beside it."""
+    import diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    root = tmp_path_factory.mktemp("saved")
+    pipe = make_tiny_pipeline(root / "src")
+    pipe.save_pretrained(root / "model")
+    torch.manual_seed(1)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                     init_lora_weights=False))  # fmt: skip
+    lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    diffusers.StableDiffusionPipeline.save_lora_weights(root / "lora", unet_lora_layers=lora)
+    zero = {k: torch.zeros_like(v) if "lora_B" in k or "lora.up" in k else v for k, v in lora.items()}
+    diffusers.StableDiffusionPipeline.save_lora_weights(root / "zero_lora", unet_lora_layers=zero)
+    return root, pipe  # pipe.unet still carries the (unfused) adapter
+
+
+def test_loads_a_local_diffusers_folder(saved):
+    root, _ = saved
+    model = semdraw.load_model(str(root / "model"), device="cpu")
+    assert model.family.name == "sd15" and model.sampler == "lcm" and model.dtype == torch.float32
+    img = semdraw.generate(model, [semdraw.Brush("blue sky", np.ones((64, 64), bool))], seed=0, steps=2)
+    assert img.size == (64, 64)
+
+
+def test_fused_lora_equals_the_unfused_adapter(saved):
+    root, adapter_pipe = saved
+    base = semdraw.load_model(str(root / "model"), device="cpu")
+    fused = semdraw.load_model(str(root / "model"), loras=[f"{root / 'lora'}:0.7"], device="cpu")
+    assert fused.loras == [(str(root / "lora"), 0.7)]
+    assert not hasattr(fused.unet, "peft_config") or not fused.unet.peft_config  # adapters unloaded
+
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([999, 499])
+    cond = fused.encode_prompt("blue sky").embeds.expand(2, -1, -1)
+    unet = adapter_pipe.unet
+    unet.set_adapters(["default"], weights=[0.7])
+    with torch.no_grad():
+        expected = unet(x, t, encoder_hidden_states=cond).sample
+        got = fused.unet(x, t, encoder_hidden_states=cond).sample
+        plain = base.unet(x, t, encoder_hidden_states=cond).sample
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got - plain).abs().max() > 1e-3  # the LoRA really changed the model
+
+
+def test_a_lora_that_changes_nothing_is_refused(saved):
+    root, _ = saved
+    with pytest.raises(semdraw.LoraError, match="changed no weight"):
+        semdraw.load_model(str(root / "model"), loras=[str(root / "zero_lora")], device="cpu")
+
+
+def test_parse_lora():
+    assert parse_lora("latent-consistency/lcm-lora-sdv1-5") == ("latent-consistency/lcm-lora-sdv1-5", 1.0)
+    assert parse_lora("/x/y.safetensors:0.5") == ("/x/y.safetensors", 0.5)
+    assert parse_lora(("a/b", 2)) == ("a/b", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "match"),
+    [
+        ("sdxl", semdraw.UnsupportedFamilyError, "not supported yet"),
+        ("sd3", semdraw.UnsupportedFamilyError, "not supported yet"),
+        ("toy", semdraw.UnsupportedFamilyError, "later release"),
+        ("no-such-preset", semdraw.ModelNotFoundError, "not a preset"),
+        ("/nonexistent/model.safetensors", semdraw.ModelNotFoundError, "no such file"),
+        ("weights.ckpt", semdraw.ModelNotFoundError, "pickled checkpoints are refused"),
+    ],
+)
+def test_bad_model_names_raise_clear_errors(name, error, match):
+    with pytest.raises(error, match=match):
+        semdraw.load_model(name, device="cpu")
+
+
+def test_missing_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    with pytest.raises(semdraw.ModelNotFoundError, match="Without network access"):
+        semdraw.load_model("some-org/some-model", device="cpu")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(semdraw.ModelNotFoundError, match="model_index.json"):
+        semdraw.load_model(str(tmp_path / "folder"), device="cpu")
+
+
+def test_families():
+    assert semdraw.get_family("SD15").name == "sd15"
+    with pytest.raises(semdraw.UnsupportedFamilyError, match="unknown model family"):
+        semdraw.get_family("sd2")
+    with pytest.raises(semdraw.UnsupportedFamilyError, match="reserved"):
+        semdraw.Model.from_pipeline(object(), family="sdxl")
