@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import semdraw
 import torch
+
+import semdraw
 from semdraw import masks as M
 from semdraw import sampling as S
 from semdraw.generation import image_to_tensor, plan_tiles

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import semdraw
 import torch
+
+import semdraw
 from semdraw.loading import parse_lora
 
 from .conftest import make_tiny_pipeline

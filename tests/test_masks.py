@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from semdraw import masks
 from semdraw.errors import MaskError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import diffusers
 import pytest
 import torch
+
 from semdraw import sampling
 from semdraw.errors import ConfigError
 

@@ -1,0 +1,66 @@
+"""Tiny, randomly initialised SD1.5-shaped components, built offline.
+
+Used by the fast CPU test tier and by ``semdraw-demo``: real diffusers classes (CLIPTokenizer,
+CLIPTextModel, UNet2DConditionModel, AutoencoderKL) at toy sizes, so every code path runs without a
+network or a GPU. Random weights: images show structure, not meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import torch
+
+
+def make_tokenizer(folder: Path):
+    """A character-level CLIP BPE tokenizer written locally (no hub access)."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = list(string.ascii_lowercase + string.digits + ",.!'-")
+    tokens = ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+
+
+def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: str = "epsilon", seed: int = 0):
+    """StableDiffusionPipeline with tiny random UNet / CLIP / VAE (8x latent factor, native size 64 px)."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from . import sampling
+
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer(folder / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=16,
+    ))  # fmt: skip
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8,
+    )  # fmt: skip
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        norm_num_groups=8, layers_per_block=1, sample_size=64,
+    )  # fmt: skip
+    sched_config = dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    sched = sampling.make_scheduler(scheduler, sched_config)
+    return diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
