@@ -17,12 +17,12 @@ from .errors import (
 )
 from .family import FAMILIES, Conditioning, Family, get_family
 from .generation import brushes_from, generate, panorama
-from .loading import PRESETS, load_model, parse_lora
-from .model import Model
+from .loading import DEFAULT_MODEL, PRESETS, load_model, parse_lora
+from .model import Model, UnknownWordsWarning
 from .request import Background, Brush
 
 __all__ = [
-    "FAMILIES", "PRESETS", "Background", "Brush", "Conditioning", "ConfigError", "Family", "LoraError",
+    "DEFAULT_MODEL", "FAMILIES", "PRESETS", "UnknownWordsWarning", "Background", "Brush", "Conditioning", "ConfigError", "Family", "LoraError",
     "MaskError", "Model", "ModelNotFoundError", "SemdrawError", "SizeError", "UnsupportedFamilyError",
     "brushes_from", "generate", "get_family", "load_model", "masks", "panorama", "parse_lora", "sampling",
 ]  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,9 @@ import torch
 from .errors import LoraError, ModelNotFoundError, UnsupportedFamilyError
 from .family import FAMILIES, get_family
 from .model import Model
+from .toy import BASE_DIR as TOY_BASE
+from .toy import LORA_DIR as TOY_LORA
+from .toy import known_words as toy_words
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,7 @@ class Preset:
     loras: tuple[tuple[str, float], ...] = ()
     tiny_vae: str | None = None  # hub id of a TAESD-style AutoencoderTiny replacing the VAE
     sampler: str | None = None
+    closed_vocabulary: Callable[[], frozenset[str]] | None = None  # warn about words outside it
 
 
 PRESETS: dict[str, Preset] = {
@@ -35,9 +39,17 @@ PRESETS: dict[str, Preset] = {
         tiny_vae="madebyollin/taesd",
         sampler="lcm",
     ),
+    # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline.
+    "toy": Preset(
+        source=str(TOY_BASE),
+        family="sd15",
+        loras=((str(TOY_LORA), 1.0),),
+        sampler="lcm",
+        closed_vocabulary=toy_words,
+    ),
 }
+DEFAULT_MODEL = "toy"
 RESERVED = {
-    "toy": "the embedded 'toy' model ships in a later release",
     "sdxl": "the 'sdxl' family is reserved but not supported yet",
     "sd3": "the 'sd3' family is reserved but not supported yet",
 }
@@ -132,7 +144,7 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
 
 
 def load_model(
-    name_or_path: str,
+    name_or_path: str = DEFAULT_MODEL,
     loras: Sequence[LoraSpec] = (),
     *,
     device: str | torch.device | None = None,
@@ -142,7 +154,8 @@ def load_model(
 ) -> Model:
     """Load a model for generation.
 
-    ``name_or_path``: a preset (``"sd15"``: SD1.5 + LCM-LoRA fused + TAESD), a hub id ("org/name"), a
+    ``name_or_path``: a preset (``"toy"``, the default: the embedded model, offline; ``"sd15"``: SD1.5 +
+    LCM-LoRA fused + TAESD), a hub id ("org/name"), a
     local diffusers folder, or a single-file ``.safetensors`` checkpoint. ``loras``: "ID_OR_PATH[:SCALE]"
     strings or (id, scale) pairs, fused into the weights (the load checks that each changed them).
     ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA and float32 on CPU.
@@ -154,6 +167,11 @@ def load_model(
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     preset = PRESETS.get(key)
     source = preset.source if preset else str(name_or_path)
+    if key == "toy" and not Path(source).is_dir():
+        raise ModelNotFoundError(
+            f"the toy model's weights are missing from {source}; reinstall semdraw or regenerate them with "
+            "`semdraw-train-toy`"
+        )
     fam = get_family(family or (preset.family if preset else "sd15"))
     if fam.name not in FAMILIES:  # pragma: no cover - get_family already guarantees this
         raise UnsupportedFamilyError(fam.name)
@@ -170,4 +188,6 @@ def load_model(
     model = Model.from_pipeline(pipe, fam, sampler=sampler or (preset.sampler if preset else None),
                                 name=str(name_or_path))  # fmt: skip
     model.loras = fused
+    if preset and preset.closed_vocabulary:
+        model.vocabulary = preset.closed_vocabulary()
     return model.to(dev, dt)

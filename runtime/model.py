@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -14,6 +16,10 @@ from .errors import ConfigError, SizeError
 from .family import Conditioning, Family, get_family
 
 log = logging.getLogger(__name__)
+
+
+class UnknownWordsWarning(UserWarning):
+    """A prompt uses words a closed-vocabulary model (``toy``) does not know."""
 
 
 class Model:
@@ -50,6 +56,9 @@ class Model:
             raise ConfigError(f"unknown sampler {kind!r}; choose one of {sorted(sampling.SAMPLERS)}")
         self.sampler = kind
         self.name = name
+        self.loras: list[tuple[str, float]] = []
+        # A closed vocabulary (the toy model's): words outside it are warned about, not silently ignored.
+        self.vocabulary: frozenset[str] | None = None
         self._prompts: OrderedDict[str, Conditioning] = OrderedDict()
         self._latent_cache: dict[tuple, torch.Tensor] = {}
         self._lock = threading.Lock()
@@ -124,12 +133,25 @@ class Model:
             if cached is not None:
                 self._prompts.move_to_end(text)
                 return cached
+        self._warn_unknown_words(text)
         cond = self._encode_clip(text)
         with self._lock:
             self._prompts[text] = cond
             while len(self._prompts) > self.PROMPT_CACHE_SIZE:
                 self._prompts.popitem(last=False)
         return cond
+
+    def _warn_unknown_words(self, text: str) -> None:
+        if self.vocabulary is None:
+            return
+        unknown = sorted({w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in self.vocabulary})
+        if unknown:
+            warnings.warn(
+                f"{self.name}: words outside its vocabulary have no meaning to it: {unknown}; "
+                f"known words: {sorted(self.vocabulary)}",
+                UnknownWordsWarning,
+                stacklevel=3,
+            )
 
     @torch.no_grad()
     def _encode_clip(self, text: str) -> Conditioning:

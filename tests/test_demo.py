@@ -1,4 +1,4 @@
-"""The quick-start demo runs offline and checks itself against diffusers."""
+"""The quick-start demo runs offline: toy scene + panorama, and its diffusers self-check passes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from PIL import Image
 from semdraw import demo
 
 
-def test_demo_writes_images_and_passes_its_oracle(tmp_path, caplog):
+def test_demo_writes_images_and_passes_its_self_check(tmp_path, caplog):
     caplog.set_level("INFO")
     assert demo.main(["--out", str(tmp_path), "--steps", "2"]) == 0
-    assert "(OK)" in caplog.text
-    assert Image.open(tmp_path / "regional.png").size == (64, 64)
-    assert Image.open(tmp_path / "panorama.png").size == (128, 64)
+    assert "(OK)" in caplog.text and "strict colour accuracy per region" in caplog.text
+    assert Image.open(tmp_path / "toy_scene.png").size == (64, 64)
+    assert Image.open(tmp_path / "toy_panorama.png").size == (128, 64)
 
 
 def test_demo_rejects_bad_steps(tmp_path):

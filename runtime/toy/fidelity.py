@@ -1,0 +1,277 @@
+"""Fidelity benchmark on the `toy` model: does each brush come out in its colour, in its region?
+
+Scoring is strict. The palette is every reference colour of the vocabulary (colour words and scene
+phrases). For a *scene* brush, per-region accuracy is the fraction of pixels inside its region (eroded
+away from boundaries) whose nearest palette colour is the brush's own. An *object* brush is present when
+at least ``PRESENCE_FRACTION`` of its eroded region is nearest to its colour (the object need not fill
+its mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import world
+
+SIZE = 64
+PRESENCE_FRACTION = 0.25
+ERODE_PX = 3
+
+
+# ------------------------------------------------------------------------------------------ masks
+def rect(y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
+    """A rectangle given as fractions of the canvas."""
+    m = np.zeros((SIZE, SIZE), bool)
+    m[int(y0 * SIZE) : int(y1 * SIZE), int(x0 * SIZE) : int(x1 * SIZE)] = True
+    return m
+
+
+def disc(cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    return (yy - cy * SIZE) ** 2 + (xx - cx * SIZE) ** 2 <= (r * SIZE) ** 2
+
+
+def stroke(points: list[tuple[float, float]], width_px: float) -> np.ndarray:
+    """A polyline stroke through fractional points, ``width_px`` wide."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    m = np.zeros((SIZE, SIZE), bool)
+    for (y0, x0), (y1, x1) in zip(points, points[1:], strict=False):
+        p0, p1 = np.array([y0, x0]) * SIZE, np.array([y1, x1]) * SIZE
+        d = p1 - p0
+        t = np.clip(((yy - p0[0]) * d[0] + (xx - p0[1]) * d[1]) / max(float(d @ d), 1e-9), 0, 1)
+        dist = np.hypot(yy - (p0[0] + t * d[0]), xx - (p0[1] + t * d[1]))
+        m |= dist <= width_px / 2
+    return m
+
+
+@dataclass(frozen=True)
+class SceneBrush:
+    prompt: str
+    mask: np.ndarray
+    color: str  # the vocabulary entry (colour word or scene phrase) the region must show
+    is_object: bool = False
+    mask_std: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    brushes: tuple[SceneBrush, ...]
+    background_prompt: str = ""
+    kinds: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _scene(prompt: str, mask: np.ndarray, **kw: Any) -> SceneBrush:
+    return SceneBrush(prompt, mask, prompt, **kw)
+
+
+def _obj(color: str, shape: str, mask: np.ndarray, **kw: Any) -> SceneBrush:
+    return SceneBrush(f"a {color} {shape}", mask, color, is_object=True, **kw)
+
+
+def scenes() -> list[Scene]:
+    """The fixed scene set: large regions, thin strokes, small off-centre objects, soft overlaps,
+    and full-canvas background prompts under foreground brushes."""
+    top, bottom = rect(0, 0, 0.5, 1), rect(0.5, 0, 1, 1)
+    left, right = rect(0, 0, 1, 0.5), rect(0, 0.5, 1, 1)
+    return [
+        Scene("sky over grass", (_scene("blue sky", top), _scene("green grass", bottom)), kinds=("regions",)),
+        Scene("sand | water", (_scene("beach sand", left), _scene("deep water", right)), kinds=("regions",)),
+        Scene(
+            "night, snow, grass bands",
+            (
+                _scene("dark night", rect(0, 0, 0.34, 1)),
+                _scene("white snow", rect(0.34, 0, 0.67, 1)),
+                _scene("green grass", rect(0.67, 0, 1, 1)),
+            ),
+            kinds=("regions",),
+        ),  # fmt: skip
+        Scene(
+            "four quadrants",
+            (
+                _scene("blue sky", rect(0, 0, 0.5, 0.5)),
+                _scene("beach sand", rect(0, 0.5, 0.5, 1)),
+                _scene("deep water", rect(0.5, 0, 1, 0.5)),
+                _scene("dark night", rect(0.5, 0.5, 1, 1)),
+            ),
+            kinds=("regions",),
+        ),  # fmt: skip
+        Scene(
+            "river through grass",
+            (
+                _scene("green grass", ~stroke([(0.0, 0.3), (0.5, 0.55), (1.0, 0.4)], 14)),
+                _scene("deep water", stroke([(0.0, 0.3), (0.5, 0.55), (1.0, 0.4)], 14)),
+            ),
+            kinds=("thin stroke",),
+        ),  # fmt: skip
+        Scene(
+            "snow line on night",
+            (_scene("dark night", ~rect(0.44, 0, 0.62, 1)), _scene("white snow", rect(0.44, 0, 0.62, 1))),
+            kinds=("thin stroke",),
+        ),  # fmt: skip
+        Scene(
+            "red circle top-left in sky",
+            (_scene("blue sky", ~disc(0.22, 0.22, 0.17)), _obj("red", "circle", disc(0.22, 0.22, 0.17))),
+            kinds=("small off-centre",),
+        ),  # fmt: skip
+        Scene(
+            "yellow square bottom-right on grass",
+            (
+                _scene("green grass", ~rect(0.62, 0.62, 0.95, 0.95)),
+                _obj("yellow", "square", rect(0.62, 0.62, 0.95, 0.95)),
+            ),
+            kinds=("small off-centre",),
+        ),  # fmt: skip
+        Scene(
+            "two objects on sand",
+            (
+                _scene("beach sand", ~(disc(0.25, 0.75, 0.17) | disc(0.75, 0.25, 0.17))),
+                _obj("purple", "circle", disc(0.25, 0.75, 0.17)),
+                _obj("cyan", "diamond", disc(0.75, 0.25, 0.17)),
+            ),
+            kinds=("small off-centre",),
+        ),  # fmt: skip
+        Scene(
+            "soft sky and water",
+            (
+                _scene("blue sky", rect(0, 0, 0.6, 1), mask_std=4.0),
+                _scene("deep water", rect(0.4, 0, 1, 1), mask_std=4.0),
+            ),
+            kinds=("soft overlap",),
+        ),  # fmt: skip
+        Scene(
+            "soft sand, water, grass",
+            (
+                _scene("beach sand", rect(0, 0, 1, 0.45), mask_std=3.0),
+                _scene("deep water", rect(0, 0.35, 1, 0.7), mask_std=3.0),
+                _scene("green grass", rect(0, 0.6, 1, 1), mask_std=3.0),
+            ),
+            kinds=("soft overlap",),
+        ),  # fmt: skip
+        Scene(
+            "pink circle over grass background",
+            (_obj("pink", "circle", disc(0.5, 0.5, 0.25)),),
+            background_prompt="green grass",
+            kinds=("background prompt",),
+        ),  # fmt: skip
+        Scene(
+            "night background, snow band, blue square",
+            (_scene("white snow", rect(0.7, 0, 1, 1)), _obj("blue", "square", rect(0.15, 0.55, 0.5, 0.9))),
+            background_prompt="dark night",
+            kinds=("background prompt", "small off-centre"),
+        ),  # fmt: skip
+        Scene(
+            "sky background, red triangle, green grass",
+            (_scene("green grass", rect(0.65, 0, 1, 1)), _obj("red", "triangle", rect(0.1, 0.3, 0.55, 0.75))),
+            background_prompt="blue sky",
+            kinds=("background prompt",),
+        ),  # fmt: skip
+    ]
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def palette() -> tuple[list[str], np.ndarray]:
+    names = list(world.COLORS) + list(world.SCENES)
+    rgb = np.array([world.COLORS.get(n) or world.SCENES[n] for n in names], np.float32)
+    return names, rgb
+
+
+def nearest_palette_index(image: np.ndarray) -> np.ndarray:
+    """[H, W] index into palette() of each pixel's nearest reference colour."""
+    _, rgb = palette()
+    d = ((image[:, :, None, :].astype(np.float32) - rgb[None, None]) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def erode(mask: np.ndarray, px: int) -> np.ndarray:
+    """Binary erosion by a (2px+1)^2 square, without SciPy; the canvas border counts as inside."""
+    m = mask.astype(bool)
+    if px <= 0:
+        return m
+    p = np.pad(m, px, mode="edge")
+    out = np.ones_like(m)
+    for dy in range(2 * px + 1):
+        for dx in range(2 * px + 1):
+            out &= p[dy : dy + m.shape[0], dx : dx + m.shape[1]]
+    return out
+
+
+def score_image(image: np.ndarray, scene: Scene) -> dict[str, list[float]]:
+    """{"region": [accuracy per scene brush], "presence": [1.0/0.0 per object brush],
+    "per_brush": {prompt: fraction of its eroded visible region nearest to its colour}}."""
+    names, _ = palette()
+    nearest = nearest_palette_index(image)
+    covered_later = np.zeros((SIZE, SIZE), bool)
+    region_acc, presence, per_brush = [], [], {}
+    for b in reversed(scene.brushes):  # later brushes cover earlier ones: score what stays visible
+        visible = b.mask & ~covered_later
+        covered_later |= b.mask
+        region = erode(visible, ERODE_PX)
+        if not region.any():
+            continue
+        frac = float((nearest[region] == names.index(b.color)).mean())
+        per_brush[b.prompt] = frac
+        if b.is_object:
+            presence.append(1.0 if frac >= PRESENCE_FRACTION else 0.0)
+        else:
+            region_acc.append(frac)
+    if scene.background_prompt:
+        region = erode(~covered_later, ERODE_PX)
+        if region.any():
+            frac = float((nearest[region] == names.index(scene.background_prompt)).mean())
+            region_acc.append(frac)
+            per_brush.setdefault(scene.background_prompt, frac)
+    return {"region": region_acc, "presence": presence, "per_brush": per_brush}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the ablation: generate() options."""
+
+    name: str
+    options: dict[str, Any]
+
+
+ABLATION: tuple[Variant, ...] = (
+    Variant("naive MultiDiffusion (avg after noise, no bootstrap, binary masks)",
+            dict(latent_averaging="post", bootstrap_steps=0, centre_steps=0, mask_type="plain")),
+    Variant("+ latent pre-averaging", dict(latent_averaging="pre", bootstrap_steps=0, centre_steps=0, mask_type="plain")),
+    Variant("+ mask-centring bootstrapping", dict(latent_averaging="pre", bootstrap_steps=1, centre_steps=1,
+                                                  mask_type="plain")),
+    Variant("+ quantized masks (full method)", dict(latent_averaging="pre", bootstrap_steps=1, centre_steps=1,
+                                                    mask_type="discrete")),
+)  # fmt: skip
+CENTRING: tuple[Variant, ...] = tuple(
+    Variant(f"full method, centring {c} step{'s' if c != 1 else ''}",
+            dict(latent_averaging="pre", bootstrap_steps=max(1, c), centre_steps=c, mask_type="discrete"))
+    for c in (0, 1, 2, 3)
+)  # fmt: skip
+
+
+def evaluate(model: Any, variant: Variant, seeds: list[int], steps: int | None = None) -> dict[str, Any]:
+    """Mean per-region accuracy and object presence of ``variant`` over all scenes and seeds."""
+    import semdraw
+
+    regions, presence, off_centre = [], [], []
+    for scene in scenes():
+        brushes = [semdraw.Brush(b.prompt, b.mask, mask_std=b.mask_std) for b in scene.brushes]
+        bg = semdraw.Background(prompt=scene.background_prompt)
+        hits = []
+        for seed in seeds:
+            img = semdraw.generate(model, brushes, background=bg, seed=seed, steps=steps, output_type="np",
+                                   **variant.options)  # fmt: skip
+            s = score_image(img, scene)
+            regions += s["region"]
+            presence += s["presence"]
+            hits += s["presence"]
+        if "small off-centre" in scene.kinds:
+            off_centre.append(float(np.mean(hits)) if hits else 0.0)
+    return {
+        "variant": variant.name,
+        "region_accuracy": float(np.mean(regions)),
+        "object_presence": float(np.mean(presence)),
+        "off_centre_presence": float(np.mean(off_centre)),
+    }

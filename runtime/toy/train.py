@@ -1,0 +1,285 @@
+"""`semdraw-train-toy`: regenerate every weight of the embedded `toy` model from scratch, on a CPU.
+
+Stages (each with a progress bar; everything seeded):
+  1. data     the procedural shapes world (semdraw.toy.world), rendered once
+  2. vae      an AutoencoderTiny (8x, 4 channels), pixel MSE + a small latent-magnitude penalty;
+              its scaling factor is set to 1 / std(latents), as SD's VAE scaling factor is
+  3. base     CLIP text encoder + UNet trained jointly from scratch with v-prediction on the SD1.5
+              noise schedule (an epsilon model ignored the text within our CPU budget)
+  4. distill  latent-consistency distillation into a LoRA on the UNet (teacher: the base model with
+              classifier-free guidance, DDIM solver over a 50-step skeleton), exactly as LCM-LoRA
+  5. save     safetensors (diffusers folders), the LoRA as its own file, vocabulary.json, metrics
+
+Not part of CI: it takes about an hour on 2 cores. ``--quick`` runs every stage for a few steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import architecture as A
+from . import world
+
+log = logging.getLogger("semdraw.toy.train")
+PACKAGE_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def _cosine_lr(opt: torch.optim.Optimizer, base_lr: float, step: int, total: int, warmup: int = 100) -> None:
+    lr = base_lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _pixels(images_u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images_u8).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, gen: torch.Generator) -> float:
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    vae.train()
+    bar = tqdm(range(steps), desc="vae", unit="step")
+    loss_avg = 0.0
+    for step in bar:
+        _cosine_lr(opt, lr, step, steps)
+        idx = torch.randint(0, len(images), (batch,), generator=gen).numpy()
+        x = _pixels(images[idx])
+        z = vae.encode(x).latents
+        recon = vae.decode(z).sample
+        loss = F.mse_loss(recon, x) + 1e-4 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        loss_avg = 0.98 * loss_avg + 0.02 * float(loss) if step else float(loss)
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+    vae.eval()
+    return loss_avg
+
+
+@torch.no_grad()
+def encode_all(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    out = [
+        vae.encode(_pixels(images[i : i + batch])).latents
+        for i in tqdm(range(0, len(images), batch), desc="encode")
+    ]
+    return torch.cat(out)
+
+
+def _abar(scheduler) -> torch.Tensor:
+    return scheduler.alphas_cumprod.float()
+
+
+def train_base(text_encoder, unet, latents, ids, scheduler, steps, batch, lr, gen) -> float:
+    """Joint text-encoder + UNet training with the v-prediction objective."""
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    abar = _abar(scheduler)
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(range(steps), desc="base (v-prediction)", unit="step")
+    loss_avg = 0.0
+    for step in bar:
+        _cosine_lr(opt, lr, step, steps)
+        idx = torch.randint(0, len(latents), (batch,), generator=gen)
+        x0, tok = latents[idx], ids[idx]
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a, s = abar[t].sqrt().view(-1, 1, 1, 1), (1 - abar[t]).sqrt().view(-1, 1, 1, 1)
+        xt = a * x0 + s * eps
+        v = a * eps - s * x0
+        pred = unet(xt, t, encoder_hidden_states=text_encoder(tok)[0]).sample
+        loss = F.mse_loss(pred, v)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        loss_avg = 0.99 * loss_avg + 0.01 * float(loss) if step else float(loss)
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+    unet.eval()
+    text_encoder.eval()
+    return loss_avg
+
+
+def _lcm_scalings(t: torch.Tensor, timestep_scaling: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+    st = t.float() * timestep_scaling
+    return 0.25 / (st**2 + 0.25), st / (st**2 + 0.25).sqrt()
+
+
+def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler, steps, batch, lr, rank,
+                     guidance: tuple[float, float], gen):  # fmt: skip
+    """Latent-consistency distillation into a LoRA on a copy of the UNet; returns the student."""
+    from peft import LoraConfig
+
+    student = copy.deepcopy(teacher)
+    student.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=A.LORA_TARGETS,
+                                   init_lora_weights="gaussian"))  # fmt: skip
+    lora_params = [p for n, p in student.named_parameters() if "lora" in n]
+    for n, p in student.named_parameters():
+        p.requires_grad_("lora" in n)
+    opt = torch.optim.AdamW(lora_params, lr=lr, weight_decay=0.0)
+    abar = _abar(scheduler)
+    n_train = scheduler.config.num_train_timesteps
+    skip = n_train // 50  # DDIM solver skeleton of 50 steps: t -> t - 20
+    with torch.no_grad():
+        cond_all = None  # encoded per batch: the text encoder is frozen here
+        uncond = text_encoder(uncond_ids)[0]
+    bar = tqdm(range(steps), desc="distill (LCM-LoRA)", unit="step")
+    loss_avg = 0.0
+    for step in bar:
+        _cosine_lr(opt, lr, step, steps)
+        idx = torch.randint(0, len(latents), (batch,), generator=gen)
+        x0 = latents[idx]
+        with torch.no_grad():
+            cond_all = text_encoder(ids[idx])[0]
+        n = torch.randint(1, 51, (batch,), generator=gen)
+        t = n * skip - 1
+        t_prev = (t - skip).clamp(min=0)
+        eps = torch.randn(x0.shape, generator=gen)
+        a, s = abar[t].sqrt().view(-1, 1, 1, 1), (1 - abar[t]).sqrt().view(-1, 1, 1, 1)
+        ap, sp = abar[t_prev].sqrt().view(-1, 1, 1, 1), (1 - abar[t_prev]).sqrt().view(-1, 1, 1, 1)
+        xt = a * x0 + s * eps
+        c_skip0, c_out0 = (c.view(-1, 1, 1, 1) for c in _lcm_scalings(t))
+        c_skip1, c_out1 = (c.view(-1, 1, 1, 1) for c in _lcm_scalings(t_prev))
+
+        v = student(xt, t, encoder_hidden_states=cond_all).sample
+        pred = c_skip0 * xt + c_out0 * (a * xt - s * v)
+        with torch.no_grad():
+            w = torch.empty(batch, 1, 1, 1).uniform_(*guidance, generator=gen)
+            vc = teacher(xt, t, encoder_hidden_states=cond_all).sample
+            vu = teacher(xt, t, encoder_hidden_states=uncond.expand(batch, -1, -1)).sample
+            vw = vu + w * (vc - vu)
+            x0_t, eps_t = a * xt - s * vw, a * vw + s * xt
+            x_prev = ap * x0_t + sp * eps_t  # one DDIM step of the guided teacher
+            v2 = student(x_prev, t_prev, encoder_hidden_states=cond_all).sample
+            target = c_skip1 * x_prev + c_out1 * (ap * x_prev - sp * v2)
+        loss = (torch.sqrt((pred - target) ** 2 + 1e-6) - 1e-3).mean()  # pseudo-Huber
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora_params, 1.0)
+        opt.step()
+        loss_avg = 0.99 * loss_avg + 0.01 * float(loss) if step else float(loss)
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+    student.eval()
+    return student, loss_avg
+
+
+def save(out: Path, tokenizer, text_encoder, unet, vae, student, metrics: dict) -> None:
+    import diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=diffusers.LCMScheduler(**A.SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(out / "base", safe_serialization=True)
+    lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(student))
+    diffusers.StableDiffusionPipeline.save_lora_weights(out / "lcm_lora", unet_lora_layers=lora)
+    write_vocabulary(out)
+    (out / "training.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def write_vocabulary(out: Path) -> None:
+    """vocabulary.json: reference RGB of every colour word and scene phrase, the shapes, all words."""
+    vocabulary = {
+        "colors": {k: list(v) for k, v in world.COLORS.items()},
+        "scenes": {k: list(v) for k, v in world.SCENES.items()},
+        "shapes": list(world.OBJECTS),
+        "words": world.vocabulary_words(),
+    }
+    (out / "vocabulary.json").write_text(json.dumps(vocabulary, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="semdraw-train-toy", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=PACKAGE_DIR, help=f"output folder (default: {PACKAGE_DIR})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=40000, help="size of the rendered data set")
+    p.add_argument("--vae-steps", type=int, default=700)
+    p.add_argument("--base-steps", type=int, default=6000)
+    p.add_argument("--distill-steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=48)
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", help="a few steps of every stage (smoke test)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quick:
+        args.images, args.vae_steps, args.base_steps, args.distill_steps, args.batch = 256, 3, 3, 3, 8
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    started = time.time()
+    timings: dict[str, float] = {}
+
+    t0 = time.time()
+    images, captions = world.dataset(args.seed, args.images, A.SIZE)
+    timings["data_s"] = time.time() - t0
+    log.info("data: %d images of %dx%d in %.0f s", len(images), A.SIZE, A.SIZE, timings["data_s"])
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = A.make_tokenizer(Path(tmp))
+    text_encoder, unet, vae = A.make_components(tokenizer)
+    ids = tokenizer(captions, padding="max_length", max_length=A.MAX_TOKENS, truncation=True,
+                    return_tensors="pt").input_ids  # fmt: skip
+    uncond_ids = tokenizer([""], padding="max_length", max_length=A.MAX_TOKENS, return_tensors="pt").input_ids
+
+    t0 = time.time()
+    vae_loss = train_vae(vae, images, args.vae_steps, 16, 2e-3, gen)
+    raw = encode_all(vae, images)
+    scale = float(1.0 / raw.std())
+    vae.register_to_config(scaling_factor=scale)
+    latents = raw * scale
+    timings["vae_s"] = time.time() - t0
+    log.info("vae: loss %.4f, latent std %.3f -> scaling factor %.4f", vae_loss, 1 / scale, scale)
+
+    import diffusers
+
+    scheduler = diffusers.DDPMScheduler.from_config(A.SCHEDULER)
+    t0 = time.time()
+    base_loss = train_base(
+        text_encoder, unet, latents, ids, scheduler, args.base_steps, args.batch, 1e-3, gen
+    )
+    timings["base_s"] = time.time() - t0
+    for prm in list(unet.parameters()) + list(text_encoder.parameters()):
+        prm.requires_grad_(False)
+
+    t0 = time.time()
+    student, distill_loss = distill_lcm_lora(text_encoder, unet, latents, ids, uncond_ids, scheduler,
+                                             args.distill_steps, args.batch, 5e-4, args.lora_rank, (2.0, 5.0), gen)  # fmt: skip
+    timings["distill_s"] = time.time() - t0
+    timings["total_s"] = time.time() - started
+    metrics = {
+        "seed": args.seed, "images": args.images, "size": A.SIZE, "batch": args.batch,
+        "vae_steps": args.vae_steps, "base_steps": args.base_steps, "distill_steps": args.distill_steps,
+        "lora_rank": args.lora_rank, "teacher_guidance": [2.0, 5.0], "vae_scaling_factor": scale,
+        "final_losses": {"vae": vae_loss, "base_v": base_loss, "distill": distill_loss},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()}, "torch_threads": torch.get_num_threads(),
+        "params": {"unet": sum(q.numel() for q in unet.parameters()),
+                   "text_encoder": sum(q.numel() for q in text_encoder.parameters()),
+                   "vae": sum(q.numel() for q in vae.parameters())},
+    }  # fmt: skip
+    save(args.out, tokenizer, text_encoder, unet, vae, student, metrics)
+    log.info("saved to %s in %.1f min in all", args.out, timings["total_s"] / 60)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The embedded `toy` model: its world, its tokenizer, its metric, and the shipped weights obeying brushes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import semdraw
+from semdraw.toy import VOCABULARY_FILE, WEIGHTS_DIR, fidelity, world
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return semdraw.load_model("toy", device="cpu")
+
+
+# ---------------------------------------------------------------- the world and the metric (no weights)
+def test_world_is_seeded_and_captions_use_only_the_vocabulary():
+    a_img, a_cap = world.dataset(7, 200, 64)
+    b_img, b_cap = world.dataset(7, 200, 64)
+    assert np.array_equal(a_img, b_img) and a_cap == b_cap
+    words = set(world.vocabulary_words())
+    assert all(set(c.split()) <= words for c in a_cap)
+    kinds = {"scene": 0, "two": 0, "object": 0, "empty": 0}
+    for c in a_cap:
+        key = "empty" if not c else "two" if " and " in c else "object" if c.startswith("a ") else "scene"
+        kinds[key] += 1
+    assert all(v > 0 for v in kinds.values()), kinds
+
+
+def test_scene_colours_are_their_reference_colours():
+    rng = np.random.default_rng(0)
+    for scene, rgb in world.SCENES.items():
+        img = world.render_scene(rng, scene, 64)
+        assert np.abs(img.reshape(-1, 3).mean(0) - rgb).max() < 12, scene
+
+
+def test_metric_scores_a_perfect_image_one_and_a_wrong_one_zero():
+    scene = fidelity.scenes()[0]  # sky over grass
+    perfect = np.zeros((64, 64, 3), np.uint8)
+    perfect[:32] = world.SCENES["blue sky"]
+    perfect[32:] = world.SCENES["green grass"]
+    assert fidelity.score_image(perfect, scene)["region"] == [1.0, 1.0]
+    swapped = perfect[::-1].copy()
+    assert fidelity.score_image(swapped, scene)["region"] == [0.0, 0.0]
+
+
+def test_metric_object_presence_and_erosion():
+    scene = fidelity.scenes()[6]  # red circle top-left in sky
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:] = world.SCENES["blue sky"]
+    assert fidelity.score_image(img, scene)["presence"] == [0.0]
+    img[fidelity.disc(0.22, 0.22, 0.12)] = world.COLORS["red"]  # smaller than its mask: still present
+    assert fidelity.score_image(img, scene)["presence"] == [1.0]
+    m = np.zeros((10, 10), bool)
+    m[2:8, 2:8] = True
+    assert fidelity.erode(m, 1).sum() == 16 and fidelity.erode(np.ones((5, 5), bool), 2).all()
+
+
+def test_scene_set_covers_the_required_kinds():
+    sc = fidelity.scenes()
+    assert len(sc) >= 12 and all(2 <= len(s.brushes) + bool(s.background_prompt) <= 5 for s in sc)
+    kinds = {k for s in sc for k in s.kinds}
+    assert {"regions", "thin stroke", "small off-centre", "soft overlap", "background prompt"} <= kinds
+
+
+# ---------------------------------------------------------------- the shipped weights
+def test_vocabulary_json_matches_the_world():
+    vocab = json.loads(VOCABULARY_FILE.read_text())
+    assert vocab["colors"] == {k: list(v) for k, v in world.COLORS.items()}
+    assert vocab["scenes"] == {k: list(v) for k, v in world.SCENES.items()}
+    assert vocab["shapes"] == list(world.OBJECTS) and vocab["words"] == world.vocabulary_words()
+    assert (WEIGHTS_DIR / "MODEL_CARD.md").exists()
+    total = sum(p.stat().st_size for p in WEIGHTS_DIR.rglob("*") if p.is_file())
+    assert total < 20 * 2**20
+
+
+def test_toy_loads_as_an_sd15_family_model_with_its_lora_fused(toy):
+    assert toy.family.name == "sd15" and toy.sampler == "lcm" and toy.native_size == 64
+    assert (
+        type(toy.vae).__name__ == "AutoencoderTiny" and toy.vae_scale_factor == 8 and toy.latent_channels == 4
+    )
+    assert toy.loras and toy.loras[0][1] == 1.0
+    for word in world.vocabulary_words():  # one token per word
+        assert len(toy.tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+
+
+def test_unknown_words_warn_and_name_the_words(toy):
+    with pytest.warns(semdraw.UnknownWordsWarning, match=r"\['unicorn', 'zebra'\]"):
+        toy.encode_prompt("a zebra and a unicorn")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        toy.encode_prompt("a red circle in blue sky")  # known words: no warning
+
+
+def test_sky_above_grass_below_comes_out_right(toy):
+    scene = fidelity.scenes()[0]
+    brushes = [semdraw.Brush(b.prompt, b.mask) for b in scene.brushes]
+    accs = []
+    for seed in range(3):
+        img = semdraw.generate(toy, brushes, seed=seed, output_type="np")
+        accs.append(fidelity.score_image(img, scene)["per_brush"])
+    sky = np.mean([a["blue sky"] for a in accs])
+    grass = np.mean([a["green grass"] for a in accs])
+    assert sky >= 0.85 and grass >= 0.85, (sky, grass)
+
+
+def test_swapping_the_prompts_swaps_the_colours(toy):
+    top = fidelity.rect(0, 0, 0.5, 1)
+    img = semdraw.generate(toy, [semdraw.Brush("dark night", top), semdraw.Brush("beach sand", ~top)], seed=0,
+                           output_type="np")  # fmt: skip
+    mean_top, mean_bottom = img[:24].reshape(-1, 3).mean(0), img[40:].reshape(-1, 3).mean(0)
+    assert mean_top.sum() < 200 < mean_bottom.sum()  # dark night above, light sand below
+
+
+def test_toy_generation_is_reproducible(toy):
+    b = [semdraw.Brush("a cyan circle", fidelity.disc(0.5, 0.5, 0.3))]
+    a1 = semdraw.generate(toy, b, seed=3, output_type="latent")
+    a2 = semdraw.generate(toy, b, seed=3, output_type="latent")
+    assert torch.equal(a1, a2)
