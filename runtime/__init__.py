@@ -6,6 +6,7 @@
 """
 
 from . import masks, sampling
+from .engines import EngineSet, EngineSetError, load_engines
 from .errors import (
     ConfigError,
     LoraError,
@@ -22,8 +23,8 @@ from .model import Model, UnknownWordsWarning
 from .request import Background, Brush
 
 __all__ = [
-    "DEFAULT_MODEL", "FAMILIES", "PRESETS", "UnknownWordsWarning", "Background", "Brush", "Conditioning", "ConfigError", "Family", "LoraError",
+    "DEFAULT_MODEL", "FAMILIES", "PRESETS", "UnknownWordsWarning", "Background", "Brush", "Conditioning", "ConfigError", "EngineSet", "EngineSetError", "Family", "LoraError",
     "MaskError", "Model", "ModelNotFoundError", "SemdrawError", "SizeError", "UnsupportedFamilyError",
-    "brushes_from", "generate", "get_family", "load_model", "masks", "panorama", "parse_lora", "sampling",
+    "brushes_from", "generate", "get_family", "load_engines", "load_model", "masks", "panorama", "parse_lora", "sampling",
 ]  # fmt: skip
 __version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""Network descriptions: each wraps one part of a model with plain tensor I/O, names its inputs and
+output with their static shapes, and makes realistic seeded sample inputs for export and validation.
+
+The generic steps (ONNX export, validation, TensorRT build) never look inside a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from semdraw.engines import BuildRequest, TensorSpec
+from semdraw.model import Model
+
+
+class UNetIO(torch.nn.Module):
+    """Denoiser with plain tensors: (sample [B,C,h,w], timestep [B], encoder_hidden_states [B,N,D])."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+
+
+class VaeEncoderIO(torch.nn.Module):
+    """image [B,3,H,W] in [-1,1] -> raw latent (the distribution's mode for AutoencoderKL); ``vae.encoder``."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h = self.vae.encoder(image)
+        quant = getattr(self.vae, "quant_conv", None)
+        if quant is not None:  # AutoencoderKL: moments = [mean, logvar]; the mode is the mean
+            h = quant(h)
+            h = h[:, : h.shape[1] // 2]
+        return h
+
+
+class VaeDecoderIO(torch.nn.Module):
+    """raw latent -> image [B,3,H,W] in about [-1,1]; ``vae.decoder``."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        post = getattr(self.vae, "post_quant_conv", None)
+        if post is not None:
+            latent = post(latent)
+        return self.vae.decoder(latent)
+
+
+@dataclass
+class Network:
+    """What the generic export / validate / build steps need to know about one network."""
+
+    role: str  # "denoiser", "vae_encoder", "vae_decoder"
+    module: torch.nn.Module
+    inputs: tuple[TensorSpec, ...]
+    output: TensorSpec
+    sample: tuple[torch.Tensor, ...]  # realistic, seeded inputs
+
+
+def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network]:
+    """The three networks of ``model`` for the stream-batch shape of ``request``."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = model.latent_size(request.height, request.width)
+    c = model.latent_channels
+    B = request.batch
+    T = len(request.timesteps)
+    sched = model.schedule(timesteps=list(request.timesteps))
+    # Rows are step-major: row r is step r // (B / T). Latents noised to each row's level, timesteps per row.
+    step_of_row = torch.arange(B) // (B // T)
+    x0 = torch.randn(B, c, h, w, generator=g) * 0.8
+    noise = torch.randn(B, c, h, w, generator=g)
+    from semdraw import sampling
+
+    sample = sampling.model_input(sampling.add_noise(x0, noise, step_of_row, sched.to("cpu")), step_of_row,
+                                  sched.to("cpu")).float()  # fmt: skip
+    timestep = sched.timesteps.cpu()[step_of_row].to(
+        torch.int64 if sched.timesteps.dtype == torch.int64 else torch.float32
+    )
+    prompts = ["blue sky", "a red circle", "green grass", ""]
+    emb = torch.cat([model.encode_prompt(prompts[i % len(prompts)]).embeds.float().cpu() for i in range(B)])
+    image = torch.rand(1, 3, request.height, request.width, generator=g) * 2 - 1
+    raw_latent = torch.randn(1, c, h, w, generator=g) / float(model.vae.config.scaling_factor)
+
+    def spec(name: str, t: torch.Tensor) -> TensorSpec:
+        return TensorSpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+
+    unet_out = torch.empty(B, model.unet.config.out_channels, h, w)
+    return [
+        Network("denoiser", UNetIO(model.unet).float().cpu(),
+                (spec("sample", sample), spec("timestep", timestep), spec("encoder_hidden_states", emb)),
+                spec("out", unet_out), (sample, timestep, emb)),
+        Network("vae_encoder", VaeEncoderIO(model.vae).float().cpu(), (spec("image", image),),
+                spec("latent", raw_latent), (image,)),
+        Network("vae_decoder", VaeDecoderIO(model.vae).float().cpu(), (spec("latent", raw_latent),),
+                spec("image", image), (raw_latent,)),
+    ]  # fmt: skip

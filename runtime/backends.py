@@ -1,0 +1,224 @@
+"""Backends: run a network on device tensors. They know nothing of streams, brushes or samplers.
+
+One contract per role, each a single ``__call__`` on device tensors (names as in the engine manifest):
+
+* ``Denoiser(sample [B,C,h,w], timestep [B], encoder_hidden_states [B,N,D]) -> [B,C,h,w]``
+* ``Encoder(image [B,3,H,W] in [-1, 1]) -> raw latents [B,C,h,w]``  (unscaled, as the VAE encoder emits)
+* ``Decoder(raw latents) -> image [B,3,H,W] in about [-1, 1]``
+
+Three interchangeable implementations: a torch module (:class:`TorchRunner`), an onnxruntime session
+(:class:`OrtRunner`, CPU or CUDA provider) and a TensorRT engine (:class:`TensorRTRunner`, imported
+lazily: without TensorRT everything else works). Each runner is generic over the network: the I/O names
+come from the engine manifest, never from code that knows what a UNet is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .errors import SemdrawError
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(SemdrawError):
+    """A backend that cannot run here (missing package, no CUDA, unreadable engine file)."""
+
+
+class Denoiser(Protocol):
+    def __call__(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
+class Encoder(Protocol):
+    def __call__(self, image: torch.Tensor) -> torch.Tensor: ...
+
+
+class Decoder(Protocol):
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+class TorchRunner:
+    """Runs a torch module whose forward takes the inputs positionally and returns one tensor."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module.eval()
+
+    @torch.no_grad()
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.module(*inputs)
+
+
+_ORT_TO_TORCH = {
+    "tensor(float)": torch.float32,
+    "tensor(float16)": torch.float16,
+    "tensor(int64)": torch.int64,
+    "tensor(int32)": torch.int32,
+}
+
+
+def ort_providers(device: torch.device) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise BackendError(
+                "onnxruntime has no CUDA provider here: install onnxruntime-gpu, or run on the CPU"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtRunner:
+    """Runs an ONNX file with onnxruntime; inputs in the manifest's order.
+
+    On CUDA the inputs and outputs are bound to device memory (I/O binding, zero copy); on the CPU torch
+    tensors are shared with numpy without copies.
+    """
+
+    def __init__(self, path: str | Path, input_names: Sequence[str], output_name: str, *,
+                 device: torch.device | str = "cpu", threads: int | None = None) -> None:  # fmt: skip
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendError("onnxruntime is not installed: pip install 'semdraw[onnx]'") from err
+        self.device = torch.device(device)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=ort_providers(self.device)
+            )
+        except Exception as err:  # onnxruntime raises its own exception types for corrupt files
+            raise BackendError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0]}") from err
+        self.input_names = list(input_names)
+        self.output_name = output_name
+        meta = self.session.get_outputs()[0]
+        self._out_dtype = _ORT_TO_TORCH.get(meta.type, torch.float32)
+        self._in_dtypes = {
+            i.name: _ORT_TO_TORCH.get(i.type, torch.float32) for i in self.session.get_inputs()
+        }
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feeds = {
+            n: t.to(self._in_dtypes[n]).contiguous() for n, t in zip(self.input_names, inputs, strict=True)
+        }
+        if self.device.type == "cuda":
+            return self._run_bound(feeds)
+        out = self.session.run([self.output_name], {n: t.detach().cpu().numpy() for n, t in feeds.items()})[0]
+        return torch.from_numpy(np.ascontiguousarray(out))
+
+    def _run_bound(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        binding = self.session.io_binding()
+        np_types = {
+            torch.float32: np.float32,
+            torch.float16: np.float16,
+            torch.int64: np.int64,
+            torch.int32: np.int32,
+        }
+        for name, t in feeds.items():
+            binding.bind_input(
+                name, "cuda", t.device.index or 0, np_types[t.dtype], list(t.shape), t.data_ptr()
+            )
+        binding.bind_output(self.output_name, "cuda", self.device.index or 0)
+        self.session.run_with_iobinding(binding)
+        out = binding.get_outputs()[0]
+        return (
+            torch.from_dlpack(out.to_dlpack()) if hasattr(out, "to_dlpack") else torch.from_numpy(out.numpy())
+        )
+
+
+class TensorRTRunner:
+    """Runs a serialized TensorRT 10/11 plan with preallocated torch buffers (tensor-address API).
+
+    Addresses are set once; each call copies the inputs into the bound buffers and enqueues
+    ``execute_async_v3`` on a non-default torch CUDA stream. With ``cuda_graph=True`` the first call
+    captures the enqueue into a CUDA graph and later calls replay it.
+
+    Not run in this project's CI (no GPU there); see the README's GPU status.
+    """
+
+    def __init__(self, path: str | Path, input_names: Sequence[str], output_name: str, *,
+                 device: torch.device | str = "cuda", cuda_graph: bool = False) -> None:  # fmt: skip
+        trt = import_tensorrt()
+        if not torch.cuda.is_available():
+            raise BackendError("TensorRT needs a CUDA device and none is available")
+        self.device = torch.device(device)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(self._logger)
+        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise BackendError(f"TensorRT could not deserialize {path}: rebuild it for this TensorRT and GPU")
+        self.context = self.engine.create_execution_context()
+        self.input_names, self.output_name = list(input_names), output_name
+        self.stream = torch.cuda.Stream(device=self.device)
+        self.buffers: dict[str, torch.Tensor] = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            shape = tuple(self.engine.get_tensor_shape(name))
+            dtype = _trt_to_torch(trt, self.engine.get_tensor_dtype(name))
+            self.buffers[name] = torch.empty(shape, dtype=dtype, device=self.device)
+            self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._use_graph = cuda_graph
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        for name, t in zip(self.input_names, inputs, strict=True):
+            self.buffers[name].copy_(t, non_blocking=True)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            if self._use_graph and self._graph is None:
+                self.context.execute_async_v3(self.stream.cuda_stream)  # warm-up before capture
+                self._graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self._graph, stream=self.stream):
+                    self.context.execute_async_v3(self.stream.cuda_stream)
+            if self._graph is not None:
+                self._graph.replay()
+            elif not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BackendError("TensorRT execution failed")
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        return self.buffers[self.output_name].clone()
+
+
+def import_tensorrt():
+    """The tensorrt module, or a BackendError that says how to get it (imported lazily, never at startup)."""
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise BackendError(
+            "TensorRT is not installed: on a CUDA machine, pip install 'semdraw[tensorrt]' "
+            "(TensorRT wheels come from NVIDIA's package index)"
+        ) from err
+    return trt
+
+
+def tensorrt_available() -> bool:
+    """True when TensorRT imports and a CUDA device exists."""
+    try:
+        import_tensorrt()
+    except BackendError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _trt_to_torch(trt, dtype) -> torch.dtype:
+    table = {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.int32: torch.int32,
+        trt.int64: torch.int64,
+    }
+    if hasattr(trt, "bfloat16"):
+        table[trt.bfloat16] = torch.bfloat16
+    return table[dtype]

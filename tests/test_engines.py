@@ -1,0 +1,159 @@
+"""build-engines and load_engines: ONNX parity with torch, fused LoRA (oracle 5), cache, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+
+import semdraw
+from semdraw import backends, engines
+from semdraw.build_engines import cli
+
+from .conftest import make_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny model with a random LoRA, saved; its engine set built with the LoRA fused at scale 0.7."""
+    import diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    root = tmp_path_factory.mktemp("engines")
+    pipe = make_tiny_pipeline(root / "src")
+    pipe.save_pretrained(root / "model")
+    torch.manual_seed(3)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                     init_lora_weights=False))  # fmt: skip
+    lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    diffusers.StableDiffusionPipeline.save_lora_weights(root / "lora", unet_lora_layers=lora)
+    pipe.unet.set_adapters(["default"], weights=[0.7])
+    out = root / "set"
+    args = ["--model", str(root / "model"), "--lora", f"{root / 'lora'}:0.7", "--layers", "2", "--steps", "3",
+            "--backend", "onnx", "--out", str(out)]  # fmt: skip
+    assert cli.main(args) == 0
+    return root, out, args, pipe
+
+
+def test_manifest_is_complete(built):
+    _, out, _, _ = built
+    m = engines.read_manifest(out)
+    assert m.request.layers == 2 and len(m.request.timesteps) == 3 and m.request.batch == 6
+    assert m.request.loras[0][1] == 0.7 and m.family == "sd15" and m.sampler == "lcm"
+    assert (m.latent_height, m.latent_width, m.latent_channels) == (8, 8, 4)
+    assert set(m.networks) == {"denoiser", "vae_encoder", "vae_decoder"}
+    den = m.networks["denoiser"]
+    assert [i.name for i in den.inputs] == ["sample", "timestep", "encoder_hidden_states"]
+    assert den.inputs[0].shape == (6, 4, 8, 8) and den.inputs[1].shape == (6,)
+    assert all(n.sha256 and n.validation["onnx_fp32"]["max_abs"] <= 1e-4 for n in m.networks.values())
+    assert {"torch", "diffusers", "onnx", "onnxruntime"} <= set(m.tools) and len(m.key) == 24
+    raw = json.loads((out / "manifest.json").read_text())
+    assert raw["vae_scaling_factor"] > 0 and raw["scheduler_config"]["num_train_timesteps"] == 1000
+
+
+def test_onnxruntime_equals_torch_and_the_unfused_adapter(built):
+    """Oracle 4 (onnxruntime == torch) and oracle 5 (fused LoRA == unfused adapter), at the batch shape."""
+    _, out, _, adapter_pipe = built
+    es = semdraw.load_engines(out)
+    assert es.backend == "onnxruntime"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, 8, 8, generator=g)
+    t = torch.tensor([999, 999, 759, 759, 499, 499])
+    emb = torch.randn(6, 16, 32, generator=g)
+    with torch.no_grad():
+        expected = adapter_pipe.unet(x, t, encoder_hidden_states=emb).sample
+        adapter_pipe.unet.disable_adapters()
+        plain = adapter_pipe.unet(x, t, encoder_hidden_states=emb).sample
+        adapter_pipe.unet.enable_adapters()
+    got = es.denoiser(x, t, emb)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert (got - plain).abs().max() > 1e-3
+    img = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    vae = adapter_pipe.vae
+    with torch.no_grad():
+        ref_lat = vae.quant_conv(vae.encoder(img))[:, :4]
+        ref_img = vae.decoder(vae.post_quant_conv(ref_lat))
+    torch.testing.assert_close(es.encoder(img), ref_lat, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(es.decoder(ref_lat), ref_img, rtol=1e-4, atol=1e-4)
+
+
+def test_second_run_is_a_cache_hit(built, caplog):
+    _, out, args, _ = built
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    caplog.set_level("INFO")
+    assert cli.main(args) == 0
+    assert "cache hit" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_cache_key_depends_on_lora_scale_and_layers(built):
+    _, out, _, _ = built
+    m = engines.read_manifest(out)
+    base = m.request.key(m.tools)
+    assert base == m.key
+    other_scale = dataclasses.replace(m.request, loras=((m.request.loras[0][0], 0.5),))
+    assert other_scale.key(m.tools) != base
+    assert dataclasses.replace(m.request, layers=3).key(m.tools) != base
+    assert m.request.key({**m.tools, "onnxruntime": "0"}) != base
+
+
+def test_truncated_onnx_is_refused_with_the_rebuild_command(built, tmp_path):
+    _, out, _, _ = built
+    broken = tmp_path / "set"
+    shutil.copytree(out, broken)
+    data = (broken / "denoiser.onnx").read_bytes()
+    (broken / "denoiser.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(engines.EngineSetError, match="corrupt or truncated.*build-engines --model"):
+        semdraw.load_engines(broken)
+    # without the hash check, onnxruntime itself refuses the file with a clear error
+    with pytest.raises(backends.BackendError, match="cannot load"):
+        semdraw.load_engines(broken, verify=False)
+
+
+def test_missing_file_and_missing_manifest(built, tmp_path):
+    _, out, _, _ = built
+    broken = tmp_path / "set"
+    shutil.copytree(out, broken)
+    (broken / "vae_decoder.onnx").unlink()
+    with pytest.raises(engines.EngineSetError, match="vae_decoder.onnx is missing"):
+        semdraw.load_engines(broken)
+    with pytest.raises(engines.EngineSetError, match="not an engine set"):
+        semdraw.load_engines(tmp_path)
+
+
+def test_engine_set_for_another_canvas_is_refused(built):
+    _, out, _, _ = built
+    with pytest.raises(engines.EngineSetError, match=r"height: built 64, requested 128.*--height 128"):
+        semdraw.load_engines(out, expect={"height": 128})
+    with pytest.raises(engines.EngineSetError, match="--layers 5"):
+        semdraw.load_engines(out, expect={"layers": 5})
+    assert semdraw.load_engines(out, expect={"height": 64, "layers": 2}).backend == "onnxruntime"
+
+
+def test_tensorrt_request_without_plans_is_a_clear_error(built):
+    _, out, _, _ = built
+    with pytest.raises(engines.EngineSetError, match="no TensorRT plans"):
+        semdraw.load_engines(out, backend="tensorrt")
+
+
+def test_bad_build_requests_exit_2(tmp_path, caplog):
+    assert cli.main(["--model", "sdxl", "--out", str(tmp_path / "x")]) == 2
+    assert "not supported yet" in caplog.text
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not backends.tensorrt_available(), reason="needs TensorRT and a CUDA GPU")
+def test_tensorrt_plan_matches_torch(built, tmp_path):  # pragma: no cover - GPU tier
+    root, _, _, _ = built
+    out = tmp_path / "trt"
+    assert cli.main(["--model", str(root / "model"), "--layers", "2", "--steps", "3", "--backend", "all",
+                     "--out", str(out)]) == 0  # fmt: skip
+    es = semdraw.load_engines(out, backend="tensorrt")
+    assert es.backend == "tensorrt" and all(n.tensorrt for n in es.manifest.networks.values())
+    assert all("tensorrt" in n.validation for n in es.manifest.networks.values())
