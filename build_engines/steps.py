@@ -35,14 +35,17 @@ def export_onnx(net: Network, path: Path, *, fp16: bool = False) -> None:
         module = _half_copy(module)
         sample = tuple(t.half() if t.is_floating_point() else t for t in sample)
     big = sum(p.numel() * p.element_size() for p in module.parameters()) > EXTERNAL_DATA_THRESHOLD
+    # A large export scatters one file per tensor: do it in a private folder, then consolidate beside `path`.
+    target = path.parent / f".export-{path.stem}" / path.name if big else path
+    target.parent.mkdir(exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on static shapes
         torch.onnx.export(
-            module, sample, str(path), input_names=[i.name for i in net.inputs], output_names=[net.output.name],
+            module, sample, str(target), input_names=[i.name for i in net.inputs], output_names=[net.output.name],
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )  # fmt: skip
     if big:
-        _consolidate_external_data(path)
+        _consolidate_external_data(target, path)
 
 
 def _half_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -51,20 +54,16 @@ def _half_copy(module: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(module).half()
 
 
-def _consolidate_external_data(path: Path) -> None:
-    """Rewrite a >2 GB export (scattered tensor files) as one model file + one data file."""
+def _consolidate_external_data(scattered: Path, path: Path) -> None:
+    """Rewrite an export with scattered tensor files as ``path`` + one ``path.data`` file."""
+    import shutil
+
     import onnx
 
-    model = onnx.load(str(path), load_external_data=True)
-    for stale in path.parent.glob("*"):
-        if (
-            stale.is_file()
-            and stale.name not in (path.name,)
-            and not stale.name.endswith((".onnx", ".json", ".plan"))
-        ):
-            stale.unlink()
+    model = onnx.load(str(scattered), load_external_data=True)
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)  # fmt: skip
+    shutil.rmtree(scattered.parent)
 
 
 def compare(got: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:

@@ -157,3 +157,25 @@ def test_tensorrt_plan_matches_torch(built, tmp_path):  # pragma: no cover - GPU
     es = semdraw.load_engines(out, backend="tensorrt")
     assert es.backend == "tensorrt" and all(n.tensorrt for n in es.manifest.networks.values())
     assert all("tensorrt" in n.validation for n in es.manifest.networks.values())
+
+
+def test_large_models_get_one_consolidated_external_data_file(tmp_path, monkeypatch):
+    from semdraw.build_engines import steps
+    from semdraw.build_engines.networks import Network
+    from semdraw.engines import TensorSpec
+
+    monkeypatch.setattr(steps, "EXTERNAL_DATA_THRESHOLD", 0)  # treat this small module as "large"
+    module = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    x = torch.randn(2, 64)
+    net = Network(
+        "denoiser", module, (TensorSpec("x", (2, 64), "float32"),), TensorSpec("y", (2, 8), "float32"), (x,)
+    )
+    (tmp_path / "vae_decoder.onnx.data").write_text("another network's data")
+    steps.export_onnx(net, tmp_path / "denoiser.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "denoiser.onnx",
+        "denoiser.onnx.data",
+        "vae_decoder.onnx.data",
+    ]
+    with torch.no_grad():
+        assert steps.compare(steps.run_onnx(net, tmp_path / "denoiser.onnx"), module(x))["max_abs"] < 1e-5
