@@ -13,25 +13,14 @@ import semdraw
 from semdraw import backends, engines
 from semdraw.build_engines import cli
 
-from .conftest import make_tiny_pipeline
+from .conftest import save_tiny_model_with_lora
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A tiny model with a random LoRA, saved; its engine set built with the LoRA fused at scale 0.7."""
-    import diffusers
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
     root = tmp_path_factory.mktemp("engines")
-    pipe = make_tiny_pipeline(root / "src")
-    pipe.save_pretrained(root / "model")
-    torch.manual_seed(3)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                     init_lora_weights=False))  # fmt: skip
-    lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    diffusers.StableDiffusionPipeline.save_lora_weights(root / "lora", unet_lora_layers=lora)
+    pipe = save_tiny_model_with_lora(root, seed=3)
     pipe.unet.set_adapters(["default"], weights=[0.7])
     out = root / "set"
     args = ["--model", str(root / "model"), "--lora", f"{root / 'lora'}:0.7", "--layers", "2", "--steps", "3",

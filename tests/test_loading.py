@@ -9,27 +9,14 @@ import torch
 import semdraw
 from semdraw.loading import parse_lora
 
-from .conftest import make_tiny_pipeline
+from .conftest import save_tiny_model_with_lora
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A tiny pipeline saved as a diffusers folder, plus a random LoRA for its UNet saved beside it."""
-    import diffusers
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
     root = tmp_path_factory.mktemp("saved")
-    pipe = make_tiny_pipeline(root / "src")
-    pipe.save_pretrained(root / "model")
-    torch.manual_seed(1)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                     init_lora_weights=False))  # fmt: skip
-    lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    diffusers.StableDiffusionPipeline.save_lora_weights(root / "lora", unet_lora_layers=lora)
-    zero = {k: torch.zeros_like(v) if "lora_B" in k or "lora.up" in k else v for k, v in lora.items()}
-    diffusers.StableDiffusionPipeline.save_lora_weights(root / "zero_lora", unet_lora_layers=zero)
+    pipe = save_tiny_model_with_lora(root, seed=1)
     return root, pipe  # pipe.unet still carries the (unfused) adapter
 
 

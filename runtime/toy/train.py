@@ -42,6 +42,19 @@ def _cosine_lr(opt: torch.optim.Optimizer, base_lr: float, step: int, total: int
         group["lr"] = lr
 
 
+def _optimize(
+    opt: torch.optim.Optimizer, loss: torch.Tensor, params, loss_avg: float, step: int, bar, decay: float
+) -> float:
+    """Backward, clip to norm 1, step; returns the running loss average shown on the progress bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    loss_avg = decay * loss_avg + (1 - decay) * float(loss) if step else float(loss)
+    bar.set_postfix(loss=f"{loss_avg:.4f}")
+    return loss_avg
+
+
 def _pixels(images_u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images_u8).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
@@ -58,12 +71,7 @@ def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, gen: t
         z = vae.encode(x).latents
         recon = vae.decode(z).sample
         loss = F.mse_loss(recon, x) + 1e-4 * z.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        loss_avg = 0.98 * loss_avg + 0.02 * float(loss) if step else float(loss)
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        loss_avg = _optimize(opt, loss, vae.parameters(), loss_avg, step, bar, decay=0.98)
     vae.eval()
     return loss_avg
 
@@ -100,13 +108,7 @@ def train_base(text_encoder, unet, latents, ids, scheduler, steps, batch, lr, ge
         xt = a * x0 + s * eps
         v = a * eps - s * x0
         pred = unet(xt, t, encoder_hidden_states=text_encoder(tok)[0]).sample
-        loss = F.mse_loss(pred, v)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        loss_avg = 0.99 * loss_avg + 0.01 * float(loss) if step else float(loss)
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        loss_avg = _optimize(opt, F.mse_loss(pred, v), params, loss_avg, step, bar, decay=0.99)
     unet.eval()
     text_encoder.eval()
     return loss_avg
@@ -132,8 +134,7 @@ def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler,
     abar = _abar(scheduler)
     n_train = scheduler.config.num_train_timesteps
     skip = n_train // 50  # DDIM solver skeleton of 50 steps: t -> t - 20
-    with torch.no_grad():
-        cond_all = None  # encoded per batch: the text encoder is frozen here
+    with torch.no_grad():  # the text encoder is frozen here
         uncond = text_encoder(uncond_ids)[0]
     bar = tqdm(range(steps), desc="distill (LCM-LoRA)", unit="step")
     loss_avg = 0.0
@@ -165,12 +166,7 @@ def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler,
             v2 = student(x_prev, t_prev, encoder_hidden_states=cond_all).sample
             target = c_skip1 * x_prev + c_out1 * (ap * x_prev - sp * v2)
         loss = (torch.sqrt((pred - target) ** 2 + 1e-6) - 1e-3).mean()  # pseudo-Huber
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lora_params, 1.0)
-        opt.step()
-        loss_avg = 0.99 * loss_avg + 0.01 * float(loss) if step else float(loss)
-        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        loss_avg = _optimize(opt, loss, lora_params, loss_avg, step, bar, decay=0.99)
     student.eval()
     return student, loss_avg
 
