@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,10 +131,20 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
         before = _weights_fingerprint(pipe.unet, pipe.text_encoder)
         name = f"semdraw_lora_{i}"
         try:
-            pipe.load_lora_weights(source, adapter_name=name)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pipe.load_lora_weights(source, adapter_name=name)
+            incomplete = [w for w in caught if "additional target modules" in str(w.message)]
+            if incomplete:  # PEFT only warns; a LoRA missing some of its own modules is broken
+                raise LoraError(f"LoRA {source!r} is incomplete: its config targets modules that have no weights "
+                                "in the file (mixed key formats?); re-save it with consistent PEFT keys")  # fmt: skip
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             pipe.fuse_lora(lora_scale=scale, adapter_names=[name])
             pipe.unload_lora_weights()
         except (OSError, ValueError, KeyError, RuntimeError) as err:
+            if isinstance(err, LoraError):
+                raise
             raise LoraError(f"could not load or fuse LoRA {source!r}: {err}") from err
         after = _weights_fingerprint(pipe.unet, pipe.text_encoder)
         if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):

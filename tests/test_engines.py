@@ -12,6 +12,7 @@ import torch
 import semdraw
 from semdraw import backends, engines
 from semdraw.build_engines import cli
+from semdraw.build_engines.networks import UNetIO
 
 from .conftest import save_tiny_model_with_lora
 
@@ -61,6 +62,9 @@ def test_onnxruntime_equals_torch_and_the_unfused_adapter(built):
         adapter_pipe.unet.enable_adapters()
     got = es.denoiser(x, t, emb)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    fused = semdraw.load_model(str(built[0] / "model"), loras=[f"{built[0] / 'lora'}:0.7"], device="cpu")
+    torch_runner = backends.TorchRunner(UNetIO(fused.unet))  # the third, interchangeable backend
+    torch.testing.assert_close(torch_runner(x, t, emb), got, rtol=1e-4, atol=1e-4)
     assert (got - plain).abs().max() > 1e-3
     img = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
     vae = adapter_pipe.vae
@@ -168,3 +172,26 @@ def test_large_models_get_one_consolidated_external_data_file(tmp_path, monkeypa
     ]
     with torch.no_grad():
         assert steps.compare(steps.run_onnx(net, tmp_path / "denoiser.onnx"), module(x))["max_abs"] < 1e-5
+
+
+def test_build_toy_engine_set(tmp_path, caplog):
+    """The embedded model exports like any SD1.5-family model (AutoencoderTiny halves included)."""
+    caplog.set_level("INFO")
+    out = tmp_path / "toy"
+    args = ["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]
+    assert cli.main(args) == 0
+    m = engines.read_manifest(out)
+    assert m.request.batch == 3 * 4 and m.request.loras == () and m.vae_scaling_factor > 0
+    assert m.networks["denoiser"].inputs[0].shape == (12, 4, 8, 8)
+    for role in ("denoiser", "vae_encoder", "vae_decoder"):
+        assert m.networks[role].validation["onnx_fp32"]["max_abs"] <= 1e-4, role
+    toy = semdraw.load_model("toy", device="cpu")
+    es = semdraw.load_engines(out, expect={"layers": 3})
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        lat = toy.vae.encoder(img)
+        torch.testing.assert_close(es.encoder(img), lat, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(es.decoder(lat), toy.vae.decoder(lat), rtol=1e-4, atol=1e-4)
+    caplog.clear()
+    assert cli.main(args) == 0 and "cache hit" in caplog.text

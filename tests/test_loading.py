@@ -92,3 +92,27 @@ def test_families():
         semdraw.get_family("sd2")
     with pytest.raises(semdraw.UnsupportedFamilyError, match="reserved"):
         semdraw.Model.from_pipeline(object(), family="sdxl")
+
+
+def test_a_lora_mixing_key_formats_is_refused_not_half_applied(saved, tmp_path):
+    """diffusers' old-format keys beside PEFT keys load without the old-format modules (PEFT only warns)."""
+    from safetensors.torch import load_file, save_file
+
+    root, _ = saved
+    sd = load_file(str(root / "lora" / "pytorch_lora_weights.safetensors"))
+    assert any(".lora.down." in k for k in sd)  # saved in the old diffusers format
+
+    def to_peft(k: str) -> str:
+        return k.replace(".lora.down.weight", ".lora_A.weight").replace(".lora.up.weight", ".lora_B.weight")
+
+    mixed = {(to_peft(k) if ".to_q." not in k else k): v for k, v in sd.items()}
+    (tmp_path / "mixed").mkdir()
+    save_file(mixed, str(tmp_path / "mixed" / "pytorch_lora_weights.safetensors"))
+    with pytest.raises(semdraw.LoraError, match="incomplete"):
+        semdraw.load_model(str(root / "model"), loras=[str(tmp_path / "mixed")], device="cpu")
+    # the same weights with consistent keys load fine
+    (tmp_path / "peft").mkdir()
+    save_file(
+        {to_peft(k): v for k, v in sd.items()}, str(tmp_path / "peft" / "pytorch_lora_weights.safetensors")
+    )
+    assert semdraw.load_model(str(root / "model"), loras=[str(tmp_path / "peft")], device="cpu").loras

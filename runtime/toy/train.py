@@ -173,7 +173,6 @@ def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler,
 
 def save(out: Path, tokenizer, text_encoder, unet, vae, student, metrics: dict) -> None:
     import diffusers
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +182,9 @@ def save(out: Path, tokenizer, text_encoder, unet, vae, student, metrics: dict) 
         requires_safety_checker=False,
     )  # fmt: skip
     pipe.save_pretrained(out / "base", safe_serialization=True)
-    lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(student))
+    # PEFT-format keys throughout: converting them to diffusers' older format renames only the attention
+    # keys, and a file mixing both formats loads without its attention weights.
+    lora = get_peft_model_state_dict(student)
     diffusers.StableDiffusionPipeline.save_lora_weights(out / "lcm_lora", unet_lora_layers=lora)
     write_vocabulary(out)
     (out / "training.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -210,6 +211,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distill-steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument(
+        "--guidance",
+        type=float,
+        nargs=2,
+        default=(1.0, 2.0),
+        metavar=("MIN", "MAX"),
+        help="teacher guidance range baked into the LCM-LoRA (default 1 2; 2-5 over-saturated colours)",
+    )
+    p.add_argument("--distill-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--from-base",
+        type=Path,
+        default=None,
+        help="reuse the VAE, text encoder and UNet of this diffusers folder and only redo the distillation",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="a few steps of every stage (smoke test)")
     args = p.parse_args(argv)
@@ -237,41 +253,58 @@ def main(argv: list[str] | None = None) -> int:
                     return_tensors="pt").input_ids  # fmt: skip
     uncond_ids = tokenizer([""], padding="max_length", max_length=A.MAX_TOKENS, return_tensors="pt").input_ids
 
-    t0 = time.time()
-    vae_loss = train_vae(vae, images, args.vae_steps, 16, 2e-3, gen)
-    raw = encode_all(vae, images)
-    scale = float(1.0 / raw.std())
-    vae.register_to_config(scaling_factor=scale)
-    latents = raw * scale
-    timings["vae_s"] = time.time() - t0
-    log.info("vae: loss %.4f, latent std %.3f -> scaling factor %.4f", vae_loss, 1 / scale, scale)
-
     import diffusers
 
     scheduler = diffusers.DDPMScheduler.from_config(A.SCHEDULER)
-    t0 = time.time()
-    base_loss = train_base(
-        text_encoder, unet, latents, ids, scheduler, args.base_steps, args.batch, 1e-3, gen
-    )
-    timings["base_s"] = time.time() - t0
+    previous: dict = {}
+    if args.from_base:
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(args.from_base), safety_checker=None,
+                                                                 requires_safety_checker=False)  # fmt: skip
+        text_encoder, unet, vae = pipe.text_encoder, pipe.unet, pipe.vae
+        scale = float(vae.config.scaling_factor)
+        latents = encode_all(vae, images) * scale
+        old = args.out / "training.json"
+        previous = json.loads(old.read_text()) if old.exists() else {}
+        vae_loss = previous.get("final_losses", {}).get("vae", float("nan"))
+        base_loss = previous.get("final_losses", {}).get("base_v", float("nan"))
+        timings.update({k: v for k, v in previous.get("timings_s", {}).items() if k in ("vae_s", "base_s")})
+        log.info("reusing the VAE, text encoder and UNet of %s", args.from_base)
+    else:
+        t0 = time.time()
+        vae_loss = train_vae(vae, images, args.vae_steps, 16, 2e-3, gen)
+        raw = encode_all(vae, images)
+        scale = float(1.0 / raw.std())
+        vae.register_to_config(scaling_factor=scale)
+        latents = raw * scale
+        timings["vae_s"] = time.time() - t0
+        log.info("vae: loss %.4f, latent std %.3f -> scaling factor %.4f", vae_loss, 1 / scale, scale)
+        t0 = time.time()
+        base_loss = train_base(
+            text_encoder, unet, latents, ids, scheduler, args.base_steps, args.batch, 1e-3, gen
+        )
+        timings["base_s"] = time.time() - t0
     for prm in list(unet.parameters()) + list(text_encoder.parameters()):
         prm.requires_grad_(False)
 
     t0 = time.time()
     student, distill_loss = distill_lcm_lora(text_encoder, unet, latents, ids, uncond_ids, scheduler,
-                                             args.distill_steps, args.batch, 5e-4, args.lora_rank, (2.0, 5.0), gen)  # fmt: skip
+                                             args.distill_steps, args.batch, args.distill_lr, args.lora_rank,
+                                             tuple(args.guidance), gen)  # fmt: skip
     timings["distill_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
     metrics = {
         "seed": args.seed, "images": args.images, "size": A.SIZE, "batch": args.batch,
         "vae_steps": args.vae_steps, "base_steps": args.base_steps, "distill_steps": args.distill_steps,
-        "lora_rank": args.lora_rank, "teacher_guidance": [2.0, 5.0], "vae_scaling_factor": scale,
+        "lora_rank": args.lora_rank, "teacher_guidance": list(args.guidance), "distill_lr": args.distill_lr, "vae_scaling_factor": scale,
         "final_losses": {"vae": vae_loss, "base_v": base_loss, "distill": distill_loss},
-        "timings_s": {k: round(v, 1) for k, v in timings.items()}, "torch_threads": torch.get_num_threads(),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "distilled_from": str(args.from_base) if args.from_base else "this run", "torch_threads": torch.get_num_threads(),
         "params": {"unet": sum(q.numel() for q in unet.parameters()),
                    "text_encoder": sum(q.numel() for q in text_encoder.parameters()),
                    "vae": sum(q.numel() for q in vae.parameters())},
     }  # fmt: skip
+    if args.from_base:
+        metrics = {**previous, **{k: v for k, v in metrics.items() if k not in ("vae_steps", "base_steps")}}
     save(args.out, tokenizer, text_encoder, unet, vae, student, metrics)
     log.info("saved to %s in %.1f min in all", args.out, timings["total_s"] / 60)
     return 0

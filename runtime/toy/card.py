@@ -1,0 +1,87 @@
+"""Write weights/MODEL_CARD.md from training.json and `semdraw-bench fidelity --json` outputs.
+
+    python -m semdraw.toy.card --fidelity toy.json --base-fidelity base.json
+
+``--base-fidelity`` is the same benchmark run on the non-distilled base model (``--model`` pointing at
+``weights/base``), for the distillation table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import WEIGHTS_DIR, architecture, world
+
+TEMPLATE = Path(__file__).resolve().parent / "card_template.md"
+
+
+def _rows(rows: list[dict]) -> str:
+    out = [
+        "| variant | per-region accuracy | object presence | small off-centre objects present |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {r['variant']} | {r['region_accuracy']:.3f} | {r['object_presence']:.3f} | "
+            f"{r['off_centre_presence']:.3f} |" for r in rows]  # fmt: skip
+    return "\n".join(out)
+
+
+def fidelity_tables(fid: dict) -> str:
+    return (f"Table 5 ablation ({fid['scenes']} scenes × {len(fid['seeds'])} seeds):\n\n{_rows(fid['ablation'])}\n\n"
+            f"Centring the first N steps (bootstrap steps = max(1, N)):\n\n{_rows(fid['centring'])}")  # fmt: skip
+
+
+def _token_count(weights: Path) -> int:
+    tok = json.loads((weights / "base" / "tokenizer" / "tokenizer.json").read_text())
+    return len(tok["model"]["vocab"])
+
+
+def render(weights: Path, fid: dict, base_fid: dict | None) -> str:
+    t = json.loads((weights / "training.json").read_text())
+    vocab = json.loads((weights / "vocabulary.json").read_text())
+    size_mb = sum(p.stat().st_size for p in weights.rglob("*") if p.is_file()) / 2**20
+    colors = "\n".join(
+        ["| colour | RGB |", "|---|---|"] + [f"| {k} | {tuple(v)} |" for k, v in world.COLORS.items()]
+    )
+    scenes = "\n".join(
+        ["| scene | RGB |", "|---|---|"] + [f"| {k} | {tuple(v)} |" for k, v in world.SCENES.items()]
+    )
+    distill = "(not measured)"
+    if base_fid:
+        full = [r for r in fid["ablation"] if r["variant"].startswith("+ quantized")][0]
+        base = [r for r in base_fid["ablation"] if r["variant"].startswith("+ quantized")][0]
+        distill = _rows([{**base, "variant": "base model, 4 LCM steps (no LoRA)"},
+                         {**full, "variant": "base + fused LCM-LoRA, 4 LCM steps"}])  # fmt: skip
+    timings = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in t["timings_s"].items())
+    return TEMPLATE.read_text().format(
+        size_mb=f"{size_mb:.1f}", colors_table=colors, scenes_table=scenes, shapes=", ".join(vocab["shapes"]),
+        images=t["images"], size=t["size"], latent=t["size"] // 8, vocab=_token_count(weights),
+        tokens=architecture.MAX_TOKENS, te_params=f"{t['params']['text_encoder']:,}",
+        unet_params=f"{t['params']['unet']:,}", vae_params=f"{t['params']['vae']:,}", scale=t["vae_scaling_factor"],
+        seed=t["seed"], threads=t["torch_threads"], vae_steps=t["vae_steps"], vae_loss=t["final_losses"]["vae"],
+        base_steps=t["base_steps"], batch=t["batch"], base_loss=t["final_losses"]["base_v"], rank=t["lora_rank"],
+        distill_steps=t["distill_steps"], distill_loss=t["final_losses"]["distill"], timings=timings,
+        distill_table=distill, bench_seeds=len(fid["seeds"]), fidelity_tables=fidelity_tables(fid),
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m semdraw.toy.card", description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    p.add_argument(
+        "--fidelity", type=Path, required=True, help="semdraw-bench fidelity --json output for toy"
+    )
+    p.add_argument(
+        "--base-fidelity", type=Path, default=None, help="the same for the non-distilled base model"
+    )
+    args = p.parse_args(argv)
+    fid = json.loads(args.fidelity.read_text())
+    base = json.loads(args.base_fidelity.read_text()) if args.base_fidelity else None
+    (args.weights / "MODEL_CARD.md").write_text(render(args.weights, fid, base))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
