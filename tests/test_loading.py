@@ -65,7 +65,6 @@ def test_parse_lora():
     [
         ("sdxl", semdraw.UnsupportedFamilyError, "not supported yet"),
         ("sd3", semdraw.UnsupportedFamilyError, "not supported yet"),
-        ("toy", semdraw.UnsupportedFamilyError, "later release"),
         ("no-such-preset", semdraw.ModelNotFoundError, "not a preset"),
         ("/nonexistent/model.safetensors", semdraw.ModelNotFoundError, "no such file"),
         ("weights.ckpt", semdraw.ModelNotFoundError, "pickled checkpoints are refused"),

@@ -1,9 +1,8 @@
 """Write weights/MODEL_CARD.md from training.json and `semdraw-bench fidelity --json` outputs.
 
-    python -m semdraw.toy.card --fidelity toy.json --base-fidelity base.json
+    python -m semdraw.toy.card --fidelity toy.json --comparison alternatives.json
 
-``--base-fidelity`` is the same benchmark run on the non-distilled base model (``--model`` pointing at
-``weights/base``), for the distillation table.
+``--comparison`` holds rows of ``fidelity.evaluate()`` for the sampler / LoRA alternatives.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ def _token_count(weights: Path) -> int:
     return len(tok["model"]["vocab"])
 
 
-def render(weights: Path, fid: dict, base_fid: dict | None) -> str:
+def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
     t = json.loads((weights / "training.json").read_text())
     vocab = json.loads((weights / "vocabulary.json").read_text())
     size_mb = sum(p.stat().st_size for p in weights.rglob("*") if p.is_file()) / 2**20
@@ -48,12 +47,7 @@ def render(weights: Path, fid: dict, base_fid: dict | None) -> str:
     scenes = "\n".join(
         ["| scene | RGB |", "|---|---|"] + [f"| {k} | {tuple(v)} |" for k, v in world.SCENES.items()]
     )
-    distill = "(not measured)"
-    if base_fid:
-        full = [r for r in fid["ablation"] if r["variant"].startswith("+ quantized")][0]
-        base = [r for r in base_fid["ablation"] if r["variant"].startswith("+ quantized")][0]
-        distill = _rows([{**base, "variant": "base model, 4 LCM steps (no LoRA)"},
-                         {**full, "variant": "base + fused LCM-LoRA, 4 LCM steps"}])  # fmt: skip
+    distill = _rows(comparison) if comparison else "(not measured)"
     timings = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in t["timings_s"].items())
     return TEMPLATE.read_text().format(
         size_mb=f"{size_mb:.1f}", colors_table=colors, scenes_table=scenes, shapes=", ".join(vocab["shapes"]),
@@ -74,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         "--fidelity", type=Path, required=True, help="semdraw-bench fidelity --json output for toy"
     )
     p.add_argument(
-        "--base-fidelity", type=Path, default=None, help="the same for the non-distilled base model"
+        "--comparison",
+        type=Path,
+        default=None,
+        help="JSON list of fidelity.evaluate() rows (sampler / LoRA alternatives) for the distillation table",
     )
     args = p.parse_args(argv)
     fid = json.loads(args.fidelity.read_text())
-    base = json.loads(args.base_fidelity.read_text()) if args.base_fidelity else None
-    (args.weights / "MODEL_CARD.md").write_text(render(args.weights, fid, base))
+    comparison = json.loads(args.comparison.read_text()) if args.comparison else []
+    (args.weights / "MODEL_CARD.md").write_text(render(args.weights, fid, comparison))
     return 0
 
 
