@@ -1,10 +1,11 @@
 """The embedded `toy` model: an SD1.5-shaped model trained here on a procedural shapes world.
 
 Its weights ship as package data (``weights/``): a diffusers folder (``base/``: CLIP tokenizer and text
-encoder, UNet, AutoencoderTiny, LCM scheduler config) and an LCM-distilled acceleration LoRA
-(``lcm_lora/``) that ``load_model("toy")`` fuses, exactly as SD1.5 + LCM-LoRA. ``weights/MODEL_CARD.md``
-documents data, architecture, training and metrics; ``weights/vocabulary.json`` the colour and scene
-reference RGBs. ``python -m semdraw.toy.train`` regenerates everything from scratch.
+encoder, UNet, AutoencoderTiny, LCM scheduler config) and an LCM-distilled LoRA (``lcm_lora/``). The
+LoRA measured worse than the base model at 4 LCM steps, so ``load_model("toy")`` does not fuse it
+(``load_model("toy", loras=[LORA_DIR])`` does). ``weights/MODEL_CARD.md`` documents data, architecture,
+training, that decision and the metrics; ``weights/vocabulary.json`` the colour and scene
+reference RGBs. ``semdraw-train-toy`` regenerates everything from scratch.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ Stages (each with a progress bar; everything seeded):
   3. base     CLIP text encoder + UNet trained jointly from scratch with v-prediction on the SD1.5
               noise schedule (an epsilon model ignored the text within our CPU budget)
   4. distill  latent-consistency distillation into a LoRA on the UNet (teacher: the base model with
-              classifier-free guidance, DDIM solver over a 50-step skeleton), exactly as LCM-LoRA
+              classifier-free guidance, DDIM solver over a 50-step skeleton), as LCM-LoRA. On the
+              shipped run it scored below the base model, so the preset does not fuse it (MODEL_CARD.md)
   5. save     safetensors (diffusers folders), the LoRA as its own file, vocabulary.json, metrics
 
-Not part of CI: it takes about an hour on 2 cores. ``--quick`` runs every stage for a few steps.
+Not part of CI: it took 59 minutes on this 2-core machine. ``--quick`` runs every stage for a few steps.
 """
 
 from __future__ import annotations
