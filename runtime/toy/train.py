@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=PACKAGE_DIR, help=f"output folder (default: {PACKAGE_DIR})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=40000, help="size of the rendered data set")
-    p.add_argument("--vae-steps", type=int, default=700)
+    p.add_argument("--vae-steps", type=int, default=1000)
     p.add_argument("--base-steps", type=int, default=6000)
     p.add_argument("--distill-steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=48)
