@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from semdraw import sampling
 from semdraw.engines import BuildRequest, TensorSpec
 from semdraw.model import Model
 
@@ -75,16 +76,15 @@ def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network
     c = model.latent_channels
     B = request.batch
     T = len(request.timesteps)
-    sched = model.schedule(timesteps=list(request.timesteps))
+    sched = model.schedule(timesteps=list(request.timesteps)).to("cpu")
     # Rows are step-major: row r is step r // (B / T). Latents noised to each row's level, timesteps per row.
     step_of_row = torch.arange(B) // (B // T)
     x0 = torch.randn(B, c, h, w, generator=g) * 0.8
     noise = torch.randn(B, c, h, w, generator=g)
-    from semdraw import sampling
-
-    sample = sampling.model_input(sampling.add_noise(x0, noise, step_of_row, sched.to("cpu")), step_of_row,
-                                  sched.to("cpu")).float()  # fmt: skip
-    timestep = sched.timesteps.cpu()[step_of_row].to(
+    sample = sampling.model_input(
+        sampling.add_noise(x0, noise, step_of_row, sched), step_of_row, sched
+    ).float()
+    timestep = sched.timesteps[step_of_row].to(
         torch.int64 if sched.timesteps.dtype == torch.int64 else torch.float32
     )
     prompts = ["blue sky", "a red circle", "green grass", ""]

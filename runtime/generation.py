@@ -315,6 +315,13 @@ def generate(
     noise = randn_tensor(shape, generator=generator, device=dev, dtype=dt)
     x = noise * sched.init_noise_sigma
 
+    background_weight = prepared.background.to(dev, dt)  # [T, 1, h, w], moved once
+    post = latent_averaging == "post"
+
+    def fresh_noise(k: int, like: tuple[int, ...]) -> torch.Tensor | None:
+        """One generator draw when renoising after step k consumes noise (diffusers' order), else None."""
+        return randn_tensor(like, generator=generator, device=dev, dtype=dt) if sched.draws_noise(k) else None
+
     steps_iter = range(sched.steps)
     if progress:
         from tqdm.auto import tqdm
@@ -326,37 +333,27 @@ def generate(
         d_items = _denoise_items(model, items, k, sched, guidance_scale, max_batch)
         num = torch.zeros_like(x)
         den = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
-        post = latent_averaging == "post"
         for item, d in zip(items, d_items, strict=True):
             d = M.shift(d, -item.dy, -item.dx)
             if post:  # naive MultiDiffusion: each view takes its own step, noise included
-                z = (
-                    randn_tensor(d.shape, generator=generator, device=dev, dtype=dt)
-                    if sched.draws_noise(k)
-                    else None
-                )
-                d = S.renoise(d, z, k, sched)
+                d = S.renoise(d, fresh_noise(k, d.shape), k, sched)
             _uncrop_add(num, item.tile, item.weight * d)
             _uncrop_add(den, item.tile, item.weight)
         if known_bg is not None:
-            wb = coverage * prepared.background[k].to(dev, dt)
+            wb = coverage * background_weight[k]
             target = S.known_target(known_bg, noise, k, sched)
             if post:
-                z = (
-                    randn_tensor(shape, generator=generator, device=dev, dtype=dt)
-                    if sched.draws_noise(k)
-                    else None
-                )
-                target = S.renoise(target, z, k, sched)
+                target = S.renoise(target, fresh_noise(k, shape), k, sched)
             num += wb * target
             den += wb
         averaged = torch.where(den > 0, num / den.clamp(min=1e-12), x)
         if post:
             x = averaged
         else:
-            if sched.draws_noise(k):
-                noise = randn_tensor(shape, generator=generator, device=dev, dtype=dt)
-            x = S.renoise(averaged, noise if sched.draws_noise(k) else None, k, sched)
+            z = fresh_noise(k, shape)
+            if z is not None:
+                noise = z  # the noise of the next level (bootstrap fill and known targets use it)
+            x = S.renoise(averaged, z, k, sched)
 
     if output_type == "latent":
         return x

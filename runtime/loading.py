@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import LoraError, ModelNotFoundError, UnsupportedFamilyError
-from .family import FAMILIES, get_family
+from .family import get_family
 from .model import Model
 from .toy import BASE_DIR as TOY_BASE
 from .toy import known_words as toy_words
@@ -179,8 +179,6 @@ def load_model(
             "`semdraw-train-toy`"
         )
     fam = get_family(family or (preset.family if preset else "sd15"))
-    if fam.name not in FAMILIES:  # pragma: no cover - get_family already guarantees this
-        raise UnsupportedFamilyError(fam.name)
     pipe = _load_pipeline(source, dt)
     all_loras = list(preset.loras if preset else ()) + list(loras)
     fused = fuse_loras(pipe, all_loras)

@@ -157,16 +157,15 @@ class Model:
     def _encode_clip(self, text: str) -> Conditioning:
         """CLIP encoding exactly as diffusers' StableDiffusionPipeline.encode_prompt (no clip skip)."""
         tok = self.tokenizer
-        ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids  # fmt: skip
+        enc = tok(
+            text, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        )
+        ids = enc.input_ids
         full = tok(text, padding="longest", return_tensors="pt").input_ids
         if full.shape[-1] > ids.shape[-1]:
             log.warning("prompt truncated to %d tokens: %r", tok.model_max_length, text)
         te = self.text_encoder
-        mask = None
-        if getattr(te.config, "use_attention_mask", False):
-            mask = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                       return_tensors="pt").attention_mask.to(self.device)  # fmt: skip
+        mask = enc.attention_mask.to(self.device) if getattr(te.config, "use_attention_mask", False) else None
         embeds = te(ids.to(te.device), attention_mask=mask)[0]
         return Conditioning(embeds.to(dtype=self.dtype, device=self.device))
 
