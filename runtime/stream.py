@@ -1,0 +1,564 @@
+"""The multi-prompt stream batch (DESIGN §3-4): a fixed-size pipeline of T images in flight.
+
+Each call advances every image in flight by one step in a *single* denoiser batch of L·T rows (L prompt
+rows x T steps, step-major: row = k·L + i), averages each step's rows under their quantized masks in
+torch on the device (latent pre-averaging, as :func:`semdraw.generate`), re-noises, and decodes the image
+that just finished. A fresh noise latent enters every call, so after T calls (a *flush*) each call yields
+one finished image.
+
+Where images live: a ring of T latents. The image that entered at call f sits at ring position f mod T
+for its whole life; only its step changes. So no latent is ever moved between buffers: per call, the
+phase p = f mod T picks precomputed index tensors (which ring position is at which step), and all
+buffers are allocated once, in ``__init__``.
+
+Image n after a flush is made from seed ``seed + n`` with exactly the noise draws ``generate()`` makes
+(initial latent, then one draw per re-noising), so the first frame after a flush equals
+``generate(..., seed=seed)`` (oracle 3) and the stream is reproducible from its seed.
+
+Live updates (``set_brush``, ``set_mask``, ``set_background``, ...) may come from any thread. They build
+the new per-row tables on the caller's thread (masks: blur, quantization, centring shifts; prompts: the
+cached encoder) and hand them over under a short lock; the next call copies them into the device buffers
+before it runs. A mask change therefore costs no flush and no text encoding.
+
+Rows and the background: ``layers`` counts prompt rows per step. A background *prompt* is generated as a
+full-canvas layer beneath the brushes (weight clip(1 - Σ M)), so it takes one of the L rows: with a
+background prompt a stream holds at most L - 1 brushes. A white or image background costs no row.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import masks as M
+from . import sampling as S
+from .engines import EngineSet, load_engines
+from .errors import ConfigError
+from .family import Conditioning
+from .generation import image_to_tensor, prepare_masks
+from .model import Model
+from .request import Background, Brush
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LAYERS = 4
+CFG_MODES = ("none", "full")
+
+
+# ------------------------------------------------------------------------------------------ networks
+@dataclass
+class StreamNetworks:
+    """The three networks a stream calls, on device tensors, whatever backend runs them."""
+
+    backend: str  # "torch" | "onnxruntime" | "tensorrt"
+    denoise: Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]  # (x_in, t, cond) -> out
+    encode: Callable[[torch.Tensor], torch.Tensor]  # pixels [B,3,H,W] in [-1,1] -> scaled latents
+    decode: Callable[[torch.Tensor], torch.Tensor]  # scaled latents -> pixels in about [-1,1]
+
+    @staticmethod
+    def from_model(model: Model) -> StreamNetworks:
+        return StreamNetworks("torch", model.predict, model.encode_image, model.decode)
+
+    @staticmethod
+    def from_engines(engines: EngineSet) -> StreamNetworks:
+        scale, shift = engines.manifest.vae_scaling_factor, engines.manifest.vae_shift_factor
+
+        def denoise(x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+            return engines.denoiser(x, t, cond.embeds)
+
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            return (engines.encoder(pixels) - shift) * scale
+
+        def decode(latents: torch.Tensor) -> torch.Tensor:
+            return engines.decoder(latents / scale + shift)
+
+        return StreamNetworks(engines.backend, denoise, encode, decode)
+
+
+@dataclass
+class FrameTimes:
+    """Seconds spent per section, summed over the frames since the last :meth:`Stream.reset_times`."""
+
+    frames: int = 0
+    total: float = 0.0
+    denoiser: float = 0.0
+    decoder: float = 0.0
+
+    @property
+    def other(self) -> float:
+        return self.total - self.denoiser - self.decoder
+
+
+# ------------------------------------------------------------------------------------------ state
+@dataclass
+class _Tables:
+    """Everything a frame reads that live updates change, built on the host (CPU) by the setter.
+
+    R = L·T rows, step-major. Copied into the device buffers of the same names at the next frame.
+    """
+
+    weights: torch.Tensor  # [T, L, 1, h, w] quantized mask of each row (0 for empty rows)
+    known_weight: torch.Tensor  # [T, 1, h, w] weight of the known background (white / image); 0 with a prompt row
+    known_latent: torch.Tensor  # [1, C, h, w] clean latent the known background is pinned to
+    fill_on: torch.Tensor  # [R, 1, 1, 1] bool: brush row at a bootstrap step (sees the white fill outside)
+    roll: torch.Tensor  # [R, h·w] gather index that centres a row's input (identity when not centred)
+    unroll: torch.Tensor  # [R, h·w] its inverse
+    embeds: torch.Tensor  # [R·(2 with CFG), N, D] conditioning rows ([uncond rows; cond rows] with CFG)
+    paste: torch.Tensor | None  # [1, 1, H, W] soft union of brush masks when inpainting over an image
+    background_pixels: torch.Tensor | None  # [1, 3, H, W] in [-1, 1] when inpainting
+    centred: bool  # some row is centred (else the frame skips the gathers)
+
+
+@dataclass
+class _Composition:
+    """What the user has painted: brush slots and the background (host-side, guarded by the setter lock)."""
+
+    brushes: dict[int, Brush] = field(default_factory=dict)
+    background: Background = field(default_factory=Background)
+    background_latent: torch.Tensor | None = None  # encoded background image (None: white or prompt)
+    background_pixels: torch.Tensor | None = None
+
+
+class Stream:
+    """A fixed-capacity multi-prompt stream: ``frame = stream()`` returns the next HxWx3 uint8 image.
+
+    ``source``: a :class:`Model` (torch backend), an :class:`EngineSet`, or the path of an engine-set folder
+    (onnxruntime / TensorRT; then ``model`` supplies the text encoder, loaded from the manifest's model
+    when omitted). Sizes, ``layers`` (prompt rows per step, default 4) and ``steps``/``timesteps`` default to
+    the engine set's or the model's. ``cfg``: "none" (guidance 1, the few-step default) or "full" (negative
+    prompts, batch doubled, ``guidance_scale`` > 1, default 2). ``bootstrap_steps``, ``bootstrap_mix_steps``,
+    ``centre_steps``, ``mask_type`` and ``cover_alpha`` mean exactly what they mean in :func:`generate`;
+    centring applies per slot to the first ``centre_steps`` steps (default: the bootstrap steps).
+    """
+
+    def __init__(
+        self,
+        source: Model | EngineSet | str | Path,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+        layers: int | None = None,
+        steps: int | None = None,
+        timesteps: Any = None,
+        seed: int | None = None,
+        cfg: str = "none",
+        guidance_scale: float | None = None,
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+        model: Model | None = None,
+        bootstrap_steps: int = 1,
+        bootstrap_mix_steps: float = 1.0,
+        centre_steps: int | None = None,
+        mask_type: str = "discrete",
+        cover_alpha: float | None = 0.3,
+    ) -> None:
+        if cfg not in CFG_MODES:
+            raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
+        if mask_type not in M.MASK_TYPES:
+            raise ConfigError(f"mask_type must be one of {M.MASK_TYPES}, got {mask_type!r}")
+        if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
+            raise ConfigError(f"backend must be auto, torch, onnxruntime or tensorrt, got {backend!r}")
+        centre_steps = bootstrap_steps if centre_steps is None else centre_steps
+        for name, v in (("bootstrap_steps", bootstrap_steps), ("centre_steps", centre_steps)):
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
+        if cover_alpha is not None and not 0 <= cover_alpha <= 1:
+            raise ConfigError(f"cover_alpha must lie in [0, 1] or be None, got {cover_alpha}")
+        guidance = (2.0 if cfg == "full" else 1.0) if guidance_scale is None else float(guidance_scale)
+        if cfg == "none" and guidance != 1.0:
+            raise ConfigError("guidance_scale needs cfg='full' (cfg='none' runs no negative pass)")
+        if cfg == "full" and not guidance > 1.0:
+            raise ConfigError(f"cfg='full' needs guidance_scale > 1, got {guidance}")
+
+        if isinstance(source, Model):
+            if backend not in ("auto", "torch"):
+                raise ConfigError(
+                    f"backend {backend!r} runs an engine set, not a torch model: build one with "
+                    f"`build-engines --model {source.name} --layers {layers or DEFAULT_LAYERS}` and pass its folder"
+                )
+            if device is not None and torch.device(device) != source.device:
+                raise ConfigError(f"the model is on {source.device}; move it with model.to({str(device)!r}) first")
+            self.model = source
+            self.networks = StreamNetworks.from_model(source)
+            self.engines: EngineSet | None = None
+        else:
+            if backend == "torch":
+                raise ConfigError("backend 'torch' runs a Model; pass semdraw.load_model(...) instead of an engine set")
+            engines = source if isinstance(source, EngineSet) else None
+            if engines is None:
+                expect = {k: v for k, v in (("height", height), ("width", width), ("layers", layers),
+                                            ("cfg", cfg)) if v is not None}  # fmt: skip
+                engines = load_engines(source, backend, device=device, expect=expect)
+            req = engines.manifest.request
+            height, width, layers = height or req.height, width or req.width, layers or req.layers
+            if (height, width, layers, cfg) != (req.height, req.width, req.layers, req.cfg):
+                raise ConfigError(
+                    f"the engine set was built for {req.height}x{req.width}, {req.layers} layers, cfg "
+                    f"{req.cfg!r}; rebuild it with: {req.command(engines.path)}"
+                )
+            if steps is None and timesteps is None:
+                timesteps = list(req.timesteps)
+            self.model = model or _text_model_for(engines, device)
+            self.networks = StreamNetworks.from_engines(engines)
+            self.engines = engines
+
+        m = self.model
+        self.height, self.width = height or m.native_size, width or m.native_size
+        self.layers = DEFAULT_LAYERS if layers is None else int(layers)
+        if self.layers < 1:
+            raise ConfigError(f"layers must be >= 1, got {self.layers}")
+        h, w = m.latent_size(self.height, self.width)
+        self.sched = m.schedule(steps=steps, timesteps=timesteps)
+        if self.engines is not None:
+            built = tuple(float(t) for t in self.engines.manifest.request.timesteps)
+            if tuple(float(t) for t in self.sched.timesteps.tolist()) != built:
+                raise ConfigError(f"the engine set was built for timesteps {list(built)}; "
+                                  f"rebuild with: {self.engines.manifest.request.command(self.engines.path)}")  # fmt: skip
+        self.cfg, self.guidance_scale = cfg, guidance
+        self.bootstrap_steps, self.bootstrap_mix_steps, self.centre_steps = bootstrap_steps, bootstrap_mix_steps, centre_steps
+        self.mask_type, self.cover_alpha = mask_type, cover_alpha
+
+        T, L, C = self.sched.steps, self.layers, m.latent_channels
+        R = L * T
+        self.steps, self.rows = T, R
+        self.device = m.device if self.engines is None else self._engine_device()
+        dev, dt = self.device, m.dtype if self.engines is None else torch.float32
+        self.dtype = dt
+        self.sched = self.sched.to(dev)
+        self._lat = (C, h, w)
+
+        # ---- constant index tables (built once)
+        ring = torch.arange(T)
+        step_of_row = torch.arange(R) // L
+        # pos[p, k]: ring position of the image at step k when the phase is p
+        pos = (ring[:, None] - ring[None, :]) % T
+        draw = ring if self.sched.stochastic else torch.zeros(T, dtype=torch.long)  # noise draw of step k
+        self._step_of_row = step_of_row.to(dev)
+        self._pos = pos.to(dev)  # [T(phase), T(step)]
+        self._row_pos = pos[:, step_of_row].to(dev)  # [T(phase), R]
+        self._cur_noise = (pos * T + draw[None, :]).to(dev)  # flat index into noise [T*T] per (phase, step)
+        self._next_noise = (pos[:, :-1] * T + draw[1:][None, :]).to(dev) if T > 1 else None
+        mix = torch.tensor([min(1.0, max(0.0, bootstrap_mix_steps - k)) for k in range(T)])
+        self._mix = mix.to(dev, dt).view(T, 1, 1, 1)
+        tsteps = self.sched.timesteps[step_of_row.to(dev)]
+        self._t_rows = torch.cat([tsteps, tsteps]) if cfg == "full" else tsteps
+
+        # ---- state buffers (allocated once; frames only write into them)
+        self._x = torch.zeros(T, C, h, w, device=dev, dtype=dt)  # ring of latents in flight
+        self._noise = torch.zeros(T, T, C, h, w, device=dev, dtype=dt)  # per ring image: its T noise draws
+        self._staging = torch.zeros(T, C, h, w, dtype=dt, pin_memory=dev.type == "cuda")
+        self._white = m.white_latent(self.height, self.width).to(dev, dt) if self.engines is None else \
+            self.networks.encode(torch.ones(1, 3, self.height, self.width, device=dev)).to(dt)  # fmt: skip
+        self.buffers: dict[str, torch.Tensor] = {}
+        self._generator = torch.Generator("cpu")
+        self._state = _Composition()
+        self._setter_lock = threading.RLock()  # serialises setters (composition + table building)
+        self._handover = threading.Lock()  # guards the pending tables between setter and frame threads
+        self._pending: _Tables | None = None
+        self._inpaint = self._centred = False
+        self.seed = int(torch.seed() % 2**31) if seed is None else int(seed)
+        self._entered = 0  # images entered since the last flush / seed change: image n uses seed + n
+        self._frame = 0  # calls since the last flush: the ring phase is frame mod T
+        self._needs_flush = True
+        self.times = FrameTimes()
+        self.profile = False  # when True, sections are timed (synchronising the device around them)
+        self._publish()
+
+    # ------------------------------------------------------------------ live updates (any thread)
+    def set_brush(self, i: int, brush: Brush) -> None:
+        """Put ``brush`` in slot ``i`` (0 ≤ i < layers). Only a prompt the model has not seen is encoded."""
+        if not isinstance(brush, Brush):
+            raise ConfigError(f"expected a semdraw.Brush, got {type(brush).__name__}")
+        with self._setter_lock:
+            self._check_slot(i)
+            brushes = {**self._state.brushes, i: brush}
+            self._check_fits(brushes, self._state.background)
+            self._state.brushes = brushes
+            self._publish()
+
+    def set_mask(self, i: int, mask: Any, **changes: Any) -> None:
+        """Change slot ``i``'s mask (and e.g. ``mask_strength=``, ``mask_std=``): the fast path, no encoding."""
+        with self._setter_lock:
+            if i not in self._state.brushes:
+                raise ConfigError(f"slot {i} holds no brush; call set_brush({i}, Brush(...)) first")
+            self.set_brush(i, replace(self._state.brushes[i], mask=mask, **changes))
+
+    def remove_brush(self, i: int) -> None:
+        with self._setter_lock:
+            self._check_slot(i)
+            self._state.brushes = {k: v for k, v in self._state.brushes.items() if k != i}
+            self._publish()
+
+    def set_background(self, background: Background) -> None:
+        """Change the background: an image is encoded once here; a prompt takes one row (see module doc)."""
+        if not isinstance(background, Background):
+            raise ConfigError(f"expected a semdraw.Background, got {type(background).__name__}")
+        with self._setter_lock:
+            self._check_fits(self._state.brushes, background)
+            latent = pixels = None
+            if background.image is not None:
+                pixels = image_to_tensor(background.image, self.height, self.width).to(self.device, self.dtype)
+                latent = self.networks.encode(pixels).to(self.device, self.dtype)
+            self._state = replace(self._state, background=background, background_latent=latent,
+                                  background_pixels=pixels)  # fmt: skip
+            self._publish()
+
+    def set_seed(self, seed: int) -> None:
+        """Images entering from the next call use ``seed``, ``seed + 1``, ...; those in flight finish as they
+        are (call :meth:`flush` to make the very next frame the image of ``seed``)."""
+        with self._handover:
+            self.seed, self._entered = int(seed), 0
+
+    def flush(self) -> None:
+        """Restart the pipeline: the next call runs T - 1 silent steps and returns the image of ``seed``."""
+        with self._handover:
+            self._needs_flush = True
+
+    @property
+    def brushes(self) -> dict[int, Brush]:
+        with self._setter_lock:
+            return dict(self._state.brushes)
+
+    @property
+    def background(self) -> Background:
+        with self._setter_lock:
+            return self._state.background
+
+    @property
+    def capacity(self) -> int:
+        """How many brushes fit now (one row fewer with a background prompt)."""
+        with self._setter_lock:
+            return self.layers - int(self._prompt_row(self._state.background))
+
+    def _check_slot(self, i: int) -> None:
+        if not isinstance(i, int) or not 0 <= i < self.layers:
+            raise ConfigError(f"brush slot must be an int in [0, {self.layers}), got {i!r}: this stream has "
+                              f"{self.layers} prompt rows (layers={self.layers})")  # fmt: skip
+
+    def _prompt_row(self, background: Background) -> bool:
+        return background.image is None and bool(background.prompt)
+
+    def _check_fits(self, brushes: dict[int, Brush], background: Background) -> None:
+        rows = len(brushes) + int(self._prompt_row(background))
+        if rows > self.layers:
+            raise ConfigError(
+                f"{len(brushes)} brushes and a background prompt need {rows} prompt rows, but this stream has "
+                f"{self.layers}: remove a brush, drop the background prompt, or create the stream with "
+                f"layers={rows} (engine sets: rebuild with --layers {rows})"
+            )
+
+    # ------------------------------------------------------------------ tables (setter thread)
+    def _publish(self) -> None:
+        """Build the per-row tables of the current composition on the host and hand them to the frame thread."""
+        tables = self._build_tables(self._state)
+        with self._handover:
+            self._pending = tables
+
+    def _build_tables(self, state: _Composition) -> _Tables:
+        T, L, R = self.steps, self.layers, self.rows
+        C, h, w = self._lat
+        slots = sorted(state.brushes)
+        brushes = [state.brushes[i] for i in slots]
+        levels = self.sched.noise_level.cpu()
+        f = self.height // h
+        prepared = prepare_masks(brushes, levels, self.height, self.width, f, mask_type=self.mask_type,
+                                 cover_alpha=self.cover_alpha)  # fmt: skip
+        weights = torch.zeros(T, L, 1, h, w)
+        fill_on = torch.zeros(T, L, 1, 1, 1, dtype=torch.bool)
+        base = torch.arange(h * w).view(h, w)
+        roll = base.flatten().repeat(R, 1).view(T, L, h * w)
+        unroll = roll.clone()
+        bg = state.background
+        m = self.model
+        bg_cond = m.encode_prompt(bg.prompt)
+        cfg = self.cfg == "full"
+        empty = m.encode_prompt("")
+        cond = [bg_cond] * L
+        uncond = [empty] * L
+        for j, (slot, brush) in enumerate(zip(slots, brushes, strict=True)):
+            weights[:, slot] = prepared.quantized[j]
+            fill_on[: self.bootstrap_steps, slot] = True
+            dy, dx = M.centring_shift(prepared.soft_latent[j])
+            if dy or dx:
+                roll[: self.centre_steps, slot] = M.shift(base, dy, dx).flatten()
+                unroll[: self.centre_steps, slot] = M.shift(base, -dy, -dx).flatten()
+            cond[slot] = bg_cond.lerp(m.encode_prompt(brush.prompt), float(brush.prompt_strength))
+            if cfg:
+                uncond[slot] = m.encode_prompt(brush.negative_prompt)
+        known_weight = prepared.background.clone()
+        if self._prompt_row(bg):
+            free = max(set(range(L)) - set(slots))
+            weights[:, free] = prepared.background
+            if cfg:
+                uncond[free] = m.encode_prompt(bg.negative_prompt)
+            known_weight.zero_()
+        known = state.background_latent if state.background_latent is not None else self._white
+        embeds = Conditioning.cat([c.to("cpu") for c in cond] * T).embeds
+        if cfg:
+            embeds = torch.cat([Conditioning.cat([c.to("cpu") for c in uncond] * T).embeds, embeds])
+        centred = bool((roll != base.flatten()).any())
+        paste = None
+        if state.background_pixels is not None:
+            paste = prepared.soft_pixels.sum(0).clamp(0, 1)[None, None]
+        return _Tables(
+            weights=weights, known_weight=known_weight, known_latent=known.detach().to("cpu"),
+            fill_on=fill_on.view(R, 1, 1, 1), roll=roll.view(R, h * w), unroll=unroll.view(R, h * w),
+            embeds=embeds, paste=paste, centred=centred,
+            background_pixels=None if state.background_pixels is None else state.background_pixels.cpu(),
+        )  # fmt: skip
+
+    def _take_pending(self) -> None:
+        """Frame thread: copy freshly published tables into the device buffers (same storage every time)."""
+        with self._handover:
+            tables, self._pending = self._pending, None
+        if tables is None:
+            return
+        dev, dt = self.device, self.dtype
+        for name in ("weights", "known_weight", "known_latent", "fill_on", "roll", "unroll", "embeds",
+                     "paste", "background_pixels"):  # fmt: skip
+            src = getattr(tables, name)
+            if src is None:
+                continue
+            src = src.to(dt) if src.is_floating_point() else src
+            buf = self.buffers.get(name)
+            if buf is None or buf.shape != src.shape:
+                buf = self.buffers[name] = torch.empty(src.shape, dtype=src.dtype, device=dev)
+            buf.copy_(src, non_blocking=True)
+        self._inpaint, self._centred = tables.paste is not None, tables.centred
+
+    # ------------------------------------------------------------------ frames (one thread)
+    @torch.no_grad()
+    def __call__(self) -> np.ndarray:
+        """The next frame: HxWx3 uint8 (the first call, and the first after :meth:`flush`, fills the pipeline)."""
+        started = time.perf_counter()
+        with self._handover:
+            flush, self._needs_flush = self._needs_flush, False
+            if flush:
+                self._entered, self._frame = 0, 0
+        if flush:
+            self._take_pending()
+            for _ in range(self.steps - 1):
+                self._step()
+        self._take_pending()
+        latent = self._step()
+        frame = self._decode(latent)
+        if self.profile:
+            self.times.frames += 1
+            self.times.total += time.perf_counter() - started
+        return frame
+
+    def reset_times(self) -> None:
+        self.times = FrameTimes()
+
+    def _draw_noise(self, ring_pos: int) -> None:
+        """The noises of the image entering now, drawn in generate()'s order from its own seed."""
+        with self._handover:
+            seed = self.seed + self._entered
+            self._entered += 1
+        g = self._generator.manual_seed(seed)
+        draws = self.steps if self.sched.stochastic else 1
+        target = self._noise[ring_pos]
+        if self.device.type == "cpu":
+            for j in range(draws):
+                torch.randn(target.shape[1:], generator=g, dtype=self.dtype, out=target[j])
+        else:
+            for j in range(draws):
+                torch.randn(target.shape[1:], generator=g, dtype=self.dtype, out=self._staging[j])
+            target[:draws].copy_(self._staging[:draws], non_blocking=True)
+
+    def _step(self) -> torch.Tensor:
+        """Advance every image in flight by one step; returns the clean latent of the finished one [1,C,h,w]."""
+        T, L, R = self.steps, self.layers, self.rows
+        C, h, w = self._lat
+        sched, b = self.sched, self.buffers
+        p = self._frame % T
+        self._frame += 1
+        self._draw_noise(p)
+        self._x[p] = self._noise[p, 0] * sched.init_noise_sigma
+
+        pos = self._pos[p]
+        x = self._x.index_select(0, pos)  # [T, C, h, w]: latent at each step
+        noise_flat = self._noise.view(T * T, C, h, w)
+        cur = noise_flat.index_select(0, self._cur_noise[p])  # the noise each step's image carries now
+        steps = torch.arange(T, device=self.device)
+        x_rows = x.index_select(0, self._step_of_row)  # [R, C, h, w]
+        w_rows = b["weights"].view(R, 1, h, w)
+        if self.bootstrap_steps:
+            fill = self._mix * S.add_noise(self._white, cur, steps, sched) + (1 - self._mix) * x
+            fill_rows = fill.index_select(0, self._step_of_row)
+            inp = torch.where(b["fill_on"], w_rows * x_rows + (1 - w_rows) * fill_rows, x_rows)
+        else:
+            inp = x_rows
+        if self._centred:
+            inp = inp.view(R, C, h * w).gather(2, b["roll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
+
+        model_in = S.model_input(inp, self._step_of_row, sched)
+        if self.cfg == "full":
+            model_in = torch.cat([model_in, model_in])
+        pred = self._timed("denoiser", self.networks.denoise, model_in, self._t_rows, Conditioning(b["embeds"]))
+        pred = pred.to(device=self.device, dtype=self.dtype)
+        if self.cfg == "full":
+            uncond, cond = pred.chunk(2)
+            pred = uncond + self.guidance_scale * (cond - uncond)
+        d = S.deterministic_update(inp, pred, self._step_of_row, sched)
+        if self._centred:
+            d = d.view(R, C, h * w).gather(2, b["unroll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
+
+        wd = (w_rows * d).view(T, L, C, h, w)
+        num = wd[:, 0].clone()
+        for i in range(1, L):  # sequential, in slot order (generate() adds its items one by one too)
+            num += wd[:, i]
+        den = b["weights"].sum(1)  # [T, 1, h, w]
+        kw = b["known_weight"]
+        num += kw * S.known_target(b["known_latent"], cur, steps, sched)
+        den += kw
+        averaged = torch.where(den > 0, num / den.clamp(min=1e-12), x)
+
+        if T > 1:  # steps 0..T-2 move one level down with their own next noise, in place in the ring
+            z = noise_flat.index_select(0, self._next_noise[p]) if sched.stochastic else None
+            self._x.index_copy_(0, pos[:-1], S.renoise(averaged[:-1], z, steps[:-1], sched))
+        return S.renoise(averaged[-1:], None, T - 1, sched)
+
+    def _decode(self, latent: torch.Tensor) -> np.ndarray:
+        pixels = self._timed("decoder", self.networks.decode, latent).to(self.device).float()
+        if self._inpaint:
+            keep = self.buffers["paste"].float()
+            pixels = keep * pixels + (1 - keep) * self.buffers["background_pixels"].float()
+        frame = ((pixels[0] / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+        return frame.cpu().numpy()  # the one host synchronisation of a frame
+
+    def _timed(self, section: str, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        if not self.profile:
+            return fn(*args)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        out = fn(*args)
+        sync()
+        setattr(self.times, section, getattr(self.times, section) + time.perf_counter() - t0)
+        return out
+
+    def _engine_device(self) -> torch.device:
+        runner = self.engines.denoiser  # type: ignore[union-attr]
+        return torch.device(getattr(runner, "device", "cpu"))
+
+    def __repr__(self) -> str:
+        return (f"Stream({self.networks.backend}, {self.height}x{self.width}, layers={self.layers}, "
+                f"steps={self.steps}, cfg={self.cfg!r}, brushes={sorted(self._state.brushes)})")  # fmt: skip
+
+
+def _text_model_for(engines: EngineSet, device: str | torch.device | None) -> Model:
+    """The model an engine set was built from, for its text encoder (the networks run from the engines)."""
+    from .loading import load_model
+
+    req = engines.manifest.request
+    log.info("loading %s for its text encoder (pass model= to reuse a loaded one)", req.model)
+    return load_model(req.model, loras=list(req.loras), device="cpu", dtype=torch.float32)
