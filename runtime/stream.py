@@ -269,6 +269,7 @@ class Stream:
         self._frame = 0  # calls since the last flush: the ring phase is frame mod T
         self._needs_flush = True
         self.times = FrameTimes()
+        self.last_latent: torch.Tensor | None = None
         self.profile = False  # when True, sections are timed (synchronising the device around them)
         self._publish()
 
@@ -449,6 +450,7 @@ class Stream:
                 self._step()
         self._take_pending()
         latent = self._step()
+        self.last_latent = latent  # [1, C, h, w] the frame's clean latent (before decoding)
         frame = self._decode(latent)
         if self.profile:
             self.times.frames += 1

@@ -1,0 +1,277 @@
+"""semdraw.Stream: oracle 3 (a flushed stream == generate()), live updates, fixed buffers, threads, engines."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import semdraw
+from semdraw import Background, Brush, Model, Stream
+from semdraw.build_engines import cli
+
+from .conftest import make_tiny_pipeline
+
+H = W = 64  # the toy model's native size
+PIXEL_TOL = 1  # /255: frames of a flushed stream and generate() (measured: 0, rarely 1 from summation order)
+LATENT_TOL = 1e-4
+
+
+def halves():
+    top, bottom = torch.zeros(H, W), torch.zeros(H, W)
+    top[: H // 2], bottom[H // 2 :] = 1, 1
+    return top, bottom
+
+
+def small_square(y=40, x=8, side=16):
+    m = torch.zeros(H, W)
+    m[y : y + side, x : x + side] = 1
+    return m
+
+
+def scene():
+    top, bottom = halves()
+    return [Brush("blue sky", top), Brush("green grass", bottom), Brush("a red circle", small_square(), mask_std=2.0)]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return semdraw.load_model("toy", device="cpu")
+
+
+def stream_of(model, brushes, background=None, **kw):
+    s = Stream(model, **kw)
+    for i, b in enumerate(brushes):
+        s.set_brush(i, b)
+    if background is not None:
+        s.set_background(background)
+    return s
+
+
+def assert_same_image(frame, latent, model, brushes, seed, **gen):
+    ref = semdraw.generate(model, brushes, seed=seed, output_type="latent", **gen)
+    torch.testing.assert_close(latent, ref, rtol=0, atol=LATENT_TOL)
+    img = semdraw.generate(model, brushes, seed=seed, output_type="np", **gen)
+    assert np.abs(frame.astype(int) - img.astype(int)).max() <= PIXEL_TOL
+
+
+# ---------------------------------------------------------------- oracle 3
+@pytest.mark.parametrize(
+    "background, options",
+    [
+        (None, {}),
+        (None, {"bootstrap_steps": 2, "centre_steps": 3, "mask_type": "continuous"}),
+        (Background(prompt="white snow"), {}),
+        (Background(prompt="dark night"), {"cfg": "full", "guidance_scale": 2.5}),
+        (None, {"centre_steps": 0, "bootstrap_steps": 0, "cover_alpha": None}),
+    ],
+)
+def test_first_frame_after_flush_equals_generate(toy, background, options):
+    brushes = scene()
+    s = stream_of(toy, brushes, background, layers=4, seed=11, **options)
+    frame = s()
+    gen = {k: v for k, v in options.items() if k != "cfg"}
+    assert_same_image(frame, s.last_latent, toy, brushes, 11, background=background, **gen)
+    # every later frame is the next seed's image (nothing changed meanwhile)
+    frame = s()
+    assert_same_image(frame, s.last_latent, toy, brushes, 12, background=background, **gen)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler"])
+def test_ode_samplers_stream_equals_generate(tmp_path, sampler):
+    """Deterministic samplers take the no-fresh-noise path (one draw per image; Euler scales the input)."""
+    model = Model.from_pipeline(make_tiny_pipeline(tmp_path, scheduler=sampler))
+    brushes = scene()
+    s = stream_of(model, brushes, layers=3, steps=3, seed=5)
+    assert_same_image(s(), s.last_latent, model, brushes, 5, steps=3)
+
+
+def test_inpainting_over_a_background_image_equals_generate(toy):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    brushes = scene()[:2]
+    bg = Background(image=photo)
+    s = stream_of(toy, brushes, bg, layers=2, seed=3)
+    assert_same_image(s(), s.last_latent, toy, brushes, 3, background=bg)
+
+
+def test_empty_slots_change_nothing(toy):
+    brushes = scene()[:2]
+    s = stream_of(toy, brushes, layers=4, seed=2)  # slots 2 and 3 empty
+    assert_same_image(s(), s.last_latent, toy, brushes, 2)
+
+
+def test_stream_is_reproducible_from_its_seed_and_flush_restarts_it(toy):
+    a = stream_of(toy, scene(), layers=3, seed=9)
+    b = stream_of(toy, scene(), layers=3, seed=9)
+    frames_a = [a() for _ in range(5)]
+    frames_b = [b() for _ in range(5)]
+    assert all(np.array_equal(x, y) for x, y in zip(frames_a, frames_b, strict=True))
+    assert not np.array_equal(frames_a[0], frames_a[1])  # successive images use successive seeds
+    a.flush()
+    assert np.array_equal(a(), frames_a[0])
+
+
+def test_set_seed_takes_effect_for_new_images(toy):
+    s = stream_of(toy, scene(), layers=3, seed=0)
+    s()
+    s.set_seed(40)
+    frames = [s() for _ in range(s.steps)]  # the image of seed 40 entered at the first of these calls
+    assert_same_image(frames[-1], s.last_latent, toy, scene(), 40)
+
+
+# ---------------------------------------------------------------- live updates
+def count_encodings(model, monkeypatch):
+    calls: list[str] = []
+    original = model._encode_clip
+
+    def counting(text):
+        calls.append(text)
+        return original(text)
+
+    monkeypatch.setattr(model, "_encode_clip", counting)
+    return calls
+
+
+def test_mask_change_applies_next_frame_without_encoding_or_flush(toy, monkeypatch):
+    brushes = scene()
+    s = stream_of(toy, brushes, layers=3, seed=21)
+    before = s()
+    calls = count_encodings(toy, monkeypatch)
+    moved = Brush("a red circle", small_square(8, 40), mask_std=2.0)
+    s.set_mask(2, moved.mask)
+    after = s()
+    assert calls == []  # the fast path: no text encoding
+    assert not np.array_equal(before, after)  # applied at once, to the images in flight
+    # images that entered after the change saw only the new mask: the T-th frame is generate() exactly
+    for _ in range(s.steps - 1):
+        frame = s()
+    new = [*brushes[:2], moved]
+    assert_same_image(frame, s.last_latent, toy, new, 21 + s.steps)  # seeds 21..24 were in flight
+
+
+def test_prompt_change_encodes_only_that_prompt(toy, monkeypatch):
+    s = stream_of(toy, scene(), layers=3, seed=0)
+    s()
+    calls = count_encodings(toy, monkeypatch)
+    s.set_brush(1, Brush("yellow sand", halves()[1]))
+    s()
+    assert calls == ["yellow sand"]
+
+
+def test_capacity_errors_are_clear(toy):
+    s = stream_of(toy, scene(), layers=3)
+    with pytest.raises(semdraw.ConfigError, match="slot"):
+        s.set_brush(3, Brush("blue sky", halves()[0]))
+    with pytest.raises(semdraw.ConfigError, match="prompt rows"):
+        s.set_background(Background(prompt="white snow"))  # 3 brushes + a background prompt > 3 rows
+    s.remove_brush(2)
+    s.set_background(Background(prompt="white snow"))
+    assert s.capacity == 2
+    with pytest.raises(semdraw.ConfigError, match="layers=4"):
+        s.set_brush(2, Brush("a red circle", small_square()))
+    with pytest.raises(semdraw.ConfigError, match="holds no brush"):
+        s.set_mask(2, small_square())
+    with pytest.raises(semdraw.ConfigError, match="cfg='full'"):
+        Stream(toy, guidance_scale=3.0)
+    with pytest.raises(semdraw.ConfigError, match="engine set"):
+        Stream(toy, backend="onnxruntime")
+
+
+def test_buffers_are_allocated_once(toy):
+    s = stream_of(toy, scene(), layers=3, seed=0)
+    s()
+    owned = {"x": s._x, "noise": s._noise, **s.buffers}
+    pointers = {k: v.data_ptr() for k, v in owned.items()}
+    for i in range(3 * s.steps):
+        if i % 4 == 0:
+            s.set_mask(2, small_square(8 + i, 8 + i))
+        s()
+    assert {k: v.data_ptr() for k, v in {"x": s._x, "noise": s._noise, **s.buffers}.items()} == pointers
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc to read the memory in use")
+def test_soak_with_concurrent_edits(toy):
+    """300 frames while another thread edits masks and prompts: no exception, no deadlock, memory flat."""
+    s = stream_of(toy, scene(), layers=4, seed=0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    prompts = ["a red circle", "a blue square", "a yellow sun", "a pink diamond"]
+
+    def editor():
+        rng = np.random.default_rng(0)
+        i = 0
+        try:
+            while not stop.is_set():
+                y, x = (int(v) for v in rng.integers(0, W - 16, 2))
+                s.set_mask(2, small_square(y, x), mask_std=float(rng.uniform(0, 3)))
+                if i % 5 == 0:  # a 4th brush needs the background prompt's row
+                    s.set_background(Background())
+                    s.set_brush(3, Brush(prompts[i % len(prompts)], small_square(x, y)))
+                if i % 7 == 0:
+                    s.remove_brush(3)
+                    s.set_background(Background(prompt="white snow"))
+                i += 1
+                time.sleep(0.001)
+        except BaseException as err:  # reported by the main thread
+            errors.append(err)
+
+    thread = threading.Thread(target=editor, daemon=True)
+    thread.start()
+    try:
+        for _ in range(50):
+            s()
+        start = rss_mb()
+        for _ in range(250):
+            frame = s()
+            assert frame.shape == (H, W, 3) and frame.dtype == np.uint8
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive(), "the editing thread deadlocked"
+    assert not errors, errors
+    assert rss_mb() - start < 50, f"memory grew by {rss_mb() - start:.0f} MB over 250 frames"
+
+
+# ---------------------------------------------------------------- engines
+def test_onnxruntime_stream_equals_torch_stream(toy, tmp_path):
+    out = tmp_path / "toy"
+    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]) == 0
+    brushes = scene()
+    ort = Stream(out, backend="onnxruntime", model=toy, seed=4)
+    for i, b in enumerate(brushes):
+        ort.set_brush(i, b)
+    ref = stream_of(toy, brushes, layers=3, seed=4)
+    for _ in range(3):
+        a, b = ort(), ref()
+        torch.testing.assert_close(ort.last_latent, ref.last_latent, rtol=0, atol=1e-3)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    assert ort.networks.backend == "onnxruntime"
+    with pytest.raises(semdraw.EngineSetError, match="--layers 4"):
+        Stream(out, backend="onnxruntime", model=toy, layers=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU tier: needs CUDA")
+def test_cuda_frames_allocate_nothing(toy):  # pragma: no cover - GPU tier
+    model = semdraw.load_model("toy", device="cuda", dtype=torch.float32)
+    s = stream_of(model, scene(), layers=3, seed=0)
+    for _ in range(5):
+        s()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()
+    for _ in range(50):
+        s()
+    torch.cuda.synchronize()
+    after = torch.cuda.memory_stats()
+    assert after["reserved_bytes.all.current"] == before["reserved_bytes.all.current"]
+    assert after["num_alloc_retries"] == before["num_alloc_retries"]
