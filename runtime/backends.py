@@ -96,6 +96,8 @@ class OrtRunner:
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        # Idle pool threads would spin after each run and starve the torch work between network calls.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=ort_providers(self.device)

@@ -2,6 +2,11 @@
 
 Subcommands:
   fidelity   the paper's Table 5 ablation and the centring study on the `toy` model's scene set
+  stream     frames per second of the multi-prompt stream, split into denoiser / decoder / everything else,
+             against one-shot generation of the same image (and, on request, another backend)
+
+Timings are medians over the timed frames, after warm-up frames; ratios come from one run, since these
+machines are noisy. On CUDA the sections are timed with a device synchronisation around each.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -57,6 +64,188 @@ def fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_PROMPTS = ("blue sky", "green grass", "a red circle", "yellow sand", "a blue square", "dark night",
+                 "a yellow sun", "deep water")  # fmt: skip
+
+
+def bench_brushes(n: int, height: int, width: int) -> list[Any]:
+    """n brushes in vertical bands with a small object on each (what a user paints, roughly)."""
+    import torch
+
+    import semdraw
+
+    brushes = []
+    for i in range(n):
+        mask = torch.zeros(height, width)
+        x0, x1 = i * width // n, (i + 1) * width // n
+        mask[:, x0:x1] = 1
+        brushes.append(semdraw.Brush(BENCH_PROMPTS[i % len(BENCH_PROMPTS)], mask, mask_std=2.0))
+    return brushes
+
+
+def _median_ms(values: list[float]) -> float:
+    return 1000 * statistics.median(values) if values else 0.0
+
+
+def _row(name: str, backend: str, total: list[float], denoiser: list[float], decoder: list[float],
+         rows: int) -> dict[str, Any]:  # fmt: skip
+    ms = _median_ms(total)
+    other = [t - a - b for t, a, b in zip(total, denoiser, decoder, strict=True)]
+    return {"run": name, "backend": backend, "fps": 1000 / ms if ms else 0.0, "ms_per_frame": ms,
+            "denoiser_ms": _median_ms(denoiser), "decoder_ms": _median_ms(decoder), "other_ms": _median_ms(other),
+            "other_share": statistics.median(o / t for o, t in zip(other, total, strict=True)),
+            "denoiser_rows": rows, "frames": len(total)}  # fmt: skip
+
+
+def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name: str) -> dict[str, Any]:
+    """Median timings of ``frames`` stream calls after ``warmup`` calls (the first one flushes)."""
+    from tqdm.auto import tqdm
+
+    for i, b in enumerate(brushes):
+        stream.set_brush(i, b)
+    for _ in range(max(1, warmup)):
+        stream()
+    stream.profile = True
+    total, den, dec = [], [], []
+    for _ in tqdm(range(frames), desc=name, unit="frame", leave=False):
+        before = (stream.times.denoiser, stream.times.decoder)
+        t0 = time.perf_counter()
+        stream()
+        total.append(time.perf_counter() - t0)
+        den.append(stream.times.denoiser - before[0])
+        dec.append(stream.times.decoder - before[1])
+    stream.profile = False
+    return _row(name, stream.networks.backend, total, den, dec, stream.rows * (2 if stream.cfg == "full" else 1))
+
+
+def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, frames: int) -> dict[str, Any]:
+    """generate() once per frame (same brushes, steps and options), with its network calls timed."""
+    import torch
+    from tqdm.auto import tqdm
+
+    import semdraw
+
+    sections = {"denoiser": 0.0, "decoder": 0.0}
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def timed(section: str, fn: Any) -> Any:
+        def run(*a: Any, **kw: Any) -> Any:
+            sync()
+            t0 = time.perf_counter()
+            out = fn(*a, **kw)
+            sync()
+            sections[section] += time.perf_counter() - t0
+            return out
+
+        return run
+
+    model.predict, model.decode = timed("denoiser", model.predict), timed("decoder", model.decode)
+    try:
+        kwargs = dict(height=args.height, width=args.width, steps=args.steps, output_type="np")
+        semdraw.generate(model, brushes, seed=0, **kwargs)  # warm-up (and the white latent's encoding)
+        total, den, dec = [], [], []
+        for i in tqdm(range(frames), desc="one-shot", unit="frame", leave=False):
+            before = dict(sections)
+            t0 = time.perf_counter()
+            semdraw.generate(model, brushes, seed=i, **kwargs)
+            total.append(time.perf_counter() - t0)
+            den.append(sections["denoiser"] - before["denoiser"])
+            dec.append(sections["decoder"] - before["decoder"])
+    finally:
+        del model.predict, model.decode  # back to the class's methods
+    return _row("one-shot generate()", "torch", total, den, dec, len(brushes))
+
+
+def _stream_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| run | backend | fps | ms/frame | denoiser ms | decoder ms | other ms | other share |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['backend']} | {r['fps']:.1f} | {r['ms_per_frame']:.1f} | "
+                     f"{r['denoiser_ms']:.1f} | {r['decoder_ms']:.1f} | {r['other_ms']:.2f} | "
+                     f"{100 * r['other_share']:.1f} % |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int) -> Any:
+    import semdraw
+
+    if backend == "torch":
+        return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=args.steps,
+                              seed=0, cfg=args.cfg)  # fmt: skip
+    if args.engines is None:
+        raise semdraw.ConfigError(
+            f"backend {backend} runs an engine set: build one with `build-engines --model {args.model} "
+            f"--layers {layers} --backend onnx` (add --height/--width if not native) and pass --engines FOLDER"
+        )
+    return semdraw.Stream(args.engines, backend=backend, model=model, seed=0, cfg=args.cfg)
+
+
+def stream(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    import semdraw
+
+    if args.frames < 1 or args.brushes < 1 or args.warmup < 0:
+        log.error("semdraw-bench: --frames and --brushes must be >= 1, --warmup >= 0")
+        return 2
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.engines is not None:
+        manifest = semdraw.engines.read_manifest(args.engines)
+        args.model = manifest.request.model
+        args.height, args.width = manifest.request.height, manifest.request.width
+        layers = manifest.request.layers
+        args.steps = len(manifest.request.timesteps)
+        args.cfg = manifest.request.cfg
+    else:
+        layers = args.layers or args.brushes
+    backend = args.backend
+    if backend == "auto":
+        backend = "torch" if args.engines is None else ("tensorrt" if semdraw.backends.tensorrt_available()
+                                                        else "onnxruntime")  # fmt: skip
+    model = semdraw.load_model(args.model, device=args.device)
+    args.height, args.width = args.height or model.native_size, args.width or model.native_size
+    if args.brushes > layers:
+        log.error("semdraw-bench: %d brushes do not fit %d layers", args.brushes, layers)
+        return 2
+    brushes = bench_brushes(args.brushes, args.height, args.width)
+    log.info("stream bench: %s, %dx%d, %d brushes in %d layers, backend %s, %d frames after %d warm-up",
+             args.model, args.height, args.width, args.brushes, layers, backend, args.frames, args.warmup)  # fmt: skip
+    rows = [time_stream(_make_stream(backend, args, model, layers), brushes, args.warmup, args.frames, "stream")]
+    if args.compare:
+        rows.append(time_stream(_make_stream(args.compare, args, model, layers), brushes, args.warmup,
+                                args.frames, "stream"))  # fmt: skip
+    if not args.no_baseline:
+        rows.append(time_one_shot(model, brushes, args, args.baseline_frames or args.frames))
+    scaling = []
+    for n in args.scaling or []:
+        s = _make_stream("torch", args, model, n)
+        scaling.append(time_stream(s, brushes[: min(n, len(brushes))], args.warmup, args.frames,
+                                   f"torch stream, layers={n}"))  # fmt: skip
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
+    if torch.cuda.is_available() and model.device.type == "cuda":
+        machine += f", {torch.cuda.get_device_name()}"
+    print(f"\nStream: {args.model} {args.height}x{args.width}, {args.brushes} brushes / {layers} layers, "
+          f"{args.steps or model.family.default_steps} steps, cfg {args.cfg}; {machine}\n")  # fmt: skip
+    print(_stream_table(rows + scaling))
+    print()
+    first = rows[0]
+    for r in rows[1:]:
+        print(f"{first['run']} ({first['backend']}) vs {r['run']} ({r['backend']}): "
+              f"{first['fps'] / r['fps']:.2f}x the frames per second")  # fmt: skip
+    if scaling:
+        per_row = [r["ms_per_frame"] / r["denoiser_rows"] for r in scaling]
+        print("ms per denoiser row (linear scaling keeps this flat): " +
+              ", ".join(f"{r['denoiser_rows']} rows {v:.2f}" for r, v in zip(scaling, per_row, strict=True)))  # fmt: skip
+    if args.json:
+        payload = {"model": args.model, "height": args.height, "width": args.width, "brushes": args.brushes,
+                   "layers": layers, "steps": args.steps or model.family.default_steps, "cfg": args.cfg,
+                   "machine": machine, "runs": rows, "scaling": scaling}  # fmt: skip
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="semdraw-bench", description="Benchmarks behind semdraw's published figures."
@@ -70,6 +259,37 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     f.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     f.set_defaults(run=fidelity)
+
+    st = sub.add_parser("stream", help="frames per second of the stream vs one-shot generation",
+                        description="Runs the multi-prompt stream for a model (torch) or an engine set (onnxruntime / "
+                                    "TensorRT) and prints frames per second, ms per frame and its split into "
+                                    "denoiser, decoder and everything else (masking, averaging, noise, copies), "
+                                    "with one-shot generate() of the same image as the baseline.")  # fmt: skip
+    st.add_argument("--model", default="toy", help="toy (default), sd15, sd15-random (SD1.5-sized, random "
+                                                   "weights, offline: for timing), a folder or hub id")  # fmt: skip
+    st.add_argument("--engines", type=Path, default=None, help="an engine set (from build-engines); sets model, "
+                                                               "size, layers, steps and cfg")  # fmt: skip
+    st.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
+                    help="auto: torch for --model, TensorRT (else onnxruntime) for --engines")  # fmt: skip
+    st.add_argument("--compare", choices=("torch", "onnxruntime", "tensorrt"), default=None,
+                    help="also time the stream on this backend, in the same run")  # fmt: skip
+    st.add_argument("--height", type=int, default=None, help="canvas height (default: native)")
+    st.add_argument("--width", type=int, default=None, help="canvas width (default: native)")
+    st.add_argument("--brushes", type=int, default=3, help="painted brushes (default 3)")
+    st.add_argument("--layers", type=int, default=None, help="prompt rows of the stream (default: --brushes; "
+                                                             "more than that times empty slots)")  # fmt: skip
+    st.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    st.add_argument("--cfg", choices=("none", "full"), default="none", help="classifier-free guidance mode")
+    st.add_argument("--frames", type=int, default=20, help="timed frames (default 20; fewer for big models)")
+    st.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
+    st.add_argument("--baseline-frames", type=int, default=None, help="timed one-shot images (default: --frames)")
+    st.add_argument("--no-baseline", action="store_true", help="skip the one-shot generate() baseline")
+    st.add_argument("--scaling", type=lambda v: [int(x) for x in v.split(",")], default=None, metavar="L1,L2,..",
+                    help="also time torch streams with these layer counts (linearity in L x T)")  # fmt: skip
+    st.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    st.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    st.set_defaults(run=stream)
     return p
 
 

@@ -13,6 +13,7 @@ import torch
 from .errors import LoraError, ModelNotFoundError, UnsupportedFamilyError
 from .family import get_family
 from .model import Model
+from .tiny import make_sd15_sized_pipeline
 from .toy import BASE_DIR as TOY_BASE
 from .toy import known_words as toy_words
 
@@ -29,6 +30,7 @@ class Preset:
     tiny_vae: str | None = None  # hub id of a TAESD-style AutoencoderTiny replacing the VAE
     sampler: str | None = None
     closed_vocabulary: Callable[[], frozenset[str]] | None = None  # warn about words outside it
+    build: Callable[[torch.dtype], object] | None = None  # builds the pipeline in memory instead of loading
 
 
 PRESETS: dict[str, Preset] = {
@@ -43,6 +45,8 @@ PRESETS: dict[str, Preset] = {
     # LoRA (weights/lcm_lora) measured worse than the base model at 4 LCM steps, so it is not fused by
     # default (see weights/MODEL_CARD.md); load_model("toy", loras=[semdraw.toy.LORA_DIR]) tries it.
     "toy": Preset(source=str(TOY_BASE), family="sd15", sampler="lcm", closed_vocabulary=toy_words),
+    # SD1.5-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
+    "sd15-random": Preset(source="(random weights)", family="sd15", sampler="lcm", build=make_sd15_sized_pipeline),
 }
 DEFAULT_MODEL = "toy"
 RESERVED = {
@@ -179,7 +183,7 @@ def load_model(
             "`semdraw-train-toy`"
         )
     fam = get_family(family or (preset.family if preset else "sd15"))
-    pipe = _load_pipeline(source, dt)
+    pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt)
     all_loras = list(preset.loras if preset else ()) + list(loras)
     fused = fuse_loras(pipe, all_loras)
     if preset and preset.tiny_vae:

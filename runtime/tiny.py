@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 
-def make_tokenizer(folder: Path):
+def make_tokenizer(folder: Path, max_length: int = 16):
     """A character-level CLIP BPE tokenizer written locally (no hub access)."""
     from transformers import CLIPTokenizer
 
@@ -23,7 +23,7 @@ def make_tokenizer(folder: Path):
     tokens = ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
 def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: str = "epsilon", seed: int = 0):
@@ -64,3 +64,42 @@ def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: st
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
+
+
+# SD1.5's architecture as data (the sizes of runwayml/stable-diffusion-v1-5's configs).
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8,
+)  # fmt: skip
+SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                 max_position_embeddings=77)  # fmt: skip
+SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+                      timestep_spacing="leading")  # fmt: skip
+
+
+def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """SD1.5-sized UNet (860M) and CLIP text encoder, and a TAESD-sized AutoencoderTiny, all with random
+    weights: the compute of SD1.5 + TAESD without a download. For timing only: images are noise."""
+    import tempfile
+
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from . import sampling
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp), max_length=77)
+    text_encoder = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                                                vocab_size=len(tokenizer), **SD15_TEXT))  # fmt: skip
+    unet = diffusers.UNet2DConditionModel(**SD15_UNET)
+    vae = diffusers.AutoencoderTiny()  # its defaults are TAESD's architecture
+    sched = sampling.make_scheduler("lcm", SD15_SCHEDULER)
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    return pipe.to(dtype=dtype)
