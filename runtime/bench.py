@@ -160,9 +160,9 @@ def _stream_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| run | backend | fps | ms/frame | denoiser ms | decoder ms | other ms | other share |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['run']} | {r['backend']} | {r['fps']:.1f} | {r['ms_per_frame']:.1f} | "
+        lines.append(f"| {r['run']} | {r['backend']} | {r['fps']:.3g} | {r['ms_per_frame']:.1f} | "
                      f"{r['denoiser_ms']:.1f} | {r['decoder_ms']:.1f} | {r['other_ms']:.2f} | "
-                     f"{100 * r['other_share']:.1f} % |")  # fmt: skip
+                     f"{100 * r['other_share']:.2f} % |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -1,0 +1,262 @@
+"""The viewer: palette files, the window's session logic, semdraw-render, and semdraw-live under a real X server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import semdraw
+from semdraw.toy import fidelity
+from semdraw.viewer import Palette, PaletteError
+from semdraw.viewer import render as render_cli
+from semdraw.viewer.live import NO_DISPLAY, display_scale, render_canvas
+from semdraw.viewer.session import LiveSession
+
+H = W = 64
+
+
+def painted_palette() -> Palette:
+    pal = Palette(H, W, seed=3, background_prompt="white snow")
+    sky = pal.brush("1")
+    sky.mask[: H // 2] = 255
+    sky.prompt, sky.blur = "blue sky", 1.5
+    grass = pal.brush("2")
+    grass.mask[H // 2 :] = 255
+    grass.prompt, grass.alpha = "green grass", 0.999
+    return pal
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return semdraw.load_model("toy", device="cpu")
+
+
+# ---------------------------------------------------------------- palette files
+def test_palette_round_trip_with_relative_mask_paths(tmp_path):
+    pal = painted_palette()
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(photo)
+    pal.background_image = str(photo)
+    path = pal.save(tmp_path / "sub" / "drawing.json")
+    doc = json.loads(path.read_text())
+    assert doc["brushes"][0]["mask"] == "drawing.masks/1.png" and doc["background"]["image"] == "../photo.png"
+    assert not [p for p in path.parent.rglob("*.tmp")]  # atomic writes leave nothing behind
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "sub", moved / "sub")
+    shutil.copy(photo, moved / "photo.png")
+    back = Palette.load(moved / "sub" / "drawing.json")
+    assert (back.height, back.width, back.seed, back.background_prompt) == (H, W, 3, "white snow")
+    assert Path(back.background_image).resolve() == (moved / "photo.png").resolve()
+    for name in ("1", "2"):
+        a, b = pal.brushes[name], back.brushes[name]
+        assert np.array_equal(a.mask, b.mask)
+        assert (a.prompt, a.alpha, a.blur, a.strength, tuple(a.color)) == (b.prompt, b.alpha, b.blur, b.strength,
+                                                                           tuple(b.color))  # fmt: skip
+    brushes = back.brushes_for_semdraw()
+    assert [b.prompt for b in brushes] == ["blue sky", "green grass"] and brushes[1].mask_strength == 0.999
+
+
+def test_bad_palettes_are_clear_errors(tmp_path):
+    with pytest.raises(PaletteError, match="cannot read"):
+        Palette.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(PaletteError, match="invalid JSON"):
+        Palette.load(bad)
+    bad.write_text(json.dumps({"height": 64, "width": 64, "brushes": [{"name": "1", "mask": "nope.png"}]}))
+    with pytest.raises(PaletteError, match="cannot read mask"):
+        Palette.load(bad)
+    bad.write_text(json.dumps({"width": 64}))
+    with pytest.raises(PaletteError, match="not a valid palette"):
+        Palette.load(bad)
+
+
+def test_canvas_shows_brushes_as_translucent_colours():
+    pal = painted_palette()
+    img = render_canvas(pal, "1")
+    top, bottom = img[5, 5].astype(int), img[60, 5].astype(int)
+    assert np.argmax(top) == 0 and np.argmax(bottom) == 2  # brush 1 red overlay, brush 2 blue overlay
+    assert display_scale(64, 64) * 64 >= 400
+
+
+# ---------------------------------------------------------------- the session (no window)
+def test_session_mirrors_active_brushes_into_stream_slots(toy, tmp_path):
+    stream = semdraw.Stream(toy, layers=2, seed=0)
+    pal = Palette(H, W)
+    s = LiveSession(stream, pal, tmp_path)
+    s.size = 3
+    s.paint(10, 10, stroke_start=True)
+    s.paint(30, 10)
+    s.end_stroke()
+    assert pal.brushes["1"].mask[10, 10:31].min() == 255 and pal.brushes["1"].mask[40].max() == 0
+    s.flush_edits()
+    assert stream.brushes == {}  # painted but no prompt yet: not generated
+    s.begin_text("prompt")
+    s.text.text = "a red circle"
+    s.commit_text()
+    s.flush_edits()
+    assert stream.brushes[0].prompt == "a red circle"
+    assert np.array_equal(np.asarray(stream.brushes[0].mask), pal.brushes["1"].mask)
+    s.paint(10, 10, erase=True, stroke_start=True)
+    s.flush_edits()
+    assert np.asarray(stream.brushes[0].mask)[10, 10] == 0
+    for name, prompt in (("2", "green grass"), ("3", "blue sky")):
+        s.select(name)
+        s.paint(50, 50, stroke_start=True)
+        s.begin_text("prompt")
+        s.text.text = prompt
+        s.commit_text()
+        s.flush_edits()
+    assert "--layers 3" in s.message  # a third active brush does not fit two rows: said, not raised
+    s.select("1")
+    s.clear()
+    s.flush_edits()
+    s.select("3")
+    s._dirty.add("3")
+    s.flush_edits()
+    assert sorted(b.prompt for b in stream.brushes.values()) == ["blue sky", "green grass"]
+    frame = stream()
+    first, second = s.save_frame(frame), s.save_frame(frame)
+    assert first != second and first.exists() and second.exists()  # never overwrites
+
+
+# ---------------------------------------------------------------- semdraw-render
+def test_render_image_at_a_larger_size_and_a_video(tmp_path, caplog):
+    path = painted_palette().save(tmp_path / "p.json")
+    out = tmp_path / "wide.png"
+    assert render_cli.main([str(path), "-o", str(out), "--width", "128"]) == 0
+    img = np.asarray(Image.open(out))
+    assert img.shape == (64, 128, 3)
+    names, _ = fidelity.palette()
+    idx = fidelity.nearest_palette_index(img)
+    assert np.mean(idx[4:28] == names.index("blue sky")) > 0.5
+    video = tmp_path / "v.avi"
+    assert render_cli.main([str(path), "-o", str(video), "--frames", "6"]) == 0
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == 6
+    assert render_cli.main([str(path), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "--frames" in caplog.text
+    assert not (tmp_path / "x.mp4").exists()
+
+
+# ---------------------------------------------------------------- semdraw-live
+def test_live_without_a_display_exits_2_with_advice():
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    live = Path(sys.executable).parent / "semdraw-live"
+    cmd = [str(live)] if live.exists() else [sys.executable, "-m", "semdraw.viewer.live"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert NO_DISPLAY in done.stderr and "semdraw-render" in done.stderr
+
+
+@pytest.fixture
+def xserver():
+    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
+        pytest.skip("needs Xvfb and xdotool (Debian: apt-get install xvfb xdotool; .ci/run installs them)")
+    proc = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    display = ":" + proc.stdout.readline().strip()
+    yield display
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class X:
+    """xdotool on one window, with the pauses the toolkit needs between events."""
+
+    def __init__(self, display: str, window: str) -> None:
+        self.env = {**os.environ, "DISPLAY": display}
+        self.window = window
+
+    def do(self, *args: str) -> None:
+        subprocess.run(["xdotool", *args], env=self.env, check=True, timeout=30)
+        time.sleep(0.05)
+
+    def key(self, name: str) -> None:
+        self.do("key", "--window", self.window, name)
+
+    def type(self, text: str) -> None:
+        self.do("type", "--window", self.window, "--delay", "60", text)
+
+    def drag(self, y: int, x0: int, x1: int) -> None:
+        self.do("mousemove", "--window", self.window, str(x0), str(y), "mousedown", "1")
+        for x in range(x0, x1 + 1, 32):
+            self.do("mousemove", "--window", self.window, str(x), str(y))
+        self.do("mouseup", "1")
+
+
+def test_live_window_end_to_end(xserver, tmp_path):
+    """Paint two brushes, type their prompts in the window, write the palette, save a frame, quit."""
+    save = tmp_path / "out"
+    live = Path(sys.executable).parent / "semdraw-live"
+    env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}
+    proc = subprocess.Popen([str(live), "--save-dir", str(save), "--seed", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        window = ""
+        deadline = time.time() + 90
+        while not window and time.time() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            found = subprocess.run(["xdotool", "search", "--name", "semdraw-live"], env=env, capture_output=True,
+                                   text=True)  # fmt: skip
+            window = found.stdout.split()[0] if found.stdout.split() else ""
+            time.sleep(0.5)
+        assert window, "the window never appeared"
+        time.sleep(2)
+        x = X(xserver, window)
+        scale = display_scale(H, W)
+        top_rows = [14, 56, 98, 140, 182, 196]  # display pixels; the default brush (~7 canvas px wide) fills the gaps
+        bottom_rows = [252, 294, 336, 378, 420, 440]
+        x.key("1")
+        for y in top_rows:
+            x.drag(y, 0, W * scale - 1)
+        x.key("t")
+        x.type("blue sky")
+        x.key("Return")
+        x.key("2")
+        for y in bottom_rows:
+            x.drag(y, 0, W * scale - 1)
+        x.key("t")
+        x.type("green grass")
+        x.key("Return")
+        time.sleep(4)  # let images that entered after the last edit finish
+        x.key("w")
+        x.key("s")
+        time.sleep(1)
+        x.key("q")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = proc.stdout.read()
+    pal = Palette.load(save / "palette.json")
+    sky, grass = pal.brushes["1"], pal.brushes["2"]
+    assert (sky.prompt, grass.prompt) == ("blue sky", "green grass"), log
+    for y in top_rows:
+        for xd in (0, 100, 300, W * scale - 1):
+            assert sky.mask[y // scale, xd // scale] == 255 and grass.mask[y // scale, xd // scale] == 0
+    for y in bottom_rows:
+        assert grass.mask[y // scale, 200 // scale] == 255 and sky.mask[y // scale, 200 // scale] == 0
+    frames = sorted(save.glob("frame-*.png"))
+    assert len(frames) == 1
+    img = np.asarray(Image.open(frames[0]).convert("RGB"))
+    names, _ = fidelity.palette()
+    idx = fidelity.nearest_palette_index(img)
+    top = fidelity.erode(sky.mask > 0, 3)
+    bottom = fidelity.erode(grass.mask > 0, 3)
+    assert np.mean(idx[top] == names.index("blue sky")) > 0.6
+    assert np.mean(idx[bottom] == names.index("green grass")) > 0.6

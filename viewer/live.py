@@ -1,0 +1,298 @@
+"""`semdraw-live`: draw semantic brushes with the mouse while images stream from the model.
+
+One OpenCV window (``WINDOW_GUI_NORMAL | WINDOW_AUTOSIZE``: image pixels are window pixels): the canvas on
+the left (background + each brush's mask as a translucent colour), the streamed frame on the right, a
+status line below, trackbars for the current brush. The model runs in its own thread
+(:class:`FrameThread`); this loop redraws at ~60 Hz and hands edits to the stream once per tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from semdraw.errors import SemdrawError
+
+from .palette import Palette
+from .session import FrameThread, LiveSession
+
+log = logging.getLogger("semdraw.viewer")
+
+TITLE = "semdraw-live"
+STATUS_HEIGHT = 28
+DISPLAY_SIDE = 448  # the canvas is shown at least this big (the toy model's 64 px would be unusable)
+NO_DISPLAY = ("semdraw-live: no display (DISPLAY is not set). Render a palette without a window with "
+              "`semdraw-render PALETTE.json -o out.png`, or run under a virtual display: `xvfb-run semdraw-live`")  # fmt: skip
+
+HELP = """left drag: paint   right drag: erase   wheel or [ ]: brush size
+1-9: select brush   t: type prompt   n: negative prompt   b: background prompt
+c: clear brush   space: pause/resume   s: save frame   w: write palette
+h: this help   q / Esc: quit      (typing: Enter commits, Esc cancels)"""
+
+KEY_ENTER, KEY_ESC, KEY_BACKSPACE = (10, 13), 27, (8, 127)
+
+
+def display_scale(height: int, width: int) -> int:
+    return max(1, DISPLAY_SIDE // max(height, width))
+
+
+def render_canvas(palette: Palette, current: str, background: np.ndarray | None = None) -> np.ndarray:
+    """The canvas as RGB uint8 at palette size: background (image or light grey) + translucent brush colours."""
+    h, w = palette.height, palette.width
+    canvas = np.full((h, w, 3), 235, np.float32) if background is None else background.astype(np.float32)
+    for name, b in palette.brushes.items():
+        a = (b.mask.astype(np.float32) / 255)[..., None] * (0.6 if name == current else 0.4)
+        canvas = canvas * (1 - a) + np.asarray(b.color, np.float32) * a
+    return canvas.clip(0, 255).astype(np.uint8)
+
+
+class Window:
+    """Mouse, keys, trackbars and drawing; every decision is a call on the session."""
+
+    def __init__(self, session: LiveSession, frames: FrameThread) -> None:
+        import cv2
+
+        self.cv2 = cv2
+        self.session, self.frames = session, frames
+        pal = session.palette
+        self.scale = display_scale(pal.height, pal.width)
+        self.side_w, self.side_h = pal.width * self.scale, pal.height * self.scale
+        self.show_help = False
+        self._button: int | None = None
+        self._background = self._load_background()
+        cv2.namedWindow(TITLE, cv2.WINDOW_GUI_NORMAL | cv2.WINDOW_AUTOSIZE)
+        cv2.setMouseCallback(TITLE, self._on_mouse)
+        self._syncing = False
+        cv2.createTrackbar("alpha %", TITLE, 100, 100, lambda v: self._on_param(alpha=v / 100))
+        cv2.createTrackbar("blur px", TITLE, 0, 32, lambda v: self._on_param(blur=float(v)))
+        cv2.createTrackbar("strength %", TITLE, 100, 100, lambda v: self._on_param(strength=v / 100))
+        cv2.createTrackbar("seed", TITLE, pal.seed % 1000, 999, self._on_seed)
+        self._sync_trackbars()
+
+    def _load_background(self) -> np.ndarray | None:
+        pal = self.session.palette
+        if not pal.background_image:
+            return None
+        from PIL import Image
+
+        img = Image.open(pal.background_image).convert("RGB").resize((pal.width, pal.height))
+        return np.asarray(img)
+
+    # ------------------------------------------------------------------ input
+    def _on_mouse(self, event: int, x: int, y: int, flags: int, _param: object) -> None:
+        cv2, s = self.cv2, self.session
+        if event == cv2.EVENT_MOUSEWHEEL:
+            s.resize_brush(1 if cv2.getMouseWheelDelta(flags) > 0 else -1)
+            return
+        down = {cv2.EVENT_LBUTTONDOWN: 1, cv2.EVENT_RBUTTONDOWN: 2}.get(event)
+        if down is not None:
+            self._button = down
+        if event in (cv2.EVENT_LBUTTONUP, cv2.EVENT_RBUTTONUP):
+            self._button = None
+            s.end_stroke()
+            return
+        if self._button is None or not (0 <= x < self.side_w and 0 <= y < self.side_h):
+            return
+        if event in (cv2.EVENT_MOUSEMOVE, cv2.EVENT_LBUTTONDOWN, cv2.EVENT_RBUTTONDOWN):
+            s.paint(x // self.scale, y // self.scale, erase=self._button == 2, stroke_start=down is not None)
+
+    def _on_param(self, **value: float) -> None:
+        if not self._syncing:
+            self.session.set_params(**value)
+
+    def _on_seed(self, value: int) -> None:
+        if not self._syncing:
+            self.session.set_seed(value)
+
+    def _sync_trackbars(self) -> None:
+        """Show the current brush's values (without feeding them back as edits)."""
+        b, cv2 = self.session.brush, self.cv2
+        self._syncing = True
+        try:
+            cv2.setTrackbarPos("alpha %", TITLE, round(b.alpha * 100))
+            cv2.setTrackbarPos("blur px", TITLE, round(b.blur))
+            cv2.setTrackbarPos("strength %", TITLE, round(b.strength * 100))
+        finally:
+            self._syncing = False
+
+    def handle_key(self, key: int) -> bool:
+        """One key press; False to quit."""
+        s = self.session
+        if key < 0:
+            return True
+        if s.text is not None:  # typing a prompt
+            code = key & 0xFF
+            if code in KEY_ENTER:
+                s.commit_text()
+            elif code == KEY_ESC:
+                s.text = None
+            elif code in KEY_BACKSPACE:
+                s.text.text = s.text.text[:-1]
+            elif 32 <= code < 127:
+                s.text.text += chr(code)
+            return True
+        ch = chr(key & 0xFF) if 0 <= key & 0xFF < 128 else ""
+        if ch in ("q",) or key & 0xFF == KEY_ESC:
+            return False
+        if ch.isdigit() and ch != "0":
+            s.select(ch)
+            self._sync_trackbars()
+        elif ch in "tnb" and ch:
+            s.begin_text({"t": "prompt", "n": "negative_prompt", "b": "background"}[ch])
+        elif ch == "c":
+            s.clear()
+        elif ch == " ":
+            if self.frames.paused.is_set():
+                self.frames.paused.clear()
+            else:
+                self.frames.paused.set()
+        elif ch == "s":
+            s.save_frame(self.frames.frame)
+        elif ch == "w":
+            s.write_palette()
+        elif ch == "h":
+            self.show_help = not self.show_help
+        elif ch == "[":
+            s.resize_brush(-1)
+        elif ch == "]":
+            s.resize_brush(1)
+        return True
+
+    # ------------------------------------------------------------------ drawing
+    def compose(self) -> np.ndarray:
+        """The whole window image (BGR)."""
+        cv2, s = self.cv2, self.session
+        pal = s.palette
+        canvas = render_canvas(pal, s.current, self._background)
+        frame = self.frames.frame
+        if frame is None or frame.shape[:2] != (pal.height, pal.width):
+            frame = np.zeros((pal.height, pal.width, 3), np.uint8)
+        both = np.concatenate([canvas, frame], axis=1)
+        both = cv2.resize(both, (2 * self.side_w, self.side_h), interpolation=cv2.INTER_NEAREST)
+        status = np.full((STATUS_HEIGHT, both.shape[1], 3), 30, np.uint8)
+        img = cv2.cvtColor(np.concatenate([both, status], axis=0), cv2.COLOR_RGB2BGR)
+        cv2.putText(img, self.status_line(), (6, self.side_h + 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (235, 235, 235), 1, cv2.LINE_AA)  # fmt: skip
+        if self.show_help:
+            for i, line in enumerate(HELP.splitlines()):
+                cv2.putText(img, line, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (20, 20, 20), 3, cv2.LINE_AA)
+                cv2.putText(img, line, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1,
+                            cv2.LINE_AA)  # fmt: skip
+        return img
+
+    def status_line(self) -> str:
+        s = self.session
+        if s.text is not None:
+            label = {"prompt": "prompt", "negative_prompt": "negative prompt", "background": "background prompt"}
+            return f"brush {s.current} {label[s.text.field]}: {s.text.text}_   (Enter: commit, Esc: cancel)"
+        state = "paused" if self.frames.paused.is_set() else f"{self.frames.fps:4.1f} fps"
+        note = s.message or self.frames.error or "h: help"
+        return f"brush {s.current}: '{s.brush.prompt}'  size {s.size}  {state}  | {note}"
+
+    def run(self) -> None:
+        cv2 = self.cv2
+        while True:
+            self.session.flush_edits()
+            cv2.imshow(TITLE, self.compose())
+            if not self.handle_key(cv2.waitKeyEx(15)):
+                break
+            if cv2.getWindowProperty(TITLE, cv2.WND_PROP_VISIBLE) < 1:  # closed with the title-bar button
+                break
+        cv2.destroyAllWindows()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semdraw-live", description="Draw with semantic brushes while images stream. "
+                                "With no arguments: the embedded toy model on the CPU. Press h in the window for keys.",
+                                epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default="toy", help="toy (default), sd15, or a model folder / hub id")
+    src.add_argument("--engines", type=Path, default=None, help="an engine set folder from build-engines")
+    p.add_argument("--height", type=int, default=None, help="canvas height (default: palette's, else native)")
+    p.add_argument("--width", type=int, default=None, help="canvas width (default: palette's, else native)")
+    p.add_argument("--layers", type=int, default=4, help="stream prompt rows: brushes painted at once (default 4)")
+    p.add_argument("--background", type=Path, default=None, help="a background image to paint over (inpainting)")
+    p.add_argument("--palette", type=Path, default=None, help="load this palette (w writes it back)")
+    p.add_argument("--save-dir", type=Path, default=Path("semdraw-out"), help="where s and w write (default semdraw-out)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed (default: the palette's, else 0)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
+                   help="auto: torch for --model, TensorRT else onnxruntime for --engines")  # fmt: skip
+    return p
+
+
+def build_session(args: argparse.Namespace) -> LiveSession:
+    """Model or engine set, stream and palette, from the command line (no window involved)."""
+    import semdraw
+
+    palette = Palette.load(args.palette) if args.palette else None
+    if args.engines is not None:
+        manifest = semdraw.engines.read_manifest(args.engines)
+        model = semdraw.load_model(manifest.request.model, device="cpu", dtype=None)
+        stream = semdraw.Stream(args.engines, backend=args.backend, model=model)
+    else:
+        model = semdraw.load_model(args.model)
+        height = args.height or (palette.height if palette else None)
+        width = args.width or (palette.width if palette else None)
+        stream = semdraw.Stream(model, height=height, width=width, layers=args.layers, backend=args.backend)
+    if palette is None:
+        palette = Palette(stream.height, stream.width)
+    elif (palette.height, palette.width) != (stream.height, stream.width):
+        raise SemdrawError(f"the palette is {palette.height}x{palette.width} but the stream is "
+                           f"{stream.height}x{stream.width}; pass matching --height/--width or another engine set")  # fmt: skip
+    if args.seed is not None:
+        palette.seed = args.seed
+    if args.background is not None:
+        palette.background_image = str(args.background.resolve())
+    return LiveSession(stream, palette, args.save_dir, args.palette)
+
+
+def _point_qt_at_system_fonts() -> None:
+    """opencv-python's Qt ships no fonts (trackbar labels would be blank); use the system's if Qt has none."""
+    if os.environ.get("QT_QPA_FONTDIR"):
+        return
+    for folder in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/truetype",
+                   "/usr/share/fonts"):  # fmt: skip
+        if Path(folder).is_dir() and any(Path(folder).rglob("*.ttf")):
+            os.environ["QT_QPA_FONTDIR"] = folder
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)
+    if not os.environ.get("DISPLAY"):  # OpenCV aborts the whole process if a window opens without one
+        log.error(NO_DISPLAY)
+        return 2
+    _point_qt_at_system_fonts()
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        log.error("semdraw-live needs OpenCV: pip install 'semdraw[viewer]'")
+        return 2
+    try:
+        session = build_session(args)
+    except SemdrawError as err:
+        log.error("semdraw-live: %s", err)
+        return 2
+    frames = FrameThread(session.stream)
+    frames.start()
+    started = time.perf_counter()
+    try:
+        window = Window(session, frames)
+        log.info("semdraw-live: window ready (%dx%d canvas shown at %dx); press h for help",
+                 session.palette.width, session.palette.height, window.scale)  # fmt: skip
+        window.run()
+    finally:
+        frames.stop()
+    log.info("semdraw-live: closed after %.0f s", time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

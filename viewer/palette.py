@@ -1,0 +1,196 @@
+"""Palette files: the paper's import/export of a drawing, as one JSON document plus one PNG per mask.
+
+```json
+{"format": 1, "height": 64, "width": 64, "seed": 0,
+ "background": {"prompt": "blue sky", "negative_prompt": "", "image": null},
+ "brushes": [{"name": "1", "color": [255, 80, 80], "prompt": "a red circle", "negative_prompt": "",
+              "alpha": 1.0, "blur": 2.0, "strength": 1.0, "mask": "drawing.masks/1.png"}]}
+```
+
+Paths (mask PNGs, the background image) are relative to the JSON file. Writing is atomic: masks go to
+fresh files first, then the JSON replaces the old one in one rename, so a crash leaves the old palette
+or the new one, never a mix. The window edits a :class:`Palette`; :meth:`Palette.brushes_for_semdraw`
+and :meth:`Palette.background_for_semdraw` turn it into the library's request objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semdraw import Background, Brush
+from semdraw.errors import SemdrawError
+
+FORMAT = 1
+
+# Distinct, readable overlay colours (RGB) for brushes 1-9.
+BRUSH_COLORS: tuple[tuple[int, int, int], ...] = (
+    (230, 60, 60), (60, 120, 230), (60, 180, 80), (230, 180, 40), (170, 80, 210),
+    (40, 200, 200), (240, 120, 40), (200, 90, 150), (130, 130, 130),
+)  # fmt: skip
+
+
+class PaletteError(SemdrawError):
+    """A palette file that cannot be read or written."""
+
+
+@dataclass
+class PaletteBrush:
+    """One brush of a palette; ``mask`` is an HxW uint8 array (255 = painted) at the palette's size."""
+
+    name: str
+    color: tuple[int, int, int]
+    mask: np.ndarray
+    prompt: str = ""
+    negative_prompt: str = ""
+    alpha: float = 1.0
+    blur: float = 0.0
+    strength: float = 1.0
+
+    def to_brush(self) -> Brush:
+        return Brush(self.prompt, self.mask, negative_prompt=self.negative_prompt, mask_strength=self.alpha,
+                     mask_std=self.blur, prompt_strength=self.strength, name=self.name)  # fmt: skip
+
+    @property
+    def active(self) -> bool:
+        """A brush takes part in generation once it has a prompt and some paint."""
+        return bool(self.prompt.strip()) and bool(self.mask.any())
+
+
+@dataclass
+class Palette:
+    height: int
+    width: int
+    seed: int = 0
+    background_prompt: str = ""
+    background_negative_prompt: str = ""
+    background_image: str | None = None  # a path (absolute, or relative to the palette file when loaded)
+    brushes: dict[str, PaletteBrush] = field(default_factory=dict)
+
+    def brush(self, name: str) -> PaletteBrush:
+        """The brush called ``name``, created empty (with the next overlay colour) if new."""
+        if name not in self.brushes:
+            color = BRUSH_COLORS[len(self.brushes) % len(BRUSH_COLORS)]
+            self.brushes[name] = PaletteBrush(name, color, np.zeros((self.height, self.width), np.uint8))
+        return self.brushes[name]
+
+    def brushes_for_semdraw(self) -> list[Brush]:
+        return [b.to_brush() for b in self.brushes.values() if b.active]
+
+    def background_for_semdraw(self) -> Background:
+        image = None
+        if self.background_image:
+            from PIL import Image
+
+            try:
+                image = Image.open(self.background_image).convert("RGB")
+            except OSError as err:
+                raise PaletteError(f"cannot read the background image {self.background_image}: {err}") from err
+        return Background(prompt=self.background_prompt, image=image,
+                          negative_prompt=self.background_negative_prompt)  # fmt: skip
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write the palette atomically: ``path`` (JSON) and ``<stem>.masks/<name>.png``."""
+        from PIL import Image
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mask_dir = path.parent / f"{path.stem}.masks"
+        mask_dir.mkdir(exist_ok=True)
+        brushes = []
+        for b in self.brushes.values():
+            png = mask_dir / f"{_safe(b.name)}.png"
+            _atomic_write(png, lambda f, b=b: Image.fromarray(b.mask).save(f, format="PNG"))
+            entry = {k: v for k, v in asdict(b).items() if k != "mask"}
+            entry["color"] = list(b.color)
+            entry["mask"] = png.relative_to(path.parent).as_posix()
+            brushes.append(entry)
+        image = self.background_image
+        if image is not None:
+            image = os.path.relpath(Path(image).resolve(), path.parent.resolve())
+        doc = {"format": FORMAT, "height": self.height, "width": self.width, "seed": self.seed,
+               "background": {"prompt": self.background_prompt, "negative_prompt": self.background_negative_prompt,
+                              "image": image},
+               "brushes": brushes}  # fmt: skip
+        _atomic_write(path, lambda f: f.write((json.dumps(doc, indent=2) + "\n").encode()))
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> Palette:
+        """Read a palette; masks of another size are resized to the palette's canvas."""
+        from PIL import Image
+
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except OSError as err:
+            raise PaletteError(f"cannot read palette {path}: {err.strerror}") from err
+        except json.JSONDecodeError as err:
+            raise PaletteError(f"{path} is not a palette (invalid JSON: {err})") from err
+        try:
+            if doc.get("format", FORMAT) > FORMAT:
+                raise PaletteError(f"{path} has palette format {doc['format']}; this semdraw reads {FORMAT}")
+            height, width = int(doc["height"]), int(doc["width"])
+            bg = doc.get("background") or {}
+            image = bg.get("image")
+            pal = Palette(height, width, int(doc.get("seed", 0)), bg.get("prompt", ""), bg.get("negative_prompt", ""),
+                          str(path.parent / image) if image else None)  # fmt: skip
+            for entry in doc.get("brushes", []):
+                mask_file = path.parent / entry["mask"]
+                try:
+                    img = Image.open(mask_file).convert("L")
+                except OSError as err:
+                    raise PaletteError(f"{path}: cannot read mask {mask_file}: {err}") from err
+                if img.size != (width, height):
+                    img = img.resize((width, height), Image.Resampling.BILINEAR)
+                name = str(entry["name"])
+                pal.brushes[name] = PaletteBrush(
+                    name, tuple(int(c) for c in entry.get("color", BRUSH_COLORS[len(pal.brushes) % 9])),
+                    np.asarray(img, np.uint8).copy(), entry.get("prompt", ""), entry.get("negative_prompt", ""),
+                    float(entry.get("alpha", 1.0)), float(entry.get("blur", 0.0)), float(entry.get("strength", 1.0)),
+                )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, PaletteError):
+                raise
+            raise PaletteError(f"{path} is not a valid palette: {type(err).__name__}: {err}") from err
+        return pal
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "brush"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; keep the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def unique_path(folder: str | Path, stem: str, suffix: str) -> Path:
+    """``folder/stem-0001.suffix``, the first number not taken (never overwrites)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while (folder / f"{stem}-{n:04d}{suffix}").exists():
+        n += 1
+    return folder / f"{stem}-{n:04d}{suffix}"

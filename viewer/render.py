@@ -1,0 +1,111 @@
+"""`semdraw-render`: generate a palette without a window: one image at any size, or N stream frames as a video."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from semdraw.errors import SemdrawError
+
+from .palette import Palette, _umask
+
+log = logging.getLogger("semdraw.viewer")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="semdraw-render",
+        description="Render a palette written by semdraw-live (key w). One image: one-shot generation at any "
+        "size (canvases larger than the model's native size are generated in overlapping tiles, so panoramas "
+        "work). With --frames N and a .mp4/.avi output: N frames of the stream, as a video.",
+    )
+    p.add_argument("palette", type=Path, help="palette JSON (from semdraw-live's w key)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output .png/.jpg/.webp, or .mp4/.avi with --frames")
+    p.add_argument("--model", default="toy", help="toy (default), sd15, a model folder or hub id")
+    p.add_argument("--height", type=int, default=None, help="output height (default: the palette's)")
+    p.add_argument("--width", type=int, default=None, help="output width (default: the palette's)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed (default: the palette's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--frames", type=int, default=None, help="stream this many frames into a video")
+    p.add_argument("--fps", type=float, default=8.0, help="video frame rate (default 8)")
+    return p
+
+
+def render(args: argparse.Namespace) -> Path:
+    import semdraw
+
+    palette = Palette.load(args.palette)
+    suffix = args.out.suffix.lower()
+    video = args.frames is not None
+    if video and suffix not in VIDEO_SUFFIXES:
+        raise SemdrawError(f"--frames writes a video: name the output .mp4 or .avi, not {args.out.name}")
+    if not video and suffix not in IMAGE_SUFFIXES:
+        raise SemdrawError(f"name the output {'/'.join(IMAGE_SUFFIXES)} (or pass --frames N for a video)")
+    if video and args.frames < 1:
+        raise SemdrawError(f"--frames must be >= 1, got {args.frames}")
+    brushes = palette.brushes_for_semdraw()
+    if not brushes:
+        log.warning("the palette has no brush with both a prompt and paint: only the background is rendered")
+    height, width = args.height or palette.height, args.width or palette.width
+    seed = palette.seed if args.seed is None else args.seed
+    model = semdraw.load_model(args.model)
+    background = palette.background_for_semdraw()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.stem}.", suffix=suffix)[1])
+    try:
+        if video:
+            _write_video(model, brushes, background, height, width, seed, args, tmp)
+        else:
+            image = semdraw.generate(model, brushes, background=background, height=height, width=width, seed=seed,
+                                     steps=args.steps, progress=True)  # fmt: skip
+            image.save(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, args.out)  # nothing half-written is ever left under the output name
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s (%dx%d)", args.out, width, height)
+    return args.out
+
+
+def _write_video(model, brushes, background, height, width, seed, args, path: Path) -> None:
+    import cv2
+    from tqdm.auto import tqdm
+
+    import semdraw
+
+    stream = semdraw.Stream(model, height=height, width=width, layers=max(1, len(brushes)) + bool(background.prompt),
+                            steps=args.steps, seed=seed)  # fmt: skip
+    for i, b in enumerate(brushes):
+        stream.set_brush(i, b)
+    stream.set_background(background)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[path.suffix.lower()]), args.fps,
+                             (width, height))  # fmt: skip
+    if not writer.isOpened():
+        raise SemdrawError(f"OpenCV cannot write {path.suffix} video here; try .avi")
+    try:
+        for _ in tqdm(range(args.frames), desc="frames", unit="frame"):
+            writer.write(cv2.cvtColor(stream(), cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        render(args)
+    except SemdrawError as err:
+        log.error("semdraw-render: %s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

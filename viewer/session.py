@@ -1,0 +1,205 @@
+"""What the window drives, without the window: a palette being edited, a stream, and a frame thread.
+
+The window (``live.py``) only turns mouse, keys and trackbars into calls on :class:`LiveSession` and
+shows what it returns; everything here runs (and is tested) without a display.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semdraw import Stream
+from semdraw.errors import SemdrawError
+
+from .palette import Palette, PaletteBrush, unique_path
+
+log = logging.getLogger("semdraw.viewer")
+
+MIN_SIZE, MAX_SIZE = 1, 64
+
+
+@dataclass
+class TextEntry:
+    """A prompt being typed in the window: which field, and the text so far."""
+
+    field: str  # "prompt" | "negative_prompt" | "background"
+    text: str
+
+
+class FrameThread:
+    """Pulls frames from the stream in its own thread, so the window never waits for the model."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.frame: np.ndarray | None = None
+        self.fps = 0.0
+        self.error: str | None = None
+        self.paused = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="semdraw-frames", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            if self.paused.is_set():
+                time.sleep(0.02)
+                last = time.perf_counter()
+                continue
+            try:
+                frame = self.stream()
+            except SemdrawError as err:  # e.g. a composition the stream refused; keep the window alive
+                self.error = str(err)
+                time.sleep(0.1)
+                continue
+            now = time.perf_counter()
+            dt, last = now - last, now
+            self.fps = 1 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / max(dt, 1e-6)
+            self.frame = frame
+
+
+class LiveSession:
+    """A palette under edit, mirrored into a stream: brushes with a prompt and paint occupy stream slots."""
+
+    def __init__(self, stream: Stream, palette: Palette, save_dir: Path, palette_path: Path | None = None) -> None:
+        self.stream = stream
+        self.palette = palette
+        self.save_dir = Path(save_dir)
+        self.palette_path = palette_path or self.save_dir / "palette.json"
+        self.current = "1"
+        self.size = max(1, min(palette.height, palette.width) // 16)
+        self.text: TextEntry | None = None
+        self.message = ""
+        self._slots: dict[str, int] = {}  # brush name -> stream slot
+        self._dirty: set[str] = set()
+        self._last_point: tuple[int, int] | None = None
+        palette.brush(self.current)
+        self.stream.set_seed(palette.seed)
+        self.apply_background()
+        for name in list(palette.brushes):
+            self._dirty.add(name)
+        self.flush_edits()
+
+    # ------------------------------------------------------------------ painting
+    @property
+    def brush(self) -> PaletteBrush:
+        return self.palette.brush(self.current)
+
+    def paint(self, x: int, y: int, *, erase: bool = False, stroke_start: bool = False) -> None:
+        """A stroke segment to canvas pixel (x, y) with the current size (erase: the current brush only)."""
+        import cv2
+
+        value = 0 if erase else 255
+        start = (x, y) if stroke_start or self._last_point is None else self._last_point
+        cv2.line(self.brush.mask, start, (x, y), value, thickness=2 * self.size - 1 if self.size > 1 else 1)
+        cv2.circle(self.brush.mask, (x, y), self.size - 1, value, thickness=-1)
+        self._last_point = (x, y)
+        self._dirty.add(self.current)
+
+    def end_stroke(self) -> None:
+        self._last_point = None
+
+    def resize_brush(self, delta: int) -> None:
+        self.size = int(np.clip(self.size + delta, MIN_SIZE, MAX_SIZE))
+
+    def select(self, name: str) -> None:
+        self.current = name
+        self.palette.brush(name)
+        self._last_point = None
+
+    def clear(self) -> None:
+        self.brush.mask[:] = 0
+        self._dirty.add(self.current)
+
+    def set_params(self, *, alpha: float | None = None, blur: float | None = None,
+                   strength: float | None = None) -> None:  # fmt: skip
+        b = self.brush
+        b.alpha = b.alpha if alpha is None else float(alpha)
+        b.blur = b.blur if blur is None else float(blur)
+        b.strength = b.strength if strength is None else float(strength)
+        self._dirty.add(self.current)
+
+    def set_seed(self, seed: int) -> None:
+        self.palette.seed = int(seed)
+        self.stream.set_seed(int(seed))
+
+    # ------------------------------------------------------------------ typing
+    def begin_text(self, field: str) -> None:
+        current = {"prompt": self.brush.prompt, "negative_prompt": self.brush.negative_prompt,
+                   "background": self.palette.background_prompt}[field]  # fmt: skip
+        self.text = TextEntry(field, current)
+
+    def commit_text(self) -> None:
+        entry, self.text = self.text, None
+        if entry is None:
+            return
+        if entry.field == "background":
+            self.palette.background_prompt = entry.text.strip()
+            self.apply_background()
+        else:
+            setattr(self.brush, entry.field, entry.text.strip())
+            self._dirty.add(self.current)
+
+    # ------------------------------------------------------------------ into the stream
+    def apply_background(self) -> None:
+        try:
+            self.stream.set_background(self.palette.background_for_semdraw())
+            self.message = ""
+        except SemdrawError as err:
+            self.message = str(err)
+
+    def flush_edits(self) -> None:
+        """Push edited brushes into the stream (called once per window tick, not per mouse event)."""
+        dirty, self._dirty = self._dirty, set()
+        for name in sorted(dirty):
+            b = self.palette.brushes.get(name)
+            try:
+                if b is None or not b.active:
+                    slot = self._slots.pop(name, None)
+                    if slot is not None:
+                        self.stream.remove_brush(slot)
+                    continue
+                slot = self._slots.get(name)
+                if slot is None:
+                    free = sorted(set(range(self.stream.layers)) - set(self._slots.values()))
+                    if not free:
+                        raise SemdrawError(f"brush {name} does not fit: the stream has {self.stream.layers} layers; "
+                                           f"restart with --layers {self.stream.layers + 1}")  # fmt: skip
+                    slot = free[0]
+                self.stream.set_brush(slot, b.to_brush())
+                self._slots[name] = slot
+                self.message = ""
+            except SemdrawError as err:
+                self._slots.pop(name, None)
+                self.message = str(err)
+
+    # ------------------------------------------------------------------ files
+    def save_frame(self, frame: np.ndarray | None) -> Path | None:
+        from PIL import Image
+
+        if frame is None:
+            self.message = "no frame yet"
+            return None
+        path = unique_path(self.save_dir, "frame", ".png")
+        Image.fromarray(frame).save(path)
+        self.message = f"saved {path}"
+        log.info("saved frame %s", path)
+        return path
+
+    def write_palette(self) -> Path:
+        path = self.palette.save(self.palette_path)
+        self.message = f"palette written to {path}"
+        log.info("palette written to %s", path)
+        return path
