@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         "--layers",
         type=int,
         default=DEFAULT_LAYERS,
-        help=f"brush layers L in the stream batch (default: {DEFAULT_LAYERS})",
+        help=f"prompt rows L per step in the stream batch: the brushes painted at once, plus one if you use a "
+        f"background prompt (default: {DEFAULT_LAYERS})",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, default=None, help="sampling steps T (default: the model's)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -243,6 +244,8 @@ def test_live_window_end_to_end(xserver, tmp_path):
         if proc.poll() is None:
             proc.kill()
     log = proc.stdout.read()
+    redraws = re.search(r"\((\d+) redraws per second\)", log)
+    assert redraws and int(redraws.group(1)) >= 30, log  # the window stays responsive while the model runs
     pal = Palette.load(save / "palette.json")
     sky, grass = pal.brushes["1"], pal.brushes["2"]
     assert (sky.prompt, grass.prompt) == ("blue sky", "green grass"), log

@@ -195,16 +195,20 @@ class Window:
         note = s.message or self.frames.error or "h: help"
         return f"brush {s.current}: '{s.brush.prompt}'  size {s.size}  {state}  | {note}"
 
-    def run(self) -> None:
+    def run(self) -> float:
+        """The UI loop until quit; returns the mean redraws per second."""
         cv2 = self.cv2
+        redraws, started = 0, time.perf_counter()
         while True:
             self.session.flush_edits()
             cv2.imshow(TITLE, self.compose())
-            if not self.handle_key(cv2.waitKeyEx(15)):
+            redraws += 1
+            if not self.handle_key(cv2.waitKeyEx(10)):
                 break
             if cv2.getWindowProperty(TITLE, cv2.WND_PROP_VISIBLE) < 1:  # closed with the title-bar button
                 break
         cv2.destroyAllWindows()
+        return redraws / max(time.perf_counter() - started, 1e-9)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -287,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         window = Window(session, frames)
         log.info("semdraw-live: window ready (%dx%d canvas shown at %dx); press h for help",
                  session.palette.width, session.palette.height, window.scale)  # fmt: skip
-        window.run()
+        redraw_rate = window.run()
     finally:
         frames.stop()
-    log.info("semdraw-live: closed after %.0f s", time.perf_counter() - started)
+    log.info("semdraw-live: closed after %.0f s (%.0f redraws per second)", time.perf_counter() - started,
+             redraw_rate)  # fmt: skip
     return 0
 
 
