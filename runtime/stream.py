@@ -11,9 +11,11 @@ for its whole life; only its step changes. So no latent is ever moved between bu
 phase p = f mod T picks precomputed index tensors (which ring position is at which step), and all
 buffers are allocated once, in ``__init__``.
 
-Image n after a flush is made from seed ``seed + n`` with exactly the noise draws ``generate()`` makes
-(initial latent, then one draw per re-noising), so the first frame after a flush equals
-``generate(..., seed=seed)`` (oracle 3) and the stream is reproducible from its seed.
+Image n after a flush is made from seed ``seed + n·seed_step`` with exactly the noise draws ``generate()``
+makes (initial latent, then one draw per re-noising), so the first frame after a flush equals
+``generate(..., seed=seed)`` (oracle 3) and the stream is reproducible from its seed. ``seed_step=0``
+gives every image the same noise: frames then change only where the drawing changes (what a drawing
+window wants; each frame equals ``generate(..., seed=seed)`` of the brushes it was made under).
 
 Live updates (``set_brush``, ``set_mask``, ``set_background``, ...) may come from any thread. They build
 the new per-row tables on the caller's thread (masks: blur, quantization, centring shifts; prompts: the
@@ -134,7 +136,8 @@ class Stream:
     (onnxruntime / TensorRT; then ``model`` supplies the text encoder, loaded from the manifest's model
     when omitted). Sizes, ``layers`` (prompt rows per step, default 4) and ``steps``/``timesteps`` default to
     the engine set's or the model's. ``cfg``: "none" (guidance 1, the few-step default) or "full" (negative
-    prompts, batch doubled, ``guidance_scale`` > 1, default 2). ``bootstrap_steps``, ``bootstrap_mix_steps``,
+    prompts, batch doubled, ``guidance_scale`` > 1, default 2). ``seed_step``: image n uses seed + n·seed_step
+    (0: the same noise for every image, so an unchanged drawing gives a still image). ``bootstrap_steps``, ``bootstrap_mix_steps``,
     ``centre_steps``, ``mask_type`` and ``cover_alpha`` mean exactly what they mean in :func:`generate`;
     centring applies per slot to the first ``centre_steps`` steps (default: the bootstrap steps).
     """
@@ -149,6 +152,7 @@ class Stream:
         steps: int | None = None,
         timesteps: Any = None,
         seed: int | None = None,
+        seed_step: int = 1,
         cfg: str = "none",
         guidance_scale: float | None = None,
         backend: str = "auto",
@@ -265,7 +269,8 @@ class Stream:
         self._pending: _Tables | None = None
         self._inpaint = self._centred = False
         self.seed = int(torch.seed() % 2**31) if seed is None else int(seed)
-        self._entered = 0  # images entered since the last flush / seed change: image n uses seed + n
+        self.seed_step = int(seed_step)
+        self._entered = 0  # images entered since the last flush / seed change: image n uses seed + n·seed_step
         self._frame = 0  # calls since the last flush: the ring phase is frame mod T
         self._needs_flush = True
         self.times = FrameTimes()
@@ -313,7 +318,7 @@ class Stream:
             self._publish()
 
     def set_seed(self, seed: int) -> None:
-        """Images entering from the next call use ``seed``, ``seed + 1``, ...; those in flight finish as they
+        """Images entering from the next call use ``seed``, ``seed + seed_step``, ...; those in flight finish as they
         are (call :meth:`flush` to make the very next frame the image of ``seed``)."""
         with self._handover:
             self.seed, self._entered = int(seed), 0
@@ -463,7 +468,7 @@ class Stream:
     def _draw_noise(self, ring_pos: int) -> None:
         """The noises of the image entering now, drawn in generate()'s order from its own seed."""
         with self._handover:
-            seed = self.seed + self._entered
+            seed = self.seed + self._entered * self.seed_step
             self._entered += 1
         g = self._generator.manual_seed(seed)
         draws = self.steps if self.sched.stochastic else 1

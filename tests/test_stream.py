@@ -116,6 +116,13 @@ def test_stream_is_reproducible_from_its_seed_and_flush_restarts_it(toy):
     assert np.array_equal(a(), frames_a[0])
 
 
+def test_seed_step_zero_holds_the_picture_still(toy):
+    s = stream_of(toy, scene(), layers=3, seed=6, seed_step=0)
+    first, second = s(), s()
+    assert np.array_equal(first, second)
+    assert_same_image(second, s.last_latent, toy, scene(), 6)
+
+
 def test_set_seed_takes_effect_for_new_images(toy):
     s = stream_of(toy, scene(), layers=3, seed=0)
     s()

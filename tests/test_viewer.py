@@ -257,6 +257,12 @@ def test_live_window_end_to_end(xserver, tmp_path):
     frames = sorted(save.glob("frame-*.png"))
     assert len(frames) == 1
     img = np.asarray(Image.open(frames[0]).convert("RGB"))
+    # The window streams with one noise for every image (a still picture while nothing changes), so the
+    # saved frame is exactly the one-shot image of the written palette at its seed (oracle 3 in the loop).
+    toy = semdraw.load_model("toy", device="cpu")
+    ref = semdraw.generate(toy, pal.brushes_for_semdraw(), background=pal.background_for_semdraw(), seed=pal.seed,
+                           output_type="np")  # fmt: skip
+    assert np.abs(img.astype(int) - ref.astype(int)).max() <= 1
     names, _ = fidelity.palette()
     idx = fidelity.nearest_palette_index(img)
     top = fidelity.erode(sky.mask > 0, 3)

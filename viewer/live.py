@@ -238,12 +238,14 @@ def build_session(args: argparse.Namespace) -> LiveSession:
     if args.engines is not None:
         manifest = semdraw.engines.read_manifest(args.engines)
         model = semdraw.load_model(manifest.request.model, device="cpu", dtype=None)
-        stream = semdraw.Stream(args.engines, backend=args.backend, model=model)
+        stream = semdraw.Stream(args.engines, backend=args.backend, model=model, seed_step=0)
     else:
         model = semdraw.load_model(args.model)
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
-        stream = semdraw.Stream(model, height=height, width=width, layers=args.layers, backend=args.backend)
+        # seed_step=0: every image gets the same noise, so the picture holds still while nothing is edited.
+        stream = semdraw.Stream(model, height=height, width=width, layers=args.layers, backend=args.backend,
+                                seed_step=0)  # fmt: skip
     if palette is None:
         palette = Palette(stream.height, stream.width)
     elif (palette.height, palette.width) != (stream.height, stream.width):
