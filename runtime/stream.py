@@ -246,6 +246,7 @@ class Stream:
         pos = (ring[:, None] - ring[None, :]) % T
         draw = ring if self.sched.stochastic else torch.zeros(T, dtype=torch.long)  # noise draw of step k
         self._step_of_row = step_of_row.to(dev)
+        self._steps = ring.to(dev)  # step index k of each of the T images (steps-order views)
         self._pos = pos.to(dev)  # [T(phase), T(step)]
         self._row_pos = pos[:, step_of_row].to(dev)  # [T(phase), R]
         self._cur_noise = (pos * T + draw[None, :]).to(dev)  # flat index into noise [T*T] per (phase, step)
@@ -266,6 +267,7 @@ class Stream:
         self._state = _Composition()
         self._setter_lock = threading.RLock()  # serialises setters (composition + table building)
         self._handover = threading.Lock()  # guards the pending tables between setter and frame threads
+        self._frame_lock = threading.Lock()  # one frame at a time
         self._pending: _Tables | None = None
         self._inpaint = self._centred = False
         self.seed = int(torch.seed() % 2**31) if seed is None else int(seed)
@@ -443,7 +445,14 @@ class Stream:
     # ------------------------------------------------------------------ frames (one thread)
     @torch.no_grad()
     def __call__(self) -> np.ndarray:
-        """The next frame: HxWx3 uint8 (the first call, and the first after :meth:`flush`, fills the pipeline)."""
+        """The next frame: HxWx3 uint8 (the first call, and the first after :meth:`flush`, fills the pipeline).
+
+        Frames are serialised (one caller at a time); edits may come from any thread meanwhile.
+        """
+        with self._frame_lock:
+            return self._next_frame()
+
+    def _next_frame(self) -> np.ndarray:
         started = time.perf_counter()
         with self._handover:
             flush, self._needs_flush = self._needs_flush, False
@@ -495,7 +504,7 @@ class Stream:
         x = self._x.index_select(0, pos)  # [T, C, h, w]: latent at each step
         noise_flat = self._noise.view(T * T, C, h, w)
         cur = noise_flat.index_select(0, self._cur_noise[p])  # the noise each step's image carries now
-        steps = torch.arange(T, device=self.device)
+        steps = self._steps
         x_rows = x.index_select(0, self._step_of_row)  # [R, C, h, w]
         w_rows = b["weights"].view(R, 1, h, w)
         if self.bootstrap_steps:

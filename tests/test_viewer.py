@@ -222,18 +222,13 @@ def test_live_window_end_to_end(xserver, tmp_path):
         scale = display_scale(H, W)
         top_rows = [14, 56, 98, 140, 182, 196]  # display pixels; the default brush (~7 canvas px wide) fills the gaps
         bottom_rows = [252, 294, 336, 378, 420, 440]
-        x.key("1")
-        for y in top_rows:
-            x.drag(y, 0, W * scale - 1)
-        x.key("t")
-        x.type("blue sky")
-        x.key("Return")
-        x.key("2")
-        for y in bottom_rows:
-            x.drag(y, 0, W * scale - 1)
-        x.key("t")
-        x.type("green grass")
-        x.key("Return")
+        for brush, rows, prompt in (("1", top_rows, "blue sky"), ("2", bottom_rows, "green grass")):
+            x.key(brush)
+            for y in rows:
+                x.drag(y, 0, W * scale - 1)
+            x.key("t")
+            x.type(prompt)
+            x.key("Return")
         time.sleep(4)  # let images that entered after the last edit finish
         x.key("w")
         x.key("s")

@@ -60,10 +60,13 @@ class FrameThread:
                 continue
             try:
                 frame = self.stream()
-            except SemdrawError as err:  # e.g. a composition the stream refused; keep the window alive
-                self.error = str(err)
-                time.sleep(0.1)
+            except Exception as err:  # keep the window alive and say what went wrong in its status line
+                if self.error is None:
+                    log.exception("the stream failed")
+                self.error = f"stream error: {err}"
+                time.sleep(0.5)
                 continue
+            self.error = None
             now = time.perf_counter()
             dt, last = now - last, now
             self.fps = 1 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / max(dt, 1e-6)
