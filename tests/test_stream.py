@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -282,3 +283,22 @@ def test_cuda_frames_allocate_nothing(toy):  # pragma: no cover - GPU tier
     after = torch.cuda.memory_stats()
     assert after["reserved_bytes.all.current"] == before["reserved_bytes.all.current"]
     assert after["num_alloc_retries"] == before["num_alloc_retries"]
+
+
+def test_bench_stream_reports_the_split_and_ratios(tmp_path, capsys):
+    from semdraw import bench
+
+    out = tmp_path / "toy"
+    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "2", "--out", str(out)]) == 0
+    report = tmp_path / "bench.json"
+    args = ["stream", "--engines", str(out), "--brushes", "2", "--compare", "torch", "--frames", "3", "--warmup", "1",
+            "--baseline-frames", "1", "--scaling", "1,2", "--json", str(report)]  # fmt: skip
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    assert "| stream | onnxruntime |" in text and "vs one-shot generate()" in text
+    payload = json.loads(report.read_text())
+    assert [r["backend"] for r in payload["runs"]] == ["onnxruntime", "torch", "torch"]
+    for r in payload["runs"] + payload["scaling"]:
+        assert r["fps"] > 0 and r["denoiser_ms"] > 0 and r["decoder_ms"] > 0 and 0 <= r["other_share"] < 1
+    assert [r["denoiser_rows"] for r in payload["scaling"]] == [4, 8]
+    assert bench.main(["stream", "--brushes", "3", "--layers", "2"]) == 2  # does not fit: a clear error
