@@ -152,7 +152,7 @@ def image_to_tensor(image: Any, height: int, width: int) -> torch.Tensor:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.array(image.convert("RGB"))  # a writable copy (torch refuses read-only arrays)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ConfigError(f"a background image array must be HxWx3, got shape {image.shape}")

@@ -264,3 +264,27 @@ def test_live_window_end_to_end(xserver, tmp_path):
     bottom = fidelity.erode(grass.mask > 0, 3)
     assert np.mean(idx[top] == names.index("blue sky")) > 0.6
     assert np.mean(idx[bottom] == names.index("green grass")) > 0.6
+
+
+def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
+    """The command line's choices (engine set, palette, background image) reach the stream; mismatches are errors."""
+    from semdraw.build_engines import cli
+    from semdraw.viewer.live import _parser, build_session
+
+    engines = tmp_path / "toy"
+    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(engines)]) == 0
+    palette = painted_palette().save(tmp_path / "p.json")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((H, W, 3), 200, np.uint8)).save(photo)
+    args = _parser().parse_args(["--engines", str(engines), "--palette", str(palette), "--background", str(photo),
+                                 "--save-dir", str(tmp_path / "out"), "--seed", "5"])  # fmt: skip
+    session = build_session(args)
+    stream = session.stream
+    assert stream.networks.backend == "onnxruntime" and stream.layers == 3 and stream.seed == 5
+    assert sorted(b.prompt for b in stream.brushes.values()) == ["blue sky", "green grass"]
+    assert stream.background.image is not None  # the photo replaced the palette's background prompt row
+    assert stream().shape == (H, W, 3)
+    assert session.palette_path == palette  # w writes back to the loaded palette
+    big = Palette(128, 128).save(tmp_path / "big.json")
+    with pytest.raises(semdraw.SemdrawError, match="128x128"):
+        build_session(_parser().parse_args(["--palette", str(big), "--height", "64", "--width", "64"]))
