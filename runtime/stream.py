@@ -248,7 +248,6 @@ class Stream:
         self._step_of_row = step_of_row.to(dev)
         self._steps = ring.to(dev)  # step index k of each of the T images (steps-order views)
         self._pos = pos.to(dev)  # [T(phase), T(step)]
-        self._row_pos = pos[:, step_of_row].to(dev)  # [T(phase), R]
         self._cur_noise = (pos * T + draw[None, :]).to(dev)  # flat index into noise [T*T] per (phase, step)
         self._next_noise = (pos[:, :-1] * T + draw[1:][None, :]).to(dev) if T > 1 else None
         mix = torch.tensor([min(1.0, max(0.0, bootstrap_mix_steps - k)) for k in range(T)])
