@@ -178,16 +178,15 @@ def to_output(pixels: torch.Tensor, output_type: OutputType) -> Any:
     """[1, 3, H, W] in [-1, 1] → PIL image or HxWx3 uint8 array (rounded as diffusers does)."""
     from PIL import Image
 
-    arr = (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    arr = (arr * 255).round().astype(np.uint8)
+    # Quantized where the pixels are, so only the uint8 frame crosses to the host (the stream's one sync).
+    frame = ((pixels[0].float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+    arr = frame.cpu().numpy()
     return Image.fromarray(arr) if output_type == "pil" else arr
 
 
 # ------------------------------------------------------------------------------------------ checks
-def _check_options(*, guidance_scale, bootstrap_steps, centre_steps, bootstrap_mix_steps, mask_type, cover_alpha,
-                   latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
-    if guidance_scale < 1:
-        raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
+def check_sampling_options(*, bootstrap_steps, centre_steps, bootstrap_mix_steps, mask_type, cover_alpha) -> None:
+    """The stabilization options generate() and the stream share: clear errors for bad values."""
     for name, v in (("bootstrap_steps", bootstrap_steps), ("centre_steps", centre_steps)):
         if not isinstance(v, int) or v < 0:
             raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
@@ -197,6 +196,14 @@ def _check_options(*, guidance_scale, bootstrap_steps, centre_steps, bootstrap_m
         raise ConfigError(f"mask_type must be one of {M.MASK_TYPES}, got {mask_type!r}")
     if cover_alpha is not None and not 0 <= cover_alpha <= 1:
         raise ConfigError(f"cover_alpha must lie in [0, 1] or be None, got {cover_alpha}")
+
+
+def _check_options(*, guidance_scale, bootstrap_steps, centre_steps, bootstrap_mix_steps, mask_type, cover_alpha,
+                   latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
+    if guidance_scale < 1:
+        raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
+    check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
+                           bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
     if latent_averaging not in ("pre", "post"):
         raise ConfigError(f"latent_averaging must be 'pre' or 'post', got {latent_averaging!r}")
     if output_type not in ("pil", "np", "latent"):

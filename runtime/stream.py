@@ -45,7 +45,7 @@ from . import sampling as S
 from .engines import EngineSet, load_engines
 from .errors import ConfigError
 from .family import Conditioning
-from .generation import image_to_tensor, prepare_masks
+from .generation import check_sampling_options, image_to_tensor, prepare_masks, to_output
 from .model import Model
 from .request import Background, Brush
 
@@ -166,16 +166,11 @@ class Stream:
     ) -> None:
         if cfg not in CFG_MODES:
             raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
-        if mask_type not in M.MASK_TYPES:
-            raise ConfigError(f"mask_type must be one of {M.MASK_TYPES}, got {mask_type!r}")
         if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             raise ConfigError(f"backend must be auto, torch, onnxruntime or tensorrt, got {backend!r}")
         centre_steps = bootstrap_steps if centre_steps is None else centre_steps
-        for name, v in (("bootstrap_steps", bootstrap_steps), ("centre_steps", centre_steps)):
-            if not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
-        if cover_alpha is not None and not 0 <= cover_alpha <= 1:
-            raise ConfigError(f"cover_alpha must lie in [0, 1] or be None, got {cover_alpha}")
+        check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
+                               bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
         guidance = (2.0 if cfg == "full" else 1.0) if guidance_scale is None else float(guidance_scale)
         if cfg == "none" and guidance != 1.0:
             raise ConfigError("guidance_scale needs cfg='full' (cfg='none' runs no negative pass)")
@@ -547,8 +542,7 @@ class Stream:
         if self._inpaint:
             keep = self.buffers["paste"].float()
             pixels = keep * pixels + (1 - keep) * self.buffers["background_pixels"].float()
-        frame = ((pixels[0] / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
-        return frame.cpu().numpy()  # the one host synchronisation of a frame
+        return to_output(pixels, "np")  # the one host synchronisation of a frame
 
     def _timed(self, section: str, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
         if not self.profile:

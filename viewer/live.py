@@ -77,12 +77,8 @@ class Window:
 
     def _load_background(self) -> np.ndarray | None:
         pal = self.session.palette
-        if not pal.background_image:
-            return None
-        from PIL import Image
-
-        img = Image.open(pal.background_image).convert("RGB").resize((pal.width, pal.height))
-        return np.asarray(img)
+        image = pal.background_for_semdraw().image
+        return None if image is None else np.asarray(image.resize((pal.width, pal.height)))
 
     # ------------------------------------------------------------------ input
     def _on_mouse(self, event: int, x: int, y: int, flags: int, _param: object) -> None:
