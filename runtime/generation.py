@@ -353,7 +353,7 @@ def generate(
                 target = S.renoise(target, fresh_noise(k, shape), k, sched)
             num += wb * target
             den += wb
-        averaged = torch.where(den > 0, num / den.clamp(min=1e-12), x)
+        averaged = M.normalize(num, den, x)
         if post:
             x = averaged
         else:
@@ -366,8 +366,7 @@ def generate(
         return x
     pixels = model.decode(x).float()
     if bg_pixels is not None:  # inpainting: paste the background back outside the (soft) masks
-        keep = prepared.soft_pixels.sum(0).clamp(0, 1).to(dev)[None, None]
-        pixels = keep * pixels + (1 - keep) * bg_pixels
+        pixels = M.paste(pixels, bg_pixels, M.coverage(prepared.soft_pixels).to(dev))
     return to_output(pixels, output_type)
 
 

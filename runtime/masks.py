@@ -161,11 +161,20 @@ def background_weight(masks: torch.Tensor) -> torch.Tensor:
     return (1 - masks.sum(dim=0)).clamp(0, 1)
 
 
-def masked_average(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ_i w_i v_i / Σ_i w_i over dim 0 ([L, C, h, w] values, [L, 1, h, w] weights); 0 where Σ w = 0."""
-    den = weights.sum(dim=0)
-    num = (values * weights).sum(dim=0)
-    return torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros_like(num))
+def normalize(num: torch.Tensor, den: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """The masked average Σ_i w_i v_i / Σ_i w_i from its accumulated numerator and denominator;
+    ``fallback`` (the current latent) where no weight covers a pixel (Σ_i w_i = 0)."""
+    return torch.where(den > 0, num / den.clamp(min=1e-12), fallback)
+
+
+def coverage(soft_pixels: torch.Tensor) -> torch.Tensor:
+    """How much the [L, H, W] pixel masks cover each pixel, clip(Σ_i M_i, 0, 1), as [1, 1, H, W]."""
+    return soft_pixels.sum(0).clamp(0, 1)[None, None]
+
+
+def paste(pixels: torch.Tensor, background: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Inpainting's last step: generated ``pixels`` where the masks cover (``keep``), the photo elsewhere."""
+    return keep * pixels + (1 - keep) * background
 
 
 def centring_shift(mask: torch.Tensor) -> tuple[int, int]:

@@ -409,7 +409,7 @@ class Stream:
         centred = bool((roll != base.flatten()).any())
         paste = None
         if state.background_pixels is not None:
-            paste = prepared.soft_pixels.sum(0).clamp(0, 1)[None, None]
+            paste = M.coverage(prepared.soft_pixels)
         return _Tables(
             weights=weights, known_weight=known_weight, known_latent=known.detach().to("cpu"),
             fill_on=fill_on.view(R, 1, 1, 1), roll=roll.view(R, h * w), unroll=unroll.view(R, h * w),
@@ -530,7 +530,7 @@ class Stream:
         kw = b["known_weight"]
         num += kw * S.known_target(b["known_latent"], cur, steps, sched)
         den += kw
-        averaged = torch.where(den > 0, num / den.clamp(min=1e-12), x)
+        averaged = M.normalize(num, den, x)
 
         if T > 1:  # steps 0..T-2 move one level down with their own next noise, in place in the ring
             z = noise_flat.index_select(0, self._next_noise[p]) if sched.stochastic else None
@@ -540,8 +540,7 @@ class Stream:
     def _decode(self, latent: torch.Tensor) -> np.ndarray:
         pixels = self._timed("decoder", self.networks.decode, latent).to(self.device).float()
         if self._inpaint:
-            keep = self.buffers["paste"].float()
-            pixels = keep * pixels + (1 - keep) * self.buffers["background_pixels"].float()
+            pixels = M.paste(pixels, self.buffers["background_pixels"].float(), self.buffers["paste"].float())
         return to_output(pixels, "np")  # the one host synchronisation of a frame
 
     def _timed(self, section: str, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:

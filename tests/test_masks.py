@@ -113,15 +113,26 @@ def test_thin_stroke_survives_latent_reduction():
     assert nearest.sum() == 0  # what nearest-neighbour reduction would have done
 
 
-def test_background_weight_and_masked_average():
+def test_background_weight_and_normalized_average():
     m = torch.zeros(2, 1, 2, 2)
     m[0, 0, 0] = 1
     m[1, 0, :, 0] = 1  # overlaps layer 0 at (0, 0)
     bg = masks.background_weight(m)
     assert bg[0].tolist() == [[0, 0], [0, 1]]
     vals = torch.stack([torch.full((3, 2, 2), 2.0), torch.full((3, 2, 2), 4.0)])
-    avg = masks.masked_average(vals, m)
-    assert avg[0, 0, 0] == 3 and avg[0, 0, 1] == 2 and avg[0, 1, 0] == 4 and avg[0, 1, 1] == 0
+    avg = masks.normalize((vals * m).sum(0), m.sum(0), fallback=torch.full((3, 2, 2), 7.0))
+    assert avg[0, 0, 0] == 3 and avg[0, 0, 1] == 2 and avg[0, 1, 0] == 4
+    assert avg[0, 1, 1] == 7  # no weight covers it: the fallback
+
+
+def test_coverage_and_paste():
+    soft = torch.zeros(2, 2, 2)
+    soft[0, 0] = 0.75
+    soft[1, :, 0] = 0.5  # (0, 0) is covered 1.25 -> clipped to 1
+    keep = masks.coverage(soft)
+    assert keep.shape == (1, 1, 2, 2) and keep[0, 0].tolist() == [[1.0, 0.75], [0.5, 0.0]]
+    out = masks.paste(torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), keep)
+    assert torch.equal(out[0, 0], keep[0, 0])
 
 
 def test_centring_shift_and_inverse():

@@ -14,10 +14,11 @@ import torch
 import semdraw
 from semdraw import Background, Brush, Model, Stream
 from semdraw.build_engines import cli
+from semdraw.toy.architecture import SIZE
 
 from .conftest import make_tiny_pipeline
 
-H = W = 64  # the toy model's native size
+H = W = SIZE  # the toy model's native size
 PIXEL_TOL = 1  # /255: frames of a flushed stream and generate() (measured: 0, rarely 1 from summation order)
 LATENT_TOL = 1e-4
 
@@ -28,7 +29,7 @@ def halves():
     return top, bottom
 
 
-def small_square(y=40, x=8, side=16):
+def small_square(y=5 * SIZE // 8, x=SIZE // 8, side=SIZE // 4):
     m = torch.zeros(H, W)
     m[y : y + side, x : x + side] = 1
     return m

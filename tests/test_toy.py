@@ -11,6 +11,8 @@ import torch
 import semdraw
 from semdraw.toy import LORA_DIR, VOCABULARY_FILE, WEIGHTS_DIR, fidelity, world
 
+S = fidelity.SIZE  # the toy model's native canvas side
+
 
 @pytest.fixture(scope="module")
 def toy():
@@ -40,9 +42,9 @@ def test_scene_colours_are_their_reference_colours():
 
 def test_metric_scores_a_perfect_image_one_and_a_wrong_one_zero():
     scene = fidelity.scenes()[0]  # sky over grass
-    perfect = np.zeros((64, 64, 3), np.uint8)
-    perfect[:32] = world.SCENES["blue sky"]
-    perfect[32:] = world.SCENES["green grass"]
+    perfect = np.zeros((S, S, 3), np.uint8)
+    perfect[: S // 2] = world.SCENES["blue sky"]
+    perfect[S // 2 :] = world.SCENES["green grass"]
     assert fidelity.score_image(perfect, scene)["region"] == [1.0, 1.0]
     swapped = perfect[::-1].copy()
     assert fidelity.score_image(swapped, scene)["region"] == [0.0, 0.0]
@@ -50,7 +52,7 @@ def test_metric_scores_a_perfect_image_one_and_a_wrong_one_zero():
 
 def test_metric_object_presence_and_erosion():
     scene = fidelity.scenes()[6]  # red circle top-left in sky
-    img = np.zeros((64, 64, 3), np.uint8)
+    img = np.zeros((S, S, 3), np.uint8)
     img[:] = world.SCENES["blue sky"]
     assert fidelity.score_image(img, scene)["presence"] == [0.0]
     img[fidelity.disc(0.22, 0.22, 0.12)] = world.COLORS["red"]  # smaller than its mask: still present
@@ -79,7 +81,7 @@ def test_vocabulary_json_matches_the_world():
 
 
 def test_toy_loads_as_an_sd15_family_model(toy):
-    assert toy.family.name == "sd15" and toy.sampler == "lcm" and toy.native_size == 64
+    assert toy.family.name == "sd15" and toy.sampler == "lcm" and toy.native_size == S
     assert (
         type(toy.vae).__name__ == "AutoencoderTiny" and toy.vae_scale_factor == 8 and toy.latent_channels == 4
     )
@@ -114,7 +116,7 @@ def test_swapping_the_prompts_swaps_the_colours(toy):
     top = fidelity.rect(0, 0, 0.5, 1)
     img = semdraw.generate(toy, [semdraw.Brush("dark night", top), semdraw.Brush("beach sand", ~top)], seed=0,
                            output_type="np")  # fmt: skip
-    mean_top, mean_bottom = img[:24].reshape(-1, 3).mean(0), img[40:].reshape(-1, 3).mean(0)
+    mean_top, mean_bottom = img[: 3 * S // 8].reshape(-1, 3).mean(0), img[5 * S // 8 :].reshape(-1, 3).mean(0)
     assert mean_top.sum() < 200 < mean_bottom.sum()  # dark night above, light sand below
 
 
@@ -127,7 +129,7 @@ def test_toy_generation_is_reproducible(toy):
 
 def test_the_shipped_lcm_lora_fuses_and_changes_the_model(toy):
     with_lora = semdraw.load_model("toy", loras=[str(LORA_DIR)], device="cpu")
-    x, t = torch.randn(1, 4, 8, 8), torch.tensor([759])
+    x, t = torch.randn(1, 4, S // 8, S // 8), torch.tensor([759])
     cond = toy.encode_prompt("blue sky").embeds
     with torch.no_grad():
         a = toy.unet(x, t, encoder_hidden_states=cond).sample

@@ -17,12 +17,13 @@ from PIL import Image
 
 import semdraw
 from semdraw.toy import fidelity
+from semdraw.toy.architecture import SIZE
 from semdraw.viewer import Palette, PaletteError
 from semdraw.viewer import render as render_cli
 from semdraw.viewer.live import NO_DISPLAY, display_scale, render_canvas
 from semdraw.viewer.session import LiveSession
 
-H = W = 64
+H = W = SIZE  # the toy model's native size: what semdraw-live opens with no arguments
 
 
 def painted_palette() -> Palette:
@@ -134,12 +135,12 @@ def test_session_mirrors_active_brushes_into_stream_slots(toy, tmp_path):
 def test_render_image_at_a_larger_size_and_a_video(tmp_path, caplog):
     path = painted_palette().save(tmp_path / "p.json")
     out = tmp_path / "wide.png"
-    assert render_cli.main([str(path), "-o", str(out), "--width", "128"]) == 0
+    assert render_cli.main([str(path), "-o", str(out), "--width", str(2 * W)]) == 0
     img = np.asarray(Image.open(out))
-    assert img.shape == (64, 128, 3)
+    assert img.shape == (H, 2 * W, 3)
     names, _ = fidelity.palette()
     idx = fidelity.nearest_palette_index(img)
-    assert np.mean(idx[4:28] == names.index("blue sky")) > 0.5
+    assert np.mean(idx[H // 16 : 7 * H // 16] == names.index("blue sky")) > 0.5
     video = tmp_path / "v.avi"
     assert render_cli.main([str(path), "-o", str(video), "--frames", "6"]) == 0
     import cv2
@@ -220,8 +221,10 @@ def test_live_window_end_to_end(xserver, tmp_path):
         time.sleep(2)
         x = X(xserver, window)
         scale = display_scale(H, W)
-        top_rows = [14, 56, 98, 140, 182, 196]  # display pixels; the default brush (~7 canvas px wide) fills the gaps
-        bottom_rows = [252, 294, 336, 378, 420, 440]
+        # Display rows of horizontal strokes; the default brush (2 * H // 16 - 1 canvas px wide) fills the gaps.
+        size = H // 16
+        top_rows = [round(r) * scale + scale // 2 for r in np.linspace(0, H // 2 - size, 6)]
+        bottom_rows = [round(r) * scale + scale // 2 for r in np.linspace(H // 2 + size - 1, H - 1, 6)]
         for brush, rows, prompt in (("1", top_rows, "blue sky"), ("2", bottom_rows, "green grass")):
             x.key(brush)
             for y in rows:
@@ -245,10 +248,10 @@ def test_live_window_end_to_end(xserver, tmp_path):
     sky, grass = pal.brushes["1"], pal.brushes["2"]
     assert (sky.prompt, grass.prompt) == ("blue sky", "green grass"), log
     for y in top_rows:
-        for xd in (0, 100, 300, W * scale - 1):
+        for xd in (0, W * scale // 3, 2 * W * scale // 3, W * scale - 1):
             assert sky.mask[y // scale, xd // scale] == 255 and grass.mask[y // scale, xd // scale] == 0
     for y in bottom_rows:
-        assert grass.mask[y // scale, 200 // scale] == 255 and sky.mask[y // scale, 200 // scale] == 0
+        assert grass.mask[y // scale, W // 2] == 255 and sky.mask[y // scale, W // 2] == 0
     frames = sorted(save.glob("frame-*.png"))
     assert len(frames) == 1
     img = np.asarray(Image.open(frames[0]).convert("RGB"))
@@ -285,6 +288,6 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
     assert stream.background.image is not None  # the photo replaced the palette's background prompt row
     assert stream().shape == (H, W, 3)
     assert session.palette_path == palette  # w writes back to the loaded palette
-    big = Palette(128, 128).save(tmp_path / "big.json")
-    with pytest.raises(semdraw.SemdrawError, match="128x128"):
-        build_session(_parser().parse_args(["--palette", str(big), "--height", "64", "--width", "64"]))
+    big = Palette(2 * H, 2 * W).save(tmp_path / "big.json")
+    with pytest.raises(semdraw.SemdrawError, match=f"{2 * H}x{2 * W}"):
+        build_session(_parser().parse_args(["--palette", str(big), "--height", str(H), "--width", str(W)]))

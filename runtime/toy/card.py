@@ -55,6 +55,7 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
         tokens=architecture.MAX_TOKENS, te_params=f"{t['params']['text_encoder']:,}",
         unet_params=f"{t['params']['unet']:,}", vae_params=f"{t['params']['vae']:,}", scale=t["vae_scaling_factor"],
         seed=t["seed"], threads=t["torch_threads"], vae_steps=t["vae_steps"], vae_loss=t["final_losses"]["vae"],
+        vae_crop=t.get("vae_crop", t["size"]),
         base_steps=t["base_steps"], batch=t["batch"], base_loss=t["final_losses"]["base_v"], rank=t["lora_rank"],
         distill_steps=t["distill_steps"], distill_loss=t["final_losses"]["distill"], timings=timings,
         distill_table=distill, bench_seeds=len(fid["seeds"]), fidelity_tables=fidelity_tables(fid),

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from . import world
+from .architecture import SIZE
 
-SIZE = 64
 PRESENCE_FRACTION = 0.25
-ERODE_PX = 3
+ERODE_PX = round(3 / 64 * SIZE)  # 3 px at 64 px: the margin scales with the canvas
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -34,8 +34,8 @@ def disc(cy: float, cx: float, r: float) -> np.ndarray:
     return (yy - cy * SIZE) ** 2 + (xx - cx * SIZE) ** 2 <= (r * SIZE) ** 2
 
 
-def stroke(points: list[tuple[float, float]], width_px: float) -> np.ndarray:
-    """A polyline stroke through fractional points, ``width_px`` wide."""
+def stroke(points: list[tuple[float, float]], width: float) -> np.ndarray:
+    """A polyline stroke through fractional points, ``width`` (a fraction of the canvas) wide."""
     yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
     m = np.zeros((SIZE, SIZE), bool)
     for (y0, x0), (y1, x1) in zip(points, points[1:], strict=False):
@@ -43,7 +43,7 @@ def stroke(points: list[tuple[float, float]], width_px: float) -> np.ndarray:
         d = p1 - p0
         t = np.clip(((yy - p0[0]) * d[0] + (xx - p0[1]) * d[1]) / max(float(d @ d), 1e-9), 0, 1)
         dist = np.hypot(yy - (p0[0] + t * d[0]), xx - (p0[1] + t * d[1]))
-        m |= dist <= width_px / 2
+        m |= dist <= width * SIZE / 2
     return m
 
 
@@ -102,8 +102,8 @@ def scenes() -> list[Scene]:
         Scene(
             "river through grass",
             (
-                _scene("green grass", ~stroke([(0.0, 0.3), (0.5, 0.55), (1.0, 0.4)], 14)),
-                _scene("deep water", stroke([(0.0, 0.3), (0.5, 0.55), (1.0, 0.4)], 14)),
+                _scene("green grass", ~stroke([(0.0, 0.3), (0.5, 0.55), (1.0, 0.4)], 0.22)),
+                _scene("deep water", stroke([(0.0, 0.3), (0.5, 0.55), (1.0, 0.4)], 0.22)),
             ),
             kinds=("thin stroke",),
         ),  # fmt: skip

@@ -2,16 +2,19 @@
 
 Stages (each with a progress bar; everything seeded):
   1. data     the procedural shapes world (semdraw.toy.world), rendered once
-  2. vae      an AutoencoderTiny (8x, 4 channels), pixel MSE + a small latent-magnitude penalty;
-              its scaling factor is set to 1 / std(latents), as SD's VAE scaling factor is
+  2. vae      an AutoencoderTiny (8x, 4 channels) on 64 px crops of the world plus flat blocks of
+              random colours, pixel MSE + a small latent-magnitude penalty; its scaling factor is
+              set to 1 / std(latents), as SD's VAE scaling factor is
   3. base     CLIP text encoder + UNet trained jointly from scratch with v-prediction on the SD1.5
               noise schedule (an epsilon model ignored the text within our CPU budget)
   4. distill  latent-consistency distillation into a LoRA on the UNet (teacher: the base model with
               classifier-free guidance, DDIM solver over a 50-step skeleton), as LCM-LoRA. On the
               shipped run it scored below the base model, so the preset does not fuse it (MODEL_CARD.md)
   5. save     safetensors (diffusers folders), the LoRA as its own file, vocabulary.json, metrics
+              (the base model is also written right after stage 3: a failed distillation loses nothing)
 
-Not part of CI: it took 59 minutes on this 2-core machine. ``--quick`` runs every stage for a few steps.
+Not part of CI: about 80 minutes on a 2-core machine (MODEL_CARD.md has the shipped run's timings).
+``--quick`` runs every stage for a few steps.
 """
 
 from __future__ import annotations
@@ -60,15 +63,37 @@ def _pixels(images_u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images_u8).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
-def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, gen: torch.Generator) -> float:
+VAE_CROP = 64  # the VAE trains on crops: it is convolutional, and crops cost a quarter of full images
+
+
+def colour_blocks(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    """[count, size, size, 3] uint8: flat rectangles of colours drawn uniformly from the RGB cube.
+
+    Half of every VAE batch. World images alone left the first VAE unable to encode purple and pink
+    (rare pixels: small objects of 2 colours out of 8); these teach it the whole colour cube.
+    """
+    out = np.empty((count, size, size, 3), np.uint8)
+    for i in range(count):
+        out[i] = rng.integers(0, 256, 3)
+        for _ in range(int(rng.integers(1, 5))):
+            y0, x0 = rng.integers(0, size - 4, 2)
+            h, w = rng.integers(4, size // 2, 2)
+            out[i, y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, 3)
+    return out
+
+
+def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, rng: np.random.Generator) -> float:
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
     bar = tqdm(range(steps), desc="vae", unit="step")
     loss_avg = 0.0
+    size = images.shape[1]
     for step in bar:
         _cosine_lr(opt, lr, step, steps)
-        idx = torch.randint(0, len(images), (batch,), generator=gen).numpy()
-        x = _pixels(images[idx])
+        idx = rng.integers(0, len(images), batch // 2)
+        oy, ox = rng.integers(0, size - VAE_CROP + 1, 2)
+        crops = images[idx, oy : oy + VAE_CROP, ox : ox + VAE_CROP]
+        x = _pixels(np.concatenate([crops, colour_blocks(rng, batch - len(idx), VAE_CROP)]))
         z = vae.encode(x).latents
         recon = vae.decode(z).sample
         loss = F.mse_loss(recon, x) + 1e-4 * z.pow(2).mean()
@@ -172,9 +197,9 @@ def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler,
     return student, loss_avg
 
 
-def save(out: Path, tokenizer, text_encoder, unet, vae, student, metrics: dict) -> None:
+def save_base(out: Path, tokenizer, text_encoder, unet, vae) -> None:
+    """The base model as a diffusers folder ``out/base``."""
     import diffusers
-    from peft.utils import get_peft_model_state_dict
 
     out.mkdir(parents=True, exist_ok=True)
     pipe = diffusers.StableDiffusionPipeline(
@@ -183,6 +208,13 @@ def save(out: Path, tokenizer, text_encoder, unet, vae, student, metrics: dict) 
         requires_safety_checker=False,
     )  # fmt: skip
     pipe.save_pretrained(out / "base", safe_serialization=True)
+
+
+def save(out: Path, tokenizer, text_encoder, unet, vae, student, metrics: dict) -> None:
+    import diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    save_base(out, tokenizer, text_encoder, unet, vae)
     # PEFT-format keys throughout: converting them to diffusers' older format renames only the attention
     # keys, and a file mixing both formats loads without its attention weights.
     lora = get_peft_model_state_dict(student)
@@ -207,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=PACKAGE_DIR, help=f"output folder (default: {PACKAGE_DIR})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=40000, help="size of the rendered data set")
-    p.add_argument("--vae-steps", type=int, default=1000)
-    p.add_argument("--base-steps", type=int, default=6000)
-    p.add_argument("--distill-steps", type=int, default=1500)
+    p.add_argument("--vae-steps", type=int, default=3000)
+    p.add_argument("--base-steps", type=int, default=7000)
+    p.add_argument("--distill-steps", type=int, default=1200)
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument(
@@ -272,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("reusing the VAE, text encoder and UNet of %s", args.from_base)
     else:
         t0 = time.time()
-        vae_loss = train_vae(vae, images, args.vae_steps, 16, 2e-3, gen)
+        vae_loss = train_vae(vae, images, args.vae_steps, 16, 2e-3, np.random.default_rng(args.seed))
         raw = encode_all(vae, images)
         scale = float(1.0 / raw.std())
         vae.register_to_config(scaling_factor=scale)
@@ -284,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             text_encoder, unet, latents, ids, scheduler, args.base_steps, args.batch, 1e-3, gen
         )
         timings["base_s"] = time.time() - t0
+        save_base(args.out, tokenizer, text_encoder, unet, vae)  # nothing lost if the distillation fails
     for prm in list(unet.parameters()) + list(text_encoder.parameters()):
         prm.requires_grad_(False)
 
@@ -294,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["distill_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
     metrics = {
-        "seed": args.seed, "images": args.images, "size": A.SIZE, "batch": args.batch,
+        "seed": args.seed, "images": args.images, "size": A.SIZE, "vae_crop": VAE_CROP, "batch": args.batch,
         "vae_steps": args.vae_steps, "base_steps": args.base_steps, "distill_steps": args.distill_steps,
         "lora_rank": args.lora_rank, "teacher_guidance": list(args.guidance), "distill_lr": args.distill_lr, "vae_scaling_factor": scale,
         "final_losses": {"vae": vae_loss, "base_v": base_loss, "distill": distill_loss},
