@@ -118,6 +118,8 @@ def build(args: argparse.Namespace) -> Path:
         model=args.model, loras=tuple(semdraw.parse_lora(x) for x in args.lora), height=height, width=width,
         layers=args.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=args.cfg,
         backend=args.backend if trt_ok else "onnx", precision=args.precision,
+        networks_weights=engines.weights_fingerprint(model.unet, model.vae),
+        text_encoder_weights=engines.weights_fingerprint(model.text_encoder),
     )  # fmt: skip
     tools = _tools(trt_ok)
     key = request.key(tools)

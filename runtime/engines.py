@@ -29,6 +29,23 @@ class EngineSetError(SemdrawError):
     """An engine set that is missing, incomplete, corrupt or built for another request."""
 
 
+def weights_fingerprint(*modules: torch.nn.Module) -> str:
+    """A short hash of the modules' weights, independent of the dtype they were loaded in.
+
+    Values are hashed as float16 (an fp32 model and the same model loaded in fp16 agree), with their
+    names and shapes, in name order.
+    """
+    h = hashlib.sha256()
+    for i, module in enumerate(modules):
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach()
+            h.update(f"{i}:{name}:{tuple(t.shape)}".encode())
+            if t.is_floating_point():
+                t = t.to("cpu", torch.float16)
+            h.update(t.to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -62,6 +79,10 @@ class BuildRequest:
     cfg: str  # "none" | "full"
     backend: str  # "onnx" | "tensorrt" | "all"
     precision: str  # "fp16" | "fp32" (TensorRT precision; the ONNX reference is always fp32)
+    # weights_fingerprint() of the exported networks (LoRAs fused) and of the text encoder(s) the set is
+    # paired with: a model retrained or re-downloaded under the same name is a different build.
+    networks_weights: str = ""
+    text_encoder_weights: str = ""
 
     @property
     def batch(self) -> int:

@@ -42,7 +42,7 @@ import torch
 
 from . import masks as M
 from . import sampling as S
-from .engines import EngineSet, load_engines
+from .engines import EngineSet, load_engines, weights_fingerprint
 from .errors import ConfigError
 from .family import Conditioning
 from .generation import check_sampling_options, image_to_tensor, prepare_masks, to_output
@@ -206,6 +206,7 @@ class Stream:
             if steps is None and timesteps is None:
                 timesteps = list(req.timesteps)
             self.model = model or _text_model_for(engines, device)
+            _check_text_encoder_pairing(self.model, engines)
             self.networks = StreamNetworks.from_engines(engines)
             self.engines = engines
 
@@ -561,6 +562,17 @@ class Stream:
     def __repr__(self) -> str:
         return (f"Stream({self.networks.backend}, {self.height}x{self.width}, layers={self.layers}, "
                 f"steps={self.steps}, cfg={self.cfg!r}, brushes={sorted(self._state.brushes)})")  # fmt: skip
+
+
+def _check_text_encoder_pairing(model: Model, engines: EngineSet) -> None:
+    """Warn when the text encoder is not the one the engine set was built with (same name, other weights)."""
+    req = engines.manifest.request
+    if req.text_encoder_weights and weights_fingerprint(model.text_encoder) != req.text_encoder_weights:
+        log.warning(
+            "the text encoder of %s differs from the one %s was built with (a retrained or updated model, or "
+            "one loaded in bfloat16); if images look wrong, rebuild it with: %s",
+            model.name, engines.path, req.command(engines.path),
+        )  # fmt: skip
 
 
 def _text_model_for(engines: EngineSet, device: str | torch.device | None) -> Model:

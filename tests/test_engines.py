@@ -13,6 +13,7 @@ import semdraw
 from semdraw import backends, engines
 from semdraw.build_engines import cli
 from semdraw.build_engines.networks import UNetIO
+from semdraw.toy.architecture import SIZE
 
 from .conftest import save_tiny_model_with_lora
 
@@ -93,6 +94,40 @@ def test_cache_key_depends_on_lora_scale_and_layers(built):
     assert other_scale.key(m.tools) != base
     assert dataclasses.replace(m.request, layers=3).key(m.tools) != base
     assert m.request.key({**m.tools, "onnxruntime": "0"}) != base
+
+
+def test_cache_key_depends_on_the_weights(built):
+    """A model retrained (or re-downloaded) under the same name is another build, not a cache hit."""
+    root, out, _, _ = built
+    m = engines.read_manifest(out)
+    model = semdraw.load_model(str(root / "model"), loras=[f"{root / 'lora'}:0.7"], device="cpu")
+    assert m.request.networks_weights == engines.weights_fingerprint(model.unet, model.vae)
+    assert m.request.text_encoder_weights == engines.weights_fingerprint(model.text_encoder)
+    assert dataclasses.replace(m.request, networks_weights="0" * 16).key(m.tools) != m.key
+    unfused = semdraw.load_model(str(root / "model"), device="cpu")  # the LoRA changes the fingerprint too
+    assert engines.weights_fingerprint(unfused.unet, unfused.vae) != m.request.networks_weights
+
+
+def test_weights_fingerprint_ignores_dtype_and_sees_one_changed_weight():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    fp = engines.weights_fingerprint(net)
+    assert engines.weights_fingerprint(net.half()) == fp  # the same weights loaded in fp16
+    with torch.no_grad():
+        net[1].bias[0] += 0.5
+    assert engines.weights_fingerprint(net) != fp
+
+
+def test_stream_warns_when_its_text_encoder_is_not_the_built_one(built, caplog):
+    root, out, _, _ = built
+    model = semdraw.load_model(str(root / "model"), loras=[f"{root / 'lora'}:0.7"], device="cpu")
+    caplog.set_level("WARNING")
+    semdraw.Stream(out, backend="onnxruntime", model=model)
+    assert "differs" not in caplog.text
+    with torch.no_grad():
+        next(model.text_encoder.parameters()).add_(0.1)
+    semdraw.Stream(out, backend="onnxruntime", model=model)
+    assert "differs from the one" in caplog.text and "build-engines" in caplog.text
 
 
 def test_truncated_onnx_is_refused_with_the_rebuild_command(built, tmp_path):
@@ -182,13 +217,14 @@ def test_build_toy_engine_set(tmp_path, caplog):
     assert cli.main(args) == 0
     m = engines.read_manifest(out)
     assert m.request.batch == 3 * 4 and m.request.loras == () and m.vae_scaling_factor > 0
-    assert m.networks["denoiser"].inputs[0].shape == (12, 4, 8, 8)
+    n = SIZE // 8  # the toy model's native latent side
+    assert m.networks["denoiser"].inputs[0].shape == (12, 4, n, n)
     for role in ("denoiser", "vae_encoder", "vae_decoder"):
         assert m.networks[role].validation["onnx_fp32"]["max_abs"] <= 1e-4, role
     toy = semdraw.load_model("toy", device="cpu")
     es = semdraw.load_engines(out, expect={"layers": 3})
     g = torch.Generator().manual_seed(0)
-    img = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    img = torch.rand(1, 3, SIZE, SIZE, generator=g) * 2 - 1
     with torch.no_grad():
         lat = toy.vae.encoder(img)
         torch.testing.assert_close(es.encoder(img), lat, rtol=1e-4, atol=1e-4)
