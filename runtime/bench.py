@@ -44,21 +44,26 @@ def fidelity(args: argparse.Namespace) -> int:
     seeds = list(range(args.seeds))
     started = time.perf_counter()
     n_scenes = len(F.scenes())
-    log.info("fidelity: model %s, %d scenes x %d seeds, steps %s", args.model, n_scenes, len(seeds),
-             args.steps or model.family.default_steps)  # fmt: skip
+    sched = model.schedule(steps=args.steps)
+    timesteps = [int(t) for t in sched.timesteps.tolist()]
+    log.info("fidelity: model %s, %d scenes x %d seeds, %d steps (timesteps %s), bootstrap steps %s",
+             args.model, n_scenes, len(seeds), sched.steps, timesteps, model.defaults.bootstrap_steps)  # fmt: skip
     from tqdm.auto import tqdm
 
-    variants = list(F.ABLATION) + list(F.CENTRING)
+    centring_rows = F.centring_variants(sched.steps)
+    variants = list(F.ABLATION) + list(centring_rows)
     rows = [F.evaluate(model, v, seeds, steps=args.steps) for v in tqdm(variants, desc="variants")]
     ablation, centring = rows[: len(F.ABLATION)], rows[len(F.ABLATION) :]
-    print("\nTable 5 ablation (toy model):\n")
+    print(f"\nTable 5 ablation ({args.model} model, {sched.steps} steps {timesteps}, "
+          f"{model.defaults.bootstrap_steps} bootstrap steps where used):\n")
     print(_markdown_table(ablation))
     print("\nCentring: how many of the first steps are centred (bootstrap steps = max(1, centred)):\n")
     print(_markdown_table(centring))
     elapsed = time.perf_counter() - started
     print(f"\n{n_scenes} scenes x {len(seeds)} seeds per row; {elapsed:.0f} s in all")
     if args.json:
-        payload = {"model": args.model, "seeds": seeds, "steps": args.steps, "scenes": n_scenes,
+        payload = {"model": args.model, "seeds": seeds, "steps": sched.steps, "timesteps": timesteps,
+                   "bootstrap_steps": model.defaults.bootstrap_steps, "scenes": n_scenes,
                    "ablation": ablation, "centring": centring, "seconds": elapsed}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
@@ -141,7 +146,8 @@ def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, fram
 
     model.predict, model.decode = timed("denoiser", model.predict), timed("decoder", model.decode)
     try:
-        kwargs = dict(height=args.height, width=args.width, steps=args.steps, output_type="np")
+        kwargs = dict(height=args.height, width=args.width, steps=args.steps, timesteps=args.timesteps,
+                      output_type="np")
         semdraw.generate(model, brushes, seed=0, **kwargs)  # warm-up (and the white latent's encoding)
         total, den, dec = [], [], []
         for i in tqdm(range(frames), desc="one-shot", unit="frame", leave=False):
@@ -171,7 +177,7 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
 
     if backend == "torch":
         return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=args.steps,
-                              seed=0, cfg=args.cfg)  # fmt: skip
+                              timesteps=args.timesteps, seed=0, cfg=args.cfg)  # fmt: skip
     if args.engines is None:
         raise semdraw.ConfigError(
             f"backend {backend} runs an engine set: build one with `build-engines --model {args.model} "
@@ -196,16 +202,17 @@ def stream(args: argparse.Namespace) -> int:
         args.model = manifest.request.model
         args.height, args.width = manifest.request.height, manifest.request.width
         layers = manifest.request.layers
-        args.steps = len(manifest.request.timesteps)
+        args.steps, args.timesteps = None, list(manifest.request.timesteps)  # every compared run samples these
         args.cfg = manifest.request.cfg
     else:
-        layers = args.layers or args.brushes
+        layers, args.timesteps = args.layers or args.brushes, None
     backend = args.backend
     if backend == "auto":
         backend = "torch" if args.engines is None else ("tensorrt" if semdraw.backends.tensorrt_available()
                                                         else "onnxruntime")  # fmt: skip
     model = semdraw.load_model(args.model, device=args.device)
     args.height, args.width = args.height or model.native_size, args.width or model.native_size
+    n_steps = model.schedule(steps=args.steps, timesteps=args.timesteps).steps
     if args.brushes > layers:
         log.error("semdraw-bench: %d brushes do not fit %d layers", args.brushes, layers)
         return 2
@@ -227,7 +234,7 @@ def stream(args: argparse.Namespace) -> int:
     if torch.cuda.is_available() and model.device.type == "cuda":
         machine += f", {torch.cuda.get_device_name()}"
     print(f"\nStream: {args.model} {args.height}x{args.width}, {args.brushes} brushes / {layers} layers, "
-          f"{args.steps or model.family.default_steps} steps, cfg {args.cfg}; {machine}\n")  # fmt: skip
+          f"{n_steps} steps, cfg {args.cfg}; {machine}\n")  # fmt: skip
     print(_stream_table(rows + scaling))
     print()
     first = rows[0]
@@ -240,7 +247,7 @@ def stream(args: argparse.Namespace) -> int:
               ", ".join(f"{r['denoiser_rows']} rows {v:.2f}" for r, v in zip(scaling, per_row, strict=True)))  # fmt: skip
     if args.json:
         payload = {"model": args.model, "height": args.height, "width": args.width, "brushes": args.brushes,
-                   "layers": layers, "steps": args.steps or model.family.default_steps, "cfg": args.cfg,
+                   "layers": layers, "steps": n_steps, "cfg": args.cfg,
                    "machine": machine, "runs": rows, "scaling": scaling}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0

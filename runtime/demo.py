@@ -33,14 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     p.add_argument("--seed", type=int, default=0, help="random seed for weights and sampling (default: 0)")
-    p.add_argument("--steps", type=int, default=4, help="LCM sampling steps (default: 4)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="LCM sampling steps (default: each model's own: toy 2 from t=699, the tiny check 4)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         log.error("semdraw-demo: --steps must be >= 1")
         return 2
     try:
@@ -80,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     model = semdraw.Model.from_pipeline(pipe, name="tiny-random")
 
     # 1. oracle: one full-canvas brush == diffusers' pipeline with the same generator
-    n = model.native_size
+    n, steps = model.native_size, args.steps or model.family.default_steps
     brush = semdraw.Brush("blue sky", np.ones((n, n), np.float32))
-    ours = semdraw.generate(model, [brush], steps=args.steps, bootstrap_steps=0, output_type="np",
+    ours = semdraw.generate(model, [brush], steps=steps, bootstrap_steps=0, output_type="np",
                             generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
-    ref = pipe("blue sky", num_inference_steps=args.steps, guidance_scale=1.0, height=n, width=n,
+    ref = pipe("blue sky", num_inference_steps=steps, guidance_scale=1.0, height=n, width=n,
                generator=torch.Generator().manual_seed(args.seed), output_type="np").images[0]  # fmt: skip
     diff = int(np.abs(ours.astype(int) - (ref * 255).round().astype(int)).max())
     log.info("self-check on tiny random components: generate() vs diffusers StableDiffusionPipeline: "

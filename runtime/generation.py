@@ -236,7 +236,7 @@ def generate(
     guidance_scale: float | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
-    bootstrap_steps: int = 1,
+    bootstrap_steps: int | None = None,
     bootstrap_mix_steps: float = 1.0,
     centre_steps: int | None = None,
     mask_type: str = "discrete",
@@ -250,12 +250,14 @@ def generate(
 ) -> Any:
     """Generate one image from semantic brushes (region-based multi-prompt generation).
 
-    Sizes default to the model's native size; ``steps`` to the family's (timesteps as the model's diffusers
-    scheduler picks them); ``guidance_scale`` to the family's (1: no negative pass). A ``generator`` is
-    consumed as diffusers' pipelines consume it (initial latents, then one draw per re-noising).
-    ``centre_steps`` defaults to ``bootstrap_steps``. Canvases larger than ``tile_size`` (default: the
-    native size) are split into overlapping tiles whose denoiser calls are batched (``max_batch`` items at
-    most per call; default all). Returns a PIL image (``output_type="np"``: HxWx3 uint8, ``"latent"``: the
+    Sizes default to the model's native size; the schedule to the model's (``model.defaults.timesteps``,
+    else the family's steps, timesteps as the model's diffusers scheduler picks them); ``guidance_scale``
+    to the family's (1: no negative pass). A ``generator`` is consumed as diffusers' pipelines consume it
+    (initial latents, then one draw per re-noising). ``bootstrap_steps`` defaults to the model's
+    (``model.defaults``), ``centre_steps`` to ``bootstrap_steps``. Canvases larger than ``tile_size``
+    (default: the native size) are split into overlapping tiles whose denoiser calls are batched
+    (``max_batch`` items at most per call; default all). Returns a PIL image (``output_type="np"``: HxWx3
+    uint8, ``"latent"``: the
     final latent).
     """
     brushes = _check_brushes(brushes)
@@ -265,6 +267,7 @@ def generate(
     height = height or model.native_size
     width = width or model.native_size
     guidance_scale = model.family.default_guidance if guidance_scale is None else float(guidance_scale)
+    bootstrap_steps = model.defaults.bootstrap_steps if bootstrap_steps is None else bootstrap_steps
     centre_steps = bootstrap_steps if centre_steps is None else centre_steps
     _check_options(guidance_scale=guidance_scale, bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
                    bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha,

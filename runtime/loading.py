@@ -12,9 +12,10 @@ import torch
 
 from .errors import LoraError, ModelNotFoundError, UnsupportedFamilyError
 from .family import get_family
-from .model import Model
+from .model import Model, SamplingDefaults
 from .tiny import make_sd15_sized_pipeline
 from .toy import BASE_DIR as TOY_BASE
+from .toy import TIMESTEPS as TOY_TIMESTEPS
 from .toy import known_words as toy_words
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Preset:
     sampler: str | None = None
     closed_vocabulary: Callable[[], frozenset[str]] | None = None  # warn about words outside it
     build: Callable[[torch.dtype], object] | None = None  # builds the pipeline in memory instead of loading
+    defaults: SamplingDefaults = SamplingDefaults()
 
 
 PRESETS: dict[str, Preset] = {
@@ -42,9 +44,12 @@ PRESETS: dict[str, Preset] = {
         sampler="lcm",
     ),
     # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline. Its LCM-distilled
-    # LoRA (weights/lcm_lora) measured worse than the base model at 4 LCM steps, so it is not fused by
-    # default (see weights/MODEL_CARD.md); load_model("toy", loras=[semdraw.toy.LORA_DIR]) tries it.
-    "toy": Preset(source=str(TOY_BASE), family="sd15", sampler="lcm", closed_vocabulary=toy_words),
+    # LoRA (weights/lcm_lora) measured far worse than the base model, so it is not fused by default;
+    # load_model("toy", loras=[semdraw.toy.LORA_DIR]) tries it. The base model's defaults (two LCM steps from
+    # t=699, two centred bootstrap steps) are the best region accuracy + object presence measured by
+    # `semdraw-bench fidelity` (weights/MODEL_CARD.md has the sweep).
+    "toy": Preset(source=str(TOY_BASE), family="sd15", sampler="lcm", closed_vocabulary=toy_words,
+                  defaults=SamplingDefaults(timesteps=TOY_TIMESTEPS, bootstrap_steps=2)),  # fmt: skip
     # SD1.5-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
     "sd15-random": Preset(source="(random weights)", family="sd15", sampler="lcm", build=make_sd15_sized_pipeline),
 }
@@ -196,6 +201,8 @@ def load_model(
     model = Model.from_pipeline(pipe, fam, sampler=sampler or (preset.sampler if preset else None),
                                 name=str(name_or_path))  # fmt: skip
     model.loras = fused
+    if preset:
+        model.defaults = preset.defaults
     if preset and preset.closed_vocabulary:
         model.vocabulary = preset.closed_vocabulary()
     return model.to(dev, dt)

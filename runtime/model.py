@@ -7,6 +7,7 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,18 @@ from .errors import ConfigError, SizeError
 from .family import Conditioning, Family, get_family
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A model's measured best sampling settings, used wherever a caller leaves them out.
+
+    ``timesteps``: the default schedule (None: the family's ``default_steps`` as the scheduler picks them);
+    ``bootstrap_steps``: steps with the white bootstrap fill, and (unless told otherwise) with mask centring.
+    """
+
+    timesteps: tuple[float, ...] | None = None
+    bootstrap_steps: int = 1
 
 
 class UnknownWordsWarning(UserWarning):
@@ -59,6 +72,7 @@ class Model:
         self.loras: list[tuple[str, float]] = []
         # A closed vocabulary (the toy model's): words outside it are warned about, not silently ignored.
         self.vocabulary: frozenset[str] | None = None
+        self.defaults = SamplingDefaults()
         self._prompts: OrderedDict[str, Conditioning] = OrderedDict()
         self._latent_cache: dict[tuple, torch.Tensor] = {}
         self._lock = threading.Lock()
@@ -205,9 +219,11 @@ class Model:
 
     # ---------------------------------------------------------------- sampler
     def schedule(self, steps: int | None = None, timesteps: Any = None) -> sampling.SamplerSchedule:
-        """This model's sampler table for ``steps`` (default: the family's) or explicit ``timesteps``."""
+        """This model's sampler table for ``steps`` or explicit ``timesteps`` (default: the model's
+        ``defaults.timesteps``, else the family's default steps)."""
         if steps is None and timesteps is None:
-            steps = self.family.default_steps
+            timesteps = self.defaults.timesteps
+            steps = self.family.default_steps if timesteps is None else None
         table = sampling.build_schedule(self.sampler, self.scheduler_config, steps=steps, timesteps=timesteps)
         return table.to(self.device)
 

@@ -23,7 +23,9 @@ level T is clean.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -327,7 +329,20 @@ def build_schedule(
         elif kind == "flow":
             scheduler.set_timesteps(sigmas=[t / n_train for t in ts])
         else:
-            scheduler.set_timesteps(timesteps=[int(t) for t in ts] if kind == "lcm" else ts)
+            with _quiet(scheduler):  # it warns on schedules not starting at 999: a choice, checked above
+                scheduler.set_timesteps(timesteps=[int(t) for t in ts] if kind == "lcm" else ts)
     else:
         scheduler.set_timesteps(steps)
     return SAMPLERS[kind].table(scheduler)
+
+
+@contextlib.contextmanager
+def _quiet(scheduler: Any) -> Iterator[None]:
+    """Silence the warnings of a diffusers scheduler's module logger for the duration."""
+    logger = logging.getLogger(type(scheduler).__module__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

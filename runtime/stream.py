@@ -138,8 +138,9 @@ class Stream:
     the engine set's or the model's. ``cfg``: "none" (guidance 1, the few-step default) or "full" (negative
     prompts, batch doubled, ``guidance_scale`` > 1, default 2). ``seed_step``: image n uses seed + n·seed_step
     (0: the same noise for every image, so an unchanged drawing gives a still image). ``bootstrap_steps``, ``bootstrap_mix_steps``,
-    ``centre_steps``, ``mask_type`` and ``cover_alpha`` mean exactly what they mean in :func:`generate`;
-    centring applies per slot to the first ``centre_steps`` steps (default: the bootstrap steps).
+    ``centre_steps``, ``mask_type`` and ``cover_alpha`` mean exactly what they mean in :func:`generate`
+    (defaults: the model's); centring applies per slot to the first ``centre_steps`` steps (default: the
+    bootstrap steps).
     """
 
     def __init__(
@@ -158,7 +159,7 @@ class Stream:
         backend: str = "auto",
         device: str | torch.device | None = None,
         model: Model | None = None,
-        bootstrap_steps: int = 1,
+        bootstrap_steps: int | None = None,
         bootstrap_mix_steps: float = 1.0,
         centre_steps: int | None = None,
         mask_type: str = "discrete",
@@ -168,9 +169,9 @@ class Stream:
             raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
         if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             raise ConfigError(f"backend must be auto, torch, onnxruntime or tensorrt, got {backend!r}")
-        centre_steps = bootstrap_steps if centre_steps is None else centre_steps
-        check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
-                               bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
+        if bootstrap_steps is not None:  # check early, before engines load; again below once the model is known
+            check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps or 0,
+                                   bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
         guidance = (2.0 if cfg == "full" else 1.0) if guidance_scale is None else float(guidance_scale)
         if cfg == "none" and guidance != 1.0:
             raise ConfigError("guidance_scale needs cfg='full' (cfg='none' runs no negative pass)")
@@ -211,6 +212,10 @@ class Stream:
             self.engines = engines
 
         m = self.model
+        bootstrap_steps = m.defaults.bootstrap_steps if bootstrap_steps is None else bootstrap_steps
+        centre_steps = bootstrap_steps if centre_steps is None else centre_steps
+        check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
+                               bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
         self.height, self.width = height or m.native_size, width or m.native_size
         self.layers = DEFAULT_LAYERS if layers is None else int(layers)
         if self.layers < 1:

@@ -216,9 +216,11 @@ def test_build_toy_engine_set(tmp_path, caplog):
     args = ["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]
     assert cli.main(args) == 0
     m = engines.read_manifest(out)
-    assert m.request.batch == 3 * 4 and m.request.loras == () and m.vae_scaling_factor > 0
+    # built for the toy model's default schedule: 3 layers x its 2 steps
+    assert m.request.timesteps == semdraw.toy.TIMESTEPS
+    assert m.request.batch == 3 * 2 and m.request.loras == () and m.vae_scaling_factor > 0
     n = SIZE // 8  # the toy model's native latent side
-    assert m.networks["denoiser"].inputs[0].shape == (12, 4, n, n)
+    assert m.networks["denoiser"].inputs[0].shape == (6, 4, n, n)
     for role in ("denoiser", "vae_encoder", "vae_decoder"):
         assert m.networks[role].validation["onnx_fp32"]["max_abs"] <= 1e-4, role
     toy = semdraw.load_model("toy", device="cpu")

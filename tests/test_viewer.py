@@ -20,7 +20,7 @@ from semdraw.toy import fidelity
 from semdraw.toy.architecture import SIZE
 from semdraw.viewer import Palette, PaletteError
 from semdraw.viewer import render as render_cli
-from semdraw.viewer.live import NO_DISPLAY, display_scale, render_canvas
+from semdraw.viewer.live import DISPLAY_SIDE, NO_DISPLAY, display_scale, render_canvas
 from semdraw.viewer.session import LiveSession
 
 H = W = SIZE  # the toy model's native size: what semdraw-live opens with no arguments
@@ -85,9 +85,11 @@ def test_bad_palettes_are_clear_errors(tmp_path):
 def test_canvas_shows_brushes_as_translucent_colours():
     pal = painted_palette()
     img = render_canvas(pal, "1")
-    top, bottom = img[5, 5].astype(int), img[60, 5].astype(int)
+    top, bottom = img[H // 4, 5].astype(int), img[3 * H // 4, 5].astype(int)
     assert np.argmax(top) == 0 and np.argmax(bottom) == 2  # brush 1 red overlay, brush 2 blue overlay
-    assert display_scale(64, 64) * 64 >= 400
+    for side in (64, H, 300):  # small canvases are enlarged to at least DISPLAY_SIDE, never beyond 2x that
+        assert DISPLAY_SIDE <= display_scale(side, side) * side < 2 * DISPLAY_SIDE
+    assert display_scale(512, 512) == 1
 
 
 # ---------------------------------------------------------------- the session (no window)

@@ -26,7 +26,7 @@ log = logging.getLogger("semdraw.viewer")
 
 TITLE = "semdraw-live"
 STATUS_HEIGHT = 28
-DISPLAY_SIDE = 448  # the canvas is shown at least this big (the toy model's 64 px would be unusable)
+DISPLAY_SIDE = 448  # small canvases are enlarged to at least this (the toy model's 128 px is shown 4x)
 NO_DISPLAY = ("semdraw-live: no display (DISPLAY is not set). Render a palette without a window with "
               "`semdraw-render PALETTE.json -o out.png`, or run under a virtual display: `xvfb-run semdraw-live`")  # fmt: skip
 
@@ -39,7 +39,8 @@ KEY_ENTER, KEY_ESC, KEY_BACKSPACE = (10, 13), 27, (8, 127)
 
 
 def display_scale(height: int, width: int) -> int:
-    return max(1, DISPLAY_SIDE // max(height, width))
+    """Integer enlargement that shows the canvas at least DISPLAY_SIDE pixels wide or tall (1 if it is)."""
+    return max(1, -(-DISPLAY_SIDE // max(height, width)))
 
 
 def render_canvas(palette: Palette, current: str, background: np.ndarray | None = None) -> np.ndarray:

@@ -18,6 +18,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE_DIR = WEIGHTS_DIR / "base"
 LORA_DIR = WEIGHTS_DIR / "lcm_lora"
 VOCABULARY_FILE = WEIGHTS_DIR / "vocabulary.json"
+# The default schedule, measured with `semdraw-bench fidelity`: starting below t=999 makes the
+# non-distilled model commit to shapes in its first step (see weights/MODEL_CARD.md).
+TIMESTEPS = (699.0, 299.0)
 
 
 @lru_cache(maxsize=1)

@@ -59,6 +59,7 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
         base_steps=t["base_steps"], batch=t["batch"], base_loss=t["final_losses"]["base_v"], rank=t["lora_rank"],
         distill_steps=t["distill_steps"], distill_loss=t["final_losses"]["distill"], timings=timings,
         distill_table=distill, bench_seeds=len(fid["seeds"]), fidelity_tables=fidelity_tables(fid),
+        bench_schedule=f"{fid['steps']} LCM steps {fid.get('timesteps', '')}, {fid.get('bootstrap_steps', 1)} bootstrap steps",
     )  # fmt: skip
 
 
