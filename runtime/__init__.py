@@ -19,13 +19,13 @@ from .errors import (
 from .family import FAMILIES, Conditioning, Family, get_family
 from .generation import brushes_from, generate, panorama
 from .loading import DEFAULT_MODEL, PRESETS, load_model, parse_lora
-from .model import Model, UnknownWordsWarning
+from .model import Model, SamplingDefaults, UnknownWordsWarning
 from .request import Background, Brush
 from .stream import Stream
 
 __all__ = [
     "DEFAULT_MODEL", "FAMILIES", "PRESETS", "UnknownWordsWarning", "Background", "Brush", "Conditioning", "ConfigError", "EngineSet", "EngineSetError", "Family", "LoraError",
-    "MaskError", "Model", "ModelNotFoundError", "SemdrawError", "SizeError", "Stream", "UnsupportedFamilyError",
+    "MaskError", "Model", "ModelNotFoundError", "SamplingDefaults", "SemdrawError", "SizeError", "Stream", "UnsupportedFamilyError",
     "brushes_from", "generate", "get_family", "load_engines", "load_model", "masks", "panorama", "parse_lora", "sampling",
 ]  # fmt: skip
 __version__ = "0.1.0"

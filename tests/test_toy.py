@@ -135,3 +135,39 @@ def test_the_shipped_lcm_lora_fuses_and_changes_the_model(toy):
         a = toy.unet(x, t, encoder_hidden_states=cond).sample
         b = with_lora.unet(x, t, encoder_hidden_states=cond).sample
     assert (a - b).abs().max() > 1e-2
+
+
+def test_toy_sampling_defaults_are_what_generate_and_the_stream_use(toy):
+    """The preset's measured defaults (2 LCM steps from t=699, 2 centred bootstrap steps) reach every caller."""
+    assert toy.defaults == semdraw.SamplingDefaults(timesteps=semdraw.toy.TIMESTEPS, bootstrap_steps=2)
+    assert toy.schedule().timesteps.tolist() == [699, 299]
+    scene = fidelity.scenes()[6]  # a small red circle top-left in blue sky: centring changes the image
+    brushes = [semdraw.Brush(b.prompt, b.mask) for b in scene.brushes]
+    default = semdraw.generate(toy, brushes, seed=1, output_type="latent")
+    explicit = semdraw.generate(toy, brushes, seed=1, timesteps=[699, 299], bootstrap_steps=2, centre_steps=2,
+                                output_type="latent")  # fmt: skip
+    other = semdraw.generate(toy, brushes, seed=1, timesteps=[699, 299], bootstrap_steps=1, output_type="latent")
+    assert torch.equal(default, explicit) and not torch.allclose(default, other)
+    stream = semdraw.Stream(toy, layers=2, seed=0)
+    assert stream.steps == 2 and (stream.bootstrap_steps, stream.centre_steps) == (2, 2)
+
+
+def test_models_without_a_preset_keep_the_family_defaults(tiny_model):
+    assert tiny_model.defaults == semdraw.SamplingDefaults()
+    assert tiny_model.schedule().steps == tiny_model.family.default_steps
+
+
+def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, capsys):
+    from semdraw import bench
+
+    report = tmp_path / "fidelity.json"
+    assert bench.main(["fidelity", "--seeds", "1", "--json", str(report)]) == 0
+    assert "Table 5 ablation (toy model, 2 steps [699, 299]" in capsys.readouterr().out
+    fid = json.loads(report.read_text())
+    assert (fid["timesteps"], fid["bootstrap_steps"], fid["scenes"]) == ([699, 299], 2, len(fidelity.scenes()))
+    assert len(fid["ablation"]) == 4
+    assert [r["variant"].split("centring ")[1] for r in fid["centring"]] == ["0 steps", "1 step", "2 steps"]
+    # the full-method row runs generate()'s defaults, which centre 2 steps: the same images, the same scores
+    full, centred_2 = fid["ablation"][-1], fid["centring"][-1]
+    assert {k: v for k, v in full.items() if k != "variant"} == {k: v for k, v in centred_2.items() if k != "variant"}
+    assert bench.main(["fidelity", "--seeds", "0"]) == 2  # a clear error, not an empty table
