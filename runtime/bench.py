@@ -40,8 +40,10 @@ def fidelity(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         log.error("semdraw-bench: --seeds must be >= 1")
         return 2
-    model = semdraw.load_model(args.model, device="cpu")
     seeds = list(range(args.seeds))
+    if args.sweep:
+        return _sampler_sweep(args, seeds)
+    model = semdraw.load_model(args.model, device="cpu")
     started = time.perf_counter()
     n_scenes = len(F.scenes())
     sched = model.schedule(steps=args.steps)
@@ -66,6 +68,22 @@ def fidelity(args: argparse.Namespace) -> int:
                    "bootstrap_steps": model.defaults.bootstrap_steps, "scenes": n_scenes,
                    "ablation": ablation, "centring": centring, "seconds": elapsed}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _sampler_sweep(args: argparse.Namespace, seeds: list[int]) -> int:
+    from tqdm.auto import tqdm
+
+    import semdraw
+    from semdraw.toy import fidelity as F
+
+    started = time.perf_counter()
+    choices = F.sampler_sweep(str(semdraw.toy.LORA_DIR))
+    rows = [F.evaluate_choice(c, seeds, args.model) for c in tqdm(choices, desc="sampler choices")]
+    print(f"\nSampler sweep ({args.model} model, full method, {len(F.scenes())} scenes x {len(seeds)} seeds):\n")
+    print(_markdown_table(rows))
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    Path(args.sweep).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 
@@ -265,6 +283,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seeds", type=int, default=4, help="seeds per scene (default: 4)")
     f.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     f.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    f.add_argument("--sweep", type=Path, default=None,
+                   help="instead: score the full method under each sampler / LoRA alternative of the toy model "
+                        "(the model card's table) and write the rows to this JSON file")  # fmt: skip
     f.set_defaults(run=fidelity)
 
     st = sub.add_parser("stream", help="frames per second of the stream vs one-shot generation",

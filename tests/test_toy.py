@@ -171,3 +171,12 @@ def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, ca
     full, centred_2 = fid["ablation"][-1], fid["centring"][-1]
     assert {k: v for k, v in full.items() if k != "variant"} == {k: v for k, v in centred_2.items() if k != "variant"}
     assert bench.main(["fidelity", "--seeds", "0"]) == 2  # a clear error, not an empty table
+
+
+def test_the_sweeps_shipped_default_row_is_the_presets_full_method(toy):
+    """The model card's sweep row marked as shipped default scores exactly what generate()'s defaults score."""
+    (choice,) = [c for c in fidelity.sampler_sweep(str(LORA_DIR)) if "shipped default" in c.name]
+    assert choice.schedule == {"timesteps": list(semdraw.toy.TIMESTEPS)} and choice.centred == toy.defaults.bootstrap_steps
+    row = fidelity.evaluate_choice(choice, [0])
+    full = fidelity.evaluate(toy, fidelity.ABLATION[-1], [0])
+    assert {k: v for k, v in row.items() if k != "variant"} == {k: v for k, v in full.items() if k != "variant"}

@@ -1,8 +1,10 @@
 """Write weights/MODEL_CARD.md from training.json and `semdraw-bench fidelity --json` outputs.
 
+    semdraw-bench fidelity --json toy.json
+    semdraw-bench fidelity --sweep alternatives.json
     python -m semdraw.toy.card --fidelity toy.json --comparison alternatives.json
 
-``--comparison`` holds rows of ``fidelity.evaluate()`` for the sampler / LoRA alternatives.
+``--comparison`` holds the sweep's rows (``fidelity.evaluate()`` of each sampler / LoRA alternative).
 """
 
 from __future__ import annotations

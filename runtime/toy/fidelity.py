@@ -255,6 +255,46 @@ def centring_variants(steps: int) -> tuple[Variant, ...]:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SamplerChoice:
+    """One row of the sampler sweep behind the toy preset's defaults: how the model is loaded, its schedule
+    and how many first steps are centred (and bootstrapped), all for the full method."""
+
+    name: str
+    load: dict[str, Any]  # extra load_model() arguments: sampler, loras
+    schedule: dict[str, Any]  # steps=N or timesteps=[...]
+    centred: int
+
+
+def sampler_sweep(lora_dir: str) -> tuple[SamplerChoice, ...]:
+    """The alternatives MODEL_CARD.md compares (``semdraw-bench fidelity --sweep``)."""
+    lcm4 = dict(steps=4)
+    default = dict(timesteps=[699, 299])
+    return (
+        SamplerChoice("base, 4 LCM steps [999, 759, 499, 259], 1 centred step (the family's default)", {}, lcm4, 1),
+        SamplerChoice("base, 4 LCM steps, 2 centred steps", {}, lcm4, 2),
+        SamplerChoice("base, 2 LCM steps [999, 499], 2 centred steps", {}, dict(steps=2), 2),
+        SamplerChoice("base, 2 DDIM steps [501, 1] (diffusers' leading spacing), 1 centred step",
+                      dict(sampler="ddim"), dict(steps=2), 1),
+        SamplerChoice("base, 2 LCM steps [699, 399], 2 centred steps", {}, dict(timesteps=[699, 399]), 2),
+        SamplerChoice("**base, 2 LCM steps [699, 299], 2 centred steps (shipped default)**", {}, default, 2),
+        SamplerChoice("base + LCM-LoRA, 4 LCM steps, 1 centred step", dict(loras=[lora_dir]), lcm4, 1),
+        SamplerChoice("base + LCM-LoRA, 2 LCM steps [699, 299], 2 centred steps", dict(loras=[lora_dir]), default, 2),
+    )  # fmt: skip
+
+
+def evaluate_choice(choice: SamplerChoice, seeds: list[int], model_name: str = "toy") -> dict[str, Any]:
+    """evaluate() of the full method for one sampler choice (the model loaded as the choice says)."""
+    import semdraw
+
+    model = semdraw.load_model(model_name, device="cpu", **choice.load)
+    c = choice.centred
+    options = dict(latent_averaging="pre", mask_type="discrete", bootstrap_steps=c, centre_steps=c)
+    if "timesteps" in choice.schedule:
+        options["timesteps"] = choice.schedule["timesteps"]
+    return evaluate(model, Variant(choice.name, options), seeds, steps=choice.schedule.get("steps"))
+
+
 def evaluate(model: Any, variant: Variant, seeds: list[int], steps: int | None = None) -> dict[str, Any]:
     """Mean per-region accuracy and object presence of ``variant`` over all scenes and seeds."""
     import semdraw

@@ -13,7 +13,7 @@ Stages (each with a progress bar; everything seeded):
   5. save     safetensors (diffusers folders), the LoRA as its own file, vocabulary.json, metrics
               (the base model is also written right after stage 3: a failed distillation loses nothing)
 
-Not part of CI: about 80 minutes on a 2-core machine (MODEL_CARD.md has the shipped run's timings).
+Not part of CI: about 90 minutes on a 2-core machine (MODEL_CARD.md has the shipped run's timings).
 ``--quick`` runs every stage for a few steps.
 """
 
