@@ -257,8 +257,7 @@ def generate(
     (``model.defaults``), ``centre_steps`` to ``bootstrap_steps``. Canvases larger than ``tile_size``
     (default: the native size) are split into overlapping tiles whose denoiser calls are batched
     (``max_batch`` items at most per call; default all). Returns a PIL image (``output_type="np"``: HxWx3
-    uint8, ``"latent"``: the
-    final latent).
+    uint8, ``"latent"``: the final latent).
     """
     brushes = _check_brushes(brushes)
     background = background or Background()
