@@ -78,9 +78,9 @@ def _sampler_sweep(args: argparse.Namespace, seeds: list[int]) -> int:
     from semdraw.toy import fidelity as F
 
     started = time.perf_counter()
-    choices = F.sampler_sweep(str(semdraw.toy.LORA_DIR))
-    rows = [F.evaluate_choice(c, seeds, args.model) for c in tqdm(choices, desc="sampler choices")]
-    print(f"\nSampler sweep ({args.model} model, full method, {len(F.scenes())} scenes x {len(seeds)} seeds):\n")
+    weights = args.weights or semdraw.toy.WEIGHTS_DIR
+    rows = [F.evaluate_choice(c, seeds, weights) for c in tqdm(F.sampler_sweep(), desc="sampler choices")]
+    print(f"\nSampler sweep ({weights}, full method, {len(F.scenes())} scenes x {len(seeds)} seeds):\n")
     print(_markdown_table(rows))
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     Path(args.sweep).write_text(json.dumps(rows, indent=2) + "\n")
@@ -286,6 +286,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--sweep", type=Path, default=None,
                    help="instead: score the full method under each sampler / LoRA alternative of the toy model "
                         "(the model card's table) and write the rows to this JSON file")  # fmt: skip
+    f.add_argument("--weights", type=Path, default=None,
+                   help="with --sweep: a toy weights folder (base/ and lcm_lora/; default: the shipped one)")
     f.set_defaults(run=fidelity)
 
     st = sub.add_parser("stream", help="frames per second of the stream vs one-shot generation",

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
     p.add_argument("--seed", type=int, default=0, help="random seed for weights and sampling (default: 0)")
     p.add_argument("--steps", type=int, default=None,
-                   help="LCM sampling steps (default: each model's own: toy 2 from t=699, the tiny check 4)")
+                   help="LCM sampling steps (default: each model's own: toy 2, the tiny check 4)")
     return p
 
 

@@ -119,6 +119,8 @@ class Manifest:
     tools: dict[str, str]
     networks: dict[str, NetworkEntry]
     format: int = FORMAT_VERSION
+    # every LoRA baked into the exported denoiser: the preset's own (toy, sd15: their LCM-LoRAs) and --lora's
+    fused_loras: tuple[tuple[str, float], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -139,7 +141,8 @@ class Manifest:
             )
             for name, n in raw["networks"].items()
         }
-        return Manifest(**{**raw, "request": request, "networks": networks})
+        fused = tuple((str(src), float(scale)) for src, scale in raw.get("fused_loras", ()))
+        return Manifest(**{**raw, "request": request, "networks": networks, "fused_loras": fused})
 
 
 def sha256_file(path: Path) -> str:

@@ -15,6 +15,7 @@ from .family import get_family
 from .model import Model, SamplingDefaults
 from .tiny import make_sd15_sized_pipeline
 from .toy import BASE_DIR as TOY_BASE
+from .toy import LORA_DIR as TOY_LORA
 from .toy import TIMESTEPS as TOY_TIMESTEPS
 from .toy import known_words as toy_words
 
@@ -43,13 +44,11 @@ PRESETS: dict[str, Preset] = {
         tiny_vae="madebyollin/taesd",
         sampler="lcm",
     ),
-    # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline. Its LCM-distilled
-    # LoRA (weights/lcm_lora) measured far worse than the base model, so it is not fused by default;
-    # load_model("toy", loras=[semdraw.toy.LORA_DIR]) tries it. The base model's defaults (two LCM steps from
-    # t=699, two centred bootstrap steps) are the best region accuracy + object presence measured by
-    # `semdraw-bench fidelity` (weights/MODEL_CARD.md has the sweep).
-    "toy": Preset(source=str(TOY_BASE), family="sd15", sampler="lcm", closed_vocabulary=toy_words,
-                  defaults=SamplingDefaults(timesteps=TOY_TIMESTEPS, bootstrap_steps=2)),  # fmt: skip
+    # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline; its LCM-distilled
+    # LoRA is fused as SD1.5's is. Its defaults (two LCM steps, two centred bootstrap steps) are the best
+    # region accuracy + object presence measured by `semdraw-bench fidelity --sweep` (weights/MODEL_CARD.md).
+    "toy": Preset(source=str(TOY_BASE), family="sd15", loras=((str(TOY_LORA), 1.0),), sampler="lcm",
+                  closed_vocabulary=toy_words, defaults=SamplingDefaults(timesteps=TOY_TIMESTEPS, bootstrap_steps=2)),  # fmt: skip
     # SD1.5-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
     "sd15-random": Preset(source="(random weights)", family="sd15", sampler="lcm", build=make_sd15_sized_pipeline),
 }

@@ -36,6 +36,7 @@ def test_manifest_is_complete(built):
     m = engines.read_manifest(out)
     assert m.request.layers == 2 and len(m.request.timesteps) == 3 and m.request.batch == 6
     assert m.request.loras[0][1] == 0.7 and m.family == "sd15" and m.sampler == "lcm"
+    assert m.fused_loras == m.request.loras  # no preset: exactly the --lora given
     assert (m.latent_height, m.latent_width, m.latent_channels) == (8, 8, 4)
     assert set(m.networks) == {"denoiser", "vae_encoder", "vae_decoder"}
     den = m.networks["denoiser"]
@@ -219,6 +220,7 @@ def test_build_toy_engine_set(tmp_path, caplog):
     # built for the toy model's default schedule: 3 layers x its 2 steps
     assert m.request.timesteps == semdraw.toy.TIMESTEPS
     assert m.request.batch == 3 * 2 and m.request.loras == () and m.vae_scaling_factor > 0
+    assert m.fused_loras == ((str(semdraw.toy.LORA_DIR), 1.0),)  # the preset's LCM-LoRA is baked in
     n = SIZE // 8  # the toy model's native latent side
     assert m.networks["denoiser"].inputs[0].shape == (6, 4, n, n)
     for role in ("denoiser", "vae_encoder", "vae_decoder"):

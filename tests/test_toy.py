@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import semdraw
-from semdraw.toy import LORA_DIR, VOCABULARY_FILE, WEIGHTS_DIR, fidelity, world
+from semdraw.toy import BASE_DIR, LORA_DIR, VOCABULARY_FILE, WEIGHTS_DIR, fidelity, world
 
 S = fidelity.SIZE  # the toy model's native canvas side
 
@@ -85,7 +85,7 @@ def test_toy_loads_as_an_sd15_family_model(toy):
     assert (
         type(toy.vae).__name__ == "AutoencoderTiny" and toy.vae_scale_factor == 8 and toy.latent_channels == 4
     )
-    assert toy.loras == []  # its LCM-LoRA measured worse than the base model (MODEL_CARD.md): not fused
+    assert toy.loras == [(str(LORA_DIR), 1.0)]  # its LCM-LoRA, fused as SD1.5 + LCM-LoRA
     for word in world.vocabulary_words():  # one token per word
         assert len(toy.tokenizer(word, add_special_tokens=False).input_ids) == 1, word
 
@@ -127,26 +127,28 @@ def test_toy_generation_is_reproducible(toy):
     assert torch.equal(a1, a2)
 
 
-def test_the_shipped_lcm_lora_fuses_and_changes_the_model(toy):
-    with_lora = semdraw.load_model("toy", loras=[str(LORA_DIR)], device="cpu")
+def test_the_preset_fuses_the_shipped_lcm_lora_into_the_base_unet(toy):
+    base = semdraw.load_model(str(BASE_DIR), device="cpu")
+    assert base.loras == []
     x, t = torch.randn(1, 4, S // 8, S // 8), torch.tensor([759])
     cond = toy.encode_prompt("blue sky").embeds
     with torch.no_grad():
-        a = toy.unet(x, t, encoder_hidden_states=cond).sample
-        b = with_lora.unet(x, t, encoder_hidden_states=cond).sample
-    assert (a - b).abs().max() > 1e-2
+        a = base.unet(x, t, encoder_hidden_states=cond).sample
+        b = toy.unet(x, t, encoder_hidden_states=cond).sample
+    assert torch.isfinite(b).all() and (a - b).abs().max() > 1e-2
+    assert not any("lora" in name for name, _ in toy.unet.named_parameters())  # fused, adapters unloaded
 
 
 def test_toy_sampling_defaults_are_what_generate_and_the_stream_use(toy):
-    """The preset's measured defaults (2 LCM steps from t=699, 2 centred bootstrap steps) reach every caller."""
+    """The preset's measured defaults (LCM's 2 steps, 2 centred bootstrap steps) reach every caller."""
     assert toy.defaults == semdraw.SamplingDefaults(timesteps=semdraw.toy.TIMESTEPS, bootstrap_steps=2)
-    assert toy.schedule().timesteps.tolist() == [699, 299]
+    assert toy.schedule().timesteps.tolist() == toy.schedule(steps=2).timesteps.tolist() == [999, 499]
     scene = fidelity.scenes()[6]  # a small red circle top-left in blue sky: centring changes the image
     brushes = [semdraw.Brush(b.prompt, b.mask) for b in scene.brushes]
     default = semdraw.generate(toy, brushes, seed=1, output_type="latent")
-    explicit = semdraw.generate(toy, brushes, seed=1, timesteps=[699, 299], bootstrap_steps=2, centre_steps=2,
+    explicit = semdraw.generate(toy, brushes, seed=1, steps=2, bootstrap_steps=2, centre_steps=2,
                                 output_type="latent")  # fmt: skip
-    other = semdraw.generate(toy, brushes, seed=1, timesteps=[699, 299], bootstrap_steps=1, output_type="latent")
+    other = semdraw.generate(toy, brushes, seed=1, steps=2, bootstrap_steps=1, output_type="latent")
     assert torch.equal(default, explicit) and not torch.allclose(default, other)
     stream = semdraw.Stream(toy, layers=2, seed=0)
     assert stream.steps == 2 and (stream.bootstrap_steps, stream.centre_steps) == (2, 2)
@@ -162,9 +164,9 @@ def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, ca
 
     report = tmp_path / "fidelity.json"
     assert bench.main(["fidelity", "--seeds", "1", "--json", str(report)]) == 0
-    assert "Table 5 ablation (toy model, 2 steps [699, 299]" in capsys.readouterr().out
+    assert "Table 5 ablation (toy model, 2 steps [999, 499]" in capsys.readouterr().out
     fid = json.loads(report.read_text())
-    assert (fid["timesteps"], fid["bootstrap_steps"], fid["scenes"]) == ([699, 299], 2, len(fidelity.scenes()))
+    assert (fid["timesteps"], fid["bootstrap_steps"], fid["scenes"]) == ([999, 499], 2, len(fidelity.scenes()))
     assert len(fid["ablation"]) == 4
     assert [r["variant"].split("centring ")[1] for r in fid["centring"]] == ["0 steps", "1 step", "2 steps"]
     # the full-method row runs generate()'s defaults, which centre 2 steps: the same images, the same scores
@@ -173,10 +175,31 @@ def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, ca
     assert bench.main(["fidelity", "--seeds", "0"]) == 2  # a clear error, not an empty table
 
 
-def test_the_sweeps_shipped_default_row_is_the_presets_full_method(toy):
-    """The model card's sweep row marked as shipped default scores exactly what generate()'s defaults score."""
-    (choice,) = [c for c in fidelity.sampler_sweep(str(LORA_DIR)) if "shipped default" in c.name]
-    assert choice.schedule == {"timesteps": list(semdraw.toy.TIMESTEPS)} and choice.centred == toy.defaults.bootstrap_steps
+def test_the_sweep_row_of_the_presets_defaults_scores_what_generate_does_by_default(toy):
+    """The model card's sweep contains the preset's defaults, and that row scores exactly like generate()."""
+    default = toy.schedule().timesteps.tolist()
+    (choice,) = [c for c in fidelity.sampler_sweep() if c.lora == bool(toy.loras) and c.sampler is None
+                 and c.centred == toy.defaults.bootstrap_steps and toy.schedule(**c.schedule).timesteps.tolist() == default]  # fmt: skip
     row = fidelity.evaluate_choice(choice, [0])
     full = fidelity.evaluate(toy, fidelity.ABLATION[-1], [0])
     assert {k: v for k, v in row.items() if k != "variant"} == {k: v for k, v in full.items() if k != "variant"}
+
+
+def test_training_command_runs_every_stage_and_writes_a_loadable_model(tmp_path):
+    """semdraw-train-toy --quick: a few steps of each stage; the outputs load like the shipped weights."""
+    from semdraw.toy import train
+
+    out = tmp_path / "toy"
+    assert train.main(["--out", str(out), "--quick", "--seed", "1"]) == 0
+    metrics = json.loads((out / "training.json").read_text())
+    assert metrics["size"] == S and set(metrics["timings_s"]) >= {"vae_s", "base_s", "distill_s", "total_s"}
+    assert json.loads((out / "vocabulary.json").read_text()) == json.loads(VOCABULARY_FILE.read_text())
+    model = semdraw.load_model(str(out / "base"), device="cpu")
+    with_lora = semdraw.load_model(str(out / "base"), loras=[str(out / "lcm_lora")], device="cpu")
+    assert model.vae.config.scaling_factor == pytest.approx(metrics["vae_scaling_factor"])
+    x, t = torch.randn(1, 4, S // 8, S // 8), torch.tensor([499])
+    cond = model.encode_prompt("blue sky").embeds
+    with torch.no_grad():
+        a = model.unet(x, t, encoder_hidden_states=cond).sample
+        b = with_lora.unet(x, t, encoder_hidden_states=cond).sample
+    assert torch.isfinite(b).all() and not torch.equal(a, b)  # the distilled LoRA is saved and fuses

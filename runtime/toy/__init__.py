@@ -1,11 +1,11 @@
 """The embedded `toy` model: an SD1.5-shaped model trained here on a procedural shapes world.
 
 Its weights ship as package data (``weights/``): a diffusers folder (``base/``: CLIP tokenizer and text
-encoder, UNet, AutoencoderTiny, LCM scheduler config) and an LCM-distilled LoRA (``lcm_lora/``). The
-LoRA measured worse than the base model at 4 LCM steps, so ``load_model("toy")`` does not fuse it
-(``load_model("toy", loras=[LORA_DIR])`` does). ``weights/MODEL_CARD.md`` documents data, architecture,
-training, that decision and the metrics; ``weights/vocabulary.json`` the colour and scene
-reference RGBs. ``semdraw-train-toy`` regenerates everything from scratch.
+encoder, UNet, AutoencoderTiny, LCM scheduler config) and an LCM-distilled LoRA (``lcm_lora/``) that
+``load_model("toy")`` fuses, exactly as SD1.5 + LCM-LoRA (``load_model(str(BASE_DIR))`` is the base
+model alone). ``weights/MODEL_CARD.md`` documents data, architecture, training, the sampler decision
+and the metrics; ``weights/vocabulary.json`` the colour and scene reference RGBs.
+``semdraw-train-toy`` regenerates everything from scratch.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE_DIR = WEIGHTS_DIR / "base"
 LORA_DIR = WEIGHTS_DIR / "lcm_lora"
 VOCABULARY_FILE = WEIGHTS_DIR / "vocabulary.json"
-# The default schedule, measured with `semdraw-bench fidelity`: starting below t=999 makes the
-# non-distilled model commit to shapes in its first step (see weights/MODEL_CARD.md).
-TIMESTEPS = (699.0, 299.0)
+# The default schedule (LCM's own two steps), chosen by `semdraw-bench fidelity --sweep`: with the fused
+# LCM-LoRA, more steps lose off-centre objects (weights/MODEL_CARD.md).
+TIMESTEPS = (999.0, 499.0)
 
 
 @lru_cache(maxsize=1)

@@ -60,6 +60,10 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
         vae_crop=t.get("vae_crop", t["size"]),
         base_steps=t["base_steps"], batch=t["batch"], base_loss=t["final_losses"]["base_v"], rank=t["lora_rank"],
         distill_steps=t["distill_steps"], distill_loss=t["final_losses"]["distill"], timings=timings,
+        guidance=f"[{t['teacher_guidance'][0]:g}, {t['teacher_guidance'][1]:g}]", distill_lr=f"{t['distill_lr']:g}",
+        ema=t.get("distill_ema_decay", "none (the online student)"),
+        distilled_from="distilled in the same run" if t.get("distilled_from", "this run") == "this run"
+        else "distilled with `--from-base` from the base weights of the run above",
         distill_table=distill, bench_seeds=len(fid["seeds"]), fidelity_tables=fidelity_tables(fid),
         bench_schedule=f"{fid['steps']} LCM steps {fid.get('timesteps', '')}, {fid.get('bootstrap_steps', 1)} bootstrap steps",
     )  # fmt: skip

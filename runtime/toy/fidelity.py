@@ -10,6 +10,7 @@ its mask).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -257,37 +258,47 @@ def centring_variants(steps: int) -> tuple[Variant, ...]:
 
 @dataclass(frozen=True)
 class SamplerChoice:
-    """One row of the sampler sweep behind the toy preset's defaults: how the model is loaded, its schedule
-    and how many first steps are centred (and bootstrapped), all for the full method."""
+    """One row of the sampler sweep behind the toy preset's defaults: the weights (base, or base + the
+    LCM-LoRA), the sampler, the schedule and how many first steps are centred, all for the full method."""
 
     name: str
-    load: dict[str, Any]  # extra load_model() arguments: sampler, loras
+    lora: bool
     schedule: dict[str, Any]  # steps=N or timesteps=[...]
     centred: int
+    sampler: str | None = None  # None: the weights' own (LCM)
 
 
-def sampler_sweep(lora_dir: str) -> tuple[SamplerChoice, ...]:
-    """The alternatives MODEL_CARD.md compares (``semdraw-bench fidelity --sweep``)."""
-    lcm4 = dict(steps=4)
-    default = dict(timesteps=[699, 299])
+def sampler_sweep() -> tuple[SamplerChoice, ...]:
+    """The alternatives MODEL_CARD.md compares (``semdraw-bench fidelity --sweep``); the preset's default is
+    the LCM-LoRA with LCM's 2 steps and 2 centred steps."""
+    lcm1, lcm2, lcm3, lcm4 = dict(steps=1), dict(steps=2), dict(steps=3), dict(steps=4)
+    late = dict(timesteps=[699, 299])
     return (
-        SamplerChoice("base, 4 LCM steps [999, 759, 499, 259], 1 centred step (the family's default)", {}, lcm4, 1),
-        SamplerChoice("base, 4 LCM steps, 2 centred steps", {}, lcm4, 2),
-        SamplerChoice("base, 2 LCM steps [999, 499], 2 centred steps", {}, dict(steps=2), 2),
-        SamplerChoice("base, 2 DDIM steps [501, 1] (diffusers' leading spacing), 1 centred step",
-                      dict(sampler="ddim"), dict(steps=2), 1),
-        SamplerChoice("base, 2 LCM steps [699, 399], 2 centred steps", {}, dict(timesteps=[699, 399]), 2),
-        SamplerChoice("**base, 2 LCM steps [699, 299], 2 centred steps (shipped default)**", {}, default, 2),
-        SamplerChoice("base + LCM-LoRA, 4 LCM steps, 1 centred step", dict(loras=[lora_dir]), lcm4, 1),
-        SamplerChoice("base + LCM-LoRA, 2 LCM steps [699, 299], 2 centred steps", dict(loras=[lora_dir]), default, 2),
+        SamplerChoice("base, 4 LCM steps [999, 759, 499, 259], 1 centred step", False, lcm4, 1),
+        SamplerChoice("base, 4 LCM steps, 2 centred steps", False, lcm4, 2),
+        SamplerChoice("base, 2 LCM steps [999, 499], 2 centred steps", False, lcm2, 2),
+        SamplerChoice("base, 2 DDIM steps [501, 1] (diffusers' leading spacing), 1 centred step", False, lcm2, 1,
+                      sampler="ddim"),
+        SamplerChoice("base, 2 LCM steps [699, 299], 2 centred steps (the previous default)", False, late, 2),
+        SamplerChoice("base + LCM-LoRA, 1 LCM step [999], 1 centred step", True, lcm1, 1),
+        SamplerChoice("**base + LCM-LoRA, 2 LCM steps [999, 499], 2 centred steps (default)**", True, lcm2, 2),
+        SamplerChoice("base + LCM-LoRA, 2 LCM steps [699, 299], 2 centred steps", True, late, 2),
+        SamplerChoice("base + LCM-LoRA, 3 LCM steps [999, 679, 339], 2 centred steps", True, lcm3, 2),
+        SamplerChoice("base + LCM-LoRA, 4 LCM steps, 1 centred step", True, lcm4, 1),
+        SamplerChoice("base + LCM-LoRA, 4 LCM steps, 2 centred steps", True, lcm4, 2),
     )  # fmt: skip
 
 
-def evaluate_choice(choice: SamplerChoice, seeds: list[int], model_name: str = "toy") -> dict[str, Any]:
-    """evaluate() of the full method for one sampler choice (the model loaded as the choice says)."""
+def evaluate_choice(choice: SamplerChoice, seeds: list[int], weights: Path | None = None) -> dict[str, Any]:
+    """evaluate() of the full method for one sampler choice; the weights load from their folders, so the
+    row does not depend on the preset's own defaults."""
     import semdraw
 
-    model = semdraw.load_model(model_name, device="cpu", **choice.load)
+    from . import WEIGHTS_DIR
+
+    weights = weights or WEIGHTS_DIR
+    model = semdraw.load_model(str(weights / "base"), loras=[str(weights / "lcm_lora")] if choice.lora else [],
+                               device="cpu", sampler=choice.sampler)  # fmt: skip
     c = choice.centred
     options = dict(latent_averaging="pre", mask_type="discrete", bootstrap_steps=c, centre_steps=c)
     if "timesteps" in choice.schedule:

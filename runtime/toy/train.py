@@ -38,6 +38,7 @@ from . import world
 
 log = logging.getLogger("semdraw.toy.train")
 PACKAGE_DIR = Path(__file__).resolve().parent / "weights"
+EMA_DECAY = 0.95  # of the distillation's target network (LCM's value)
 
 
 def _cosine_lr(opt: torch.optim.Optimizer, base_lr: float, step: int, total: int, warmup: int = 100) -> None:
@@ -54,7 +55,7 @@ def _optimize(
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
-    loss_avg = decay * loss_avg + (1 - decay) * float(loss) if step else float(loss)
+    loss_avg = decay * loss_avg + (1 - decay) * float(loss.detach()) if step else float(loss.detach())
     bar.set_postfix(loss=f"{loss_avg:.4f}")
     return loss_avg
 
@@ -146,8 +147,12 @@ def _lcm_scalings(t: torch.Tensor, timestep_scaling: float = 10.0) -> tuple[torc
 
 
 def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler, steps, batch, lr, rank,
-                     guidance: tuple[float, float], gen):  # fmt: skip
-    """Latent-consistency distillation into a LoRA on a copy of the UNet; returns the student."""
+                     guidance: tuple[float, float], gen, ema_decay: float = EMA_DECAY):  # fmt: skip
+    """Latent-consistency distillation into a LoRA on a copy of the UNet; returns the EMA target network.
+
+    The consistency target comes from an EMA copy of the student, as in LCM: with the online student as
+    its own target (our first runs) the LoRA collapsed into speckled images (MODEL_CARD.md).
+    """
     from peft import LoraConfig
 
     student = copy.deepcopy(teacher)
@@ -156,6 +161,9 @@ def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler,
     lora_params = [p for n, p in student.named_parameters() if "lora" in n]
     for n, p in student.named_parameters():
         p.requires_grad_("lora" in n)
+    target_net = copy.deepcopy(student).requires_grad_(False)
+    ema_pairs = [(pt, ps) for pt, ps in zip(target_net.parameters(), student.parameters(), strict=True)
+                 if ps.requires_grad]  # fmt: skip
     opt = torch.optim.AdamW(lora_params, lr=lr, weight_decay=0.0)
     abar = _abar(scheduler)
     n_train = scheduler.config.num_train_timesteps
@@ -189,12 +197,15 @@ def distill_lcm_lora(text_encoder, teacher, latents, ids, uncond_ids, scheduler,
             vw = vu + w * (vc - vu)
             x0_t, eps_t = a * xt - s * vw, a * vw + s * xt
             x_prev = ap * x0_t + sp * eps_t  # one DDIM step of the guided teacher
-            v2 = student(x_prev, t_prev, encoder_hidden_states=cond_all).sample
+            v2 = target_net(x_prev, t_prev, encoder_hidden_states=cond_all).sample
             target = c_skip1 * x_prev + c_out1 * (ap * x_prev - sp * v2)
         loss = (torch.sqrt((pred - target) ** 2 + 1e-6) - 1e-3).mean()  # pseudo-Huber
         loss_avg = _optimize(opt, loss, lora_params, loss_avg, step, bar, decay=0.99)
-    student.eval()
-    return student, loss_avg
+        with torch.no_grad():
+            for pt, ps in ema_pairs:
+                pt.lerp_(ps, 1 - ema_decay)
+    target_net.eval()
+    return target_net, loss_avg
 
 
 def save_base(out: Path, tokenizer, text_encoder, unet, vae) -> None:
@@ -241,18 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=40000, help="size of the rendered data set")
     p.add_argument("--vae-steps", type=int, default=3000)
     p.add_argument("--base-steps", type=int, default=7000)
-    p.add_argument("--distill-steps", type=int, default=1200)
+    p.add_argument("--distill-steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument(
         "--guidance",
         type=float,
         nargs=2,
-        default=(2.0, 5.0),
+        default=(1.5, 3.0),
         metavar=("MIN", "MAX"),
-        help="teacher guidance range baked into the LCM-LoRA (default 2 5; 1 2 measured worse)",
+        help="teacher guidance range baked into the LCM-LoRA (default 1.5 3)",
     )
-    p.add_argument("--distill-lr", type=float, default=5e-4)
+    p.add_argument("--distill-lr", type=float, default=1e-4)
     p.add_argument(
         "--from-base",
         type=Path,
@@ -326,10 +337,12 @@ def main(argv: list[str] | None = None) -> int:
                                              tuple(args.guidance), gen)  # fmt: skip
     timings["distill_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
+    if args.from_base:  # a from-scratch run costs the reused stages too
+        timings["total_s"] += sum(v for k, v in timings.items() if k in ("vae_s", "base_s"))
     metrics = {
         "seed": args.seed, "images": args.images, "size": A.SIZE, "vae_crop": VAE_CROP, "batch": args.batch,
         "vae_steps": args.vae_steps, "base_steps": args.base_steps, "distill_steps": args.distill_steps,
-        "lora_rank": args.lora_rank, "teacher_guidance": list(args.guidance), "distill_lr": args.distill_lr, "vae_scaling_factor": scale,
+        "lora_rank": args.lora_rank, "teacher_guidance": list(args.guidance), "distill_lr": args.distill_lr, "distill_ema_decay": EMA_DECAY, "vae_scaling_factor": scale,
         "final_losses": {"vae": vae_loss, "base_v": base_loss, "distill": distill_loss},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "distilled_from": str(args.from_base) if args.from_base else "this run", "torch_threads": torch.get_num_threads(),
