@@ -8,8 +8,8 @@ Stages (each with a progress bar; everything seeded):
   3. base     CLIP text encoder + UNet trained jointly from scratch with v-prediction on the SD1.5
               noise schedule (an epsilon model ignored the text within our CPU budget)
   4. distill  latent-consistency distillation into a LoRA on the UNet (teacher: the base model with
-              classifier-free guidance, DDIM solver over a 50-step skeleton), as LCM-LoRA. On the
-              shipped run it scored below the base model, so the preset does not fuse it (MODEL_CARD.md)
+              classifier-free guidance, DDIM solver over a 50-step skeleton; target: an EMA copy of
+              the student), as LCM-LoRA; the toy preset fuses it
   5. save     safetensors (diffusers folders), the LoRA as its own file, vocabulary.json, metrics
               (the base model is also written right after stage 3: a failed distillation loses nothing)
 
