@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,21 @@ def _weights_fingerprint(*modules: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().float().norm() for m in modules for p in m.parameters()]
 
 
+@contextlib.contextmanager
+def _dropping_log_records(logger_name: str, prefix: str) -> Iterator[None]:
+    """Drop one library logger's records that start with ``prefix`` for the duration."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
     """Load, fuse and unload each LoRA in turn; raise if one changed no weight."""
     fused = []
@@ -134,7 +150,9 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
         before = _weights_fingerprint(pipe.unet, pipe.text_encoder)
         name = f"semdraw_lora_{i}"
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, _dropping_log_records(
+                "diffusers.loaders.lora_base", "No LoRA keys associated to"  # UNet-only LoRAs: checked below
+            ):
                 warnings.simplefilter("always")
                 pipe.load_lora_weights(source, adapter_name=name)
             incomplete = [w for w in caught if "additional target modules" in str(w.message)]
@@ -187,7 +205,12 @@ def load_model(
             "`semdraw-train-toy`"
         )
     fam = get_family(family or (preset.family if preset else "sd15"))
-    pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt)
+    with (  # diffusers' noise about our own by-design choices: an AutoencoderTiny in an SD pipeline, and the
+          # block_out_channels that diffusers itself writes into AutoencoderTiny configs and then ignores
+        _dropping_log_records("diffusers.pipelines.pipeline_utils", "Expected types for vae"),
+        _dropping_log_records("diffusers.configuration_utils", "The config attributes {'block_out_channels'"),
+    ):
+        pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt)
     all_loras = list(preset.loras if preset else ()) + list(loras)
     fused = fuse_loras(pipe, all_loras)
     if preset and preset.tiny_vae:

@@ -121,7 +121,10 @@ class Model:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Model:
         for module in (self.text_encoder, self.unet, self.vae):
-            module.to(device=device, dtype=dtype)
+            kwargs: dict[str, Any] = {"device": device}
+            if dtype is not None and next(module.parameters()).dtype != dtype:
+                kwargs["dtype"] = dtype  # only a real cast: diffusers warns on any dtype argument, even a no-op
+            module.to(**kwargs)
         with self._lock:
             self._prompts.clear()
             self._latent_cache.clear()

@@ -115,3 +115,27 @@ def test_a_lora_mixing_key_formats_is_refused_not_half_applied(saved, tmp_path):
         {to_peft(k): v for k, v in sd.items()}, str(tmp_path / "peft" / "pytorch_lora_weights.safetensors")
     )
     assert semdraw.load_model(str(root / "model"), loras=[str(tmp_path / "peft")], device="cpu").loras
+
+
+def test_loading_the_toy_drops_only_diffusers_noise_about_our_own_choices():
+    """load_model("toy") fuses a UNet-only LoRA into an SD pipeline holding an AutoencoderTiny: diffusers' three
+    warnings about exactly that are dropped, and nothing else from diffusers is."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.WARNING)
+    root = logging.getLogger("diffusers")
+    root.addHandler(handler)
+    try:
+        semdraw.load_model("toy", device="cpu")
+        noisy = ("No LoRA keys associated to", "Expected types for vae", "The config attributes {'block_out_channels'")
+        assert not [r.getMessage() for r in records if r.getMessage().startswith(noisy)]
+        logging.getLogger("diffusers.loaders.lora_base").warning("No LoRA keys associated to X (outside a load)")
+        assert records and records[-1].getMessage().endswith("(outside a load)")  # the filter is gone afterwards
+    finally:
+        root.removeHandler(handler)
