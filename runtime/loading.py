@@ -91,10 +91,18 @@ def _not_found(source: str, err: Exception) -> ModelNotFoundError:
     )
 
 
+def _dtype_kwarg() -> str:
+    """from_pretrained's dtype argument: newer diffusers call it ``dtype`` and warn on ``torch_dtype``,
+    older ones (>= 0.32, our floor) know only ``torch_dtype``."""
+    import diffusers.utils
+
+    return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
+
+
 def _load_pipeline(source: str, dtype: torch.dtype):
     import diffusers
 
-    kwargs = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    kwargs = {_dtype_kwarg(): dtype, "safety_checker": None, "requires_safety_checker": False}
     path = Path(source).expanduser()
     try:
         if path.is_dir():
@@ -217,7 +225,7 @@ def load_model(
         import diffusers
 
         try:
-            pipe.vae = diffusers.AutoencoderTiny.from_pretrained(preset.tiny_vae, torch_dtype=dt)
+            pipe.vae = diffusers.AutoencoderTiny.from_pretrained(preset.tiny_vae, **{_dtype_kwarg(): dt})
         except (OSError, ValueError) as err:
             raise _not_found(preset.tiny_vae, err) from err
     model = Model.from_pipeline(pipe, fam, sampler=sampler or (preset.sampler if preset else None),
