@@ -146,7 +146,7 @@ def build(args: argparse.Namespace) -> Path:
             scheduler_config=dict(model.scheduler_config), latent_channels=model.latent_channels,
             latent_height=height // model.vae_scale_factor, latent_width=width // model.vae_scale_factor,
             vae_scaling_factor=float(vae.scaling_factor), vae_shift_factor=float(getattr(vae, "shift_factor", 0) or 0),
-            tools=tools, networks=entries, fused_loras=tuple((src, float(scale)) for src, scale in model.loras),
+            tools=tools, networks=entries, fused_loras=tuple(model.loras),
         )  # fmt: skip
         (tmp / MANIFEST).write_text(manifest.to_json())
         _swap_into_place(tmp, out)

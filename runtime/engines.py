@@ -141,7 +141,7 @@ class Manifest:
             )
             for name, n in raw["networks"].items()
         }
-        fused = tuple((str(src), float(scale)) for src, scale in raw.get("fused_loras", ()))
+        fused = tuple(tuple(x) for x in raw.get("fused_loras", ()))  # as the request's loras
         return Manifest(**{**raw, "request": request, "networks": networks, "fused_loras": fused})
 
 
