@@ -118,8 +118,8 @@ def build(args: argparse.Namespace) -> Path:
         model=args.model, loras=tuple(semdraw.parse_lora(x) for x in args.lora), height=height, width=width,
         layers=args.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=args.cfg,
         backend=args.backend if trt_ok else "onnx", precision=args.precision,
-        networks_weights=engines.weights_fingerprint(model.unet, model.vae),
-        text_encoder_weights=engines.weights_fingerprint(model.text_encoder),
+        networks_weights=engines.weights_fingerprint(model.denoiser, model.vae),
+        text_encoder_weights=engines.weights_fingerprint(*model.prompts.modules()),
     )  # fmt: skip
     tools = _tools(trt_ok)
     key = request.key(tools)
@@ -139,13 +139,12 @@ def build(args: argparse.Namespace) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        entries = _build_networks(model, request, tmp, trt_ok)
-        vae = model.vae.config
+        entries = _build_networks(model, request, tmp, trt_ok, args.workspace_gb)
         manifest = Manifest(
             request=request, key=key, family=model.family.name, sampler=model.sampler,
             scheduler_config=dict(model.scheduler_config), latent_channels=model.latent_channels,
             latent_height=height // model.vae_scale_factor, latent_width=width // model.vae_scale_factor,
-            vae_scaling_factor=float(vae.scaling_factor), vae_shift_factor=float(getattr(vae, "shift_factor", 0) or 0),
+            vae_scaling_factor=model.latent_scaling[0], vae_shift_factor=model.latent_scaling[1],
             tools=tools, networks=entries, fused_loras=tuple(model.loras),
         )  # fmt: skip
         (tmp / MANIFEST).write_text(manifest.to_json())
@@ -157,7 +156,8 @@ def build(args: argparse.Namespace) -> Path:
     return out
 
 
-def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool) -> dict[str, NetworkEntry]:
+def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
+                    workspace_gb: float) -> dict[str, NetworkEntry]:  # fmt: skip
     from tqdm.auto import tqdm
 
     entries = {}
@@ -172,7 +172,8 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool) ->
         if trt_ok:
             fp16_file, plan_file = f"{net.role}.fp16.onnx", f"{net.role}.{steps.tensorrt_tag()}.plan"
             steps.export_onnx(net, folder / fp16_file, fp16=request.precision == "fp16")
-            steps.build_tensorrt(folder / fp16_file, folder / plan_file, folder.parent / ".timing-cache")
+            steps.build_tensorrt(folder / fp16_file, folder / plan_file, folder.parent / ".timing-cache",
+                                 workspace_gb=workspace_gb)
             validation["tensorrt"] = steps.validate(net, steps.run_tensorrt(net, folder / plan_file), ref,
                                                     precision=request.precision, artifact="TensorRT plan")  # fmt: skip
         files = [f for f in (onnx_file, fp16_file, plan_file) if f] + [

@@ -11,21 +11,26 @@ from dataclasses import dataclass
 import torch
 
 from semdraw import sampling
+from semdraw.conditioning import Conditioning
 from semdraw.engines import BuildRequest, TensorSpec
+from semdraw.families import SD15, FamilySpec, TileGeometry
+from semdraw.families.spec import SAMPLE, TIMESTEP
 from semdraw.model import Model
 
 
-class UNetIO(torch.nn.Module):
-    """Denoiser with plain tensors: (sample [B,C,h,w], timestep [B], encoder_hidden_states [B,N,D])."""
+class DenoiserIO(torch.nn.Module):
+    """Any family's denoiser with plain positional tensors: (sample, timestep, *conditioning in the family's
+    order), called through the family's one ``call_denoiser`` (the function ``Model.predict`` uses)."""
 
-    def __init__(self, unet: torch.nn.Module) -> None:
+    def __init__(self, denoiser: torch.nn.Module, family: FamilySpec = SD15) -> None:
         super().__init__()
-        self.unet = unet
+        self.denoiser = denoiser
+        self.family = family
+        self.conditioning_names = [i.name for i in family.conditioning]
 
-    def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
-    ) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, *conditioning: torch.Tensor) -> torch.Tensor:
+        cond = Conditioning(dict(zip(self.conditioning_names, conditioning, strict=True)))
+        return self.family.call_denoiser(self.denoiser, sample, timestep, cond)
 
 
 class VaeEncoderIO(torch.nn.Module):
@@ -88,18 +93,25 @@ def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network
         torch.int64 if sched.timesteps.dtype == torch.int64 else torch.float32
     )
     prompts = ["blue sky", "a red circle", "green grass", ""]
-    emb = torch.cat([model.encode_prompt(prompts[i % len(prompts)]).embeds.float().cpu() for i in range(B)])
+    canvas = TileGeometry(request.height, request.width, 0, 0, request.height, request.width)
+    fam = model.family
+    cond = Conditioning.cat(
+        [fam.conditioning_for(model.encode_prompt(prompts[i % len(prompts)]), canvas) for i in range(B)]
+    ).to("cpu", torch.float32)
     image = torch.rand(1, 3, request.height, request.width, generator=g) * 2 - 1
-    raw_latent = torch.randn(1, c, h, w, generator=g) / float(model.vae.config.scaling_factor)
+    raw_latent = torch.randn(1, c, h, w, generator=g) / model.latent_scaling[0]
 
     def spec(name: str, t: torch.Tensor) -> TensorSpec:
         return TensorSpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
 
-    unet_out = torch.empty(B, model.unet.config.out_channels, h, w)
+    denoiser = DenoiserIO(model.denoiser, fam).float().cpu()
+    cond_inputs = tuple(cond[i.name] for i in fam.conditioning)
+    out = torch.empty_like(sample)  # every family's denoiser predicts a tensor of its input's shape
     return [
-        Network("denoiser", UNetIO(model.unet).float().cpu(),
-                (spec("sample", sample), spec("timestep", timestep), spec("encoder_hidden_states", emb)),
-                spec("out", unet_out), (sample, timestep, emb)),
+        Network("denoiser", denoiser,
+                (spec(SAMPLE, sample), spec(TIMESTEP, timestep),
+                 *(spec(i.name, cond[i.name]) for i in fam.conditioning)),
+                spec("out", out), (sample, timestep, *cond_inputs)),
         Network("vae_encoder", VaeEncoderIO(model.vae).float().cpu(), (spec("image", image),),
                 spec("latent", raw_latent), (image,)),
         Network("vae_decoder", VaeDecoderIO(model.vae).float().cpu(), (spec("latent", raw_latent),),

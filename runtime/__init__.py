@@ -6,6 +6,7 @@
 """
 
 from . import masks, sampling
+from .conditioning import Conditioning
 from .engines import EngineSet, EngineSetError, load_engines
 from .errors import (
     ConfigError,
@@ -16,7 +17,7 @@ from .errors import (
     SizeError,
     UnsupportedFamilyError,
 )
-from .family import FAMILIES, Conditioning, Family, get_family
+from .families import FAMILIES, FamilySpec, get_family
 from .generation import brushes_from, generate, panorama
 from .loading import DEFAULT_MODEL, PRESETS, load_model, parse_lora
 from .model import Model, SamplingDefaults, UnknownWordsWarning
@@ -24,7 +25,7 @@ from .request import Background, Brush
 from .stream import Stream
 
 __all__ = [
-    "DEFAULT_MODEL", "FAMILIES", "PRESETS", "UnknownWordsWarning", "Background", "Brush", "Conditioning", "ConfigError", "EngineSet", "EngineSetError", "Family", "LoraError",
+    "DEFAULT_MODEL", "FAMILIES", "PRESETS", "UnknownWordsWarning", "Background", "Brush", "Conditioning", "ConfigError", "EngineSet", "EngineSetError", "FamilySpec", "LoraError",
     "MaskError", "Model", "ModelNotFoundError", "SamplingDefaults", "SemdrawError", "SizeError", "Stream", "UnsupportedFamilyError",
     "brushes_from", "generate", "get_family", "load_engines", "load_model", "masks", "panorama", "parse_lora", "sampling",
 ]  # fmt: skip

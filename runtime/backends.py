@@ -2,14 +2,16 @@
 
 One contract per role, each a single ``__call__`` on device tensors (names as in the engine manifest):
 
-* ``Denoiser(sample [B,C,h,w], timestep [B], encoder_hidden_states [B,N,D]) -> [B,C,h,w]``
+* ``Denoiser(sample=[B,C,h,w], timestep=[B], **conditioning) -> [B,C,h,w]``: the conditioning's names are
+  the family's (``encoder_hidden_states`` for SD1.5; SDXL adds ``text_embeds``, ``time_ids``)
 * ``Encoder(image [B,3,H,W] in [-1, 1]) -> raw latents [B,C,h,w]``  (unscaled, as the VAE encoder emits)
 * ``Decoder(raw latents) -> image [B,3,H,W] in about [-1, 1]``
 
 Three interchangeable implementations: a torch module (:class:`TorchRunner`), an onnxruntime session
 (:class:`OrtRunner`, CPU or CUDA provider) and a TensorRT engine (:class:`TensorRTRunner`, imported
 lazily: without TensorRT everything else works). Each runner is generic over the network: the I/O names
-come from the engine manifest, never from code that knows what a UNet is.
+come from the engine manifest, never from code that knows what a UNet is. Inputs are given by name
+(``runner(sample=x, timestep=t, ...)``) or positionally in the manifest's order.
 """
 
 from __future__ import annotations
@@ -32,9 +34,7 @@ class BackendError(SemdrawError):
 
 
 class Denoiser(Protocol):
-    def __call__(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
-    ) -> torch.Tensor: ...
+    def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor: ...
 
 
 class Encoder(Protocol):
@@ -45,14 +45,33 @@ class Decoder(Protocol):
     def __call__(self, latent: torch.Tensor) -> torch.Tensor: ...
 
 
-class TorchRunner:
-    """Runs a torch module whose forward takes the inputs positionally and returns one tensor."""
+def ordered_inputs(names: Sequence[str], inputs: Sequence[torch.Tensor],
+                   named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # fmt: skip
+    """{name: tensor} from positional inputs (in ``names`` order) or named ones; a clear error otherwise."""
+    if inputs and named:
+        raise BackendError("pass a network's inputs positionally or by name, not both")
+    if inputs:
+        if len(inputs) != len(names):
+            raise BackendError(f"the network takes {len(names)} inputs {list(names)}, got {len(inputs)}")
+        return dict(zip(names, inputs, strict=True))
+    if set(named) != set(names):
+        raise BackendError(f"the network takes the inputs {list(names)}, got {sorted(named)}")
+    return {n: named[n] for n in names}
 
-    def __init__(self, module: torch.nn.Module) -> None:
+
+class TorchRunner:
+    """Runs a torch module whose forward takes the inputs positionally (in ``input_names`` order)."""
+
+    def __init__(self, module: torch.nn.Module, input_names: Sequence[str] | None = None) -> None:
         self.module = module.eval()
+        self.input_names = list(input_names) if input_names is not None else None
 
     @torch.no_grad()
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
+        if named:
+            if self.input_names is None:
+                raise BackendError("this TorchRunner was built without input names: pass its inputs positionally")
+            inputs = tuple(ordered_inputs(self.input_names, (), named).values())
         return self.module(*inputs)
 
 
@@ -112,9 +131,10 @@ class OrtRunner:
             i.name: _ORT_TO_TORCH.get(i.type, torch.float32) for i in self.session.get_inputs()
         }
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
         feeds = {
-            n: t.to(self._in_dtypes[n]).contiguous() for n, t in zip(self.input_names, inputs, strict=True)
+            n: t.to(self._in_dtypes[n]).contiguous()
+            for n, t in ordered_inputs(self.input_names, inputs, named).items()
         }
         if self.device.type == "cuda":
             return self._run_bound(feeds)
@@ -175,8 +195,8 @@ class TensorRTRunner:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._use_graph = cuda_graph
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        for name, t in zip(self.input_names, inputs, strict=True):
+    def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
+        for name, t in ordered_inputs(self.input_names, inputs, named).items():
             self.buffers[name].copy_(t, non_blocking=True)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):

@@ -25,8 +25,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from . import masks as M
 from . import sampling as S
+from .conditioning import Conditioning
 from .errors import ConfigError, MaskError
-from .family import Conditioning
+from .families import TileGeometry
 from .model import Model
 from .request import Background, Brush
 
@@ -339,7 +340,7 @@ def generate(
     for k in steps_iter:
         items = _step_items(layers, tiles, x, noise, white, k, sched, bootstrap_steps, bootstrap_mix_steps,
                             centre_steps)  # fmt: skip
-        d_items = _denoise_items(model, items, k, sched, guidance_scale, max_batch)
+        d_items = _denoise_items(model, items, k, sched, guidance_scale, max_batch, (height, width))
         num = torch.zeros_like(x)
         den = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
         for item, d in zip(items, d_items, strict=True):
@@ -409,11 +410,19 @@ def _step_items(
     return items
 
 
-def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: float, max_batch: int | None):
+def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: float, max_batch: int | None,
+                   canvas: tuple[int, int]):  # fmt: skip
     """Deterministic updates D for all items, in as few denoiser calls as ``max_batch`` allows.
 
-    Items of one tile size share a call; with guidance > 1 each item also runs its negative prompt.
+    Items of one tile size share a call; with guidance > 1 each item also runs its negative prompt. Each
+    item's conditioning is completed for its tile (size-dependent conditioning, e.g. SDXL's crop offsets).
     """
+    f = model.vae_scale_factor
+
+    def tile_cond(cond: Conditioning, tile: Tile) -> Conditioning:
+        geometry = TileGeometry(canvas[0], canvas[1], tile.y * f, tile.x * f, tile.h * f, tile.w * f)
+        return model.family.conditioning_for(cond, geometry)
+
     out: list[torch.Tensor | None] = [None] * len(items)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, it in enumerate(items):
@@ -425,9 +434,9 @@ def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: fl
         for start in range(0, len(idx), per_call):
             chunk = idx[start : start + per_call]
             xs = torch.cat([items[i].x for i in chunk])
-            conds = [items[i].layer.cond for i in chunk]
+            conds = [tile_cond(items[i].layer.cond, items[i].tile) for i in chunk]
             if cfg:
-                conds = [items[i].layer.uncond for i in chunk] + conds
+                conds = [tile_cond(items[i].layer.uncond, items[i].tile) for i in chunk] + conds
             inp = S.model_input(xs, k, sched)
             inp = torch.cat([inp, inp]) if cfg else inp
             t = sched.timesteps[k].expand(inp.shape[0])

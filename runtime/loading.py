@@ -3,61 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
-from .errors import LoraError, ModelNotFoundError, UnsupportedFamilyError
-from .family import get_family
-from .model import Model, SamplingDefaults
-from .tiny import make_sd15_sized_pipeline
-from .toy import BASE_DIR as TOY_BASE
-from .toy import LORA_DIR as TOY_LORA
-from .toy import TIMESTEPS as TOY_TIMESTEPS
-from .toy import known_words as toy_words
+from .errors import LoraError, ModelNotFoundError
+from .families import FAMILIES, RESERVED, FamilySpec, Preset, get_family
+from .model import Model
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named, known-good model: base weights, acceleration LoRAs, VAE and sampler."""
-
-    source: str  # hub id of the base pipeline
-    family: str
-    loras: tuple[tuple[str, float], ...] = ()
-    tiny_vae: str | None = None  # hub id of a TAESD-style AutoencoderTiny replacing the VAE
-    sampler: str | None = None
-    closed_vocabulary: Callable[[], frozenset[str]] | None = None  # warn about words outside it
-    build: Callable[[torch.dtype], object] | None = None  # builds the pipeline in memory instead of loading
-    defaults: SamplingDefaults = SamplingDefaults()
-
-
-PRESETS: dict[str, Preset] = {
-    "sd15": Preset(
-        source="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        family="sd15",
-        loras=(("latent-consistency/lcm-lora-sdv1-5", 1.0),),
-        tiny_vae="madebyollin/taesd",
-        sampler="lcm",
-    ),
-    # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline; its LCM-distilled
-    # LoRA is fused as SD1.5's is. Its defaults (two LCM steps, two centred bootstrap steps) are the best
-    # region accuracy + object presence measured by `semdraw-bench fidelity --sweep` (weights/MODEL_CARD.md).
-    "toy": Preset(source=str(TOY_BASE), family="sd15", loras=((str(TOY_LORA), 1.0),), sampler="lcm",
-                  closed_vocabulary=toy_words, defaults=SamplingDefaults(timesteps=TOY_TIMESTEPS, bootstrap_steps=2)),  # fmt: skip
-    # SD1.5-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
-    "sd15-random": Preset(source="(random weights)", family="sd15", sampler="lcm", build=make_sd15_sized_pipeline),
-}
+# Every family's presets, by name (a preset's family is the module that declares it).
+PRESET_FAMILIES: dict[str, FamilySpec] = {name: fam for fam in FAMILIES.values() for name in fam.presets}
+PRESETS: dict[str, Preset] = {name: fam.presets[name] for name, fam in PRESET_FAMILIES.items()}
 DEFAULT_MODEL = "toy"
-RESERVED = {
-    "sdxl": "the 'sdxl' family is reserved but not supported yet",
-    "sd3": "the 'sd3' family is reserved but not supported yet",
-}
 
 LoraSpec = str | tuple[str, float]
 
@@ -99,8 +63,10 @@ def _dtype_kwarg() -> str:
     return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
 
 
-def _load_pipeline(source: str, dtype: torch.dtype):
+def _load_pipeline(source: str, dtype: torch.dtype, family: FamilySpec):
     import diffusers
+
+    pipeline = getattr(diffusers, family.pipeline_class)
 
     kwargs = {_dtype_kwarg(): dtype, "safety_checker": None, "requires_safety_checker": False}
     path = Path(source).expanduser()
@@ -110,7 +76,7 @@ def _load_pipeline(source: str, dtype: torch.dtype):
                 raise ModelNotFoundError(
                     f"{source!r} is a folder but not a diffusers model (no model_index.json)"
                 )
-            return diffusers.StableDiffusionPipeline.from_pretrained(str(path), **kwargs)
+            return pipeline.from_pretrained(str(path), **kwargs)
         if path.suffix in (".ckpt", ".pt", ".pth", ".bin"):
             raise ModelNotFoundError(
                 f"{source!r}: pickled checkpoints are refused (they can run code); convert it to .safetensors"
@@ -118,17 +84,31 @@ def _load_pipeline(source: str, dtype: torch.dtype):
         if path.suffix == ".safetensors":
             if not path.exists():
                 raise ModelNotFoundError(f"no such file: {source!r}")
-            return diffusers.StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+            return pipeline.from_single_file(str(path), **kwargs)
         if path.exists() or source.count("/") != 1:
             raise ModelNotFoundError(
                 f"{source!r} is not a preset ({sorted(PRESETS)}), a diffusers folder, a .safetensors file or "
                 "a hub id of the form 'org/name'"
             )
-        return diffusers.StableDiffusionPipeline.from_pretrained(source, **kwargs)
+        return pipeline.from_pretrained(source, **kwargs)
     except ModelNotFoundError:
         raise
     except (OSError, ValueError) as err:  # hub errors subclass these
         raise _not_found(source, err) from err
+
+
+def _family_of(source: str) -> str:
+    """The family of a diffusers folder, from its pipeline class (model_index.json); SD1.5 otherwise."""
+    index = Path(source).expanduser() / "model_index.json"
+    if index.is_file():
+        try:
+            cls = json.loads(index.read_text()).get("_class_name")
+        except (OSError, ValueError):
+            cls = None
+        for fam in FAMILIES.values():
+            if fam.pipeline_class == cls:
+                return fam.name
+    return "sd15"
 
 
 def _weights_fingerprint(*modules: torch.nn.Module) -> list[torch.Tensor]:
@@ -150,12 +130,14 @@ def _dropping_log_records(logger_name: str, prefix: str) -> Iterator[None]:
         logger.removeFilter(keep)
 
 
-def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
+def fuse_loras(pipe, loras: Sequence[LoraSpec], family: FamilySpec) -> list[tuple[str, float]]:
     """Load, fuse and unload each LoRA in turn; raise if one changed no weight."""
     fused = []
+    modules = [getattr(pipe, c) for c in (family.denoiser, *family.text_components)]
+    modules = [m for m in modules if isinstance(m, torch.nn.Module)]
     for i, spec in enumerate(loras):
         source, scale = parse_lora(spec)
-        before = _weights_fingerprint(pipe.unet, pipe.text_encoder)
+        before = _weights_fingerprint(*modules)
         name = f"semdraw_lora_{i}"
         try:
             with warnings.catch_warnings(record=True) as caught, _dropping_log_records(
@@ -175,7 +157,7 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec]) -> list[tuple[str, float]]:
             if isinstance(err, LoraError):
                 raise
             raise LoraError(f"could not load or fuse LoRA {source!r}: {err}") from err
-        after = _weights_fingerprint(pipe.unet, pipe.text_encoder)
+        after = _weights_fingerprint(*modules)
         if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):
             raise LoraError(f"LoRA {source!r} changed no weight: its keys do not match this model")
         log.info("fused LoRA %s at scale %g", source, scale)
@@ -202,25 +184,25 @@ def load_model(
     """
     key = str(name_or_path).lower()
     if key in RESERVED:
-        raise UnsupportedFamilyError(f"{RESERVED[key]}; available presets: {sorted(PRESETS)}")
+        get_family(key)  # the family's own "not supported yet" error
     dev = _default_device(device)
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     preset = PRESETS.get(key)
     source = preset.source if preset else str(name_or_path)
-    if key == "toy" and not Path(source).is_dir():
+    if preset and Path(source).is_absolute() and not Path(source).is_dir():  # shipped weights (toy)
         raise ModelNotFoundError(
-            f"the toy model's weights are missing from {source}; reinstall semdraw or regenerate them with "
-            "`semdraw-train-toy`"
+            f"the {key} model's weights are missing from {source}; reinstall semdraw (for toy, or regenerate "
+            "them with `semdraw-train-toy`)"
         )
-    fam = get_family(family or (preset.family if preset else "sd15"))
+    fam = get_family(family or (PRESET_FAMILIES[key].name if preset else _family_of(source)))
     with (  # diffusers' noise about our own by-design choices: an AutoencoderTiny in an SD pipeline, and the
           # block_out_channels that diffusers itself writes into AutoencoderTiny configs and then ignores
         _dropping_log_records("diffusers.pipelines.pipeline_utils", "Expected types for vae"),
         _dropping_log_records("diffusers.configuration_utils", "The config attributes {'block_out_channels'"),
     ):
-        pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt)
+        pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt, fam)
     all_loras = list(preset.loras if preset else ()) + list(loras)
-    fused = fuse_loras(pipe, all_loras)
+    fused = fuse_loras(pipe, all_loras, fam)
     if preset and preset.tiny_vae:
         import diffusers
 

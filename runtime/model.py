@@ -2,195 +2,159 @@
 
 from __future__ import annotations
 
-import logging
-import re
 import threading
-import warnings
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from . import sampling
+from .conditioning import Conditioning
 from .errors import ConfigError, SizeError
-from .family import Conditioning, Family, get_family
+from .families import FamilySpec, SamplingDefaults, get_family
+from .prompts import PromptEncoder, UnknownWordsWarning
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingDefaults:
-    """A model's measured best sampling settings, used wherever a caller leaves them out.
-
-    ``timesteps``: the default schedule (None: the family's ``default_steps`` as the scheduler picks them);
-    ``bootstrap_steps``: steps with the white bootstrap fill, and (unless told otherwise) with mask centring.
-    """
-
-    timesteps: tuple[float, ...] | None = None
-    bootstrap_steps: int = 1
+__all__ = ["Model", "SamplingDefaults", "UnknownWordsWarning", "latent_size"]
 
 
-class UnknownWordsWarning(UserWarning):
-    """A prompt uses words a closed-vocabulary model (``toy``) does not know."""
+def latent_size(height: int, width: int, factor: int) -> tuple[int, int]:
+    """(h, w) of the latent for a canvas; a clear error when the canvas does not divide evenly."""
+    if height <= 0 or width <= 0:
+        raise SizeError(f"canvas size must be positive, got {height}x{width}")
+    if height % factor or width % factor:
+        raise SizeError(
+            f"canvas {height}x{width} is not divisible by the latent factor {factor}; "
+            f"use e.g. {height // factor * factor or factor}x{width // factor * factor or factor}"
+        )
+    return height // factor, width // factor
 
 
 class Model:
     """What generation needs from a checkpoint: encoders, denoiser, VAE and a sampler schedule source.
 
-    Build one with :func:`semdraw.load_model` (presets, hub ids, folders, single files) or
-    :meth:`Model.from_pipeline` (any diffusers SD1.5-style pipeline, e.g. tiny random test components).
+    ``components`` are the pipeline's parts under the family's names (for SD1.5: ``tokenizer``,
+    ``text_encoder``, ``unet``, ``vae``), also readable as attributes (``model.unet``). Build one with
+    :func:`semdraw.load_model` (presets, hub ids, folders, single files) or :meth:`Model.from_pipeline`
+    (any diffusers pipeline of a supported family, e.g. tiny random test components).
     """
 
-    PROMPT_CACHE_SIZE = 256
-
-    def __init__(
-        self,
-        *,
-        family: str | Family,
-        tokenizer: Any,
-        text_encoder: torch.nn.Module,
-        unet: torch.nn.Module,
-        vae: torch.nn.Module,
-        scheduler: Any,
-        sampler: str | None = None,
-        name: str = "custom",
-    ) -> None:
+    def __init__(self, *, family: str | FamilySpec, components: dict[str, Any], scheduler: Any,
+                 sampler: str | None = None, name: str = "custom") -> None:  # fmt: skip
         self.family = get_family(family)
-        self.tokenizer = tokenizer
-        self.text_encoder = text_encoder.eval().requires_grad_(False)
-        self.unet = unet.eval().requires_grad_(False)
-        self.vae = vae.eval().requires_grad_(False)
+        fam = self.family
+        needed = (*fam.text_components, fam.denoiser, "vae")
+        missing = [c for c in needed if components.get(c) is None]
+        if missing:
+            raise ConfigError(f"the {fam.name} model lacks the components {missing}")
+        self.components = {c: components[c] for c in needed}
+        for c in (fam.denoiser, "vae"):
+            self.components[c].eval().requires_grad_(False)
+        self.prompts = PromptEncoder(fam, self.components, name=name)
         self.scheduler_config = scheduler.config
-        kind = sampler or sampling.SCHEDULER_CLASS_TO_KIND.get(
-            type(scheduler).__name__, self.family.default_sampler
-        )
+        kind = sampler or sampling.SCHEDULER_CLASS_TO_KIND.get(type(scheduler).__name__, fam.default_sampler)
         if kind not in sampling.SAMPLERS:
             raise ConfigError(f"unknown sampler {kind!r}; choose one of {sorted(sampling.SAMPLERS)}")
         self.sampler = kind
-        self.name = name
         self.loras: list[tuple[str, float]] = []
-        # A closed vocabulary (the toy model's): words outside it are warned about, not silently ignored.
-        self.vocabulary: frozenset[str] | None = None
         self.defaults = SamplingDefaults()
-        self._prompts: OrderedDict[str, Conditioning] = OrderedDict()
         self._latent_cache: dict[tuple, torch.Tensor] = {}
         self._lock = threading.Lock()
+        self.prompts.to(output=(self.device, self.dtype))
 
     @classmethod
-    def from_pipeline(cls, pipe: Any, family: str | Family = "sd15", *, sampler: str | None = None,
+    def from_pipeline(cls, pipe: Any, family: str | FamilySpec = "sd15", *, sampler: str | None = None,
                       name: str | None = None) -> Model:  # fmt: skip
-        """Wrap a diffusers SD1.5-style pipeline's components (they are shared, not copied)."""
-        family = get_family(family)
-        missing = [
-            c
-            for c in ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
-            if getattr(pipe, c, None) is None
-        ]
+        """Wrap a diffusers pipeline's components (they are shared, not copied)."""
+        fam = get_family(family)
+        names = (*fam.text_components, fam.denoiser, "vae", "scheduler")
+        missing = [c for c in names if getattr(pipe, c, None) is None]
         if missing:
-            raise ConfigError(f"the pipeline lacks {missing}; pass an SD1.5-style pipeline")
+            raise ConfigError(f"the pipeline lacks {missing}; pass a {fam.pipeline_class}-style pipeline")
         return cls(
-            family=family, tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, unet=pipe.unet,
-            vae=pipe.vae, scheduler=pipe.scheduler, sampler=sampler,
-            name=name or getattr(pipe, "name_or_path", None) or type(pipe).__name__,
+            family=fam, components={c: getattr(pipe, c) for c in names[:-1]}, scheduler=pipe.scheduler,
+            sampler=sampler, name=name or getattr(pipe, "name_or_path", None) or type(pipe).__name__,
         )  # fmt: skip
+
+    def __getattr__(self, name: str) -> Any:
+        components = self.__dict__.get("components", {})
+        if name in components:
+            return components[name]
+        raise AttributeError(f"{type(self).__name__!s} has no attribute or component {name!r}")
 
     # ---------------------------------------------------------------- properties
     @property
+    def name(self) -> str:
+        return self.prompts.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.prompts.name = value
+
+    @property
+    def vocabulary(self) -> frozenset[str] | None:
+        """A closed vocabulary (the toy model's): words outside it are warned about."""
+        return self.prompts.vocabulary
+
+    @vocabulary.setter
+    def vocabulary(self, value: frozenset[str] | None) -> None:
+        self.prompts.vocabulary = value
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.components[self.family.denoiser]
+
+    @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.denoiser.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return next(self.denoiser.parameters()).dtype
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.family.latent_factor
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return self.family.latent_channels
+
+    @property
+    def latent_scaling(self) -> tuple[float, float]:
+        """(scale, shift) of this model's VAE: latent = (raw - shift) · scale."""
+        return self.family.latent_scaling(self.vae.config)
 
     @property
     def native_size(self) -> int:
         """The canvas side the denoiser was trained at (pixels)."""
-        sample = self.unet.config.sample_size
+        sample = self.denoiser.config.sample_size
         sample = sample[0] if isinstance(sample, list | tuple) else sample
         return int(sample) * self.vae_scale_factor
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Model:
-        for module in (self.text_encoder, self.unet, self.vae):
+        for c in (self.family.denoiser, "vae"):
+            module = self.components[c]
             kwargs: dict[str, Any] = {"device": device}
             if dtype is not None and next(module.parameters()).dtype != dtype:
                 kwargs["dtype"] = dtype  # only a real cast: diffusers warns on any dtype argument, even a no-op
             module.to(**kwargs)
+        self.prompts.to(device, dtype, output=(self.device, self.dtype))
         with self._lock:
-            self._prompts.clear()
             self._latent_cache.clear()
         return self
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the latent for a canvas; a clear error when the canvas does not divide evenly."""
-        f = self.vae_scale_factor
-        if height <= 0 or width <= 0:
-            raise SizeError(f"canvas size must be positive, got {height}x{width}")
-        if height % f or width % f:
-            raise SizeError(
-                f"canvas {height}x{width} is not divisible by the latent factor {f}; "
-                f"use e.g. {height // f * f or f}x{width // f * f or f}"
-            )
-        return height // f, width // f
+        return latent_size(height, width, self.vae_scale_factor)
 
     # ---------------------------------------------------------------- encoders
     def encode_prompt(self, text: str) -> Conditioning:
-        """Text → conditioning [1, N, D]; each distinct prompt is encoded once (LRU cache)."""
-        with self._lock:
-            cached = self._prompts.get(text)
-            if cached is not None:
-                self._prompts.move_to_end(text)
-                return cached
-        self._warn_unknown_words(text)
-        cond = self._encode_clip(text)
-        with self._lock:
-            self._prompts[text] = cond
-            while len(self._prompts) > self.PROMPT_CACHE_SIZE:
-                self._prompts.popitem(last=False)
-        return cond
-
-    def _warn_unknown_words(self, text: str) -> None:
-        if self.vocabulary is None:
-            return
-        unknown = sorted({w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in self.vocabulary})
-        if unknown:
-            warnings.warn(
-                f"{self.name}: words outside its vocabulary have no meaning to it: {unknown}; "
-                f"known words: {sorted(self.vocabulary)}",
-                UnknownWordsWarning,
-                stacklevel=3,
-            )
-
-    @torch.no_grad()
-    def _encode_clip(self, text: str) -> Conditioning:
-        """CLIP encoding exactly as diffusers' StableDiffusionPipeline.encode_prompt (no clip skip)."""
-        tok = self.tokenizer
-        enc = tok(
-            text, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
-        )
-        ids = enc.input_ids
-        full = tok(text, padding="longest", return_tensors="pt").input_ids
-        if full.shape[-1] > ids.shape[-1]:
-            log.warning("prompt truncated to %d tokens: %r", tok.model_max_length, text)
-        te = self.text_encoder
-        mask = enc.attention_mask.to(self.device) if getattr(te.config, "use_attention_mask", False) else None
-        embeds = te(ids.to(te.device), attention_mask=mask)[0]
-        return Conditioning(embeds.to(dtype=self.dtype, device=self.device))
+        """Text → conditioning [1, ...] per name; each distinct prompt is encoded once (LRU cache)."""
+        return self.prompts(text)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """Denoiser output for model inputs x [B, C, h, w] at timesteps t [B] under cond (batch B)."""
-        return self.unet(x.to(self.dtype), t.to(self.device), encoder_hidden_states=cond.embeds,
-                         return_dict=False)[0]  # fmt: skip
+        return self.family.call_denoiser(self.denoiser, x.to(self.dtype), t.to(self.device), cond)
 
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -198,16 +162,15 @@ class Model:
         vae = self.vae
         out = vae.encode(pixels.to(device=self.device, dtype=vae.dtype))
         lat = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((lat - shift) * vae.config.scaling_factor).to(self.dtype)
+        scale, shift = self.latent_scaling
+        return ((lat - shift) * scale).to(self.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels [B, 3, H, W] in about [-1, 1]."""
-        vae = self.vae
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        z = latents.to(vae.dtype) / vae.config.scaling_factor + shift
-        return vae.decode(z, return_dict=False)[0]
+        scale, shift = self.latent_scaling
+        z = latents.to(self.vae.dtype) / scale + shift
+        return self.vae.decode(z, return_dict=False)[0]
 
     def white_latent(self, height: int, width: int) -> torch.Tensor:
         """The latent of a plain white canvas [1, C, h, w] (encoded once per size, then cached)."""
@@ -224,11 +187,17 @@ class Model:
     def schedule(self, steps: int | None = None, timesteps: Any = None) -> sampling.SamplerSchedule:
         """This model's sampler table for ``steps`` or explicit ``timesteps`` (default: the model's
         ``defaults.timesteps``, else the family's default steps)."""
-        if steps is None and timesteps is None:
-            timesteps = self.defaults.timesteps
-            steps = self.family.default_steps if timesteps is None else None
-        table = sampling.build_schedule(self.sampler, self.scheduler_config, steps=steps, timesteps=timesteps)
-        return table.to(self.device)
+        return schedule_for(self.sampler, self.scheduler_config, self.defaults, self.family, steps,
+                            timesteps).to(self.device)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Model(name={self.name!r}, family={self.family.name!r}, sampler={self.sampler!r}, device={self.device})"
+
+
+def schedule_for(sampler: str, scheduler_config: Any, defaults: SamplingDefaults, family: FamilySpec,
+                 steps: int | None = None, timesteps: Any = None) -> sampling.SamplerSchedule:  # fmt: skip
+    """The sampler table for ``steps`` or ``timesteps``, falling back to ``defaults`` then the family's steps."""
+    if steps is None and timesteps is None:
+        timesteps = defaults.timesteps
+        steps = family.default_steps if timesteps is None else None
+    return sampling.build_schedule(sampler, scheduler_config, steps=steps, timesteps=timesteps)

@@ -42,9 +42,10 @@ import torch
 
 from . import masks as M
 from . import sampling as S
+from .conditioning import Conditioning
 from .engines import EngineSet, load_engines, weights_fingerprint
 from .errors import ConfigError
-from .family import Conditioning
+from .families import TileGeometry
 from .generation import check_sampling_options, image_to_tensor, prepare_masks, to_output
 from .model import Model
 from .request import Background, Brush
@@ -74,7 +75,7 @@ class StreamNetworks:
         scale, shift = engines.manifest.vae_scaling_factor, engines.manifest.vae_shift_factor
 
         def denoise(x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-            return engines.denoiser(x, t, cond.embeds)
+            return engines.denoiser(sample=x, timestep=t, **cond)
 
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             return (engines.encoder(pixels) - shift) * scale
@@ -113,7 +114,7 @@ class _Tables:
     fill_on: torch.Tensor  # [R, 1, 1, 1] bool: brush row at a bootstrap step (sees the white fill outside)
     roll: torch.Tensor  # [R, h·w] gather index that centres a row's input (identity when not centred)
     unroll: torch.Tensor  # [R, h·w] its inverse
-    embeds: torch.Tensor  # [R·(2 with CFG), N, D] conditioning rows ([uncond rows; cond rows] with CFG)
+    conditioning: dict[str, torch.Tensor]  # name -> [R·(2 with CFG), ...] rows ([uncond rows; cond rows] with CFG)
     paste: torch.Tensor | None  # [1, 1, H, W] soft union of brush masks when inpainting over an image
     background_pixels: torch.Tensor | None  # [1, 3, H, W] in [-1, 1] when inpainting
     centred: bool  # some row is centred (else the frame skips the gathers)
@@ -409,9 +410,12 @@ class Stream:
                 uncond[free] = m.encode_prompt(bg.negative_prompt)
             known_weight.zero_()
         known = state.background_latent if state.background_latent is not None else self._white
-        embeds = Conditioning.cat([c.to("cpu") for c in cond] * T).embeds
-        if cfg:
-            embeds = torch.cat([Conditioning.cat([c.to("cpu") for c in uncond] * T).embeds, embeds])
+        canvas = TileGeometry(self.height, self.width, 0, 0, self.height, self.width)
+
+        def step_major(per_slot: list[Conditioning]) -> Conditioning:  # row k·L + i: slot i at step k
+            return Conditioning.cat([m.family.conditioning_for(c, canvas).to("cpu") for c in per_slot] * T)
+
+        batch = Conditioning.cat([step_major(uncond), step_major(cond)]) if cfg else step_major(cond)
         centred = bool((roll != base.flatten()).any())
         paste = None
         if state.background_pixels is not None:
@@ -419,7 +423,7 @@ class Stream:
         return _Tables(
             weights=weights, known_weight=known_weight, known_latent=known.detach().to("cpu"),
             fill_on=fill_on.view(R, 1, 1, 1), roll=roll.view(R, h * w), unroll=unroll.view(R, h * w),
-            embeds=embeds, paste=paste, centred=centred,
+            conditioning=dict(batch), paste=paste, centred=centred,
             background_pixels=None if state.background_pixels is None else state.background_pixels.cpu(),
         )  # fmt: skip
 
@@ -430,9 +434,10 @@ class Stream:
         if tables is None:
             return
         dev, dt = self.device, self.dtype
-        for name in ("weights", "known_weight", "known_latent", "fill_on", "roll", "unroll", "embeds",
-                     "paste", "background_pixels"):  # fmt: skip
-            src = getattr(tables, name)
+        named = {name: getattr(tables, name) for name in ("weights", "known_weight", "known_latent", "fill_on",
+                                                          "roll", "unroll", "paste", "background_pixels")}  # fmt: skip
+        named.update({f"cond.{n}": t for n, t in tables.conditioning.items()})  # one buffer per name
+        for name, src in named.items():
             if src is None:
                 continue
             src = src.to(dt) if src.is_floating_point() else src
@@ -441,6 +446,7 @@ class Stream:
                 buf = self.buffers[name] = torch.empty(src.shape, dtype=src.dtype, device=dev)
             buf.copy_(src, non_blocking=True)
         self._inpaint, self._centred = tables.paste is not None, tables.centred
+        self._conditioning = Conditioning({n: self.buffers[f"cond.{n}"] for n in tables.conditioning})
 
     # ------------------------------------------------------------------ frames (one thread)
     @torch.no_grad()
@@ -519,7 +525,7 @@ class Stream:
         model_in = S.model_input(inp, self._step_of_row, sched)
         if self.cfg == "full":
             model_in = torch.cat([model_in, model_in])
-        pred = self._timed("denoiser", self.networks.denoise, model_in, self._t_rows, Conditioning(b["embeds"]))
+        pred = self._timed("denoiser", self.networks.denoise, model_in, self._t_rows, self._conditioning)
         pred = pred.to(device=self.device, dtype=self.dtype)
         if self.cfg == "full":
             uncond, cond = pred.chunk(2)
@@ -572,7 +578,7 @@ class Stream:
 def _check_text_encoder_pairing(model: Model, engines: EngineSet) -> None:
     """Warn when the text encoder is not the one the engine set was built with (same name, other weights)."""
     req = engines.manifest.request
-    if req.text_encoder_weights and weights_fingerprint(model.text_encoder) != req.text_encoder_weights:
+    if req.text_encoder_weights and weights_fingerprint(*model.prompts.modules()) != req.text_encoder_weights:
         log.warning(
             "the text encoder of %s differs from the one %s was built with (a retrained or updated model, or "
             "one loaded in bfloat16); if images look wrong, rebuild it with: %s",

@@ -49,16 +49,9 @@ def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: st
         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
         norm_num_groups=8, layers_per_block=1, sample_size=64,
     )  # fmt: skip
-    sched_config = dict(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    from .families.sd15 import SCHEDULER_CONFIG
+
+    sched_config = {**SCHEDULER_CONFIG, "prediction_type": prediction_type}
     sched = sampling.make_scheduler(scheduler, sched_config)
     return diffusers.StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
@@ -75,10 +68,6 @@ SD15_UNET = dict(
 )  # fmt: skip
 SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
                  max_position_embeddings=77)  # fmt: skip
-SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-                      timestep_spacing="leading")  # fmt: skip
-
 
 def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     """SD1.5-sized UNet (860M) and CLIP text encoder, and a TAESD-sized AutoencoderTiny, all with random
@@ -89,6 +78,7 @@ def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from . import sampling
+    from .families.sd15 import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +87,7 @@ def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
                                                 vocab_size=len(tokenizer), **SD15_TEXT))  # fmt: skip
     unet = diffusers.UNet2DConditionModel(**SD15_UNET)
     vae = diffusers.AutoencoderTiny()  # its defaults are TAESD's architecture
-    sched = sampling.make_scheduler("lcm", SD15_SCHEDULER)
+    sched = sampling.make_scheduler("lcm", SCHEDULER_CONFIG)
     pipe = diffusers.StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

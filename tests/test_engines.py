@@ -12,7 +12,7 @@ import torch
 import semdraw
 from semdraw import backends, engines
 from semdraw.build_engines import cli
-from semdraw.build_engines.networks import UNetIO
+from semdraw.build_engines.networks import DenoiserIO
 from semdraw.toy.architecture import SIZE
 
 from .conftest import save_tiny_model_with_lora
@@ -65,7 +65,7 @@ def test_onnxruntime_equals_torch_and_the_unfused_adapter(built):
     got = es.denoiser(x, t, emb)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     fused = semdraw.load_model(str(built[0] / "model"), loras=[f"{built[0] / 'lora'}:0.7"], device="cpu")
-    torch_runner = backends.TorchRunner(UNetIO(fused.unet))  # the third, interchangeable backend
+    torch_runner = backends.TorchRunner(DenoiserIO(fused.unet))  # the third, interchangeable backend
     torch.testing.assert_close(torch_runner(x, t, emb), got, rtol=1e-4, atol=1e-4)
     assert (got - plain).abs().max() > 1e-3
     img = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1

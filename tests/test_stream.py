@@ -136,13 +136,13 @@ def test_set_seed_takes_effect_for_new_images(toy):
 # ---------------------------------------------------------------- live updates
 def count_encodings(model, monkeypatch):
     calls: list[str] = []
-    original = model._encode_clip
+    original = model.prompts._encode_uncached
 
     def counting(text):
         calls.append(text)
         return original(text)
 
-    monkeypatch.setattr(model, "_encode_clip", counting)
+    monkeypatch.setattr(model.prompts, "_encode_uncached", counting)
     return calls
 
 

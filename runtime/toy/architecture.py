@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..families.sd15 import SCHEDULER_CONFIG as SD15_SCHEDULER
 from .world import vocabulary_words
 
 # Native canvas side in pixels; latent 16x16 (8x factor, 4 channels, as SD1.5). A 64 px canvas (8x8
@@ -30,11 +31,7 @@ VAE = dict(
     num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
 )  # fmt: skip
 # The SD1.5 noise schedule, with v-prediction (an epsilon model ignored the text within our budget).
-SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
-    timestep_spacing="leading", original_inference_steps=50,
-)  # fmt: skip
+SCHEDULER = {**SD15_SCHEDULER, "prediction_type": "v_prediction", "original_inference_steps": 50}
 LORA_TARGETS = [
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
     "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",

@@ -1,0 +1,86 @@
+"""Stable Diffusion 1.5 (and every SD1.5-shaped model, the embedded ``toy`` included).
+
+One CLIP text encoder; the UNet takes its last hidden states as ``encoder_hidden_states`` [B, 77, 768].
+4 latent channels at 1/8 of the canvas; the VAE scales by its ``scaling_factor`` (no shift).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .. import tiny, toy
+from ..conditioning import TOKEN_EMBEDDINGS, Conditioning
+from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults
+
+log = logging.getLogger(__name__)
+
+# SD1.5's training noise schedule (runwayml/stable-diffusion-v1-5's scheduler config).
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    timestep_spacing="leading",
+)  # fmt: skip
+
+
+@torch.no_grad()
+def encode_clip(tokenizer: Any, text_encoder: torch.nn.Module, text: str) -> torch.Tensor:
+    """A prompt's CLIP last hidden states [1, N, D], exactly as diffusers' StableDiffusionPipeline.encode_prompt
+    computes them (padded to the tokenizer's max length, no clip skip)."""
+    enc = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")  # fmt: skip
+    ids = enc.input_ids
+    full = tokenizer(text, padding="longest", return_tensors="pt").input_ids
+    if full.shape[-1] > ids.shape[-1]:
+        log.warning("prompt truncated to %d tokens: %r", tokenizer.model_max_length, text)
+    device = text_encoder.device
+    mask = enc.attention_mask.to(device) if getattr(text_encoder.config, "use_attention_mask", False) else None
+    return text_encoder(ids.to(device), attention_mask=mask)[0]
+
+
+def encode_prompt(components: Mapping[str, Any], text: str) -> dict[str, torch.Tensor]:
+    return {TOKEN_EMBEDDINGS: encode_clip(components["tokenizer"], components["text_encoder"], text)}
+
+
+def call_unet(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    return unet(sample, timestep, encoder_hidden_states=cond[TOKEN_EMBEDDINGS], return_dict=False)[0]
+
+
+PRESETS = {
+    "sd15": Preset(
+        source="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        loras=(("latent-consistency/lcm-lora-sdv1-5", 1.0),),
+        tiny_vae="madebyollin/taesd",
+        sampler="lcm",
+    ),
+    # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline; its LCM-distilled
+    # LoRA is fused as SD1.5's is. Its defaults (two LCM steps, two centred bootstrap steps) are the best
+    # region accuracy + object presence measured by `semdraw-bench fidelity --sweep` (weights/MODEL_CARD.md).
+    "toy": Preset(source=str(toy.BASE_DIR), loras=((str(toy.LORA_DIR), 1.0),), sampler="lcm",
+                  closed_vocabulary=toy.known_words,
+                  defaults=SamplingDefaults(timesteps=toy.TIMESTEPS, bootstrap_steps=2)),  # fmt: skip
+    # SD1.5-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
+    "sd15-random": Preset(source="(random weights)", sampler="lcm", build=tiny.make_sd15_sized_pipeline),
+}
+
+SD15 = FamilySpec(
+    name="sd15",
+    pipeline_class="StableDiffusionPipeline",
+    denoiser="unet",
+    text_components=("tokenizer", "text_encoder"),
+    conditioning=(InputSpec(TOKEN_EMBEDDINGS, ("batch", "tokens", "width")),),
+    encode_prompt=encode_prompt,
+    call_denoiser=call_unet,
+    latent_channels=4,
+    latent_factor=8,
+    default_sampler="lcm",
+    default_steps=4,
+    default_guidance=1.0,
+    scheduler_config=SCHEDULER_CONFIG,
+    make_tiny=tiny.make_tiny_pipeline,
+    make_sized=tiny.make_sd15_sized_pipeline,
+    presets=PRESETS,
+)

@@ -1,0 +1,109 @@
+"""The family contract: everything that differs between model families, as one typed value.
+
+A family (SD1.5, SDXL, SD3) is a :class:`FamilySpec`. The algorithm, the stream, the exporter and the
+runners read these fields and never branch on a family's name; adding a family is writing one module
+that builds one ``FamilySpec`` (see ``docs/architecture.md``, "Adding a family").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..conditioning import Conditioning
+
+# The denoiser's two inputs besides the conditioning, in every family and every engine set.
+SAMPLE, TIMESTEP = "sample", "timestep"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named denoiser input: its symbolic shape (documentation and manifest checks) and dtype."""
+
+    name: str
+    dims: tuple[str, ...]  # e.g. ("batch", "tokens", "width")
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """Where a tile lies on the canvas, in pixels: what size-dependent conditioning is built from."""
+
+    canvas_height: int
+    canvas_width: int
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A model's measured best sampling settings, used wherever a caller leaves them out.
+
+    ``timesteps``: the default schedule (None: the family's ``default_steps`` as the scheduler picks them);
+    ``bootstrap_steps``: steps with the white bootstrap fill, and (unless told otherwise) with mask centring.
+    """
+
+    timesteps: tuple[float, ...] | None = None
+    bootstrap_steps: int = 1
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, known-good model: base weights, acceleration LoRAs, VAE and sampler."""
+
+    source: str  # hub id or folder of the base pipeline
+    loras: tuple[tuple[str, float], ...] = ()
+    tiny_vae: str | None = None  # hub id of a TAESD-style AutoencoderTiny replacing the VAE
+    sampler: str | None = None
+    closed_vocabulary: Callable[[], frozenset[str]] | None = None  # warn about words outside it
+    build: Callable[[torch.dtype], Any] | None = None  # builds the pipeline in memory instead of loading
+    defaults: SamplingDefaults = SamplingDefaults()
+
+
+def vae_scale_shift(vae_config: Any) -> tuple[float, float]:
+    """(scaling_factor, shift_factor) of a VAE config: latent = (raw - shift) · scale (shift 0 if absent)."""
+    return float(vae_config.scaling_factor), float(getattr(vae_config, "shift_factor", None) or 0.0)
+
+
+EncodePrompt = Callable[[Mapping[str, Any], str], dict[str, torch.Tensor]]
+CallDenoiser = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]
+TileConditioning = Callable[[Conditioning, TileGeometry], Conditioning]
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the runtime must know about a model family (one value per family module)."""
+
+    name: str
+    pipeline_class: str  # the diffusers pipeline class these checkpoints load with
+    denoiser: str  # component name of the denoiser ("unet", "transformer")
+    text_components: tuple[str, ...]  # tokenizer / text-encoder component names a prompt goes through
+    conditioning: tuple[InputSpec, ...]  # the denoiser's named conditioning inputs, in export order
+    encode_prompt: EncodePrompt  # (components, text) -> {name: tensor [1, ...]} (size-independent part)
+    call_denoiser: CallDenoiser  # (module, sample, timestep, conditioning) -> model output: the one call
+    latent_channels: int
+    latent_factor: int  # pixels per latent pixel
+    default_sampler: str  # key of semdraw.sampling.SAMPLERS
+    default_steps: int
+    default_guidance: float  # few-step models run at 1 (no negative pass)
+    scheduler_config: Mapping[str, Any]  # the family's training noise schedule
+    make_tiny: Callable[..., Any]  # tiny random pipeline for the fast tests: (folder, scheduler=, prediction_type=, seed=)
+    make_sized: Callable[[torch.dtype], Any] | None = None  # full-size random pipeline, for timing
+    presets: Mapping[str, Preset] = field(default_factory=dict)
+    # Size-dependent conditioning (SDXL's time ids) added per tile after the prompt cache; None: none.
+    tile_conditioning: TileConditioning | None = None
+    latent_scaling: Callable[[Any], tuple[float, float]] = vae_scale_shift
+
+    @property
+    def denoiser_inputs(self) -> tuple[str, ...]:
+        """Every named denoiser input, in the order engine sets record them."""
+        return (SAMPLE, TIMESTEP, *(i.name for i in self.conditioning))
+
+    def conditioning_for(self, cond: Conditioning, tile: TileGeometry) -> Conditioning:
+        """The prompt's conditioning completed for one tile (identity for size-independent families)."""
+        return cond if self.tile_conditioning is None else self.tile_conditioning(cond, tile)
