@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -83,28 +85,73 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _tools(with_tensorrt: bool) -> dict[str, str]:
-    import diffusers
-    import onnx
-    import onnxruntime
+    from importlib.metadata import version  # installed versions, without importing the libraries
 
-    tools = {"torch": torch.__version__, "diffusers": diffusers.__version__, "onnx": onnx.__version__,
-             "onnxruntime": onnxruntime.__version__, "opset": str(steps.OPSET)}  # fmt: skip
+    tools = {"torch": torch.__version__, "diffusers": version("diffusers"), "onnx": version("onnx"),
+             "onnxruntime": version("onnxruntime"), "opset": str(steps.OPSET)}  # fmt: skip
     if with_tensorrt:
         tools["tensorrt_target"] = steps.tensorrt_tag()
     return tools
 
 
+# Request fields and the argparse destinations that set them (the field is "loras", the flag --lora).
+_FIELD_DEST = {"model": "model", "loras": "lora", "height": "height", "width": "width", "layers": "layers",
+               "timesteps": "timesteps", "cfg": "cfg", "backend": "backend", "precision": "precision",
+               "out": "out", "workspace_gb": "workspace_gb"}  # fmt: skip
+
+
+def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> engines.RebuildCommand:
+    """The command line that builds exactly ``request`` into ``out``, from this tool's own parser (so a
+    renamed flag can never leave a stale hint), with the flag of each request field."""
+    flags = {a.dest: a.option_strings[-1] for a in _parser()._actions if a.option_strings}
+    by_field = {field: flags[dest] for field, dest in _FIELD_DEST.items()}
+    argv = ["build-engines", by_field["model"], request.model]
+    for src, scale in request.loras:
+        argv += [by_field["loras"], f"{src}:{scale:g}"]
+    values = {"height": request.height, "width": request.width, "layers": request.layers,
+              "timesteps": ",".join(f"{t:g}" for t in request.timesteps), "cfg": request.cfg,
+              "backend": request.backend, "precision": request.precision, "out": out}  # fmt: skip
+    for field, value in values.items():
+        argv += [by_field[field], str(value)]
+    if request.backend != "onnx":
+        argv += [by_field["workspace_gb"], f"{workspace_gb:g}"]
+    return engines.RebuildCommand(tuple(argv), by_field)
+
+
+def _source_key(args: argparse.Namespace, backend: str, tools: dict[str, str], source: str) -> str:
+    """A cache key known before loading anything: the request as given, the source files, the tools."""
+    asked = {"model": args.model, "loras": list(args.lora), "height": args.height, "width": args.width,
+             "layers": args.layers, "steps": args.steps, "timesteps": args.timesteps, "cfg": args.cfg,
+             "backend": backend, "precision": args.precision}  # fmt: skip
+    blob = json.dumps({"asked": asked, "source": source, "tools": tools, "format": engines.FORMAT_VERSION},
+                      sort_keys=True)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _cached(out: Path, source_key: str) -> bool:
+    """Whether ``out`` already holds a complete set for this source key (no model loaded to decide)."""
+    if not source_key or not (out / MANIFEST).exists():
+        return False
+    try:
+        old = engines.read_manifest(out)
+        if old.source_key != source_key:
+            return False
+        engines.verify_files(out, old)
+    except engines.EngineSetError as err:
+        log.info("rebuilding %s: %s", out, err)
+        return False
+    return True
+
+
 def build(args: argparse.Namespace) -> Path:
     import semdraw
+    from semdraw.loading import source_fingerprint
 
     if args.layers < 1:
         raise SemdrawError(f"--layers must be >= 1, got {args.layers}")
+    if args.workspace_gb <= 0:
+        raise SemdrawError(f"--workspace-gb must be > 0, got {args.workspace_gb}")
     started = time.perf_counter()
-    model = semdraw.load_model(args.model, loras=args.lora, device="cpu", dtype=torch.float32)
-    height, width = args.height or model.native_size, args.width or model.native_size
-    model.latent_size(height, width)  # clear error for sizes that do not divide
-    timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
-    sched = model.schedule(steps=args.steps, timesteps=timesteps)
     want_trt = args.backend in ("tensorrt", "all")
     trt_ok = want_trt and backends.tensorrt_available()
     if want_trt and not trt_ok:
@@ -114,16 +161,28 @@ def build(args: argparse.Namespace) -> Path:
         except backends.BackendError:
             why = "tensorrt is not installed"
         log.info("TensorRT skipped (%s); building ONNX only", why)
+    backend = args.backend if trt_ok else "onnx"
+    tools = _tools(trt_ok)
+    out = args.out or Path("engines") / Path(args.model.rstrip("/")).name.removesuffix(".safetensors")
+    source = source_fingerprint(args.model, args.lora)
+    source_key = _source_key(args, backend, tools, source) if source is not None else ""
+    if _cached(out, source_key):
+        log.info("cache hit: %s is up to date (source key %s); nothing loaded or rebuilt", out, source_key)
+        return out
+
+    model = semdraw.load_model(args.model, loras=args.lora, device="cpu", dtype=torch.float32)
+    height, width = args.height or model.native_size, args.width or model.native_size
+    model.latent_size(height, width)  # clear error for sizes that do not divide
+    timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
+    sched = model.schedule(steps=args.steps, timesteps=timesteps)
     request = BuildRequest(
         model=args.model, loras=tuple(semdraw.parse_lora(x) for x in args.lora), height=height, width=width,
         layers=args.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=args.cfg,
-        backend=args.backend if trt_ok else "onnx", precision=args.precision,
+        backend=backend, precision=args.precision,
         networks_weights=engines.weights_fingerprint(model.denoiser, model.vae),
         text_encoder_weights=engines.weights_fingerprint(*model.prompts.modules()),
     )  # fmt: skip
-    tools = _tools(trt_ok)
     key = request.key(tools)
-    out = args.out or Path("engines") / Path(args.model.rstrip("/")).name.removesuffix(".safetensors")
     if (out / MANIFEST).exists():
         try:
             old = engines.read_manifest(out)
@@ -140,12 +199,15 @@ def build(args: argparse.Namespace) -> Path:
     tmp.mkdir()
     try:
         entries = _build_networks(model, request, tmp, trt_ok, args.workspace_gb)
+        text = _save_text(model, tmp)
+        scale, shift = model.latent_scaling
         manifest = Manifest(
             request=request, key=key, family=model.family.name, sampler=model.sampler,
             scheduler_config=dict(model.scheduler_config), latent_channels=model.latent_channels,
             latent_height=height // model.vae_scale_factor, latent_width=width // model.vae_scale_factor,
-            vae_scaling_factor=model.latent_scaling[0], vae_shift_factor=model.latent_scaling[1],
-            tools=tools, networks=entries, fused_loras=tuple(model.loras),
+            vae_scaling_factor=scale, vae_shift_factor=shift, tools=tools, networks=entries,
+            rebuild=rebuild_command(request, out, args.workspace_gb), text=text,
+            bootstrap_steps=model.defaults.bootstrap_steps, source_key=source_key, fused_loras=tuple(model.loras),
         )  # fmt: skip
         (tmp / MANIFEST).write_text(manifest.to_json())
         _swap_into_place(tmp, out)
@@ -154,6 +216,29 @@ def build(args: argparse.Namespace) -> Path:
         raise
     log.info("engine set %s built in %.0f s (key %s)", out, time.perf_counter() - started, key)
     return out
+
+
+def _save_text(model, folder: Path) -> engines.TextEntry:
+    """The text half of the set: each tokenizer / text encoder (LoRAs fused) saved as the library saves it
+    (safetensors weights), reloaded and checked to encode exactly as the model does."""
+    from semdraw.prompts import PromptEncoder
+
+    text_dir = folder / engines.TEXT_FOLDER
+    classes = {}
+    for name, component in model.prompts.components.items():
+        component.save_pretrained(str(text_dir / name))
+        classes[name] = type(component).__name__
+    reloaded = PromptEncoder(model.family, engines.load_text_components(text_dir, classes))
+    for prompt in ("blue sky", "a red circle", ""):
+        want, got = model.encode_prompt(prompt), reloaded(prompt)
+        for n in want:
+            err = steps.compare(got[n], want[n])["max_abs"]
+            if err > steps.FP32_MAX_ABS:
+                raise steps.BuildError(f"the saved text encoder's {n} differs from the model's by {err:.2e}")
+    files = sorted(p for p in text_dir.rglob("*") if p.is_file())
+    vocab = model.vocabulary
+    return engines.TextEntry(classes, {str(p.relative_to(folder)): sha256_file(p) for p in files},
+                             None if vocab is None else tuple(sorted(vocab)))  # fmt: skip
 
 
 def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,

@@ -3,30 +3,47 @@
 >>> import semdraw
 >>> model = semdraw.load_model("sd15")                    # or Model.from_pipeline(pipe)
 >>> image = semdraw.generate(model, [semdraw.Brush("a red circle", mask)], seed=0)
+
+Names are imported on first use, so ``import semdraw`` (and a tool that only reads an engine set's
+manifest) does not pay for diffusers and transformers until it needs them.
 """
 
-from . import masks, sampling
-from .conditioning import Conditioning
-from .engines import EngineSet, EngineSetError, load_engines
-from .errors import (
-    ConfigError,
-    LoraError,
-    MaskError,
-    ModelNotFoundError,
-    SemdrawError,
-    SizeError,
-    UnsupportedFamilyError,
-)
-from .families import FAMILIES, FamilySpec, get_family
-from .generation import brushes_from, generate, panorama
-from .loading import DEFAULT_MODEL, PRESETS, load_model, parse_lora
-from .model import Model, SamplingDefaults, UnknownWordsWarning
-from .request import Background, Brush
-from .stream import Stream
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODEL", "FAMILIES", "PRESETS", "UnknownWordsWarning", "Background", "Brush", "Conditioning", "ConfigError", "EngineSet", "EngineSetError", "FamilySpec", "LoraError",
-    "MaskError", "Model", "ModelNotFoundError", "SamplingDefaults", "SemdrawError", "SizeError", "Stream", "UnsupportedFamilyError",
-    "brushes_from", "generate", "get_family", "load_engines", "load_model", "masks", "panorama", "parse_lora", "sampling",
-]  # fmt: skip
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "Background": "request", "Brush": "request",
+    "Conditioning": "conditioning",
+    "ConfigError": "errors", "LoraError": "errors", "MaskError": "errors", "ModelNotFoundError": "errors",
+    "SemdrawError": "errors", "SizeError": "errors", "UnsupportedFamilyError": "errors",
+    "EngineSet": "engines", "EngineSetError": "engines", "load_engines": "engines",
+    "FAMILIES": "families", "FamilySpec": "families", "get_family": "families",
+    "brushes_from": "generation", "generate": "generation", "panorama": "generation",
+    "DEFAULT_MODEL": "loading", "PRESETS": "loading", "load_model": "loading", "parse_lora": "loading",
+    "Model": "model", "SamplingDefaults": "model", "UnknownWordsWarning": "model",
+    "Stream": "stream",
+}  # fmt: skip
+_SUBMODULES = {"backends", "conditioning", "engines", "families", "generation", "loading", "masks", "model",
+               "prompts", "request", "sampling", "stream", "tiny", "toy"}  # fmt: skip
+
+__all__ = sorted(_EXPORTS) + ["masks", "sampling"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'semdraw' has no attribute {name!r}")
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)

@@ -198,10 +198,11 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
                               timesteps=args.timesteps, seed=0, cfg=args.cfg)  # fmt: skip
     if args.engines is None:
         raise semdraw.ConfigError(
-            f"backend {backend} runs an engine set: build one with `build-engines --model {args.model} "
-            f"--layers {layers} --backend onnx` (add --height/--width if not native) and pass --engines FOLDER"
+            f"backend {backend} runs an engine set: build one for {args.model} with build-engines (see "
+            "`build-engines --help`) and pass --engines FOLDER"
         )
-    return semdraw.Stream(args.engines, backend=backend, model=model, seed=0, cfg=args.cfg)
+    # The set's own text encoders: no second copy of the model in memory.
+    return semdraw.Stream(args.engines, backend=backend, seed=0, cfg=args.cfg)
 
 
 def stream(args: argparse.Namespace) -> int:
@@ -228,16 +229,21 @@ def stream(args: argparse.Namespace) -> int:
     if backend == "auto":
         backend = "torch" if args.engines is None else ("tensorrt" if semdraw.backends.tensorrt_available()
                                                         else "onnxruntime")  # fmt: skip
-    model = semdraw.load_model(args.model, device=args.device)
-    args.height, args.width = args.height or model.native_size, args.width or model.native_size
-    n_steps = model.schedule(steps=args.steps, timesteps=args.timesteps).steps
+    # The torch model is loaded only for the runs that need it (a torch stream, the one-shot baseline,
+    # the scaling runs): an engine-set run alone holds one copy of the weights, the set's.
+    needs_torch = backend == "torch" or args.compare == "torch" or not args.no_baseline or bool(args.scaling)
+    model = semdraw.load_model(args.model, device=args.device) if needs_torch else None
+    if model is not None:
+        args.height, args.width = args.height or model.native_size, args.width or model.native_size
     if args.brushes > layers:
         log.error("semdraw-bench: %d brushes do not fit %d layers", args.brushes, layers)
         return 2
     brushes = bench_brushes(args.brushes, args.height, args.width)
     log.info("stream bench: %s, %dx%d, %d brushes in %d layers, backend %s, %d frames after %d warm-up",
              args.model, args.height, args.width, args.brushes, layers, backend, args.frames, args.warmup)  # fmt: skip
-    rows = [time_stream(_make_stream(backend, args, model, layers), brushes, args.warmup, args.frames, "stream")]
+    main_stream = _make_stream(backend, args, model, layers)
+    n_steps = main_stream.steps
+    rows = [time_stream(main_stream, brushes, args.warmup, args.frames, "stream")]
     if args.compare:
         rows.append(time_stream(_make_stream(args.compare, args, model, layers), brushes, args.warmup,
                                 args.frames, "stream"))  # fmt: skip
@@ -249,7 +255,7 @@ def stream(args: argparse.Namespace) -> int:
         scaling.append(time_stream(s, brushes[: min(n, len(brushes))], args.warmup, args.frames,
                                    f"torch stream, layers={n}"))  # fmt: skip
     machine = f"{platform.machine()}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
-    if torch.cuda.is_available() and model.device.type == "cuda":
+    if torch.cuda.is_available() and main_stream.device.type == "cuda":
         machine += f", {torch.cuda.get_device_name()}"
     print(f"\nStream: {args.model} {args.height}x{args.width}, {args.brushes} brushes / {layers} layers, "
           f"{n_steps} steps, cfg {args.cfg}; {machine}\n")  # fmt: skip

@@ -1,9 +1,13 @@
-"""Engine sets: a folder of ONNX files / TensorRT plans plus ``manifest.json``, and how to load one.
+"""Engine sets: a self-sufficient folder of ONNX files / TensorRT plans, the text encoder(s), and
+``manifest.json``; and how to load one.
 
 The manifest says what was built from what (model, fused LoRAs, canvas, stream-batch shape, timesteps,
-I/O of every network, tool versions, file hashes) and carries a cache key over all of it. The runtime
-refuses an engine set that is incomplete, corrupt, or built for another request, with the exact
-``build-engines`` command that rebuilds it.
+I/O of every network by name, tool versions, file hashes) and carries a cache key over all of it. The
+text half (tokenizers and text encoders with the LoRAs fused, as safetensors) lives in ``text/``, so a
+stream on an engine set never loads the source model. The runtime refuses an engine set that is
+incomplete, corrupt, or built for another request, with the command that rebuilds it: the build tool
+records that command (and which flag sets which request field) in the manifest; the runtime never
+composes flags of its own.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ import torch
 
 from . import backends
 from .errors import SemdrawError
+from .families import get_family
+from .prompts import PromptEncoder
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: text encoders in the set, recorded rebuild command, source key
+TEXT_FOLDER = "text"
 NETWORK_ROLES = ("denoiser", "vae_encoder", "vae_decoder")
 
 
@@ -89,19 +96,45 @@ class BuildRequest:
         """Stream-batch rows: L layers x T steps (x2 with full CFG), ordered step-major."""
         return self.layers * len(self.timesteps) * (2 if self.cfg == "full" else 1)
 
-    def command(self, out: str | Path) -> str:
-        """The build-engines command line that builds exactly this request."""
-        args = ["build-engines", "--model", self.model]
-        for src, scale in self.loras:
-            args += ["--lora", f"{src}:{scale:g}"]
-        args += ["--height", str(self.height), "--width", str(self.width), "--layers", str(self.layers),
-                 "--timesteps", ",".join(f"{t:g}" for t in self.timesteps), "--cfg", self.cfg,
-                 "--backend", self.backend, "--precision", self.precision, "--out", str(out)]  # fmt: skip
-        return shlex.join(args)
-
     def key(self, tools: dict[str, str]) -> str:
         blob = json.dumps({"request": asdict(self), "tools": tools, "format": FORMAT_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(_format_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class RebuildCommand:
+    """The command that built a set, as the build tool recorded it, and the flag of each request field."""
+
+    argv: tuple[str, ...]
+    flags: dict[str, str]  # request field (e.g. "layers") -> the flag that sets it (e.g. "--layers")
+
+    def line(self, **changes: Any) -> str:
+        """The recorded command with some request fields changed (e.g. ``line(layers=5)``), shell-quoted."""
+        argv = list(self.argv)
+        for name, value in changes.items():
+            flag = self.flags.get(name)
+            if flag is None:
+                continue  # not settable from the command line: the recorded command is the best advice
+            if flag in argv:
+                argv[argv.index(flag) + 1] = _format_value(value)
+            else:
+                argv += [flag, _format_value(value)]
+        return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class TextEntry:
+    """The set's text half: tokenizers and text encoders (LoRAs fused) saved under ``text/<component>``."""
+
+    components: dict[str, str]  # component name -> its transformers class
+    sha256: dict[str, str]  # file (relative to the set) -> hash
+    vocabulary: tuple[str, ...] | None = None  # a closed vocabulary (toy): outside words are warned about
 
 
 @dataclass(frozen=True)
@@ -118,9 +151,18 @@ class Manifest:
     vae_shift_factor: float
     tools: dict[str, str]
     networks: dict[str, NetworkEntry]
+    rebuild: RebuildCommand
+    text: TextEntry
+    bootstrap_steps: int  # the model's default (SamplingDefaults.bootstrap_steps)
+    # a key over the request as given and the source files, known before any model is loaded ("" if none)
+    source_key: str = ""
     format: int = FORMAT_VERSION
-    # every LoRA baked into the exported denoiser: the preset's own (toy, sd15: their LCM-LoRAs) and --lora's
+    # every LoRA baked into the exported networks: the preset's own (toy, sd15: their LCM-LoRAs) and --lora's
     fused_loras: tuple[tuple[str, float], ...] = ()
+
+    def rebuild_line(self, folder: str | Path, **changes: Any) -> str:
+        """The recorded build command for this set at ``folder`` (it may have moved), with ``changes``."""
+        return self.rebuild.line(out=folder, **changes)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -142,7 +184,12 @@ class Manifest:
             for name, n in raw["networks"].items()
         }
         fused = tuple(tuple(x) for x in raw.get("fused_loras", ()))  # as the request's loras
-        return Manifest(**{**raw, "request": request, "networks": networks, "fused_loras": fused})
+        rebuild = RebuildCommand(tuple(raw["rebuild"]["argv"]), dict(raw["rebuild"]["flags"]))
+        text = raw["text"]
+        vocab = text.get("vocabulary")
+        text = TextEntry(dict(text["components"]), dict(text["sha256"]), None if vocab is None else tuple(vocab))
+        return Manifest(**{**raw, "request": request, "networks": networks, "fused_loras": fused,
+                           "rebuild": rebuild, "text": text})  # fmt: skip
 
 
 def sha256_file(path: Path) -> str:
@@ -161,8 +208,14 @@ def read_manifest(path: str | Path) -> Manifest:
             f"{folder} is not an engine set (no {MANIFEST}); build one with `build-engines --out {folder}`"
         )
     try:
+        raw = json.loads(file.read_text())
+        if raw.get("format") != FORMAT_VERSION:
+            raise EngineSetError(
+                f"{folder} has manifest format {raw.get('format')}, this semdraw reads {FORMAT_VERSION}; rebuild "
+                f"it with build-engines (its request was {raw.get('request')})"
+            )
         return Manifest.from_json(file.read_text())
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise EngineSetError(
             f"{file} is unreadable ({err}); delete {folder} and rebuild it with build-engines"
         ) from err
@@ -170,20 +223,22 @@ def read_manifest(path: str | Path) -> Manifest:
 
 def verify_files(folder: Path, manifest: Manifest) -> None:
     """Every file the manifest names exists and has its recorded hash (catches truncation/corruption)."""
-    for role, net in manifest.networks.items():
-        for name, digest in net.sha256.items():
-            p = folder / name
-            if not p.exists():
-                raise EngineSetError(f"{folder}: {role} file {name} is missing; rebuild with: "
-                                     f"{manifest.request.command(folder)}")  # fmt: skip
-            if sha256_file(p) != digest:
-                raise EngineSetError(f"{folder}: {role} file {name} is corrupt or truncated (hash mismatch); "
-                                     f"rebuild with: {manifest.request.command(folder)}")  # fmt: skip
+    files = [(role, name, digest) for role, net in manifest.networks.items() for name, digest in net.sha256.items()]
+    files += [("text", name, digest) for name, digest in manifest.text.sha256.items()]
+    for role, name, digest in files:
+        p = folder / name
+        if not p.exists():
+            raise EngineSetError(f"{folder}: {role} file {name} is missing; rebuild with: "
+                                 f"{manifest.rebuild_line(folder)}")  # fmt: skip
+        if sha256_file(p) != digest:
+            raise EngineSetError(f"{folder}: {role} file {name} is corrupt or truncated (hash mismatch); "
+                                 f"rebuild with: {manifest.rebuild_line(folder)}")  # fmt: skip
 
 
 @dataclass
 class EngineSet:
-    """Loaded networks of an engine set, each a backend runner with the manifest's I/O order."""
+    """Loaded networks of an engine set, each a backend runner fed by the manifest's I/O names, and its
+    prompt encoder (``None`` when loaded with ``text=False``, e.g. because the caller has the model)."""
 
     path: Path
     manifest: Manifest
@@ -191,6 +246,33 @@ class EngineSet:
     denoiser: backends.Denoiser
     encoder: backends.Encoder
     decoder: backends.Decoder
+    prompts: PromptEncoder | None = None
+
+
+def load_text_components(text_dir: Path, classes: dict[str, str]) -> dict[str, Any]:
+    """Each saved text component (``text_dir/<name>``) loaded with its recorded transformers class."""
+    import transformers
+
+    components = {}
+    for name, cls in classes.items():
+        loader = getattr(transformers, cls, None)
+        if loader is None:
+            raise EngineSetError(f"text component {name} needs transformers.{cls}, which this transformers lacks")
+        components[name] = loader.from_pretrained(str(text_dir / name))
+    return components
+
+
+def load_prompt_encoder(folder: str | Path, manifest: Manifest | None = None) -> PromptEncoder:
+    """The set's tokenizers and text encoders (LoRAs fused at build time), on the CPU in float32."""
+    folder = Path(folder)
+    manifest = manifest or read_manifest(folder)
+    try:
+        components = load_text_components(folder / TEXT_FOLDER, manifest.text.components)
+    except EngineSetError as err:
+        raise EngineSetError(f"{folder}: {err}; rebuild with: {manifest.rebuild_line(folder)}") from err
+    vocab = manifest.text.vocabulary
+    return PromptEncoder(get_family(manifest.family), components, name=manifest.request.model,
+                         vocabulary=None if vocab is None else frozenset(vocab))  # fmt: skip
 
 
 def load_engines(
@@ -200,15 +282,14 @@ def load_engines(
     device: str | torch.device | None = None,
     expect: dict[str, Any] | None = None,
     verify: bool = True,
+    text: bool = True,
 ) -> EngineSet:
     """Load an engine set: ``backend`` "auto" (TensorRT when it and CUDA are here, else onnxruntime),
     "tensorrt" or "onnxruntime". ``expect`` (e.g. ``{"height": 64, "layers": 3}``) must match the
-    build request, or the error names the command that rebuilds the set for it."""
+    build request, or the error names the command that rebuilds the set for it. ``text``: also load the
+    set's prompt encoder (the source model is never needed)."""
     folder = Path(path)
     manifest = read_manifest(folder)
-    if manifest.format != FORMAT_VERSION:
-        raise EngineSetError(f"{folder} has manifest format {manifest.format}, this semdraw reads {FORMAT_VERSION}; "
-                             f"rebuild with: {manifest.request.command(folder)}")  # fmt: skip
     if expect:
         _check_expected(folder, manifest, expect)
     if verify:
@@ -220,23 +301,23 @@ def load_engines(
         backend = "tensorrt" if has_plans and backends.tensorrt_available() else "onnxruntime"
     if backend == "tensorrt" and not has_plans:
         raise EngineSetError(f"{folder} has no TensorRT plans; on a CUDA machine rebuild with: "
-                             f"{manifest.request.command(folder).replace('--backend onnx', '--backend all')}")  # fmt: skip
+                             f"{manifest.rebuild_line(folder, backend='all')}")  # fmt: skip
     dev = torch.device(device) if device else torch.device("cuda" if backend == "tensorrt" else "cpu")
     runners = {}
     for role in NETWORK_ROLES:
         net = manifest.networks.get(role)
         if net is None:
             raise EngineSetError(
-                f"{folder} lacks the {role} network; rebuild with: {manifest.request.command(folder)}"
+                f"{folder} lacks the {role} network; rebuild with: {manifest.rebuild_line(folder)}"
             )
         names = [i.name for i in net.inputs]
         if backend == "tensorrt":
             runners[role] = backends.TensorRTRunner(folder / net.tensorrt, names, net.output.name, device=dev)
         else:
             runners[role] = backends.OrtRunner(folder / net.onnx, names, net.output.name, device=dev)
-    return EngineSet(
-        folder, manifest, backend, runners["denoiser"], runners["vae_encoder"], runners["vae_decoder"]
-    )
+    prompts = load_prompt_encoder(folder, manifest) if text else None
+    return EngineSet(folder, manifest, backend, runners["denoiser"], runners["vae_encoder"], runners["vae_decoder"],
+                     prompts)  # fmt: skip
 
 
 def _check_expected(folder: Path, manifest: Manifest, expect: dict[str, Any]) -> None:
@@ -250,10 +331,6 @@ def _check_expected(folder: Path, manifest: Manifest, expect: dict[str, Any]) ->
         if have != v:
             wrong[k] = (have, v)
     if wrong:
-        from dataclasses import replace
-
-        fixed = replace(req, **{k: (tuple(v) if k == "timesteps" else v) for k, (_, v) in wrong.items()})
         detail = ", ".join(f"{k}: built {have!r}, requested {want!r}" for k, (have, want) in wrong.items())
-        raise EngineSetError(
-            f"{folder} was built for another request ({detail}); rebuild with: {fixed.command(folder)}"
-        )
+        fixed = manifest.rebuild_line(folder, **{k: want for k, (_, want) in wrong.items()})
+        raise EngineSetError(f"{folder} was built for another request ({detail}); rebuild with: {fixed}")

@@ -218,3 +218,64 @@ def load_model(
     if preset and preset.closed_vocabulary:
         model.vocabulary = preset.closed_vocabulary()
     return model.to(dev, dt)
+
+
+# Files up to this size are fingerprinted by content; larger ones (multi-GB checkpoints) by size and
+# modification time, so deciding a cache hit never reads gigabytes.
+CONTENT_HASH_LIMIT = 64 << 20
+
+
+def _path_fingerprint(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        stat = f.stat()
+        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{stat.st_size}".encode())
+        if stat.st_size <= CONTENT_HASH_LIMIT:
+            h.update(f.read_bytes())
+        else:
+            h.update(str(stat.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    """The cached snapshot's commit of a hub repo, or None when it is not in the local cache."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # not cached, or huggingface_hub's own offline errors
+        return None
+
+
+def source_fingerprint(name_or_path: str, loras: Sequence[LoraSpec] = ()) -> str | None:
+    """A fingerprint of everything a model would be loaded from, computed without loading it.
+
+    Presets built in memory: their builder; local folders/files: their files; hub ids: the cached
+    snapshot's commit. None when some source is a hub id not in the local cache (it must be loaded,
+    i.e. downloaded, to know what it is).
+    """
+    import semdraw
+
+    key = str(name_or_path).lower()
+    preset = PRESETS.get(key)
+    parts: list[str] = [f"semdraw {semdraw.__version__}"]
+    if preset and preset.build:
+        parts.append(f"built:{preset.build.__module__}.{preset.build.__qualname__}")
+    sources = [] if preset and preset.build else [preset.source if preset else str(name_or_path)]
+    if preset:
+        sources += [src for src, _ in preset.loras] + ([preset.tiny_vae] if preset.tiny_vae else [])
+        parts.append(repr((preset.loras, preset.tiny_vae, preset.sampler, preset.defaults)))
+    sources += [parse_lora(spec)[0] for spec in loras]
+    for src in sources:
+        path = Path(src).expanduser()
+        if path.exists():
+            parts.append(f"{src}={_path_fingerprint(path)}")
+            continue
+        revision = _hub_revision(src) if src.count("/") == 1 else None
+        if revision is None:
+            return None
+        parts.append(f"{src}@{revision}")
+    return "\n".join(parts)

@@ -43,11 +43,11 @@ import torch
 from . import masks as M
 from . import sampling as S
 from .conditioning import Conditioning
-from .engines import EngineSet, load_engines, weights_fingerprint
+from .engines import EngineSet, load_engines, load_prompt_encoder, weights_fingerprint
 from .errors import ConfigError
-from .families import TileGeometry
+from .families import SamplingDefaults, TileGeometry, get_family
 from .generation import check_sampling_options, image_to_tensor, prepare_masks, to_output
-from .model import Model
+from .model import Model, latent_size, schedule_for
 from .request import Background, Brush
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ class Stream:
     """A fixed-capacity multi-prompt stream: ``frame = stream()`` returns the next HxWx3 uint8 image.
 
     ``source``: a :class:`Model` (torch backend), an :class:`EngineSet`, or the path of an engine-set folder
-    (onnxruntime / TensorRT; then ``model`` supplies the text encoder, loaded from the manifest's model
-    when omitted). Sizes, ``layers`` (prompt rows per step, default 4) and ``steps``/``timesteps`` default to
+    (onnxruntime / TensorRT; the set's own text encoders encode the prompts, or ``model``'s when one is given:
+    the source model is never loaded). Sizes, ``layers`` (prompt rows per step, default 4) and ``steps``/``timesteps`` default to
     the engine set's or the model's. ``cfg``: "none" (guidance 1, the few-step default) or "full" (negative
     prompts, batch doubled, ``guidance_scale`` > 1, default 2). ``seed_step``: image n uses seed + n·seed_step
     (0: the same noise for every image, so an unchanged drawing gives a still image). ``bootstrap_steps``, ``bootstrap_mix_steps``,
@@ -182,14 +182,19 @@ class Stream:
         if isinstance(source, Model):
             if backend not in ("auto", "torch"):
                 raise ConfigError(
-                    f"backend {backend!r} runs an engine set, not a torch model: build one with "
-                    f"`build-engines --model {source.name} --layers {layers or DEFAULT_LAYERS}` and pass its folder"
+                    f"backend {backend!r} runs an engine set, not a torch model: build one for this model with "
+                    "build-engines (see `build-engines --help`) and pass its folder"
                 )
             if device is not None and torch.device(device) != source.device:
                 raise ConfigError(f"the model is on {source.device}; move it with model.to({str(device)!r}) first")
-            self.model = source
-            self.networks = StreamNetworks.from_model(source)
+            self.model: Model | None = source
             self.engines: EngineSet | None = None
+            self.networks = StreamNetworks.from_model(source)
+            self.family, self.prompts = source.family, source.prompts
+            default_bootstrap, factor = source.defaults.bootstrap_steps, source.vae_scale_factor
+            height, width = height or source.native_size, width or source.native_size
+            self.sched = source.schedule(steps=steps, timesteps=timesteps)
+            self.device, self.dtype = source.device, source.dtype
         else:
             if backend == "torch":
                 raise ConfigError("backend 'torch' runs a Model; pass semdraw.load_model(...) instead of an engine set")
@@ -197,47 +202,48 @@ class Stream:
             if engines is None:
                 expect = {k: v for k, v in (("height", height), ("width", width), ("layers", layers),
                                             ("cfg", cfg)) if v is not None}  # fmt: skip
-                engines = load_engines(source, backend, device=device, expect=expect)
-            req = engines.manifest.request
+                engines = load_engines(source, backend, device=device, expect=expect, text=model is None)
+            man, req = engines.manifest, engines.manifest.request
             height, width, layers = height or req.height, width or req.width, layers or req.layers
             if (height, width, layers, cfg) != (req.height, req.width, req.layers, req.cfg):
                 raise ConfigError(
                     f"the engine set was built for {req.height}x{req.width}, {req.layers} layers, cfg "
-                    f"{req.cfg!r}; rebuild it with: {req.command(engines.path)}"
+                    f"{req.cfg!r}; rebuild it with: "
+                    f"{man.rebuild_line(engines.path, height=height, width=width, layers=layers, cfg=cfg)}"
                 )
-            if steps is None and timesteps is None:
-                timesteps = list(req.timesteps)
-            self.model = model or _text_model_for(engines, device)
-            _check_text_encoder_pairing(self.model, engines)
+            self.model, self.engines = model, engines
             self.networks = StreamNetworks.from_engines(engines)
-            self.engines = engines
+            self.family = get_family(man.family)
+            # The set's own text encoders (the source model is never loaded), unless the caller passes a model.
+            self.prompts = model.prompts if model is not None else engines.prompts or load_prompt_encoder(engines.path, man)
+            if model is not None:
+                _check_text_encoder_pairing(model, engines)
+            default_bootstrap, factor = man.bootstrap_steps, req.height // man.latent_height
+            self.sched = schedule_for(man.sampler, man.scheduler_config, SamplingDefaults(timesteps=req.timesteps),
+                                      self.family, steps, timesteps)  # fmt: skip
+            built = tuple(float(t) for t in req.timesteps)
+            if tuple(float(t) for t in self.sched.timesteps.tolist()) != built:
+                raise ConfigError(f"the engine set was built for timesteps {list(built)}; rebuild with: "
+                                  f"{man.rebuild_line(engines.path, timesteps=self.sched.timesteps.tolist())}")  # fmt: skip
+            self.device, self.dtype = self._engine_device(), torch.float32
 
-        m = self.model
-        bootstrap_steps = m.defaults.bootstrap_steps if bootstrap_steps is None else bootstrap_steps
+        bootstrap_steps = default_bootstrap if bootstrap_steps is None else bootstrap_steps
         centre_steps = bootstrap_steps if centre_steps is None else centre_steps
         check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
                                bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
-        self.height, self.width = height or m.native_size, width or m.native_size
+        self.height, self.width = height, width
         self.layers = DEFAULT_LAYERS if layers is None else int(layers)
         if self.layers < 1:
             raise ConfigError(f"layers must be >= 1, got {self.layers}")
-        h, w = m.latent_size(self.height, self.width)
-        self.sched = m.schedule(steps=steps, timesteps=timesteps)
-        if self.engines is not None:
-            built = tuple(float(t) for t in self.engines.manifest.request.timesteps)
-            if tuple(float(t) for t in self.sched.timesteps.tolist()) != built:
-                raise ConfigError(f"the engine set was built for timesteps {list(built)}; "
-                                  f"rebuild with: {self.engines.manifest.request.command(self.engines.path)}")  # fmt: skip
+        h, w = latent_size(self.height, self.width, factor)
         self.cfg, self.guidance_scale = cfg, guidance
         self.bootstrap_steps, self.bootstrap_mix_steps, self.centre_steps = bootstrap_steps, bootstrap_mix_steps, centre_steps
         self.mask_type, self.cover_alpha = mask_type, cover_alpha
 
-        T, L, C = self.sched.steps, self.layers, m.latent_channels
+        T, L, C = self.sched.steps, self.layers, self.family.latent_channels
         R = L * T
         self.steps, self.rows = T, R
-        self.device = m.device if self.engines is None else self._engine_device()
-        dev, dt = self.device, m.dtype if self.engines is None else torch.float32
-        self.dtype = dt
+        dev, dt = self.device, self.dtype
         self.sched = self.sched.to(dev)
         self._lat = (C, h, w)
 
@@ -261,8 +267,7 @@ class Stream:
         self._x = torch.zeros(T, C, h, w, device=dev, dtype=dt)  # ring of latents in flight
         self._noise = torch.zeros(T, T, C, h, w, device=dev, dtype=dt)  # per ring image: its T noise draws
         self._staging = torch.zeros(T, C, h, w, dtype=dt, pin_memory=dev.type == "cuda")
-        self._white = m.white_latent(self.height, self.width).to(dev, dt) if self.engines is None else \
-            self.networks.encode(torch.ones(1, 3, self.height, self.width, device=dev)).to(dt)  # fmt: skip
+        self._white = self.networks.encode(torch.ones(1, 3, self.height, self.width, device=dev)).to(dev, dt)
         self.buffers: dict[str, torch.Tensor] = {}
         self._generator = torch.Generator("cpu")
         self._state = _Composition()
@@ -386,10 +391,10 @@ class Stream:
         roll = base.flatten().repeat(R, 1).view(T, L, h * w)
         unroll = roll.clone()
         bg = state.background
-        m = self.model
-        bg_cond = m.encode_prompt(bg.prompt)
+        encode = self.prompts
+        bg_cond = encode(bg.prompt)
         cfg = self.cfg == "full"
-        empty = m.encode_prompt("")
+        empty = encode("")
         cond = [bg_cond] * L
         uncond = [empty] * L
         for j, (slot, brush) in enumerate(zip(slots, brushes, strict=True)):
@@ -399,21 +404,21 @@ class Stream:
             if dy or dx:
                 roll[: self.centre_steps, slot] = M.shift(base, dy, dx).flatten()
                 unroll[: self.centre_steps, slot] = M.shift(base, -dy, -dx).flatten()
-            cond[slot] = bg_cond.lerp(m.encode_prompt(brush.prompt), float(brush.prompt_strength))
+            cond[slot] = bg_cond.lerp(encode(brush.prompt), float(brush.prompt_strength))
             if cfg:
-                uncond[slot] = m.encode_prompt(brush.negative_prompt)
+                uncond[slot] = encode(brush.negative_prompt)
         known_weight = prepared.background.clone()
         if self._prompt_row(bg):
             free = max(set(range(L)) - set(slots))
             weights[:, free] = prepared.background
             if cfg:
-                uncond[free] = m.encode_prompt(bg.negative_prompt)
+                uncond[free] = encode(bg.negative_prompt)
             known_weight.zero_()
         known = state.background_latent if state.background_latent is not None else self._white
         canvas = TileGeometry(self.height, self.width, 0, 0, self.height, self.width)
 
         def step_major(per_slot: list[Conditioning]) -> Conditioning:  # row k·L + i: slot i at step k
-            return Conditioning.cat([m.family.conditioning_for(c, canvas).to("cpu") for c in per_slot] * T)
+            return Conditioning.cat([self.family.conditioning_for(c, canvas).to("cpu") for c in per_slot] * T)
 
         batch = Conditioning.cat([step_major(uncond), step_major(cond)]) if cfg else step_major(cond)
         centred = bool((roll != base.flatten()).any())
@@ -582,14 +587,5 @@ def _check_text_encoder_pairing(model: Model, engines: EngineSet) -> None:
         log.warning(
             "the text encoder of %s differs from the one %s was built with (a retrained or updated model, or "
             "one loaded in bfloat16); if images look wrong, rebuild it with: %s",
-            model.name, engines.path, req.command(engines.path),
+            model.name, engines.path, engines.manifest.rebuild_line(engines.path),
         )  # fmt: skip
-
-
-def _text_model_for(engines: EngineSet, device: str | torch.device | None) -> Model:
-    """The model an engine set was built from, for its text encoder (the networks run from the engines)."""
-    from .loading import load_model
-
-    req = engines.manifest.request
-    log.info("loading %s for its text encoder (pass model= to reuse a loaded one)", req.model)
-    return load_model(req.model, loras=list(req.loras), device="cpu", dtype=torch.float32)

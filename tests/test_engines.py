@@ -235,3 +235,86 @@ def test_build_toy_engine_set(tmp_path, caplog):
         torch.testing.assert_close(es.decoder(lat), toy.vae.decoder(lat), rtol=1e-4, atol=1e-4)
     caplog.clear()
     assert cli.main(args) == 0 and "cache hit" in caplog.text
+
+
+# ---------------------------------------------------------------- engine sets stand alone
+def test_the_set_carries_its_text_encoder_and_tokenizer(built):
+    _, out, _, _ = built
+    m = engines.read_manifest(out)
+    assert m.text.components == {"tokenizer": "CLIPTokenizer", "text_encoder": "CLIPTextModel"}
+    assert any(f.endswith(".safetensors") for f in m.text.sha256) and all((out / f).exists() for f in m.text.sha256)
+    model = semdraw.load_model(str(built[0] / "model"), loras=[f"{built[0] / 'lora'}:0.7"], device="cpu")
+    prompts = engines.load_prompt_encoder(out)
+    for text in ("blue sky", "a red circle", ""):
+        torch.testing.assert_close(prompts(text).embeds, model.encode_prompt(text).embeds, rtol=0, atol=0)
+
+
+def test_stream_on_an_engine_set_runs_with_the_source_model_gone(built, tmp_path, monkeypatch):
+    """The set is self-sufficient: the source folder moved away and load_model refused, the stream on the
+    set (moved too) still runs, and equals the torch stream of the source model."""
+    root, out, _, _ = built
+    model = semdraw.load_model(str(root / "model"), loras=[f"{root / 'lora'}:0.7"], device="cpu")
+    timesteps = list(engines.read_manifest(out).request.timesteps)
+    top, bottom = torch.zeros(64, 64), torch.zeros(64, 64)
+    top[:32], bottom[32:] = 1, 1
+    brushes = [semdraw.Brush("blue sky", top), semdraw.Brush("green grass", bottom, mask_std=2.0)]
+    ref = semdraw.Stream(model, layers=2, timesteps=timesteps, seed=2)
+    moved = tmp_path / "moved-set"
+    shutil.copytree(out, moved)
+    hidden = root / "model-away"
+    (root / "model").rename(hidden)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a stream on an engine set loaded a model")
+
+    monkeypatch.setattr(semdraw, "load_model", refuse)
+    monkeypatch.setattr(semdraw.loading, "load_model", refuse)
+    try:
+        s = semdraw.Stream(moved, backend="onnxruntime", seed=2)
+        for stream in (s, ref):
+            for i, b in enumerate(brushes):
+                stream.set_brush(i, b)
+        for _ in range(3):
+            a, b = s(), ref()
+            torch.testing.assert_close(s.last_latent, ref.last_latent, rtol=0, atol=1e-3)
+            assert abs(a.astype(int) - b.astype(int)).max() <= 2
+    finally:
+        hidden.rename(root / "model")
+
+
+def test_a_cache_hit_is_decided_before_any_model_loads(built, monkeypatch, caplog):
+    _, out, args, _ = built
+
+    def refuse(*a, **kw):
+        raise AssertionError("build-engines loaded a model to decide a cache hit")
+
+    monkeypatch.setattr(semdraw, "load_model", refuse)
+    caplog.set_level("INFO")
+    assert cli.main(args) == 0
+    assert "nothing loaded" in caplog.text
+
+
+def test_source_fingerprints_see_the_files_and_need_no_load(tmp_path):
+    from semdraw.loading import source_fingerprint
+
+    assert "built:semdraw.tiny.make_sd15_sized_pipeline" in source_fingerprint("sd15-random")
+    copy = tmp_path / "toy"
+    shutil.copytree(semdraw.toy.BASE_DIR, copy)
+    before = source_fingerprint(str(copy))
+    config = copy / "unet" / "config.json"
+    config.write_text(config.read_text().replace('"sample_size": 16', '"sample_size": 16 '))
+    assert source_fingerprint(str(copy)) != before
+    assert source_fingerprint("some-org/not-in-the-cache") is None  # must be loaded to be known
+
+
+def test_the_recorded_rebuild_command_is_the_build_tools_own(built, tmp_path):
+    import shlex
+
+    _, out, _, _ = built
+    m = engines.read_manifest(out)
+    argv = shlex.split(m.rebuild_line(tmp_path / "elsewhere", layers=5))
+    assert argv[0] == "build-engines"
+    ns = cli._parser().parse_args(argv[1:])
+    assert (ns.model, ns.lora, ns.layers, ns.cfg, ns.out) == (m.request.model, [f"{m.request.loras[0][0]}:0.7"], 5,
+                                                                "none", tmp_path / "elsewhere")  # fmt: skip
+    assert [float(t) for t in ns.timesteps.split(",")] == list(m.request.timesteps)

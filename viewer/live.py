@@ -233,9 +233,8 @@ def build_session(args: argparse.Namespace) -> LiveSession:
 
     palette = Palette.load(args.palette) if args.palette else None
     if args.engines is not None:
-        manifest = semdraw.engines.read_manifest(args.engines)
-        model = semdraw.load_model(manifest.request.model, device="cpu", dtype=None)
-        stream = semdraw.Stream(args.engines, backend=args.backend, model=model, seed_step=0)
+        # The set's own text encoders: the source model is not loaded.
+        stream = semdraw.Stream(args.engines, backend=args.backend, seed_step=0)
     else:
         model = semdraw.load_model(args.model)
         height = args.height or (palette.height if palette else None)
