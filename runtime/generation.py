@@ -25,11 +25,13 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from . import masks as M
 from . import sampling as S
+from . import step
 from .conditioning import Conditioning
 from .errors import ConfigError, MaskError
 from .families import TileGeometry
 from .model import Model
 from .request import Background, Brush
+from .step import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -98,44 +100,6 @@ class Layer:
     soft: torch.Tensor | None  # [h, w] soft latent mask for centring; None for the background layer
 
 
-@dataclass
-class PreparedMasks:
-    """Masks of all brushes, from pixels to per-step latent weights."""
-
-    soft_pixels: torch.Tensor  # [L, H, W] after occlusion, blur and alpha
-    soft_latent: torch.Tensor  # [L, h, w]
-    quantized: torch.Tensor  # [L, T, 1, h, w]
-    background: torch.Tensor  # [T, 1, h, w]
-
-
-def prepare_masks(
-    brushes: Sequence[Brush],
-    noise_levels: torch.Tensor,
-    height: int,
-    width: int,
-    factor: int,
-    *,
-    mask_type: str,
-    cover_alpha: float | None,
-) -> PreparedMasks:
-    """The fast path of a mask change: occlude → blur → × alpha → quantize → area-reduce (DESIGN §4)."""
-    T = int(noise_levels.shape[0])
-    h, w = height // factor, width // factor
-    if not brushes:
-        empty = torch.zeros(0, height, width)
-        return PreparedMasks(empty, torch.zeros(0, h, w), torch.zeros(0, T, 1, h, w), torch.ones(T, 1, h, w))
-    stack = torch.stack([M.to_mask_tensor(b.mask, height, width) for b in brushes])
-    stack = M.occlude(stack, cover_alpha)
-    soft = torch.stack(
-        [
-            M.gaussian_blur(m, float(b.mask_std)) * float(b.mask_strength)
-            for m, b in zip(stack, brushes, strict=True)
-        ]
-    )
-    quantized = M.to_latent(M.quantize(soft, noise_levels.cpu().float(), mask_type), factor).unsqueeze(2)
-    return PreparedMasks(soft, M.to_latent(soft, factor), quantized, M.background_weight(quantized))
-
-
 def brushes_from(prompts: Sequence[str], masks: Sequence[Any], **per_brush: Sequence[Any]) -> list[Brush]:
     """Brushes from parallel lists (prompts, masks, and e.g. mask_strength=[...]); lengths must match."""
     n = len(prompts)
@@ -186,25 +150,9 @@ def to_output(pixels: torch.Tensor, output_type: OutputType) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ checks
-def check_sampling_options(*, bootstrap_steps, centre_steps, bootstrap_mix_steps, mask_type, cover_alpha) -> None:
-    """The stabilization options generate() and the stream share: clear errors for bad values."""
-    for name, v in (("bootstrap_steps", bootstrap_steps), ("centre_steps", centre_steps)):
-        if not isinstance(v, int) or v < 0:
-            raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
-    if not bootstrap_mix_steps >= 0:
-        raise ConfigError(f"bootstrap_mix_steps must be >= 0, got {bootstrap_mix_steps}")
-    if mask_type not in M.MASK_TYPES:
-        raise ConfigError(f"mask_type must be one of {M.MASK_TYPES}, got {mask_type!r}")
-    if cover_alpha is not None and not 0 <= cover_alpha <= 1:
-        raise ConfigError(f"cover_alpha must lie in [0, 1] or be None, got {cover_alpha}")
-
-
-def _check_options(*, guidance_scale, bootstrap_steps, centre_steps, bootstrap_mix_steps, mask_type, cover_alpha,
-                   latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
+def _check_options(*, guidance_scale, latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
     if guidance_scale < 1:
         raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
-    check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
-                           bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
     if latent_averaging not in ("pre", "post"):
         raise ConfigError(f"latent_averaging must be 'pre' or 'post', got {latent_averaging!r}")
     if output_type not in ("pil", "np", "latent"):
@@ -267,12 +215,11 @@ def generate(
     height = height or model.native_size
     width = width or model.native_size
     guidance_scale = model.family.default_guidance if guidance_scale is None else float(guidance_scale)
-    bootstrap_steps = model.defaults.bootstrap_steps if bootstrap_steps is None else bootstrap_steps
-    centre_steps = bootstrap_steps if centre_steps is None else centre_steps
-    _check_options(guidance_scale=guidance_scale, bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
-                   bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha,
-                   latent_averaging=latent_averaging, output_type=output_type, seed=seed,
-                   generator=generator)  # fmt: skip
+    opts = SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
+                           centre_steps=centre_steps, mask_type=mask_type,
+                           cover_alpha=cover_alpha).resolved(model.defaults)  # fmt: skip
+    _check_options(guidance_scale=guidance_scale, latent_averaging=latent_averaging, output_type=output_type,
+                   seed=seed, generator=generator)  # fmt: skip
     h, w = model.latent_size(height, width)
     f = model.vae_scale_factor
     tile_px = tile_size or model.native_size
@@ -287,8 +234,8 @@ def generate(
 
     sched = model.schedule(steps=steps, timesteps=timesteps)
     dev, dt = model.device, model.dtype
-    prepared = prepare_masks(brushes, sched.noise_level, height, width, f, mask_type=mask_type,
-                             cover_alpha=cover_alpha)  # fmt: skip
+    prepared = M.prepare_masks(brushes, sched.noise_level, height, width, f, mask_type=opts.mask_type,
+                               cover_alpha=opts.cover_alpha)  # fmt: skip
 
     # ---- conditioning (slow path: cached per prompt) and layers
     cfg = guidance_scale > 1
@@ -338,8 +285,7 @@ def generate(
 
         steps_iter = tqdm(steps_iter, desc="generate", unit="step")
     for k in steps_iter:
-        items = _step_items(layers, tiles, x, noise, white, k, sched, bootstrap_steps, bootstrap_mix_steps,
-                            centre_steps)  # fmt: skip
+        items = _step_items(layers, tiles, x, noise, white, k, sched, opts)
         d_items = _denoise_items(model, items, k, sched, guidance_scale, max_batch, (height, width))
         num = torch.zeros_like(x)
         den = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
@@ -351,11 +297,11 @@ def generate(
             _uncrop_add(den, item.tile, item.weight)
         if known_bg is not None:
             wb = coverage * background_weight[k]
-            target = S.known_target(known_bg, noise, k, sched)
             if post:
-                target = S.renoise(target, fresh_noise(k, shape), k, sched)
-            num += wb * target
-            den += wb
+                target = S.renoise(S.known_target(known_bg, noise, k, sched), fresh_noise(k, shape), k, sched)
+                num, den = num + wb * target, den + wb
+            else:
+                num, den = step.add_known(num, den, wb, known_bg, noise, k, sched)
         averaged = M.normalize(num, den, x)
         if post:
             x = averaged
@@ -383,14 +329,11 @@ class _Item:
     dx: int
 
 
-def _step_items(
-    layers, tiles, x, noise, white, k, sched, bootstrap_steps, mix_steps, centre_steps
-) -> list[_Item]:
+def _step_items(layers, tiles, x, noise, white, k, sched, opts: SamplingOptions) -> list[_Item]:
     """All (tile, layer) items with non-zero weight at step k, with bootstrap fill and centring applied."""
     fill = None
-    if k < bootstrap_steps:
-        r = min(1.0, max(0.0, mix_steps - k))  # how much white (vs the current latent) fills outside the mask
-        fill = r * S.add_noise(white, noise, k, sched) + (1 - r) * x
+    if k < opts.bootstrap_steps:
+        fill = step.bootstrap_fill(x, white, noise, k, sched, opts.white_share(k))
     items = []
     for tile in tiles:
         xt = tile.crop(x)
@@ -401,9 +344,8 @@ def _step_items(
             inp, dy, dx = xt, 0, 0
             if layer.soft is not None:
                 if fill is not None:
-                    m = tile.crop(layer.weights[k])
-                    inp = m * xt + (1 - m) * tile.crop(fill)
-                if k < centre_steps:
+                    inp = step.masked_input(xt, tile.crop(layer.weights[k]), tile.crop(fill))
+                if k < opts.centre_steps:
                     dy, dx = M.centring_shift(tile.crop(layer.soft))
                     inp = M.shift(inp, dy, dx)
             items.append(_Item(tile, layer, inp, weight[None], dy, dx))
@@ -437,14 +379,8 @@ def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: fl
             conds = [tile_cond(items[i].layer.cond, items[i].tile) for i in chunk]
             if cfg:
                 conds = [tile_cond(items[i].layer.uncond, items[i].tile) for i in chunk] + conds
-            inp = S.model_input(xs, k, sched)
-            inp = torch.cat([inp, inp]) if cfg else inp
-            t = sched.timesteps[k].expand(inp.shape[0])
-            pred = model.predict(inp, t, Conditioning.cat(conds))
-            if cfg:
-                uncond, cond = pred.chunk(2)
-                pred = uncond + guidance * (cond - uncond)
-            d = S.deterministic_update(xs, pred.to(xs.dtype), k, sched)
+            t = sched.timesteps[k].expand(xs.shape[0])
+            d = step.denoise(model.predict, xs, k, sched, t, Conditioning.cat(conds), guidance)
             for j, i in enumerate(chunk):
                 out[i] = d[j : j + 1]
     return out

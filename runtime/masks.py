@@ -7,13 +7,18 @@ Shapes: a pixel mask is [H, W] float in [0, 1]; a stack of L masks is [L, H, W];
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import MaskError
+
+if TYPE_CHECKING:
+    from .request import Brush
 
 MaskType = Literal["discrete", "continuous", "plain"]
 MASK_TYPES: tuple[str, ...] = ("discrete", "continuous", "plain")
@@ -196,3 +201,42 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     if dy == 0 and dx == 0:
         return x
     return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+
+
+@dataclass
+class PreparedMasks:
+    """Masks of all brushes, from pixels to per-step latent weights."""
+
+    soft_pixels: torch.Tensor  # [L, H, W] after occlusion, blur and alpha
+    soft_latent: torch.Tensor  # [L, h, w]
+    quantized: torch.Tensor  # [L, T, 1, h, w]
+    background: torch.Tensor  # [T, 1, h, w]
+
+
+def prepare_masks(
+    brushes: Sequence[Brush],
+    noise_levels: torch.Tensor,
+    height: int,
+    width: int,
+    factor: int,
+    *,
+    mask_type: str,
+    cover_alpha: float | None,
+) -> PreparedMasks:
+    """The fast path of a mask change: occlude → blur → × alpha → quantize → area-reduce (one call for all
+    brushes, in their order; used by generate() and by the stream's setters)."""
+    T = int(noise_levels.shape[0])
+    h, w = height // factor, width // factor
+    if not brushes:
+        empty = torch.zeros(0, height, width)
+        return PreparedMasks(empty, torch.zeros(0, h, w), torch.zeros(0, T, 1, h, w), torch.ones(T, 1, h, w))
+    stack = torch.stack([to_mask_tensor(b.mask, height, width) for b in brushes])
+    stack = occlude(stack, cover_alpha)
+    soft = torch.stack(
+        [
+            gaussian_blur(m, float(b.mask_std)) * float(b.mask_strength)
+            for m, b in zip(stack, brushes, strict=True)
+        ]
+    )
+    quantized = to_latent(quantize(soft, noise_levels.cpu().float(), mask_type), factor).unsqueeze(2)
+    return PreparedMasks(soft, to_latent(soft, factor), quantized, background_weight(quantized))

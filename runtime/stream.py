@@ -42,13 +42,15 @@ import torch
 
 from . import masks as M
 from . import sampling as S
+from . import step
 from .conditioning import Conditioning
 from .engines import EngineSet, load_engines, load_prompt_encoder, weights_fingerprint
 from .errors import ConfigError
 from .families import SamplingDefaults, TileGeometry, get_family
-from .generation import check_sampling_options, image_to_tensor, prepare_masks, to_output
+from .generation import image_to_tensor, to_output
 from .model import Model, latent_size, schedule_for
 from .request import Background, Brush
+from .step import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +172,9 @@ class Stream:
             raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
         if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             raise ConfigError(f"backend must be auto, torch, onnxruntime or tensorrt, got {backend!r}")
-        if bootstrap_steps is not None:  # check early, before engines load; again below once the model is known
-            check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps or 0,
-                                   bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
+        asked = SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
+                                centre_steps=centre_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
+        asked.check()  # early, before engines load; resolved against the model's defaults below
         guidance = (2.0 if cfg == "full" else 1.0) if guidance_scale is None else float(guidance_scale)
         if cfg == "none" and guidance != 1.0:
             raise ConfigError("guidance_scale needs cfg='full' (cfg='none' runs no negative pass)")
@@ -191,7 +193,7 @@ class Stream:
             self.engines: EngineSet | None = None
             self.networks = StreamNetworks.from_model(source)
             self.family, self.prompts = source.family, source.prompts
-            default_bootstrap, factor = source.defaults.bootstrap_steps, source.vae_scale_factor
+            defaults, factor = source.defaults, source.vae_scale_factor
             height, width = height or source.native_size, width or source.native_size
             self.sched = source.schedule(steps=steps, timesteps=timesteps)
             self.device, self.dtype = source.device, source.dtype
@@ -218,27 +220,22 @@ class Stream:
             self.prompts = model.prompts if model is not None else engines.prompts or load_prompt_encoder(engines.path, man)
             if model is not None:
                 _check_text_encoder_pairing(model, engines)
-            default_bootstrap, factor = man.bootstrap_steps, req.height // man.latent_height
-            self.sched = schedule_for(man.sampler, man.scheduler_config, SamplingDefaults(timesteps=req.timesteps),
-                                      self.family, steps, timesteps)  # fmt: skip
+            defaults = SamplingDefaults(timesteps=req.timesteps, bootstrap_steps=man.bootstrap_steps)
+            factor = req.height // man.latent_height
+            self.sched = schedule_for(man.sampler, man.scheduler_config, defaults, self.family, steps, timesteps)
             built = tuple(float(t) for t in req.timesteps)
             if tuple(float(t) for t in self.sched.timesteps.tolist()) != built:
                 raise ConfigError(f"the engine set was built for timesteps {list(built)}; rebuild with: "
                                   f"{man.rebuild_line(engines.path, timesteps=self.sched.timesteps.tolist())}")  # fmt: skip
             self.device, self.dtype = self._engine_device(), torch.float32
 
-        bootstrap_steps = default_bootstrap if bootstrap_steps is None else bootstrap_steps
-        centre_steps = bootstrap_steps if centre_steps is None else centre_steps
-        check_sampling_options(bootstrap_steps=bootstrap_steps, centre_steps=centre_steps,
-                               bootstrap_mix_steps=bootstrap_mix_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
+        self.options = opts = asked.resolved(defaults)
         self.height, self.width = height, width
         self.layers = DEFAULT_LAYERS if layers is None else int(layers)
         if self.layers < 1:
             raise ConfigError(f"layers must be >= 1, got {self.layers}")
         h, w = latent_size(self.height, self.width, factor)
         self.cfg, self.guidance_scale = cfg, guidance
-        self.bootstrap_steps, self.bootstrap_mix_steps, self.centre_steps = bootstrap_steps, bootstrap_mix_steps, centre_steps
-        self.mask_type, self.cover_alpha = mask_type, cover_alpha
 
         T, L, C = self.sched.steps, self.layers, self.family.latent_channels
         R = L * T
@@ -258,10 +255,8 @@ class Stream:
         self._pos = pos.to(dev)  # [T(phase), T(step)]
         self._cur_noise = (pos * T + draw[None, :]).to(dev)  # flat index into noise [T*T] per (phase, step)
         self._next_noise = (pos[:, :-1] * T + draw[1:][None, :]).to(dev) if T > 1 else None
-        mix = torch.tensor([min(1.0, max(0.0, bootstrap_mix_steps - k)) for k in range(T)])
-        self._mix = mix.to(dev, dt).view(T, 1, 1, 1)
-        tsteps = self.sched.timesteps[step_of_row.to(dev)]
-        self._t_rows = torch.cat([tsteps, tsteps]) if cfg == "full" else tsteps
+        self._white_share = torch.tensor([opts.white_share(k) for k in range(T)]).to(dev, dt).view(T, 1, 1, 1)
+        self._t_rows = self.sched.timesteps[step_of_row.to(dev)]  # (doubled by step.denoise under CFG)
 
         # ---- state buffers (allocated once; frames only write into them)
         self._x = torch.zeros(T, C, h, w, device=dev, dtype=dt)  # ring of latents in flight
@@ -337,6 +332,14 @@ class Stream:
             self._needs_flush = True
 
     @property
+    def bootstrap_steps(self) -> int:
+        return int(self.options.bootstrap_steps)  # type: ignore[arg-type]
+
+    @property
+    def centre_steps(self) -> int:
+        return int(self.options.centre_steps)  # type: ignore[arg-type]
+
+    @property
     def brushes(self) -> dict[int, Brush]:
         with self._setter_lock:
             return dict(self._state.brushes)
@@ -383,8 +386,9 @@ class Stream:
         brushes = [state.brushes[i] for i in slots]
         levels = self.sched.noise_level.cpu()
         f = self.height // h
-        prepared = prepare_masks(brushes, levels, self.height, self.width, f, mask_type=self.mask_type,
-                                 cover_alpha=self.cover_alpha)  # fmt: skip
+        opts = self.options
+        prepared = M.prepare_masks(brushes, levels, self.height, self.width, f, mask_type=opts.mask_type,
+                                   cover_alpha=opts.cover_alpha)  # fmt: skip
         weights = torch.zeros(T, L, 1, h, w)
         fill_on = torch.zeros(T, L, 1, 1, 1, dtype=torch.bool)
         base = torch.arange(h * w).view(h, w)
@@ -399,11 +403,11 @@ class Stream:
         uncond = [empty] * L
         for j, (slot, brush) in enumerate(zip(slots, brushes, strict=True)):
             weights[:, slot] = prepared.quantized[j]
-            fill_on[: self.bootstrap_steps, slot] = True
+            fill_on[: opts.bootstrap_steps, slot] = True
             dy, dx = M.centring_shift(prepared.soft_latent[j])
             if dy or dx:
-                roll[: self.centre_steps, slot] = M.shift(base, dy, dx).flatten()
-                unroll[: self.centre_steps, slot] = M.shift(base, -dy, -dx).flatten()
+                roll[: opts.centre_steps, slot] = M.shift(base, dy, dx).flatten()
+                unroll[: opts.centre_steps, slot] = M.shift(base, -dy, -dx).flatten()
             cond[slot] = bg_cond.lerp(encode(brush.prompt), float(brush.prompt_strength))
             if cfg:
                 uncond[slot] = encode(brush.negative_prompt)
@@ -518,24 +522,17 @@ class Stream:
         steps = self._steps
         x_rows = x.index_select(0, self._step_of_row)  # [R, C, h, w]
         w_rows = b["weights"].view(R, 1, h, w)
-        if self.bootstrap_steps:
-            fill = self._mix * S.add_noise(self._white, cur, steps, sched) + (1 - self._mix) * x
+        if self.options.bootstrap_steps:
+            fill = step.bootstrap_fill(x, self._white, cur, steps, sched, self._white_share)
             fill_rows = fill.index_select(0, self._step_of_row)
-            inp = torch.where(b["fill_on"], w_rows * x_rows + (1 - w_rows) * fill_rows, x_rows)
+            inp = torch.where(b["fill_on"], step.masked_input(x_rows, w_rows, fill_rows), x_rows)
         else:
             inp = x_rows
         if self._centred:
             inp = inp.view(R, C, h * w).gather(2, b["roll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
 
-        model_in = S.model_input(inp, self._step_of_row, sched)
-        if self.cfg == "full":
-            model_in = torch.cat([model_in, model_in])
-        pred = self._timed("denoiser", self.networks.denoise, model_in, self._t_rows, self._conditioning)
-        pred = pred.to(device=self.device, dtype=self.dtype)
-        if self.cfg == "full":
-            uncond, cond = pred.chunk(2)
-            pred = uncond + self.guidance_scale * (cond - uncond)
-        d = S.deterministic_update(inp, pred, self._step_of_row, sched)
+        d = step.denoise(self._predict, inp, self._step_of_row, sched, self._t_rows, self._conditioning,
+                         self.guidance_scale)  # fmt: skip
         if self._centred:
             d = d.view(R, C, h * w).gather(2, b["unroll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
 
@@ -544,15 +541,16 @@ class Stream:
         for i in range(1, L):  # sequential, in slot order (generate() adds its items one by one too)
             num += wd[:, i]
         den = b["weights"].sum(1)  # [T, 1, h, w]
-        kw = b["known_weight"]
-        num += kw * S.known_target(b["known_latent"], cur, steps, sched)
-        den += kw
+        num, den = step.add_known(num, den, b["known_weight"], b["known_latent"], cur, steps, sched)
         averaged = M.normalize(num, den, x)
 
         if T > 1:  # steps 0..T-2 move one level down with their own next noise, in place in the ring
             z = noise_flat.index_select(0, self._next_noise[p]) if sched.stochastic else None
             self._x.index_copy_(0, pos[:-1], S.renoise(averaged[:-1], z, steps[:-1], sched))
         return S.renoise(averaged[-1:], None, T - 1, sched)
+
+    def _predict(self, model_in: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return self._timed("denoiser", self.networks.denoise, model_in, t, cond)
 
     def _decode(self, latent: torch.Tensor) -> np.ndarray:
         pixels = self._timed("decoder", self.networks.decode, latent).to(self.device).float()

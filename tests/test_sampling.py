@@ -149,3 +149,18 @@ def test_custom_timesteps_and_bad_requests():
         sampling.build_schedule("dpm++", SD_CONFIG, steps=4)
     with pytest.raises(ConfigError, match="clip_sample"):
         sampling.build_schedule("ddim", {**SD_CONFIG, "clip_sample": True}, steps=4)
+
+
+def test_sampling_options_resolve_against_the_model_defaults_and_check_once():
+    from semdraw.families import SamplingDefaults
+    from semdraw.step import SamplingOptions
+
+    opts = SamplingOptions().resolved(SamplingDefaults(bootstrap_steps=2))
+    assert (opts.bootstrap_steps, opts.centre_steps) == (2, 2)  # centring follows the bootstrap steps
+    assert SamplingOptions(centre_steps=0).resolved(SamplingDefaults()).centre_steps == 0
+    assert [SamplingOptions(bootstrap_mix_steps=1.5).white_share(k) for k in range(3)] == [1.0, 0.5, 0.0]
+    for bad, match in (({"bootstrap_steps": -1}, "bootstrap_steps"), ({"centre_steps": 1.5}, "centre_steps"),
+                       ({"mask_type": "soft"}, "mask_type"), ({"cover_alpha": 2}, "cover_alpha"),
+                       ({"bootstrap_mix_steps": float("nan")}, "bootstrap_mix_steps")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            SamplingOptions(**bad).resolved(SamplingDefaults())
