@@ -8,7 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
+
 from .errors import ConfigError
+
+
+def _own_copy(mask: Any) -> Any:
+    if isinstance(mask, np.ndarray):
+        return mask.copy()
+    if isinstance(mask, torch.Tensor):
+        return mask.detach().clone()
+    copy = getattr(mask, "copy", None)  # PIL images
+    return copy() if callable(copy) else mask
 
 
 def _check_unit(name: str, value: float) -> None:
@@ -38,6 +50,9 @@ class Brush:
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ConfigError("prompt and negative_prompt must be strings")
+        # A brush owns its mask: a caller still drawing into its array (the window) cannot change a brush
+        # that was already handed to a stream.
+        self.mask = _own_copy(self.mask)
         _check_unit("mask_strength", self.mask_strength)
         _check_unit("prompt_strength", self.prompt_strength)
         if not float(self.mask_std) >= 0.0:  # also rejects NaN

@@ -146,3 +146,14 @@ def test_centring_shift_and_inverse():
     x = torch.randn(1, 4, 8, 8)
     torch.testing.assert_close(masks.shift(masks.shift(x, dy, dx), -dy, -dx), x)
     assert masks.centring_shift(torch.zeros(8, 8)) == (0, 0)
+
+
+def test_a_brush_owns_its_mask():
+    import numpy as np
+
+    from semdraw import Brush
+
+    for source in (np.zeros((8, 8), np.uint8), torch.zeros(8, 8)):
+        brush = Brush("blue sky", source)
+        source[2, 2] = 255 if isinstance(source, np.ndarray) else 1.0
+        assert float(brush.mask[2, 2]) == 0  # later strokes into the caller's array do not reach the brush

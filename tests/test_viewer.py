@@ -111,6 +111,7 @@ def test_session_mirrors_active_brushes_into_stream_slots(toy, tmp_path):
     assert stream.brushes[0].prompt == "a red circle"
     assert np.array_equal(np.asarray(stream.brushes[0].mask), pal.brushes["1"].mask)
     s.paint(10, 10, erase=True, stroke_start=True)
+    assert np.asarray(stream.brushes[0].mask)[10, 10] == 255  # the stream holds its own copy until the push
     s.flush_edits()
     assert np.asarray(stream.brushes[0].mask)[10, 10] == 0
     for name, prompt in (("2", "green grass"), ("3", "blue sky")):
