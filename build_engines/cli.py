@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         help="toy (default), sd15, a hub id, a diffusers folder, or a .safetensors file",
     )
     p.add_argument(
+        "--family",
+        default=None,
+        help="the model's family when its files do not say (e.g. a single .safetensors checkpoint); "
+        "default: from the preset or the folder's pipeline class, else sd15",
+    )
+    p.add_argument(
         "--lora",
         action="append",
         default=[],
@@ -95,7 +101,7 @@ def _tools(with_tensorrt: bool) -> dict[str, str]:
 
 
 # Request fields and the argparse destinations that set them (the field is "loras", the flag --lora).
-_FIELD_DEST = {"model": "model", "loras": "lora", "height": "height", "width": "width", "layers": "layers",
+_FIELD_DEST = {"model": "model", "family": "family", "loras": "lora", "height": "height", "width": "width", "layers": "layers",
                "timesteps": "timesteps", "cfg": "cfg", "backend": "backend", "precision": "precision",
                "out": "out", "workspace_gb": "workspace_gb"}  # fmt: skip
 
@@ -106,6 +112,8 @@ def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> en
     flags = {a.dest: a.option_strings[-1] for a in _parser()._actions if a.option_strings}
     by_field = {field: flags[dest] for field, dest in _FIELD_DEST.items()}
     argv = ["build-engines", by_field["model"], request.model]
+    if request.family:
+        argv += [by_field["family"], request.family]
     for src, scale in request.loras:
         argv += [by_field["loras"], f"{src}:{scale:g}"]
     values = {"height": request.height, "width": request.width, "layers": request.layers,
@@ -120,7 +128,7 @@ def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> en
 
 def _source_key(args: argparse.Namespace, backend: str, tools: dict[str, str], source: str) -> str:
     """A cache key known before loading anything: the request as given, the source files, the tools."""
-    asked = {"model": args.model, "loras": list(args.lora), "height": args.height, "width": args.width,
+    asked = {"model": args.model, "family": args.family, "loras": list(args.lora), "height": args.height, "width": args.width,
              "layers": args.layers, "steps": args.steps, "timesteps": args.timesteps, "cfg": args.cfg,
              "backend": backend, "precision": args.precision}  # fmt: skip
     blob = json.dumps({"asked": asked, "source": source, "tools": tools, "format": engines.FORMAT_VERSION},
@@ -170,13 +178,14 @@ def build(args: argparse.Namespace) -> Path:
         log.info("cache hit: %s is up to date (source key %s); nothing loaded or rebuilt", out, source_key)
         return out
 
-    model = semdraw.load_model(args.model, loras=args.lora, device="cpu", dtype=torch.float32)
+    model = semdraw.load_model(args.model, loras=args.lora, device="cpu", dtype=torch.float32, family=args.family)
     height, width = args.height or model.native_size, args.width or model.native_size
     model.latent_size(height, width)  # clear error for sizes that do not divide
     timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
     sched = model.schedule(steps=args.steps, timesteps=timesteps)
     request = BuildRequest(
-        model=args.model, loras=tuple(semdraw.parse_lora(x) for x in args.lora), height=height, width=width,
+        model=args.model, family=args.family or "", loras=tuple(semdraw.parse_lora(x) for x in args.lora),
+        height=height, width=width,
         layers=args.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=args.cfg,
         backend=backend, precision=args.precision,
         networks_weights=engines.weights_fingerprint(model.denoiser, model.vae),

@@ -86,6 +86,7 @@ class BuildRequest:
     cfg: str  # "none" | "full"
     backend: str  # "onnx" | "tensorrt" | "all"
     precision: str  # "fp16" | "fp32" (TensorRT precision; the ONNX reference is always fp32)
+    family: str = ""  # the family as asked for (--family); "" when the model's files decided it
     # weights_fingerprint() of the exported networks (LoRAs fused) and of the text encoder(s) the set is
     # paired with: a model retrained or re-downloaded under the same name is a different build.
     networks_weights: str = ""

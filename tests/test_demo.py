@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from semdraw import demo
+from semdraw.tools import demo
 from semdraw.toy.architecture import SIZE
 
 

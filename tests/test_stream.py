@@ -294,7 +294,7 @@ def test_cuda_frames_allocate_nothing(toy):  # pragma: no cover - GPU tier
 
 
 def test_bench_stream_reports_the_split_and_ratios(tmp_path, capsys):
-    from semdraw import bench
+    from semdraw.tools import bench
 
     out = tmp_path / "toy"
     assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "2", "--out", str(out)]) == 0

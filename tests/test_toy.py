@@ -160,7 +160,7 @@ def test_models_without_a_preset_keep_the_family_defaults(tiny_model):
 
 
 def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, capsys):
-    from semdraw import bench
+    from semdraw.tools import bench
 
     report = tmp_path / "fidelity.json"
     assert bench.main(["fidelity", "--seeds", "1", "--json", str(report)]) == 0
@@ -187,7 +187,7 @@ def test_the_sweep_row_of_the_presets_defaults_scores_what_generate_does_by_defa
 
 def test_training_command_runs_every_stage_and_writes_a_loadable_model(tmp_path):
     """semdraw-train-toy --quick: a few steps of each stage; the outputs load like the shipped weights."""
-    from semdraw.toy import train
+    from semdraw.tools import train_toy as train
 
     out = tmp_path / "toy"
     assert train.main(["--out", str(out), "--quick", "--seed", "1"]) == 0

@@ -2,7 +2,7 @@
 
     semdraw-bench fidelity --json toy.json
     semdraw-bench fidelity --sweep alternatives.json
-    python -m semdraw.toy.card --fidelity toy.json --comparison alternatives.json
+    python -m semdraw.tools.toy_card --fidelity toy.json --comparison alternatives.json
 
 ``--comparison`` holds the sweep's rows (``fidelity.evaluate()`` of each sampler / LoRA alternative).
 """
@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import WEIGHTS_DIR, architecture, world
+from ..toy import WEIGHTS_DIR, architecture, world
 
-TEMPLATE = Path(__file__).resolve().parent / "card_template.md"
+TEMPLATE = Path(architecture.__file__).resolve().parent / "card_template.md"
 
 
 def _rows(rows: list[dict]) -> str:
@@ -70,7 +70,7 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m semdraw.toy.card", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m semdraw.tools.toy_card", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     p.add_argument(
         "--fidelity", type=Path, required=True, help="semdraw-bench fidelity --json output for toy"

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import architecture as A
-from . import world
+from ..toy import architecture as A
+from ..toy import world
 
 log = logging.getLogger("semdraw.toy.train")
 PACKAGE_DIR = Path(__file__).resolve().parent / "weights"

@@ -1,0 +1,124 @@
+"""The family contract: a family is one description. This file defines a family of its own (SD1.5's
+description with a renamed conditioning input and 8 latent channels, on tiny random components) and runs
+generate(), the stream, an ONNX engine set and the stream on that set with it — nothing outside this
+file knows it exists."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import semdraw
+from semdraw.build_engines import cli
+from semdraw.families import SD15, InputSpec, sd15
+from semdraw.tiny import make_tokenizer
+
+CHANNELS = 8
+COND = "prompt_tokens"
+
+
+def encode(components, text):
+    return {COND: sd15.encode_clip(components["tokenizer"], components["text_encoder"], text)}
+
+
+def call(unet, sample, timestep, cond):
+    return unet(sample, timestep, encoder_hidden_states=cond[COND], return_dict=False)[0]
+
+
+def make_tiny(folder, scheduler="lcm", prediction_type="epsilon", seed=0):
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer(folder / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=16,
+    ))  # fmt: skip
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=CHANNELS, out_channels=CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8,
+    )  # fmt: skip
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=CHANNELS,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        norm_num_groups=8, layers_per_block=1, sample_size=64,
+    )  # fmt: skip
+    sched = semdraw.sampling.make_scheduler(scheduler, {**sd15.SCHEDULER_CONFIG, "prediction_type": prediction_type})
+    return diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+
+
+WIDE = dataclasses.replace(
+    SD15, name="sd15-wide", conditioning=(InputSpec(COND, ("batch", "tokens", "width")),), encode_prompt=encode,
+    call_denoiser=call, latent_channels=CHANNELS, make_tiny=make_tiny, make_sized=None, presets={},
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """The family registered (as a family module would be), a tiny model of it saved, and its engine set."""
+    mp = pytest.MonkeyPatch()
+    mp.setitem(semdraw.families.FAMILIES, WIDE.name, WIDE)
+    root = tmp_path_factory.mktemp("wide")
+    WIDE.make_tiny(root / "src").save_pretrained(root / "model")
+    model = semdraw.load_model(str(root / "model"), family=WIDE.name, device="cpu")
+    out = root / "set"
+    assert cli.main(["--model", str(root / "model"), "--family", WIDE.name, "--layers", "2", "--steps", "2",
+                     "--backend", "onnx", "--out", str(out)]) == 0  # fmt: skip
+    yield model, out
+    mp.undo()
+
+
+def brushes():
+    top, bottom = torch.zeros(64, 64), torch.zeros(64, 64)
+    top[:32], bottom[32:] = 1, 1
+    return [semdraw.Brush("blue sky", top), semdraw.Brush("a red circle", bottom, mask_std=2.0)]
+
+
+def test_generate_and_the_stream_run_a_family_defined_in_a_test(wide):
+    model, _ = wide
+    assert model.family is WIDE and model.latent_channels == CHANNELS
+    assert set(model.encode_prompt("blue sky")) == {COND}
+    latent = semdraw.generate(model, brushes(), steps=2, seed=3, output_type="latent")
+    assert latent.shape == (1, CHANNELS, 8, 8) and torch.isfinite(latent).all()
+    s = semdraw.Stream(model, layers=2, steps=2, seed=3)
+    for i, b in enumerate(brushes()):
+        s.set_brush(i, b)
+    frame = s()
+    torch.testing.assert_close(s.last_latent, latent, rtol=0, atol=1e-4)  # oracle 3 holds for it too
+    img = semdraw.generate(model, brushes(), steps=2, seed=3, output_type="np")
+    assert np.abs(frame.astype(int) - img.astype(int)).max() <= 1
+
+
+def test_its_engine_set_runs_by_its_own_input_names(wide):
+    model, out = wide
+    m = semdraw.engines.read_manifest(out)
+    assert m.family == WIDE.name and m.latent_channels == CHANNELS
+    assert [i.name for i in m.networks["denoiser"].inputs] == ["sample", "timestep", COND]
+    ref = semdraw.Stream(model, layers=2, steps=2, seed=5)
+    ort = semdraw.Stream(out, backend="onnxruntime", seed=5)  # its own text encoder, fed by name
+    for s in (ref, ort):
+        for i, b in enumerate(brushes()):
+            s.set_brush(i, b)
+    for _ in range(3):
+        a, b = ort(), ref()
+        torch.testing.assert_close(ort.last_latent, ref.last_latent, rtol=0, atol=1e-3)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def test_the_core_imports_no_command_line_tool():
+    code = ("import sys, semdraw; from semdraw import generation, stream, engines, loading, model, step, masks, "
+            "sampling, backends, prompts, families; semdraw.load_model; semdraw.Stream; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('semdraw.tools', 'semdraw.build_engines', "
+            "'semdraw.viewer'))); print(bad); sys.exit(1 if bad else 0)")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
