@@ -284,11 +284,13 @@ def load_engines(
     expect: dict[str, Any] | None = None,
     verify: bool = True,
     text: bool = True,
+    cuda_graph: bool = False,
 ) -> EngineSet:
     """Load an engine set: ``backend`` "auto" (TensorRT when it and CUDA are here, else onnxruntime),
     "tensorrt" or "onnxruntime". ``expect`` (e.g. ``{"height": 64, "layers": 3}``) must match the
     build request, or the error names the command that rebuilds the set for it. ``text``: also load the
-    set's prompt encoder (the source model is never needed)."""
+    set's prompt encoder (the source model is never needed). ``cuda_graph``: TensorRT runners capture
+    their enqueue as a CUDA graph (GPU-only)."""
     folder = Path(path)
     manifest = read_manifest(folder)
     if expect:
@@ -313,7 +315,8 @@ def load_engines(
             )
         names = [i.name for i in net.inputs]
         if backend == "tensorrt":
-            runners[role] = backends.TensorRTRunner(folder / net.tensorrt, names, net.output.name, device=dev)
+            runners[role] = backends.TensorRTRunner(folder / net.tensorrt, names, net.output.name, device=dev,
+                                                    cuda_graph=cuda_graph)  # fmt: skip
         else:
             runners[role] = backends.OrtRunner(folder / net.onnx, names, net.output.name, device=dev)
     prompts = load_prompt_encoder(folder, manifest) if text else None

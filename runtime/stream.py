@@ -43,6 +43,7 @@ import torch
 from . import masks as M
 from . import sampling as S
 from . import step
+from .backends import CudaGraphed
 from .conditioning import Conditioning
 from .engines import EngineSet, load_engines, load_prompt_encoder, weights_fingerprint
 from .errors import ConfigError
@@ -143,7 +144,8 @@ class Stream:
     (0: the same noise for every image, so an unchanged drawing gives a still image). ``bootstrap_steps``, ``bootstrap_mix_steps``,
     ``centre_steps``, ``mask_type`` and ``cover_alpha`` mean exactly what they mean in :func:`generate`
     (defaults: the model's); centring applies per slot to the first ``centre_steps`` steps (default: the
-    bootstrap steps).
+    bootstrap steps). ``cuda_graph``: capture the denoiser call as a CUDA graph (torch models on CUDA,
+    TensorRT sets; GPU-only).
     """
 
     def __init__(
@@ -167,6 +169,7 @@ class Stream:
         centre_steps: int | None = None,
         mask_type: str = "discrete",
         cover_alpha: float | None = 0.3,
+        cuda_graph: bool = False,
     ) -> None:
         if cfg not in CFG_MODES:
             raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
@@ -192,6 +195,10 @@ class Stream:
             self.model: Model | None = source
             self.engines: EngineSet | None = None
             self.networks = StreamNetworks.from_model(source)
+            if cuda_graph and source.device.type != "cuda":
+                raise ConfigError("cuda_graph=True needs a model on CUDA")
+            if cuda_graph:  # the batch shape is fixed: capture the denoiser call once, replay it every frame
+                self.networks = replace(self.networks, denoise=CudaGraphed(self.networks.denoise))
             self.family, self.prompts = source.family, source.prompts
             defaults, factor = source.defaults, source.vae_scale_factor
             height, width = height or source.native_size, width or source.native_size
@@ -204,7 +211,8 @@ class Stream:
             if engines is None:
                 expect = {k: v for k, v in (("height", height), ("width", width), ("layers", layers),
                                             ("cfg", cfg)) if v is not None}  # fmt: skip
-                engines = load_engines(source, backend, device=device, expect=expect, text=model is None)
+                engines = load_engines(source, backend, device=device, expect=expect, text=model is None,
+                                       cuda_graph=cuda_graph)  # fmt: skip
             man, req = engines.manifest, engines.manifest.request
             height, width, layers = height or req.height, width or req.width, layers or req.layers
             if (height, width, layers, cfg) != (req.height, req.width, req.layers, req.cfg):

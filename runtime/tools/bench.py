@@ -195,14 +195,16 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
 
     if backend == "torch":
         return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=args.steps,
-                              timesteps=args.timesteps, seed=0, cfg=args.cfg)  # fmt: skip
+                              timesteps=args.timesteps, seed=0, cfg=args.cfg, cuda_graph=args.cuda_graph)  # fmt: skip
     if args.engines is None:
         raise semdraw.ConfigError(
             f"backend {backend} runs an engine set: build one for {args.model} with build-engines (see "
             "`build-engines --help`) and pass --engines FOLDER"
         )
     # The set's own text encoders: no second copy of the model in memory.
-    return semdraw.Stream(args.engines, backend=backend, seed=0, cfg=args.cfg)
+    device = None if args.device == "cpu" else args.device  # the backend's own default device otherwise
+    return semdraw.Stream(args.engines, backend=backend, seed=0, cfg=args.cfg, device=device,
+                          cuda_graph=args.cuda_graph)  # fmt: skip
 
 
 def stream(args: argparse.Namespace) -> int:
@@ -322,7 +324,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--no-baseline", action="store_true", help="skip the one-shot generate() baseline")
     st.add_argument("--scaling", type=lambda v: [int(x) for x in v.split(",")], default=None, metavar="L1,L2,..",
                     help="also time torch streams with these layer counts (linearity in L x T)")  # fmt: skip
-    st.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    st.add_argument("--device", default="cpu", help="torch device for the model, or for an onnxruntime engine set "
+                                                    "(cuda: its CUDA provider) (default cpu)")  # fmt: skip
+    st.add_argument("--cuda-graph", action="store_true",
+                    help="capture the denoiser call as a CUDA graph (torch on CUDA, TensorRT sets)")
     st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     st.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     st.set_defaults(run=stream)
