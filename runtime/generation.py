@@ -1,6 +1,6 @@
 """One-shot region-based generation: `generate()` and `panorama()`.
 
-Per step k (paper §3, DESIGN §4), on the shared latent x_k:
+Per step k (paper §3; the formulas are `semdraw.step`'s, shared with the stream), on the shared latent x_k:
   1. every (tile, layer) item whose weight is non-zero gets its input: the tile's crop of x_k; during the
      first ``bootstrap_steps`` a brush sees a white/background fill outside its mask, and during the
      first ``centre_steps`` its crop is rolled so its mask's bounding box is centred;

@@ -1,4 +1,4 @@
-"""The multi-prompt stream batch (DESIGN §3-4): a fixed-size pipeline of T images in flight.
+"""The multi-prompt stream batch: a fixed-size pipeline of T images in flight (docs/architecture.md).
 
 Each call advances every image in flight by one step in a *single* denoiser batch of L·T rows (L prompt
 rows x T steps, step-major: row = k·L + i), averages each step's rows under their quantized masks in
