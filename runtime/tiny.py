@@ -26,8 +26,10 @@ def make_tokenizer(folder: Path, max_length: int = 16):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
-def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: str = "epsilon", seed: int = 0):
-    """StableDiffusionPipeline with tiny random UNet / CLIP / VAE (8x latent factor, native size 64 px)."""
+def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: str = "epsilon", seed: int = 0,
+                       latent_channels: int = 4):  # fmt: skip
+    """StableDiffusionPipeline with tiny random UNet / CLIP / VAE (8x latent factor, native size 64 px,
+    ``latent_channels`` latent channels)."""
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -40,12 +42,13 @@ def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: st
         num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=16,
     ))  # fmt: skip
     unet = diffusers.UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=latent_channels,
+        out_channels=latent_channels,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32, attention_head_dim=8,
     )  # fmt: skip
     vae = diffusers.AutoencoderKL(
-        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=4,
+        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=latent_channels,
         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
         norm_num_groups=8, layers_per_block=1, sample_size=64,
     )  # fmt: skip

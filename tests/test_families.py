@@ -16,7 +16,7 @@ import torch
 import semdraw
 from semdraw.build_engines import cli
 from semdraw.families import SD15, InputSpec, sd15
-from semdraw.tiny import make_tokenizer
+from semdraw.tiny import make_tiny_pipeline
 
 CHANNELS = 8
 COND = "prompt_tokens"
@@ -31,30 +31,7 @@ def call(unet, sample, timestep, cond):
 
 
 def make_tiny(folder, scheduler="lcm", prediction_type="epsilon", seed=0):
-    import diffusers
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    tokenizer = make_tokenizer(folder / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=16,
-    ))  # fmt: skip
-    unet = diffusers.UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=CHANNELS, out_channels=CHANNELS,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8,
-    )  # fmt: skip
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=CHANNELS,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        norm_num_groups=8, layers_per_block=1, sample_size=64,
-    )  # fmt: skip
-    sched = semdraw.sampling.make_scheduler(scheduler, {**sd15.SCHEDULER_CONFIG, "prediction_type": prediction_type})
-    return diffusers.StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+    return make_tiny_pipeline(folder, scheduler, prediction_type, seed, latent_channels=CHANNELS)
 
 
 WIDE = dataclasses.replace(
