@@ -46,13 +46,32 @@ def _default_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _fetch_hint(source: str) -> str:
+    repo, _ = hub_file(source)
+    return (f"Without network access only local diffusers folders, local .safetensors files and models already in "
+            f"the Hugging Face cache load: fetch it once on a connected machine with `huggingface-cli download "
+            f"{repo}` (then HF_HUB_OFFLINE=1 uses the cache), or pass a local path")  # fmt: skip
+
+
 def _not_found(source: str, err: Exception) -> ModelNotFoundError:
-    return ModelNotFoundError(
-        f"could not load {source!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
-        "  Without network access only local diffusers folders, local .safetensors files and models already in "
-        "the Hugging Face cache load (set HF_HUB_OFFLINE=1 to use the cache). "
-        f"Presets: {sorted(PRESETS)}; local paths must exist."
-    )
+    """One line: what could not be loaded, why, and how to get it."""
+    return ModelNotFoundError(f"could not load {source!r} ({_first_line(err)}). {_fetch_hint(source)}; "
+                              f"presets: {sorted(PRESETS)}")  # fmt: skip
+
+
+def hub_file(source: str) -> tuple[str, str | None]:
+    """(repo or path, weight file) of a LoRA source: ``org/name/file.safetensors`` names one file of a hub
+    repo (e.g. ``ByteDance/SDXL-Lightning/sdxl_lightning_4step_lora.safetensors``); anything else is
+    passed as it is (a local file or folder, or a hub repo with one LoRA file)."""
+    parts = source.split("/")
+    if len(parts) > 2 and source.endswith(".safetensors") and not Path(source).expanduser().exists():
+        return "/".join(parts[:2]), "/".join(parts[2:])
+    return source, None
 
 
 def _dtype_kwarg() -> str:
@@ -144,7 +163,9 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec], family: FamilySpec) -> list[tupl
                 "diffusers.loaders.lora_base", "No LoRA keys associated to"  # UNet-only LoRAs: checked below
             ):
                 warnings.simplefilter("always")
-                pipe.load_lora_weights(source, adapter_name=name)
+                repo, weight_name = hub_file(source)
+                extra = {"weight_name": weight_name} if weight_name else {}
+                pipe.load_lora_weights(repo, adapter_name=name, **extra)
             incomplete = [w for w in caught if "additional target modules" in str(w.message)]
             if incomplete:  # PEFT only warns; a LoRA missing some of its own modules is broken
                 raise LoraError(f"LoRA {source!r} is incomplete: its config targets modules that have no weights "
@@ -156,7 +177,9 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec], family: FamilySpec) -> list[tupl
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             if isinstance(err, LoraError):
                 raise
-            raise LoraError(f"could not load or fuse LoRA {source!r}: {err}") from err
+            if isinstance(err, OSError) and not Path(source).expanduser().exists():  # not here, not downloadable
+                raise LoraError(f"could not load LoRA {source!r} ({_first_line(err)}). {_fetch_hint(source)}") from err
+            raise LoraError(f"could not load or fuse LoRA {source!r}: {_first_line(err)}") from err
         after = _weights_fingerprint(*modules)
         if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):
             raise LoraError(f"LoRA {source!r} changed no weight: its keys do not match this model")
@@ -201,6 +224,8 @@ def load_model(
         _dropping_log_records("diffusers.configuration_utils", "The config attributes {'block_out_channels'"),
     ):
         pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt, fam)
+    if preset and preset.scheduler_overrides:  # e.g. Lightning / Hyper-SD: trailing timestep spacing
+        pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, **preset.scheduler_overrides})
     all_loras = list(preset.loras if preset else ()) + list(loras)
     fused = fuse_loras(pipe, all_loras, fam)
     if preset and preset.tiny_vae:
@@ -267,14 +292,16 @@ def source_fingerprint(name_or_path: str, loras: Sequence[LoraSpec] = ()) -> str
     sources = [] if preset and preset.build else [preset.source if preset else str(name_or_path)]
     if preset:
         sources += [src for src, _ in preset.loras] + ([preset.tiny_vae] if preset.tiny_vae else [])
-        parts.append(repr((preset.loras, preset.tiny_vae, preset.sampler, preset.defaults)))
+        parts.append(repr((preset.loras, preset.tiny_vae, preset.sampler, preset.defaults,
+                           dict(preset.scheduler_overrides))))
     sources += [parse_lora(spec)[0] for spec in loras]
     for src in sources:
         path = Path(src).expanduser()
         if path.exists():
             parts.append(f"{src}={_path_fingerprint(path)}")
             continue
-        revision = _hub_revision(src) if src.count("/") == 1 else None
+        repo = hub_file(src)[0]
+        revision = _hub_revision(repo) if repo.count("/") == 1 else None
         if revision is None:
             return None
         parts.append(f"{src}@{revision}")

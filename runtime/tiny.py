@@ -96,3 +96,80 @@ def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     return pipe.to(dtype=dtype)
+
+
+def make_tiny_sdxl_pipeline(folder: Path, scheduler: str = "euler", prediction_type: str = "epsilon", seed: int = 0):
+    """StableDiffusionXLPipeline with tiny random components (the shapes of diffusers' own SDXL test
+    components, at a 64 px native size): two CLIP encoders (the second with a projection), a text-time UNet."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from . import sampling
+    from .families.sdxl import SCHEDULER_CONFIG
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = make_tokenizer(folder / "tokenizer"), make_tokenizer(folder / "tokenizer_2")
+    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+                            num_attention_heads=4, num_hidden_layers=3, vocab_size=len(tokenizer),
+                            max_position_embeddings=16, hidden_act="gelu", projection_dim=32)  # fmt: skip
+    text_encoder, text_encoder_2 = CLIPTextModel(config), CLIPTextModelWithProjection(config)
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
+    )  # fmt: skip
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        norm_num_groups=8, layers_per_block=1, sample_size=64, scaling_factor=0.13025,
+    )  # fmt: skip
+    sched = sampling.make_scheduler(scheduler, {**SCHEDULER_CONFIG, "prediction_type": prediction_type})
+    return diffusers.StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=sched,
+    )  # fmt: skip
+
+
+# SDXL base 1.0's architecture as data (the sizes of stabilityai/stable-diffusion-xl-base-1.0's configs).
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    cross_attention_dim=2048,
+)  # fmt: skip
+SDXL_TEXT = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                 max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)  # fmt: skip
+SDXL_TEXT_2 = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+                   max_position_embeddings=77, hidden_act="gelu", projection_dim=1280)  # fmt: skip
+
+
+def make_sdxl_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """SDXL-sized UNet (2.6B) and both CLIP text encoders, and a TAESDXL-sized AutoencoderTiny, all with
+    random weights: the compute of SDXL + TAESDXL without a download. For timing only: images are noise."""
+    import tempfile
+
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from . import sampling
+    from .families.sdxl import SCHEDULER_CONFIG
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp) / "1", max_length=77)
+        tokenizer_2 = make_tokenizer(Path(tmp) / "2", max_length=77)
+    ids = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tokenizer))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**ids, **SDXL_TEXT))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT_2))
+    unet = diffusers.UNet2DConditionModel(**SDXL_UNET)
+    vae = diffusers.AutoencoderTiny()  # TAESDXL has TAESD's architecture
+    sched = sampling.make_scheduler("euler", SCHEDULER_CONFIG)
+    pipe = diffusers.StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=sched,
+    )  # fmt: skip
+    return pipe.to(dtype=dtype)

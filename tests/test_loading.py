@@ -63,7 +63,6 @@ def test_parse_lora():
 @pytest.mark.parametrize(
     ("name", "error", "match"),
     [
-        ("sdxl", semdraw.UnsupportedFamilyError, "not supported yet"),
         ("sd3", semdraw.UnsupportedFamilyError, "not supported yet"),
         ("no-such-preset", semdraw.ModelNotFoundError, "not a preset"),
         ("/nonexistent/model.safetensors", semdraw.ModelNotFoundError, "no such file"),
@@ -85,12 +84,32 @@ def test_missing_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
         semdraw.load_model(str(tmp_path / "folder"), device="cpu")
 
 
+@pytest.mark.parametrize("preset, missing", [("sdxl", "stabilityai/stable-diffusion-xl-base-1.0"),
+                                             ("sdxl-hyper", "stabilityai/stable-diffusion-xl-base-1.0"),
+                                             ("sd15-hyper", "stable-diffusion-v1-5/stable-diffusion-v1-5")])
+def test_hub_presets_offline_fail_in_one_line_naming_what_to_fetch(monkeypatch, tmp_path, preset, missing):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    with pytest.raises(semdraw.ModelNotFoundError) as err:
+        semdraw.load_model(preset, device="cpu")
+    message = str(err.value)
+    assert "\n" not in message and repr(missing) in message and f"huggingface-cli download {missing}" in message
+
+
+def test_hub_lora_files_are_a_repo_and_a_weight_name():
+    from semdraw.loading import hub_file
+
+    assert hub_file("ByteDance/SDXL-Lightning/sdxl_lightning_4step_lora.safetensors") == (
+        "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors")
+    assert hub_file("latent-consistency/lcm-lora-sdv1-5") == ("latent-consistency/lcm-lora-sdv1-5", None)
+
+
 def test_families():
     assert semdraw.get_family("SD15").name == "sd15"
     with pytest.raises(semdraw.UnsupportedFamilyError, match="unknown model family"):
         semdraw.get_family("sd2")
     with pytest.raises(semdraw.UnsupportedFamilyError, match="reserved"):
-        semdraw.Model.from_pipeline(object(), family="sdxl")
+        semdraw.Model.from_pipeline(object(), family="sd3")
 
 
 def test_a_lora_mixing_key_formats_is_refused_not_half_applied(saved, tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..errors import UnsupportedFamilyError
 from .sd15 import SD15
+from .sdxl import SDXL
 from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults, TileGeometry
 
-FAMILIES: dict[str, FamilySpec] = {SD15.name: SD15}
+FAMILIES: dict[str, FamilySpec] = {f.name: f for f in (SD15, SDXL)}
 # Families whose sampler math exists but whose description module does not yet: named, so the error says so.
-RESERVED = ("sdxl", "sd3")
+RESERVED = ("sd3",)
 
 
 def get_family(name: str | FamilySpec) -> FamilySpec:

@@ -49,12 +49,27 @@ def call_unet(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tenso
     return unet(sample, timestep, encoder_hidden_states=cond[TOKEN_EMBEDDINGS], return_dict=False)[0]
 
 
+BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PRESETS = {
     "sd15": Preset(
-        source="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        source=BASE,
         loras=(("latent-consistency/lcm-lora-sdv1-5", 1.0),),
         tiny_vae="madebyollin/taesd",
         sampler="lcm",
+        accelerator="LCM-LoRA (latent-consistency/lcm-lora-sdv1-5): LCMScheduler, 4 steps, guidance off "
+        "(its model card: 2-8 steps, guidance 1-2)",
+    ),
+    # Hyper-SD's model card (ByteDance/Hyper-SD): the N-step SD1.5 LoRA, fused at scale 1, with DDIMScheduler
+    # and timestep_spacing="trailing", N steps, guidance_scale=0 (off); we ship the 4-step LoRA at 4 steps.
+    "sd15-hyper": Preset(
+        source=BASE,
+        loras=(("ByteDance/Hyper-SD/Hyper-SD15-4steps-lora.safetensors", 1.0),),
+        tiny_vae="madebyollin/taesd",
+        sampler="ddim",
+        scheduler_overrides={"timestep_spacing": "trailing"},
+        defaults=SamplingDefaults(timesteps=(999.0, 749.0, 499.0, 249.0)),
+        accelerator="Hyper-SD 4-step LoRA (ByteDance/Hyper-SD): DDIM trailing, 4 steps [999, 749, 499, 249], "
+        "guidance off (its model card)",
     ),
     # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline; its LCM-distilled
     # LoRA is fused as SD1.5's is. Its defaults (two LCM steps, two centred bootstrap steps) are the best

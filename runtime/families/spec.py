@@ -63,6 +63,8 @@ class Preset:
     closed_vocabulary: Callable[[], frozenset[str]] | None = None  # warn about words outside it
     build: Callable[[torch.dtype], Any] | None = None  # builds the pipeline in memory instead of loading
     defaults: SamplingDefaults = SamplingDefaults()
+    scheduler_overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"timestep_spacing": "trailing"}
+    accelerator: str = ""  # what makes it few-step, and where its settings come from (docs and README table)
 
 
 def vae_scale_shift(vae_config: Any) -> tuple[float, float]:
