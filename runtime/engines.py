@@ -157,6 +157,7 @@ class Manifest:
     bootstrap_steps: int  # the model's default (SamplingDefaults.bootstrap_steps)
     # a key over the request as given and the source files, known before any model is loaded ("" if none)
     source_key: str = ""
+    sampler_params: dict[str, float] = field(default_factory=dict)  # the sampler's step arguments (TCD: eta)
     format: int = FORMAT_VERSION
     # every LoRA baked into the exported networks: the preset's own (toy, sd15: their LCM-LoRAs) and --lora's
     fused_loras: tuple[tuple[str, float], ...] = ()

@@ -196,6 +196,7 @@ def load_model(
     dtype: torch.dtype | None = None,
     family: str | None = None,
     sampler: str | None = None,
+    sampler_params: dict[str, float] | None = None,
 ) -> Model:
     """Load a model for generation.
 
@@ -238,8 +239,11 @@ def load_model(
     model = Model.from_pipeline(pipe, fam, sampler=sampler or (preset.sampler if preset else None),
                                 name=str(name_or_path))  # fmt: skip
     model.loras = fused
+    model.sampler_params = dict(sampler_params if sampler_params is not None else
+                                (preset.sampler_params if preset else {}))  # fmt: skip
     if preset:
         model.defaults = preset.defaults
+    model.schedule()  # a bad sampler choice or parameter fails here, not at the first image
     if preset and preset.closed_vocabulary:
         model.vocabulary = preset.closed_vocabulary()
     return model.to(dev, dt)

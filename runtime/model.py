@@ -56,6 +56,7 @@ class Model:
         self.sampler = kind
         self.loras: list[tuple[str, float]] = []
         self.defaults = SamplingDefaults()
+        self.sampler_params: dict[str, float] = {}  # the sampler's own step arguments (TCD: eta)
         self._latent_cache: dict[tuple, torch.Tensor] = {}
         self._lock = threading.Lock()
         self.prompts.to(output=(self.device, self.dtype))
@@ -187,17 +188,18 @@ class Model:
     def schedule(self, steps: int | None = None, timesteps: Any = None) -> sampling.SamplerSchedule:
         """This model's sampler table for ``steps`` or explicit ``timesteps`` (default: the model's
         ``defaults.timesteps``, else the family's default steps)."""
-        return schedule_for(self.sampler, self.scheduler_config, self.defaults, self.family, steps,
-                            timesteps).to(self.device)  # fmt: skip
+        return schedule_for(self.sampler, self.scheduler_config, self.defaults, self.family, steps, timesteps,
+                            self.sampler_params).to(self.device)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Model(name={self.name!r}, family={self.family.name!r}, sampler={self.sampler!r}, device={self.device})"
 
 
 def schedule_for(sampler: str, scheduler_config: Any, defaults: SamplingDefaults, family: FamilySpec,
-                 steps: int | None = None, timesteps: Any = None) -> sampling.SamplerSchedule:  # fmt: skip
+                 steps: int | None = None, timesteps: Any = None,
+                 params: dict[str, float] | None = None) -> sampling.SamplerSchedule:  # fmt: skip
     """The sampler table for ``steps`` or ``timesteps``, falling back to ``defaults`` then the family's steps."""
     if steps is None and timesteps is None:
         timesteps = defaults.timesteps
         steps = family.default_steps if timesteps is None else None
-    return sampling.build_schedule(sampler, scheduler_config, steps=steps, timesteps=timesteps)
+    return sampling.build_schedule(sampler, scheduler_config, steps=steps, timesteps=timesteps, **(params or {}))

@@ -1,6 +1,6 @@
 """Few-step sampler math as pure, batch-vectorised functions.
 
-Every sampler we support (LCM, DDIM with eta=0, Euler with trailing spacing, flow-matching Euler) is,
+Every sampler we support (LCM, DDIM with eta=0, Euler with trailing spacing, TCD, flow-matching Euler) is,
 for a fixed step k, *linear* in the current latent ``x`` and the model output ``out``. So a sampler is
 nothing but a table of per-step coefficients (:class:`SamplerSchedule`), and sampling is four one-line
 functions that gather those coefficients per batch item. That is what lets one denoiser call carry items
@@ -265,12 +265,40 @@ def _flow_table(scheduler: Any) -> SamplerSchedule:
     )  # fmt: skip
 
 
+def _tcd_table(scheduler: Any, eta: float = 0.3) -> SamplerSchedule:
+    """TCD (Hyper-SD's unified LoRA, TCD LoRAs): step to the noised estimate at s = ⌊(1 − η)·t_prev⌋,
+    D = sqrt(ᾱ_s)·x̂0 + sqrt(1 − ᾱ_s)·ε̂, then (η > 0, not the last step) renoise to t_prev:
+    x = sqrt(ᾱ_prev / ᾱ_s)·D + sqrt(1 − ᾱ_prev / ᾱ_s)·z. η is diffusers' ``step(eta=...)`` (γ in the paper)."""
+    cfg = scheduler.config
+    _check_no_clipping(cfg)
+    if not 0 <= eta <= 1:
+        raise ConfigError(f"TCD's eta (gamma) must lie in [0, 1], got {eta}")
+    ts = scheduler.timesteps.clone()
+    T = len(ts)
+    a, s = _alphas(scheduler, ts)
+    (x0x, x0o), (ex, eo) = _ddpm_x0_eps(cfg.prediction_type, a, s)
+    prev = torch.cat([ts[1:], torch.zeros(1, dtype=ts.dtype)]).long()  # diffusers: 0 after the last step
+    abar = scheduler.alphas_cumprod.to(_F64)
+    ab_s, ab_prev = abar[torch.floor((1 - eta) * prev.to(_F64)).long()], abar[prev]
+    a_s, s_s = ab_s.sqrt(), (1 - ab_s).sqrt()
+    stochastic = eta > 0 and T > 1
+    last = torch.arange(T) == T - 1
+    ratio = torch.where(last | (not stochastic), torch.ones(T, dtype=_F64), ab_prev / ab_s)
+    return _finish(
+        "tcd", cfg.prediction_type, timesteps=ts, noise_level=s, c_in=torch.ones(T, dtype=_F64),
+        det_x=a_s * x0x + s_s * ex, det_out=a_s * x0o + s_s * eo, x0_x=x0x, x0_out=x0o,
+        renoise_d=ratio.sqrt(), renoise_z=(1 - ratio).sqrt(),
+        level_x0=torch.cat([a, a_s[-1:]]), level_z=torch.cat([s, s_s[-1:]]),
+        target_x0=a_s, target_z=s_s, init_noise_sigma=float(scheduler.init_noise_sigma), stochastic=stochastic,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class SamplerKind:
     """How to get a timestep schedule from diffusers and turn it into our coefficient table."""
 
     scheduler_class: str  # the diffusers class whose config and set_timesteps define the schedule
-    table: Callable[[Any], SamplerSchedule]
+    table: Callable[..., SamplerSchedule]  # (scheduler, **sampler params) -> table
     config_overrides: dict[str, Any]
 
 
@@ -279,6 +307,7 @@ SAMPLERS: dict[str, SamplerKind] = {
     "ddim": SamplerKind("DDIMScheduler", _ddim_table, {}),
     "euler": SamplerKind("EulerDiscreteScheduler", _euler_table, {"timestep_spacing": "trailing"}),
     "flow": SamplerKind("FlowMatchEulerDiscreteScheduler", _flow_table, {}),
+    "tcd": SamplerKind("TCDScheduler", _tcd_table, {}),
 }
 
 SCHEDULER_CLASS_TO_KIND = {v.scheduler_class: k for k, v in SAMPLERS.items()}
@@ -301,11 +330,13 @@ def build_schedule(
     *,
     steps: int | None = None,
     timesteps: Sequence[float] | None = None,
+    **params: float,
 ) -> SamplerSchedule:
     """Coefficient table for ``kind`` from a diffusers scheduler (or its config) and a step choice.
 
     ``steps=N`` uses exactly the timesteps the diffusers scheduler picks in ``set_timesteps(N)``;
-    ``timesteps=[...]`` overrides them (e.g. the official 5-step [999, 919, 759, 499, 259]).
+    ``timesteps=[...]`` overrides them (e.g. the official 5-step [999, 919, 759, 499, 259]). ``params``: the
+    sampler's own step arguments (TCD: ``eta``).
     """
     if (steps is None) == (timesteps is None):
         raise ConfigError("pass exactly one of steps=N or timesteps=[...]")
@@ -330,10 +361,10 @@ def build_schedule(
             scheduler.set_timesteps(sigmas=[t / n_train for t in ts])
         else:
             with _quiet(scheduler):  # it warns on schedules not starting at 999: a choice, checked above
-                scheduler.set_timesteps(timesteps=[int(t) for t in ts] if kind == "lcm" else ts)
+                scheduler.set_timesteps(timesteps=[int(t) for t in ts] if kind in ("lcm", "tcd") else ts)
     else:
         scheduler.set_timesteps(steps)
-    return SAMPLERS[kind].table(scheduler)
+    return SAMPLERS[kind].table(scheduler, **params)
 
 
 @contextlib.contextmanager

@@ -230,7 +230,8 @@ class Stream:
                 _check_text_encoder_pairing(model, engines)
             defaults = SamplingDefaults(timesteps=req.timesteps, bootstrap_steps=man.bootstrap_steps)
             factor = req.height // man.latent_height
-            self.sched = schedule_for(man.sampler, man.scheduler_config, defaults, self.family, steps, timesteps)
+            self.sched = schedule_for(man.sampler, man.scheduler_config, defaults, self.family, steps, timesteps,
+                                      man.sampler_params)  # fmt: skip
             built = tuple(float(t) for t in req.timesteps)
             if tuple(float(t) for t in self.sched.timesteps.tolist()) != built:
                 raise ConfigError(f"the engine set was built for timesteps {list(built)}; rebuild with: "

@@ -164,3 +164,32 @@ def test_sampling_options_resolve_against_the_model_defaults_and_check_once():
                        ({"bootstrap_mix_steps": float("nan")}, "bootstrap_mix_steps")):  # fmt: skip
         with pytest.raises(ConfigError, match=match):
             SamplingOptions(**bad).resolved(SamplingDefaults())
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("steps", [1, 4])
+def test_tcd_table_matches_diffusers_step(prediction_type, eta, steps):
+    """TCD (Hyper-SD's unified LoRA): diffusers' TCDScheduler.step(eta=...) with its own noise draws."""
+    import diffusers.schedulers.scheduling_tcd as tcd_mod
+
+    ref = diffusers.TCDScheduler.from_config({**SD_CONFIG, "prediction_type": prediction_type})
+    ref.set_timesteps(steps)
+    table = sampling.build_schedule("tcd", ref, steps=steps, eta=eta)
+    assert torch.equal(table.timesteps.float(), ref.timesteps.float()) and table.stochastic == (eta > 0 and steps > 1)
+    g = torch.Generator().manual_seed(steps)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    outs = [torch.randn(2, 4, 8, 8, generator=g) for _ in range(steps)]
+    noises = [torch.randn(2, 4, 8, 8, generator=g) for _ in range(steps)]
+    draws = iter(noises)
+    saved = tcd_mod.randn_tensor
+    tcd_mod.randn_tensor = lambda *a, **kw: next(draws)
+    try:
+        theirs = [x]
+        for i, t in enumerate(ref.timesteps):
+            theirs.append(ref.step(outs[i], t, theirs[-1], eta=eta).prev_sample)
+    finally:
+        tcd_mod.randn_tensor = saved
+    ours = _run_ours(table, x, outs, noises)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

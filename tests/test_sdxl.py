@@ -18,6 +18,7 @@ SCHEDULERS = {  # the accelerators' samplers: Lightning (Euler trailing), Hyper-
     "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
     "ddim": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
     "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),  # Hyper-SD's unified LoRA; eta (gamma) 0.3
 }
 
 
@@ -25,7 +26,10 @@ def tiny_sdxl(tmp_path, sampler):
     pipe = make_tiny_sdxl_pipeline(tmp_path / "sdxl")
     cls, extra = SCHEDULERS[sampler]
     pipe.scheduler = getattr(diffusers, cls).from_config({**SCHEDULER_CONFIG, **extra})
-    return pipe, semdraw.Model.from_pipeline(pipe, family="sdxl", sampler=sampler)
+    model = semdraw.Model.from_pipeline(pipe, family="sdxl", sampler=sampler)
+    if sampler == "tcd":
+        model.sampler_params = {"eta": 0.3}
+    return pipe, model
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +38,14 @@ def sdxl(tmp_path_factory):
 
 
 @pytest.mark.parametrize("guidance, negative", [(1.0, ""), (3.0, "blurry")])
-@pytest.mark.parametrize("sampler", ["euler", "ddim", "lcm"])
+@pytest.mark.parametrize("sampler", ["euler", "ddim", "lcm", "tcd"])
 def test_oracle2_full_canvas_brush_equals_the_sdxl_pipeline(tmp_path, sampler, guidance, negative):
     pipe, model = tiny_sdxl(tmp_path, sampler)
     brush = semdraw.Brush("a red circle", np.ones((64, 64), np.float32), negative_prompt=negative)
     kwargs = dict(steps=4, bootstrap_steps=0, guidance_scale=guidance)
     call = dict(prompt="a red circle", num_inference_steps=4, guidance_scale=guidance, height=64, width=64)
+    if sampler == "tcd":
+        call["eta"] = 0.3  # the pipeline hands eta to the scheduler's step (DDIM's would be stochastic)
     if guidance > 1:
         call["negative_prompt"] = negative
     lat = semdraw.generate(model, [brush], generator=torch.Generator().manual_seed(3), output_type="latent", **kwargs)

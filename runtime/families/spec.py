@@ -64,6 +64,7 @@ class Preset:
     build: Callable[[torch.dtype], Any] | None = None  # builds the pipeline in memory instead of loading
     defaults: SamplingDefaults = SamplingDefaults()
     scheduler_overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"timestep_spacing": "trailing"}
+    sampler_params: Mapping[str, float] = field(default_factory=dict)  # the sampler's step arguments (TCD: eta)
     accelerator: str = ""  # what makes it few-step, and where its settings come from (docs and README table)
 
 
