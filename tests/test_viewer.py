@@ -90,6 +90,7 @@ def test_canvas_shows_brushes_as_translucent_colours():
     for side in (64, H, 300):  # small canvases are enlarged to at least DISPLAY_SIDE, never beyond 2x that
         assert DISPLAY_SIDE <= display_scale(side, side) * side < 2 * DISPLAY_SIDE
     assert display_scale(512, 512) == 1
+    assert display_scale(1024, 1024) * 1024 <= 720 and display_scale(1024, 2048) * 2048 <= 720  # SDXL fits a screen
 
 
 # ---------------------------------------------------------------- the session (no window)

@@ -27,6 +27,7 @@ log = logging.getLogger("semdraw.viewer")
 TITLE = "semdraw-live"
 STATUS_HEIGHT = 28
 DISPLAY_SIDE = 448  # small canvases are enlarged to at least this (the toy model's 128 px is shown 4x)
+MAX_DISPLAY_SIDE = 720  # larger canvases are shown at most this big (1024² at 0.7x: two panels in 1440 px)
 NO_DISPLAY = ("semdraw-live: no display (DISPLAY is not set). Render a palette without a window with "
               "`semdraw-render PALETTE.json -o out.png`, or run under a virtual display: `xvfb-run semdraw-live`")  # fmt: skip
 
@@ -38,9 +39,14 @@ h: this help   q / Esc: quit      (typing: Enter commits, Esc cancels)"""
 KEY_ENTER, KEY_ESC, KEY_BACKSPACE = (10, 13), 27, (8, 127)
 
 
-def display_scale(height: int, width: int) -> int:
-    """Integer enlargement that shows the canvas at least DISPLAY_SIDE pixels wide or tall (1 if it is)."""
-    return max(1, -(-DISPLAY_SIDE // max(height, width)))
+def display_scale(height: int, width: int) -> float:
+    """How much the window scales the canvas: small canvases are enlarged by a whole factor to at least
+    DISPLAY_SIDE pixels on their longer side; canvases beyond MAX_DISPLAY_SIDE (SDXL's 1024², panoramas)
+    are shown smaller so the canvas and the image fit side by side on a screen; others as they are."""
+    side = max(height, width)
+    if side > MAX_DISPLAY_SIDE:
+        return MAX_DISPLAY_SIDE / side
+    return max(1, -(-DISPLAY_SIDE // side))
 
 
 def render_canvas(palette: Palette, current: str, background: np.ndarray | None = None) -> np.ndarray:
@@ -63,7 +69,7 @@ class Window:
         self.session, self.frames = session, frames
         pal = session.palette
         self.scale = display_scale(pal.height, pal.width)
-        self.side_w, self.side_h = pal.width * self.scale, pal.height * self.scale
+        self.side_w, self.side_h = round(pal.width * self.scale), round(pal.height * self.scale)
         self.show_help = False
         self._button: int | None = None
         self._background = self._load_background()
@@ -97,7 +103,7 @@ class Window:
         if self._button is None or not (0 <= x < self.side_w and 0 <= y < self.side_h):
             return
         if event in (cv2.EVENT_MOUSEMOVE, cv2.EVENT_LBUTTONDOWN, cv2.EVENT_RBUTTONDOWN):
-            s.paint(x // self.scale, y // self.scale, erase=self._button == 2, stroke_start=down is not None)
+            s.paint(int(x / self.scale), int(y / self.scale), erase=self._button == 2, stroke_start=down is not None)
 
     def _on_param(self, **value: float) -> None:
         if not self._syncing:
@@ -171,7 +177,9 @@ class Window:
         if frame is None or frame.shape[:2] != (pal.height, pal.width):
             frame = np.zeros((pal.height, pal.width, 3), np.uint8)
         both = np.concatenate([canvas, frame], axis=1)
-        both = cv2.resize(both, (2 * self.side_w, self.side_h), interpolation=cv2.INTER_NEAREST)
+        shrink = self.scale < 1  # averaging when shrinking; pixels stay crisp when enlarging
+        both = cv2.resize(both, (2 * self.side_w, self.side_h),
+                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)  # fmt: skip
         status = np.full((STATUS_HEIGHT, both.shape[1], 3), 30, np.uint8)
         img = cv2.cvtColor(np.concatenate([both, status], axis=0), cv2.COLOR_RGB2BGR)
         cv2.putText(img, self.status_line(), (6, self.side_h + 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
@@ -287,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         window = Window(session, frames)
-        log.info("semdraw-live: window ready (%dx%d canvas shown at %dx); press h for help",
+        log.info("semdraw-live: window ready (%dx%d canvas shown at %gx); press h for help",
                  session.palette.width, session.palette.height, window.scale)  # fmt: skip
         redraw_rate = window.run()
     finally:
