@@ -17,6 +17,7 @@ import torch
 from semdraw import backends, engines
 from semdraw.engines import MANIFEST, BuildRequest, Manifest, NetworkEntry, sha256_file
 from semdraw.errors import SemdrawError
+from semdraw.loading import MODEL_HELP
 
 from . import steps
 from .networks import describe
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default="toy",
-        help="toy (default), sd15, a hub id, a diffusers folder, or a .safetensors file",
+        help=MODEL_HELP,
     )
     p.add_argument(
         "--family",
@@ -265,12 +266,14 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
                                                   precision="fp32", artifact="fp32 ONNX")}  # fmt: skip
         fp16_file = plan_file = None
         if trt_ok:
+            # A network that is not fp16-safe (the full SDXL VAE overflows) keeps an fp32 plan.
+            precision = request.precision if net.fp16_safe else "fp32"
             fp16_file, plan_file = f"{net.role}.fp16.onnx", f"{net.role}.{steps.tensorrt_tag()}.plan"
-            steps.export_onnx(net, folder / fp16_file, fp16=request.precision == "fp16")
+            steps.export_onnx(net, folder / fp16_file, fp16=precision == "fp16")
             steps.build_tensorrt(folder / fp16_file, folder / plan_file, folder.parent / ".timing-cache",
                                  workspace_gb=workspace_gb)
             validation["tensorrt"] = steps.validate(net, steps.run_tensorrt(net, folder / plan_file), ref,
-                                                    precision=request.precision, artifact="TensorRT plan")  # fmt: skip
+                                                    precision=precision, artifact="TensorRT plan")  # fmt: skip
         files = [f for f in (onnx_file, fp16_file, plan_file) if f] + [
             p.name for p in folder.iterdir() if p.name.startswith(f"{net.role}.") and p.name.endswith(".data")
         ]

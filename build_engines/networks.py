@@ -72,6 +72,7 @@ class Network:
     inputs: tuple[TensorSpec, ...]
     output: TensorSpec
     sample: tuple[torch.Tensor, ...]  # realistic, seeded inputs
+    fp16_safe: bool = True  # False: its TensorRT plan stays fp32 (a VAE whose config says force_upcast)
 
 
 def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network]:
@@ -113,7 +114,7 @@ def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network
                  *(spec(i.name, cond[i.name]) for i in fam.conditioning)),
                 spec("out", out), (sample, timestep, *cond_inputs)),
         Network("vae_encoder", VaeEncoderIO(model.vae).float().cpu(), (spec("image", image),),
-                spec("latent", raw_latent), (image,)),
+                spec("latent", raw_latent), (image,), fp16_safe=not model.vae_needs_fp32),
         Network("vae_decoder", VaeDecoderIO(model.vae).float().cpu(), (spec("latent", raw_latent),),
-                spec("image", image), (raw_latent,)),
+                spec("image", image), (raw_latent,), fp16_safe=not model.vae_needs_fp32),
     ]  # fmt: skip

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 PRESET_FAMILIES: dict[str, FamilySpec] = {name: fam for fam in FAMILIES.values() for name in fam.presets}
 PRESETS: dict[str, Preset] = {name: fam.presets[name] for name, fam in PRESET_FAMILIES.items()}
 DEFAULT_MODEL = "toy"
+MODEL_HELP = (f"a preset ({', '.join(PRESETS)}; default {DEFAULT_MODEL}), a hub id, a diffusers folder, or a "
+              "single .safetensors checkpoint")  # fmt: skip
 
 LoraSpec = str | tuple[str, float]
 

@@ -125,6 +125,12 @@ class Model:
         return self.family.latent_scaling(self.vae.config)
 
     @property
+    def vae_needs_fp32(self) -> bool:
+        """The VAE's config asks to run in fp32 (``force_upcast``: the full SDXL VAE overflows in fp16;
+        TAESD-style decoders do not ask)."""
+        return bool(getattr(self.vae.config, "force_upcast", False))
+
+    @property
     def native_size(self) -> int:
         """The canvas side the denoiser was trained at (pixels)."""
         sample = self.denoiser.config.sample_size
@@ -135,8 +141,9 @@ class Model:
         for c in (self.family.denoiser, "vae"):
             module = self.components[c]
             kwargs: dict[str, Any] = {"device": device}
-            if dtype is not None and next(module.parameters()).dtype != dtype:
-                kwargs["dtype"] = dtype  # only a real cast: diffusers warns on any dtype argument, even a no-op
+            want = torch.float32 if c == "vae" and self.vae_needs_fp32 and dtype is not None else dtype
+            if want is not None and next(module.parameters()).dtype != want:
+                kwargs["dtype"] = want  # only a real cast: diffusers warns on any dtype argument, even a no-op
             module.to(**kwargs)
         self.prompts.to(device, dtype, output=(self.device, self.dtype))
         with self._lock:

@@ -163,3 +163,13 @@ def test_oracle4_engine_set_has_five_named_inputs_and_equals_torch(sdxl_set):
         a, b = ort(), ref()
         torch.testing.assert_close(ort.last_latent, ref.last_latent, rtol=0, atol=1e-3)
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def test_a_vae_that_asks_for_fp32_stays_fp32_in_a_half_model(tmp_path):
+    """The full SDXL VAE overflows in fp16 (its config says force_upcast): a float16 model keeps it in
+    float32 and decodes through it; TAESD-style decoders have no such flag and follow the model's dtype."""
+    pipe, model = tiny_sdxl(tmp_path, "euler")
+    assert model.vae.config.force_upcast and model.vae_needs_fp32
+    model.to(dtype=torch.float16)
+    assert model.dtype == torch.float16 and model.vae.dtype == torch.float32
+    assert model.decode(torch.zeros(1, 4, 8, 8, dtype=torch.float16)).dtype == torch.float32

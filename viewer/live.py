@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from semdraw.errors import SemdrawError
+from semdraw.loading import MODEL_HELP
 
 from .palette import Palette
 from .session import FrameThread, LiveSession
@@ -221,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "With no arguments: the embedded toy model on the CPU. Press h in the window for keys.",
                                 epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default="toy", help="toy (default), sd15, or a model folder / hub id")
+    src.add_argument("--model", default="toy", help=MODEL_HELP)
     src.add_argument("--engines", type=Path, default=None, help="an engine set folder from build-engines")
     p.add_argument("--height", type=int, default=None, help="canvas height (default: palette's, else native)")
     p.add_argument("--width", type=int, default=None, help="canvas width (default: palette's, else native)")

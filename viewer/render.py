@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from semdraw.errors import SemdrawError
+from semdraw.loading import MODEL_HELP
 
 from .palette import Palette, _umask
 
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("palette", type=Path, help="palette JSON (from semdraw-live's w key)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output .png/.jpg/.webp, or .mp4/.avi with --frames")
-    p.add_argument("--model", default="toy", help="toy (default), sd15, a model folder or hub id")
+    p.add_argument("--model", default="toy", help=MODEL_HELP)
     p.add_argument("--height", type=int, default=None, help="output height (default: the palette's)")
     p.add_argument("--width", type=int, default=None, help="output width (default: the palette's)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: the palette's)")

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from semdraw.loading import MODEL_HELP
+
 log = logging.getLogger("semdraw.bench")
 
 
@@ -303,8 +305,8 @@ def _parser() -> argparse.ArgumentParser:
                                     "TensorRT) and prints frames per second, ms per frame and its split into "
                                     "denoiser, decoder and everything else (masking, averaging, noise, copies), "
                                     "with one-shot generate() of the same image as the baseline.")  # fmt: skip
-    st.add_argument("--model", default="toy", help="toy (default), sd15, sd15-random (SD1.5-sized, random "
-                                                   "weights, offline: for timing), a folder or hub id")  # fmt: skip
+    st.add_argument("--model", default="toy", help=MODEL_HELP + " (sd15-random, sdxl-random: real sizes, "
+                                                                 "random weights, offline: for timing)")  # fmt: skip
     st.add_argument("--engines", type=Path, default=None, help="an engine set (from build-engines); sets model, "
                                                                "size, layers, steps and cfg")  # fmt: skip
     st.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
