@@ -237,9 +237,12 @@ def _save_text(model, folder: Path) -> engines.TextEntry:
     text_dir = folder / engines.TEXT_FOLDER
     classes = {}
     for name, component in model.prompts.components.items():
+        if component is None:  # an absent optional encoder (SD3 without T5) stays absent
+            continue
         component.save_pretrained(str(text_dir / name))
         classes[name] = type(component).__name__
-    reloaded = PromptEncoder(model.family, engines.load_text_components(text_dir, classes))
+    settings = model.prompts.settings
+    reloaded = PromptEncoder(model.family, engines.load_text_components(text_dir, classes), settings=settings)
     for prompt in ("blue sky", "a red circle", ""):
         want, got = model.encode_prompt(prompt), reloaded(prompt)
         for n in want:
@@ -249,7 +252,7 @@ def _save_text(model, folder: Path) -> engines.TextEntry:
     files = sorted(p for p in text_dir.rglob("*") if p.is_file())
     vocab = model.vocabulary
     return engines.TextEntry(classes, {str(p.relative_to(folder)): sha256_file(p) for p in files},
-                             None if vocab is None else tuple(sorted(vocab)))  # fmt: skip
+                             None if vocab is None else tuple(sorted(vocab)), dict(settings))  # fmt: skip
 
 
 def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,

@@ -14,7 +14,6 @@ from semdraw import sampling
 from semdraw.conditioning import Conditioning
 from semdraw.engines import BuildRequest, TensorSpec
 from semdraw.families import SD15, FamilySpec, TileGeometry
-from semdraw.families.spec import SAMPLE, TIMESTEP
 from semdraw.model import Model
 
 
@@ -43,8 +42,9 @@ class VaeEncoderIO(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h = self.vae.encoder(image)
         quant = getattr(self.vae, "quant_conv", None)
-        if quant is not None:  # AutoencoderKL: moments = [mean, logvar]; the mode is the mean
+        if quant is not None:
             h = quant(h)
+        if h.shape[1] == 2 * self.vae.config.latent_channels:  # AutoencoderKL: [mean, logvar]; the mode is the mean
             h = h[:, : h.shape[1] // 2]
         return h
 
@@ -110,7 +110,7 @@ def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network
     out = torch.empty_like(sample)  # every family's denoiser predicts a tensor of its input's shape
     return [
         Network("denoiser", denoiser,
-                (spec(SAMPLE, sample), spec(TIMESTEP, timestep),
+                (spec(fam.sample_input, sample), spec(fam.timestep_input, timestep),
                  *(spec(i.name, cond[i.name]) for i in fam.conditioning)),
                 spec("out", out), (sample, timestep, *cond_inputs)),
         Network("vae_encoder", VaeEncoderIO(model.vae).float().cpu(), (spec("image", image),),

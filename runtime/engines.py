@@ -136,6 +136,7 @@ class TextEntry:
     components: dict[str, str]  # component name -> its transformers class
     sha256: dict[str, str]  # file (relative to the set) -> hash
     vocabulary: tuple[str, ...] | None = None  # a closed vocabulary (toy): outside words are warned about
+    settings: dict[str, Any] = field(default_factory=dict)  # what encoding needs from the rest of the model
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ class Manifest:
         rebuild = RebuildCommand(tuple(raw["rebuild"]["argv"]), dict(raw["rebuild"]["flags"]))
         text = raw["text"]
         vocab = text.get("vocabulary")
-        text = TextEntry(dict(text["components"]), dict(text["sha256"]), None if vocab is None else tuple(vocab))
+        text = TextEntry(dict(text["components"]), dict(text["sha256"]), None if vocab is None else tuple(vocab),
+                         dict(text.get("settings", {})))  # fmt: skip
         return Manifest(**{**raw, "request": request, "networks": networks, "fused_loras": fused,
                            "rebuild": rebuild, "text": text})  # fmt: skip
 
@@ -274,7 +276,7 @@ def load_prompt_encoder(folder: str | Path, manifest: Manifest | None = None) ->
         raise EngineSetError(f"{folder}: {err}; rebuild with: {manifest.rebuild_line(folder)}") from err
     vocab = manifest.text.vocabulary
     return PromptEncoder(get_family(manifest.family), components, name=manifest.request.model,
-                         vocabulary=None if vocab is None else frozenset(vocab))  # fmt: skip
+                         vocabulary=None if vocab is None else frozenset(vocab), settings=manifest.text.settings)  # fmt: skip
 
 
 def load_engines(

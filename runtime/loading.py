@@ -84,12 +84,13 @@ def _dtype_kwarg() -> str:
     return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
 
 
-def _load_pipeline(source: str, dtype: torch.dtype, family: FamilySpec):
+def _load_pipeline(source: str, dtype: torch.dtype, family: FamilySpec, extra_text_encoders: bool):
     import diffusers
 
     pipeline = getattr(diffusers, family.pipeline_class)
-
-    kwargs = {_dtype_kwarg(): dtype, "safety_checker": None, "requires_safety_checker": False}
+    kwargs = {_dtype_kwarg(): dtype, **family.load_kwargs}
+    if not extra_text_encoders:  # e.g. SD3 without T5: never loaded, zeros where its tokens go
+        kwargs.update({c: None for c in family.optional_components})
     path = Path(source).expanduser()
     try:
         if path.is_dir():
@@ -160,6 +161,13 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec], family: FamilySpec) -> list[tupl
         source, scale = parse_lora(spec)
         before = _weights_fingerprint(*modules)
         name = f"semdraw_lora_{i}"
+        peft_dir = _peft_adapter_dir(source)
+        if peft_dir is not None:  # a PEFT adapter of the denoiser (e.g. jasperai/flash-sd3)
+            setattr(pipe, family.denoiser, _merge_peft_adapter(getattr(pipe, family.denoiser), peft_dir, scale))
+            modules[0] = getattr(pipe, family.denoiser)
+            _check_changed(source, scale, before, _weights_fingerprint(*modules))
+            fused.append((source, scale))
+            continue
         try:
             with warnings.catch_warnings(record=True) as caught, _dropping_log_records(
                 "diffusers.loaders.lora_base", "No LoRA keys associated to"  # UNet-only LoRAs: checked below
@@ -182,12 +190,47 @@ def fuse_loras(pipe, loras: Sequence[LoraSpec], family: FamilySpec) -> list[tupl
             if isinstance(err, OSError) and not Path(source).expanduser().exists():  # not here, not downloadable
                 raise LoraError(f"could not load LoRA {source!r} ({_first_line(err)}). {_fetch_hint(source)}") from err
             raise LoraError(f"could not load or fuse LoRA {source!r}: {_first_line(err)}") from err
-        after = _weights_fingerprint(*modules)
-        if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):
-            raise LoraError(f"LoRA {source!r} changed no weight: its keys do not match this model")
-        log.info("fused LoRA %s at scale %g", source, scale)
+        _check_changed(source, scale, before, _weights_fingerprint(*modules))
         fused.append((source, scale))
     return fused
+
+
+def _check_changed(source: str, scale: float, before: list[torch.Tensor], after: list[torch.Tensor]) -> None:
+    if scale != 0 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True)):
+        raise LoraError(f"LoRA {source!r} changed no weight: its keys do not match this model")
+    log.info("fused LoRA %s at scale %g", source, scale)
+
+
+def _peft_adapter_dir(source: str) -> Path | None:
+    """The folder of a PEFT adapter (``adapter_config.json`` beside its weights), local or a hub repo in the
+    local cache or downloadable; None for diffusers-format LoRAs."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path if (path / "adapter_config.json").is_file() else None
+    if path.exists() or source.count("/") != 1:
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(source, "adapter_config.json")).parent
+    except Exception:  # no such file (a diffusers LoRA), or offline: the diffusers path says what is missing
+        return None
+
+
+def _merge_peft_adapter(denoiser: torch.nn.Module, folder: Path, scale: float) -> torch.nn.Module:
+    """The denoiser with a PEFT LoRA adapter merged into its weights at ``scale``."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    try:
+        wrapped = PeftModel.from_pretrained(denoiser, str(folder))
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise LoraError(f"could not load the PEFT adapter {str(folder)!r}: {_first_line(err)}") from err
+    for module in wrapped.modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.scaling:
+                module.scaling[adapter] *= scale
+    return wrapped.merge_and_unload()
 
 
 def load_model(
@@ -199,6 +242,7 @@ def load_model(
     family: str | None = None,
     sampler: str | None = None,
     sampler_params: dict[str, float] | None = None,
+    extra_text_encoders: bool = False,
 ) -> Model:
     """Load a model for generation.
 
@@ -207,6 +251,8 @@ def load_model(
     local diffusers folder, or a single-file ``.safetensors`` checkpoint. ``loras``: "ID_OR_PATH[:SCALE]"
     strings or (id, scale) pairs, fused into the weights (the load checks that each changed them).
     ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA and float32 on CPU.
+    ``extra_text_encoders``: also load the family's optional text encoders (SD3's T5: off by default, as the
+    paper runs SD3; without it its tokens are zeros, as ``StableDiffusion3Pipeline`` does).
     """
     key = str(name_or_path).lower()
     if key in RESERVED:
@@ -226,7 +272,7 @@ def load_model(
         _dropping_log_records("diffusers.pipelines.pipeline_utils", "Expected types for vae"),
         _dropping_log_records("diffusers.configuration_utils", "The config attributes {'block_out_channels'"),
     ):
-        pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt, fam)
+        pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt, fam, extra_text_encoders)
     if preset and preset.scheduler_overrides:  # e.g. Lightning / Hyper-SD: trailing timestep spacing
         pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, **preset.scheduler_overrides})
     all_loras = list(preset.loras if preset else ()) + list(loras)

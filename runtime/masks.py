@@ -134,7 +134,8 @@ def gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
 def quantize(masks: torch.Tensor, noise_levels: torch.Tensor, mask_type: MaskType) -> torch.Tensor:
     """Quantize [L, H, W] soft masks against the noise levels n_0 > ... > n_{T-1}: -> [L, T, H, W].
 
-    discrete:   M_k = [m > n_k]
+    discrete:   M_k = [m > n_k], and always 1 where m = 1 (flow-matching schedules start at n_0 = 1
+                exactly, where a full-strength brush must still join the first step)
     continuous: M_k = clip((m - n_{k+1}) / (n_k - n_{k+1}), 0, 1), with n_T = 0
     plain:      M_k = m (no quantization: naive MultiDiffusion)
     Masks grow as noise falls, so soft (blurred) edges join late and harmonise with their surroundings.
@@ -142,7 +143,7 @@ def quantize(masks: torch.Tensor, noise_levels: torch.Tensor, mask_type: MaskTyp
     n = noise_levels.to(masks.device, masks.dtype).view(1, -1, 1, 1)
     m = masks.unsqueeze(1)
     if mask_type == "discrete":
-        return (m > n).to(masks.dtype)
+        return ((m > n) | (m >= 1)).to(masks.dtype)
     if mask_type == "continuous":
         n_next = torch.cat([n[:, 1:], torch.zeros_like(n[:, :1])], dim=1)
         return ((m - n_next) / (n - n_next)).clamp(0, 1)

@@ -42,13 +42,14 @@ class Model:
         self.family = get_family(family)
         fam = self.family
         needed = (*fam.text_components, fam.denoiser, "vae")
-        missing = [c for c in needed if components.get(c) is None]
+        missing = [c for c in needed if components.get(c) is None and c not in fam.optional_components]
         if missing:
             raise ConfigError(f"the {fam.name} model lacks the components {missing}")
-        self.components = {c: components[c] for c in needed}
+        self.components = {c: components.get(c) for c in needed}
         for c in (fam.denoiser, "vae"):
             self.components[c].eval().requires_grad_(False)
-        self.prompts = PromptEncoder(fam, self.components, name=name)
+        settings = fam.prompt_settings(self.components) if fam.prompt_settings else {}
+        self.prompts = PromptEncoder(fam, self.components, name=name, settings=settings)
         self.scheduler_config = scheduler.config
         kind = sampler or sampling.SCHEDULER_CLASS_TO_KIND.get(type(scheduler).__name__, fam.default_sampler)
         if kind not in sampling.SAMPLERS:
@@ -67,11 +68,11 @@ class Model:
         """Wrap a diffusers pipeline's components (they are shared, not copied)."""
         fam = get_family(family)
         names = (*fam.text_components, fam.denoiser, "vae", "scheduler")
-        missing = [c for c in names if getattr(pipe, c, None) is None]
+        missing = [c for c in names if getattr(pipe, c, None) is None and c not in fam.optional_components]
         if missing:
             raise ConfigError(f"the pipeline lacks {missing}; pass a {fam.pipeline_class}-style pipeline")
         return cls(
-            family=fam, components={c: getattr(pipe, c) for c in names[:-1]}, scheduler=pipe.scheduler,
+            family=fam, components={c: getattr(pipe, c, None) for c in names[:-1]}, scheduler=pipe.scheduler,
             sampler=sampler, name=name or getattr(pipe, "name_or_path", None) or type(pipe).__name__,
         )  # fmt: skip
 
@@ -152,6 +153,7 @@ class Model:
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the latent for a canvas; a clear error when the canvas does not divide evenly."""
+        latent_size(height, width, self.family.size_multiple)  # e.g. SD3: its 2x2 patches need sides of 16 px
         return latent_size(height, width, self.vae_scale_factor)
 
     # ---------------------------------------------------------------- encoders

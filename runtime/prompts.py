@@ -30,12 +30,15 @@ class PromptEncoder:
     CACHE_SIZE = 256
 
     def __init__(self, family: FamilySpec, components: Mapping[str, Any], *, name: str = "custom",
-                 vocabulary: frozenset[str] | None = None) -> None:  # fmt: skip
-        missing = [c for c in family.text_components if components.get(c) is None]
+                 vocabulary: frozenset[str] | None = None, settings: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        missing = [c for c in family.text_components
+                   if components.get(c) is None and c not in family.optional_components]  # fmt: skip
         if missing:
             raise ValueError(f"the {family.name} family needs the text components {missing}")
         self.family = family
-        self.components = {c: components[c] for c in family.text_components}
+        # absent optional components (SD3 without T5) are kept as None: the family's encoder knows them
+        self.components = {c: components.get(c) for c in family.text_components}
+        self.settings = dict(settings or {})
         for module in self.components.values():
             if isinstance(module, torch.nn.Module):
                 module.eval().requires_grad_(False)
@@ -78,7 +81,7 @@ class PromptEncoder:
 
     @torch.no_grad()
     def _encode_uncached(self, text: str) -> Conditioning:
-        tensors = self.family.encode_prompt(self.components, text)
+        tensors = self.family.encode_prompt(self.components, text, **self.settings)
         return Conditioning(tensors).to(self.device, self.dtype)
 
     def _warn_unknown_words(self, text: str) -> None:

@@ -300,13 +300,14 @@ class SamplerKind:
     scheduler_class: str  # the diffusers class whose config and set_timesteps define the schedule
     table: Callable[..., SamplerSchedule]  # (scheduler, **sampler params) -> table
     config_overrides: dict[str, Any]
+    sigma_timesteps: bool = False  # timesteps are σ·N_train in [0, N_train] (flow), not indices in [0, N_train)
 
 
 SAMPLERS: dict[str, SamplerKind] = {
     "lcm": SamplerKind("LCMScheduler", _lcm_table, {}),
     "ddim": SamplerKind("DDIMScheduler", _ddim_table, {}),
     "euler": SamplerKind("EulerDiscreteScheduler", _euler_table, {"timestep_spacing": "trailing"}),
-    "flow": SamplerKind("FlowMatchEulerDiscreteScheduler", _flow_table, {}),
+    "flow": SamplerKind("FlowMatchEulerDiscreteScheduler", _flow_table, {}, sigma_timesteps=True),
     "tcd": SamplerKind("TCDScheduler", _tcd_table, {}),
 }
 
@@ -351,14 +352,17 @@ def build_schedule(
                 f"timesteps must be a non-empty, strictly decreasing list, got {list(timesteps)}"
             )
         n_train = scheduler.config.num_train_timesteps
-        if ts[0] >= n_train or ts[-1] < 0:
-            raise ConfigError(f"timesteps must lie in [0, {n_train}), got {list(timesteps)}")
+        if ts[0] > n_train or (ts[0] == n_train and not SAMPLERS[kind].sigma_timesteps) or ts[-1] < 0:
+            bound = f"[0, {n_train}]" if SAMPLERS[kind].sigma_timesteps else f"[0, {n_train})"
+            raise ConfigError(f"timesteps must lie in {bound}, got {list(timesteps)}")
         if kind == "ddim":  # DDIMScheduler.set_timesteps takes no list: set it the way it would be set
             scheduler.set_timesteps(len(ts))
             scheduler.timesteps = torch.tensor([int(t) for t in ts], dtype=torch.long)
             scheduler.semdraw_custom_timesteps = True
-        elif kind == "flow":
-            scheduler.set_timesteps(sigmas=[t / n_train for t in ts])
+        elif kind == "flow":  # it shifts the σ it is given: hand it the unshifted σ of each timestep
+            shift = float(scheduler.config.shift)
+            wanted = [t / n_train for t in ts]
+            scheduler.set_timesteps(sigmas=[w / (shift - (shift - 1) * w) for w in wanted])
         else:
             with _quiet(scheduler):  # it warns on schedules not starting at 999: a choice, checked above
                 scheduler.set_timesteps(timesteps=[int(t) for t in ts] if kind in ("lcm", "tcd") else ts)

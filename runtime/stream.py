@@ -77,8 +77,10 @@ class StreamNetworks:
     def from_engines(engines: EngineSet) -> StreamNetworks:
         scale, shift = engines.manifest.vae_scaling_factor, engines.manifest.vae_shift_factor
 
+        family = get_family(engines.manifest.family)
+
         def denoise(x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-            return engines.denoiser(sample=x, timestep=t, **cond)
+            return engines.denoiser(**{family.sample_input: x, family.timestep_input: t}, **cond)
 
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             return (engines.encoder(pixels) - shift) * scale

@@ -173,3 +173,97 @@ def make_sdxl_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
         tokenizer_2=tokenizer_2, unet=unet, scheduler=sched,
     )  # fmt: skip
     return pipe.to(dtype=dtype)
+
+
+def make_t5_tokenizer(folder: Path, words: tuple[str, ...] = ()):
+    """A small word-level T5-style tokenizer built locally with the tokenizers library (no SentencePiece
+    download): pad 0, eos 1, unk 2, then single characters and ``words``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for token in list(string.ascii_lowercase + string.digits + ",.!'-") + list(words):
+        vocab.setdefault(token, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=256)  # fmt: skip
+
+
+def make_tiny_sd3_pipeline(folder: Path, scheduler: str = "flow", prediction_type: str = "flow", seed: int = 0,
+                           t5: bool = False):  # fmt: skip
+    """StableDiffusion3Pipeline with tiny random components (the shapes of diffusers' own SD3 test
+    components, with 16 latent channels and 2x2 patches as SD3): two projected CLIP encoders, optionally a
+    tiny T5 encoder (``t5=True``), an MMDiT, and a VAE with scaling and shift factors."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from . import sampling
+    from .families.sd3 import SCHEDULER_CONFIG
+
+    del prediction_type  # flow matching has one parameterisation (velocity)
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = make_tokenizer(folder / "tokenizer"), make_tokenizer(folder / "tokenizer_2")
+    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+                            num_attention_heads=4, num_hidden_layers=3, vocab_size=len(tokenizer),
+                            max_position_embeddings=16, hidden_act="gelu", projection_dim=32)  # fmt: skip
+    text_encoder, text_encoder_2 = CLIPTextModelWithProjection(config), CLIPTextModelWithProjection(config)
+    tokenizer_3 = text_encoder_3 = None
+    if t5:
+        tokenizer_3 = make_t5_tokenizer(folder / "tokenizer_3", ("blue", "sky", "red", "circle", "green", "grass"))
+        text_encoder_3 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_3), d_model=32, d_ff=37, d_kv=8,
+                                                 num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))  # fmt: skip
+    transformer = diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=16,
+    )  # fmt: skip
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=16,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        norm_num_groups=8, layers_per_block=1, sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
+        scaling_factor=1.5305, shift_factor=0.0609,
+    )  # fmt: skip
+    sched = sampling.make_scheduler(scheduler, SCHEDULER_CONFIG)
+    return diffusers.StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=sched, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
+    )  # fmt: skip
+
+
+# SD3-medium's architecture as data (stabilityai/stable-diffusion-3-medium-diffusers' configs); T5 off.
+SD3_TRANSFORMER = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+)  # fmt: skip
+
+
+def make_sd3_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """SD3-medium-sized MMDiT (2B), CLIP-L and CLIP-G with projections, no T5 (the paper's setting), and a
+    TAESD3-sized 16-channel AutoencoderTiny, all with random weights. For timing only: images are noise."""
+    import tempfile
+
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from . import sampling
+    from .families.sd3 import SCHEDULER_CONFIG
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp) / "1", max_length=77)
+        tokenizer_2 = make_tokenizer(Path(tmp) / "2", max_length=77)
+    ids = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tokenizer))
+    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT_2))
+    transformer = diffusers.SD3Transformer2DModel(**SD3_TRANSFORMER)
+    vae = diffusers.AutoencoderTiny(latent_channels=16)  # TAESD3: TAESD's architecture with 16 channels
+    sched = sampling.make_scheduler("flow", SCHEDULER_CONFIG)
+    pipe = diffusers.StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=sched, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=None, tokenizer_3=None,
+    )  # fmt: skip
+    return pipe.to(dtype=dtype)

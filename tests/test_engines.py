@@ -171,8 +171,8 @@ def test_tensorrt_request_without_plans_is_a_clear_error(built):
 
 
 def test_bad_build_requests_exit_2(tmp_path, caplog):
-    assert cli.main(["--model", "sd3", "--out", str(tmp_path / "x")]) == 2
-    assert "not supported yet" in caplog.text
+    assert cli.main(["--model", "no-such-preset", "--out", str(tmp_path / "x")]) == 2
+    assert "not a preset" in caplog.text
     assert not (tmp_path / "x").exists()
 
 

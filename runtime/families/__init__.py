@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..errors import UnsupportedFamilyError
+from .sd3 import SD3
 from .sd15 import SD15
 from .sdxl import SDXL
 from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults, TileGeometry
 
-FAMILIES: dict[str, FamilySpec] = {f.name: f for f in (SD15, SDXL)}
+FAMILIES: dict[str, FamilySpec] = {f.name: f for f in (SD15, SDXL, SD3)}
 # Families whose sampler math exists but whose description module does not yet: named, so the error says so.
-RESERVED = ("sd3",)
+RESERVED: tuple[str, ...] = ()
 
 
 def get_family(name: str | FamilySpec) -> FamilySpec:

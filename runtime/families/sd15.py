@@ -98,4 +98,5 @@ SD15 = FamilySpec(
     make_tiny=tiny.make_tiny_pipeline,
     make_sized=tiny.make_sd15_sized_pipeline,
     presets=PRESETS,
+    load_kwargs={"safety_checker": None, "requires_safety_checker": False},
 )

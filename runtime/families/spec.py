@@ -73,7 +73,9 @@ def vae_scale_shift(vae_config: Any) -> tuple[float, float]:
     return float(vae_config.scaling_factor), float(getattr(vae_config, "shift_factor", None) or 0.0)
 
 
-EncodePrompt = Callable[[Mapping[str, Any], str], dict[str, torch.Tensor]]
+# (components, text, **settings) -> {name: tensor [1, ...]}; settings: what encoding needs from the rest
+# of the model (SD3: the transformer's joint attention width for absent T5 tokens), from ``prompt_settings``.
+EncodePrompt = Callable[..., dict[str, torch.Tensor]]
 CallDenoiser = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]
 TileConditioning = Callable[[Conditioning, TileGeometry], Conditioning]
 
@@ -101,11 +103,17 @@ class FamilySpec:
     # Size-dependent conditioning (SDXL's time ids) added per tile after the prompt cache; None: none.
     tile_conditioning: TileConditioning | None = None
     latent_scaling: Callable[[Any], tuple[float, float]] = vae_scale_shift
+    optional_components: tuple[str, ...] = ()  # text components that may be absent (SD3's T5)
+    prompt_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None  # from the model's components
+    sample_input: str = SAMPLE  # the denoiser's latent input name (SD3's transformer: hidden_states)
+    timestep_input: str = TIMESTEP
+    size_multiple: int = 8  # canvas sides must be multiples of this (SD3: latent factor x patch size)
+    load_kwargs: Mapping[str, Any] = field(default_factory=dict)  # extra from_pretrained arguments of its pipeline
 
     @property
     def denoiser_inputs(self) -> tuple[str, ...]:
         """Every named denoiser input, in the order engine sets record them."""
-        return (SAMPLE, TIMESTEP, *(i.name for i in self.conditioning))
+        return (self.sample_input, self.timestep_input, *(i.name for i in self.conditioning))
 
     def conditioning_for(self, cond: Conditioning, tile: TileGeometry) -> Conditioning:
         """The prompt's conditioning completed for one tile (identity for size-independent families)."""
