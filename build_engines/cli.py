@@ -18,6 +18,7 @@ from semdraw import backends, engines
 from semdraw.engines import MANIFEST, BuildRequest, Manifest, NetworkEntry, sha256_file
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
+from semdraw.quiet import quiet_libraries
 
 from . import steps
 from .networks import describe
@@ -299,6 +300,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     args = _parser().parse_args(argv)
     try:
         build(args)

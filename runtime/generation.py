@@ -15,6 +15,7 @@ Per step k (paper §3; the formulas are `semdraw.step`'s, shared with the stream
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -161,14 +162,22 @@ def _check_options(*, guidance_scale, latent_averaging, output_type, seed, gener
         raise ConfigError("pass seed or generator, not both")
 
 
+class EmptyPromptWarning(UserWarning):
+    """A brush without a prompt is ignored (as the window and palettes ignore it)."""
+
+
 def _check_brushes(brushes: Any) -> list[Brush]:
     if isinstance(brushes, Brush):
-        return [brushes]
+        brushes = [brushes]
     brushes = list(brushes)
     bad = [type(b).__name__ for b in brushes if not isinstance(b, Brush)]
     if bad:
         raise ConfigError(f"brushes must be semdraw.Brush objects, got {bad}")
-    return brushes
+    empty = [b.name or f"#{i}" for i, b in enumerate(brushes) if not b.prompt.strip()]
+    if empty:
+        warnings.warn(f"brushes without a prompt are ignored: {empty} (give each brush a prompt)",
+                      EmptyPromptWarning, stacklevel=3)  # fmt: skip
+    return [b for b in brushes if b.prompt.strip()]
 
 
 # ------------------------------------------------------------------------------------------ generate

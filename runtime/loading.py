@@ -14,6 +14,7 @@ import torch
 from .errors import LoraError, ModelNotFoundError
 from .families import FAMILIES, RESERVED, FamilySpec, Preset, get_family
 from .model import Model
+from .quiet import hide_progress_bars
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +268,7 @@ def load_model(
             "them with `semdraw-train-toy`)"
         )
     fam = get_family(family or (PRESET_FAMILIES[key].name if preset else _family_of(source)))
+    hide_progress_bars()
     with (  # diffusers' noise about our own by-design choices: an AutoencoderTiny in an SD pipeline, and the
           # block_out_channels that diffusers itself writes into AutoencoderTiny configs and then ignores
         _dropping_log_records("diffusers.pipelines.pipeline_utils", "Expected types for vae"),

@@ -7,6 +7,7 @@ Shapes: a pixel mask is [H, W] float in [0, 1]; a stack of L masks is [L, H, W];
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from .request import Brush
 
 MaskType = Literal["discrete", "continuous", "plain"]
+
+
+class MaskStretchWarning(UserWarning):
+    """A mask of another aspect ratio than the canvas is stretched to fit it."""
 MASK_TYPES: tuple[str, ...] = ("discrete", "continuous", "plain")
 
 
@@ -75,6 +80,11 @@ def to_mask_tensor(mask: Any, height: int, width: int) -> torch.Tensor:
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise MaskError(f"a mask must not be empty, got shape {tuple(t.shape)}")
     if tuple(t.shape) != (height, width):
+        h, w = t.shape
+        if abs(h * width - w * height) > 0.01 * h * width:  # more than 1 % off the canvas's aspect ratio
+            warnings.warn(f"a {h}x{w} mask is stretched to the {height}x{width} canvas (another aspect ratio); "
+                          "paint masks at the canvas's proportions to avoid distortion", MaskStretchWarning,
+                          stacklevel=3)  # fmt: skip
         t = resize(t, height, width)
     return t.contiguous()
 

@@ -241,3 +241,23 @@ def test_bad_generate_inputs_raise_clear_errors(tiny_model, kwargs, error, match
 def test_bad_brushes_raise_clear_errors(make, match):
     with pytest.raises(semdraw.ConfigError, match=match):
         make()
+
+
+def test_an_empty_prompt_brush_is_ignored_with_a_warning(tiny_model):
+    from semdraw.generation import EmptyPromptWarning
+
+    sky = semdraw.Brush("blue sky", region(slice(0, 32), slice(None)))
+    blank = semdraw.Brush("  ", region(slice(32, 64), slice(None)), name="grass")
+    with pytest.warns(EmptyPromptWarning, match="grass"):
+        both = semdraw.generate(tiny_model, [sky, blank], seed=1, output_type="latent")
+    torch.testing.assert_close(both, semdraw.generate(tiny_model, [sky], seed=1, output_type="latent"), rtol=0, atol=0)
+
+
+def test_a_mask_of_another_aspect_ratio_is_stretched_with_a_warning():
+    with pytest.warns(M.MaskStretchWarning, match="32x64 mask is stretched to the 64x64"):
+        M.to_mask_tensor(np.ones((32, 64), np.float32), 64, 64)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        M.to_mask_tensor(np.ones((32, 32), np.float32), 64, 64)  # same proportions: resized silently

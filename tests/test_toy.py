@@ -203,3 +203,16 @@ def test_training_command_runs_every_stage_and_writes_a_loadable_model(tmp_path)
         a = model.unet(x, t, encoder_hidden_states=cond).sample
         b = with_lora.unet(x, t, encoder_hidden_states=cond).sample
     assert torch.isfinite(b).all() and not torch.equal(a, b)  # the distilled LoRA is saved and fuses
+
+
+def test_bench_fidelity_refuses_a_model_without_the_toy_vocabulary_before_any_work(tmp_path, caplog, monkeypatch):
+    from semdraw.tools import bench
+    from semdraw.toy import fidelity as F
+
+    from .conftest import make_tiny_pipeline
+
+    make_tiny_pipeline(tmp_path / "src").save_pretrained(tmp_path / "tiny")
+    monkeypatch.setattr(F, "evaluate", lambda *a, **k: pytest.fail("scored before refusing"))
+    assert bench.main(["fidelity", "--model", str(tmp_path / "tiny"), "--seeds", "1"]) == 2
+    assert "does not have the toy vocabulary" in caplog.text
+    assert {"sky", "grass"} <= F.scene_words()

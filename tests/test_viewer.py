@@ -295,3 +295,66 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
     big = Palette(2 * H, 2 * W).save(tmp_path / "big.json")
     with pytest.raises(semdraw.SemdrawError, match=f"{2 * H}x{2 * W}"):
         build_session(_parser().parse_args(["--palette", str(big), "--height", str(H), "--width", str(W)]))
+
+
+# ---------------------------------------------------------------- bad starts and bad files
+def test_live_with_an_unreachable_display_exits_2_before_qt(xserver):
+    from semdraw.viewer.live import display_reachable
+
+    assert display_reachable(xserver)  # a live X server answers
+    unused = next(f":{n}" for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    assert not display_reachable(unused) and not display_reachable("not a display")
+    live = Path(sys.executable).parent / "semdraw-live"
+    run = subprocess.run([str(live)], env={**os.environ, "DISPLAY": unused}, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert run.returncode == 2, run.stderr  # not Qt's abort (134)
+    assert f"DISPLAY={unused} cannot be reached" in run.stderr and "semdraw-render" in run.stderr
+
+
+def test_a_missing_background_is_one_line_before_any_model_loads(tmp_path, monkeypatch):
+    from semdraw.viewer.live import _parser, build_session
+
+    monkeypatch.setattr(semdraw, "load_model", lambda *a, **k: pytest.fail("loaded a model first"))
+    with pytest.raises(semdraw.SemdrawError, match="no such image file"):
+        build_session(_parser().parse_args(["--background", str(tmp_path / "missing.png")]))
+
+
+def test_render_refuses_json_that_is_not_a_palette_and_makes_still_videos(tmp_path, caplog):
+    import cv2
+
+    bad = tmp_path / "list.json"
+    bad.write_text("[1, 2, 3]")
+    assert render_cli.main([str(bad), "-o", str(tmp_path / "x.png")]) == 2
+    assert "is not a palette: its JSON is a list" in caplog.text
+    path = painted_palette().save(tmp_path / "p.json")
+
+    def frames(*extra):
+        video = tmp_path / f"v{len(extra)}.avi"
+        assert render_cli.main([str(path), "-o", str(video), "--frames", "3", *extra]) == 0
+        cap = cv2.VideoCapture(str(video))
+        out = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return out
+            out.append(frame.astype(int))
+
+    still = frames()
+    assert len(still) == 3 and all(np.abs(f - still[0]).max() <= 2 for f in still)  # a still palette: a still video
+    moving = frames("--seed-step", "1")
+    assert np.abs(moving[1] - moving[0]).max() > 20  # per-frame seeds when asked for
+
+
+def test_commands_are_quiet_by_default_and_verbose_on_request(tmp_path):
+    path = painted_palette().save(tmp_path / "p.json")
+    render = Path(sys.executable).parent / "semdraw-render"
+    env = {k: v for k, v in os.environ.items() if k not in ("SEMDRAW_VERBOSE", "TRANSFORMERS_VERBOSITY",
+                                                            "DIFFUSERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}  # fmt: skip
+    quiet = subprocess.run([str(render), str(path), "-o", str(tmp_path / "a.png"), "--steps", "1"], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Loading pipeline components" not in quiet.stderr and "requires torchvision" not in quiet.stderr
+    assert "wrote" in quiet.stderr  # our own messages stay
+    loud = subprocess.run([str(render), str(path), "-o", str(tmp_path / "b.png"), "--steps", "1"],
+                          env={**env, "SEMDRAW_VERBOSE": "1"}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert loud.returncode == 0 and "Loading pipeline components" in loud.stderr

@@ -19,6 +19,7 @@ import numpy as np
 
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
+from semdraw.quiet import quiet_libraries
 
 from .palette import Palette
 from .session import FrameThread, LiveSession
@@ -240,6 +241,8 @@ def build_session(args: argparse.Namespace) -> LiveSession:
     """Model or engine set, stream and palette, from the command line (no window involved)."""
     import semdraw
 
+    if args.background is not None and not args.background.is_file():  # said before any model loads
+        raise SemdrawError(f"--background {args.background}: no such image file")
     palette = Palette.load(args.palette) if args.palette else None
     if args.engines is not None:
         # The set's own text encoders: the source model is not loaded.
@@ -274,11 +277,41 @@ def _point_qt_at_system_fonts() -> None:
             return
 
 
+def display_reachable(display: str, timeout: float = 1.0) -> bool:
+    """Whether an X server answers at ``display`` (``:N[.S]`` or ``host:N[.S]``), checked before Qt is
+    touched: Qt aborts the whole process (rc 134) on a display it cannot open."""
+    import re
+    import socket
+
+    match = re.fullmatch(r"(?:unix/)?([^:]*):(\d+)(?:\.\d+)?", display)
+    if match is None:
+        return False
+    host, number = match.group(1), int(match.group(2))
+    if host in ("", "unix"):
+        for address in (f"/tmp/.X11-unix/X{number}", f"\0/tmp/.X11-unix/X{number}"):  # file, abstract socket
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(address)
+                    return True
+                except OSError:
+                    continue
+        return False
+    try:
+        with socket.create_connection((host, 6000 + number), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     args = _parser().parse_args(argv)
-    if not os.environ.get("DISPLAY"):  # OpenCV aborts the whole process if a window opens without one
-        log.error(NO_DISPLAY)
+    display = os.environ.get("DISPLAY")
+    if not display or not display_reachable(display):  # OpenCV aborts the process without a reachable display
+        log.error(NO_DISPLAY if not display else NO_DISPLAY.replace("DISPLAY is not set", f"DISPLAY={display} "
+                                                                    "cannot be reached"))  # fmt: skip
         return 2
     _point_qt_at_system_fonts()
     try:

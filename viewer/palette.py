@@ -134,6 +134,9 @@ class Palette:
             raise PaletteError(f"cannot read palette {path}: {err.strerror}") from err
         except json.JSONDecodeError as err:
             raise PaletteError(f"{path} is not a palette (invalid JSON: {err})") from err
+        if not isinstance(doc, dict):
+            raise PaletteError(f"{path} is not a palette: its JSON is a {type(doc).__name__}, not an object with "
+                               "height, width and brushes")  # fmt: skip
         try:
             if doc.get("format", FORMAT) > FORMAT:
                 raise PaletteError(f"{path} has palette format {doc['format']}; this semdraw reads {FORMAT}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
+from semdraw.quiet import quiet_libraries
 
 from .palette import Palette, _umask
 
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--frames", type=int, default=None, help="stream this many frames into a video")
     p.add_argument("--fps", type=float, default=8.0, help="video frame rate (default 8)")
+    p.add_argument("--seed-step", type=int, default=0,
+                   help="with --frames: frame n uses seed + n x this (default 0: a still palette gives a still "
+                        "video; 1: a new image every frame)")
     return p
 
 
@@ -81,8 +85,9 @@ def _write_video(model, brushes, background, height, width, seed, args, path: Pa
 
     import semdraw
 
+    # seed_step 0 (default): every frame the same noise, so a still palette is a still video
     stream = semdraw.Stream(model, height=height, width=width, layers=max(1, len(brushes)) + bool(background.prompt),
-                            steps=args.steps, seed=seed)  # fmt: skip
+                            steps=args.steps, seed=seed, seed_step=args.seed_step)  # fmt: skip
     for i, b in enumerate(brushes):
         stream.set_brush(i, b)
     stream.set_background(background)
@@ -99,6 +104,7 @@ def _write_video(model, brushes, background, height, width, seed, args, path: Pa
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     args = _parser().parse_args(argv)
     try:
         render(args)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from semdraw.loading import MODEL_HELP
+from semdraw.quiet import quiet_libraries
 
 log = logging.getLogger("semdraw.bench")
 
@@ -46,6 +47,13 @@ def fidelity(args: argparse.Namespace) -> int:
     if args.sweep:
         return _sampler_sweep(args, seeds)
     model = semdraw.load_model(args.model, device="cpu")
+    needed = F.scene_words()
+    if model.vocabulary is None or not needed <= model.vocabulary:  # before any work: the scores need the words
+        missing = sorted(needed - (model.vocabulary or frozenset()))
+        log.error("semdraw-bench fidelity: %s does not have the toy vocabulary its scenes are written in "
+                  "(missing: %s); score a toy-world model (default: toy)", args.model,
+                  ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))  # fmt: skip
+        return 2
     started = time.perf_counter()
     n_scenes = len(F.scenes())
     sched = model.schedule(steps=args.steps)
@@ -338,6 +346,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     args = _parser().parse_args(argv)
     try:
         return args.run(args)

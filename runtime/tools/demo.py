@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from semdraw.quiet import quiet_libraries
+
 log = logging.getLogger("semdraw.demo")
 
 
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     if args.steps is not None and args.steps < 1:
         log.error("semdraw-demo: --steps must be >= 1")
         return 2

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semdraw.quiet import quiet_libraries
+
 log = logging.getLogger("semdraw.gpu_check")
 
 DEADLINE_S = 450
@@ -197,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     args = _parser().parse_args(argv)
     if args.deadline <= 0:
         log.error("gpu_check: --deadline must be > 0")

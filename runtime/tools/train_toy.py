@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from semdraw.quiet import quiet_libraries
+
 from ..toy import architecture as A
 from ..toy import world
 
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a few steps of every stage (smoke test)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     if args.quick:
         args.images, args.vae_steps, args.base_steps, args.distill_steps, args.batch = 256, 3, 3, 3, 8
     if args.threads:

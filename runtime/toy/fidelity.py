@@ -73,6 +73,17 @@ def _obj(color: str, shape: str, mask: np.ndarray, **kw: Any) -> SceneBrush:
     return SceneBrush(f"a {color} {shape}", mask, color, is_object=True, **kw)
 
 
+def scene_words() -> frozenset[str]:
+    """Every word the scene set's prompts use (a model must know them all to be scored)."""
+    import re
+
+    words: set[str] = set()
+    for scene in scenes():
+        for text in [b.prompt for b in scene.brushes] + [scene.background_prompt]:
+            words.update(re.findall(r"[a-z0-9']+", text.lower()))
+    return frozenset(words)
+
+
 def scenes() -> list[Scene]:
     """The fixed scene set: large regions, thin strokes, small off-centre objects, soft overlaps,
     and full-canvas background prompts under foreground brushes."""
