@@ -221,8 +221,8 @@ def generate(
     background = background or Background()
     if not isinstance(background, Background):
         raise ConfigError(f"background must be a semdraw.Background, got {type(background).__name__}")
-    height = height or model.native_size
-    width = width or model.native_size
+    height = model.native_size if height is None else height  # 0 is an error, not "the default"
+    width = model.native_size if width is None else width
     guidance_scale = model.family.default_guidance if guidance_scale is None else float(guidance_scale)
     opts = SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
                            centre_steps=centre_steps, mask_type=mask_type,

@@ -4,7 +4,6 @@ stay. ``SEMDRAW_VERBOSE=1`` brings them back. The library itself changes nothing
 
 from __future__ import annotations
 
-import logging
 import os
 
 QUIET = False  # set by quiet_libraries(); load_model() then also hides the load progress bars
@@ -12,7 +11,9 @@ QUIET = False  # set by quiet_libraries(); load_model() then also hides the load
 
 def quiet_libraries() -> None:
     """Hide the libraries' notices and load progress bars (their errors still show). Cheap: nothing is
-    imported here (a cached build-engines run must stay fast); :func:`hide_progress_bars` runs at load."""
+    imported here (a cached build-engines run must stay fast), and their verbosity is set through the
+    environment variables they read when first imported, so a process that imported them already (a test
+    calling a command's main) keeps its logging; :func:`hide_progress_bars` runs at load."""
     global QUIET
     if os.environ.get("SEMDRAW_VERBOSE", "").strip() not in ("", "0"):
         return
@@ -20,8 +21,6 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("transformers", "diffusers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def hide_progress_bars() -> None:

@@ -261,3 +261,8 @@ def test_a_mask_of_another_aspect_ratio_is_stretched_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         M.to_mask_tensor(np.ones((32, 32), np.float32), 64, 64)  # same proportions: resized silently
+
+
+def test_a_zero_canvas_side_is_an_error_not_the_default(tiny_model):
+    with pytest.raises(semdraw.SizeError, match="positive"):
+        semdraw.generate(tiny_model, [semdraw.Brush("sky", full())], height=0, width=64)

@@ -358,3 +358,57 @@ def test_commands_are_quiet_by_default_and_verbose_on_request(tmp_path):
     loud = subprocess.run([str(render), str(path), "-o", str(tmp_path / "b.png"), "--steps", "1"],
                           env={**env, "SEMDRAW_VERBOSE": "1"}, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert loud.returncode == 0 and "Loading pipeline components" in loud.stderr
+
+
+def test_undo_and_redo_restore_masks_bit_for_bit_and_reach_the_stream(toy, tmp_path):
+    stream = semdraw.Stream(toy, layers=2, seed=0)
+    pal = Palette(H, W)
+    s = LiveSession(stream, pal, tmp_path)
+    s.begin_text("prompt")
+    s.text.text = "blue sky"
+    s.commit_text()
+    s.paint(10, 10, stroke_start=True)
+    s.paint(40, 10)
+    s.end_stroke()
+    one = pal.brushes["1"].mask.copy()
+    s.paint(60, 60, stroke_start=True)
+    s.end_stroke()
+    two = pal.brushes["1"].mask.copy()
+    s.clear()
+    assert not pal.brushes["1"].mask.any()
+    s.undo()
+    assert np.array_equal(pal.brushes["1"].mask, two)  # the clear is undone
+    s.undo()
+    assert np.array_equal(pal.brushes["1"].mask, one)  # then the second stroke
+    s.flush_edits()
+    assert np.array_equal(np.asarray(stream.brushes[0].mask), one)  # and the stream follows
+    s.redo()
+    assert np.array_equal(pal.brushes["1"].mask, two)
+    s.paint(5, 5, stroke_start=True)  # a new edit drops the redo history
+    s.redo()
+    assert s.message == "nothing to redo"
+
+
+def test_seeds_are_typed_or_random_and_a_refused_background_is_not_kept(toy, tmp_path):
+    stream = semdraw.Stream(toy, layers=1, seed=0)
+    s = LiveSession(stream, Palette(H, W), tmp_path)
+    s.begin_text("seed")
+    s.text.text = "123456"
+    s.commit_text()
+    assert s.palette.seed == 123456 and stream.seed == 123456
+    s.begin_text("seed")
+    s.text.text = "twelve"
+    s.commit_text()
+    assert s.palette.seed == 123456 and "whole number" in s.message
+    assert s.random_seed() == s.palette.seed == stream.seed
+    # one row, taken by a brush: a typed background prompt is refused, and the palette does not keep it,
+    # so what `w` writes renders as what the window shows
+    s.begin_text("prompt")
+    s.text.text = "blue sky"
+    s.commit_text()
+    s.paint(20, 20, stroke_start=True)
+    s.flush_edits()
+    s.begin_text("background")
+    s.text.text = "white snow"
+    s.commit_text()
+    assert "prompt rows" in s.message and s.palette.background_prompt == "" and stream.background.prompt == ""

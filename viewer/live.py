@@ -35,10 +35,12 @@ NO_DISPLAY = ("semdraw-live: no display (DISPLAY is not set). Render a palette w
 
 HELP = """left drag: paint   right drag: erase   wheel or [ ]: brush size
 1-9: select brush   t: type prompt   n: negative prompt   b: background prompt
-c: clear brush   space: pause/resume   s: save frame   w: write palette
+c: clear brush   z / Ctrl+Z: undo   y / Ctrl+Y: redo   r: random seed   e: type a seed
+space: pause/resume   s: save frame   w: write palette
 h: this help   q / Esc: quit      (typing: Enter commits, Esc cancels)"""
 
 KEY_ENTER, KEY_ESC, KEY_BACKSPACE = (10, 13), 27, (8, 127)
+KEY_CTRL_Z, KEY_CTRL_Y = 26, 25
 
 
 def display_scale(height: int, width: int) -> float:
@@ -115,6 +117,14 @@ class Window:
         if not self._syncing:
             self.session.set_seed(value)
 
+    def _sync_seed(self) -> None:
+        """The seed trackbar follows a typed or random seed (it shows seed mod 1000), without feeding back."""
+        self._syncing = True
+        try:
+            self.cv2.setTrackbarPos("seed", TITLE, self.session.palette.seed % 1000)
+        finally:
+            self._syncing = False
+
     def _sync_trackbars(self) -> None:
         """Show the current brush's values (without feeding them back as edits)."""
         b, cv2 = self.session.brush, self.cv2
@@ -135,6 +145,7 @@ class Window:
             code = key & 0xFF
             if code in KEY_ENTER:
                 s.commit_text()
+                self._sync_seed()
             elif code == KEY_ESC:
                 s.text = None
             elif code in KEY_BACKSPACE:
@@ -152,6 +163,15 @@ class Window:
             s.begin_text({"t": "prompt", "n": "negative_prompt", "b": "background"}[ch])
         elif ch == "c":
             s.clear()
+        elif ch == "z" or key & 0xFF == KEY_CTRL_Z:
+            s.undo()
+        elif ch == "y" or key & 0xFF == KEY_CTRL_Y:
+            s.redo()
+        elif ch == "r":
+            s.random_seed()
+            self._sync_seed()
+        elif ch == "e":
+            s.begin_text("seed")
         elif ch == " ":
             if self.frames.paused.is_set():
                 self.frames.paused.clear()

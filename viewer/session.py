@@ -22,13 +22,14 @@ from .palette import Palette, PaletteBrush, unique_path
 log = logging.getLogger("semdraw.viewer")
 
 MIN_SIZE, MAX_SIZE = 1, 64
+UNDO_BYTES = 64 << 20  # undo history bound: mask snapshots up to this many bytes (oldest dropped first)
 
 
 @dataclass
 class TextEntry:
     """A prompt being typed in the window: which field, and the text so far."""
 
-    field: str  # "prompt" | "negative_prompt" | "background"
+    field: str  # "prompt" | "negative_prompt" | "background" | "seed"
     text: str
 
 
@@ -88,6 +89,8 @@ class LiveSession:
         self._slots: dict[str, int] = {}  # brush name -> stream slot
         self._dirty: set[str] = set()
         self._last_point: tuple[int, int] | None = None
+        self._undo: list[tuple[str, np.ndarray]] = []  # (brush, its mask before the edit), newest last
+        self._redo: list[tuple[str, np.ndarray]] = []
         palette.brush(self.current)
         self.stream.set_seed(palette.seed)
         self.apply_background()
@@ -105,6 +108,8 @@ class LiveSession:
         import cv2
 
         value = 0 if erase else 255
+        if stroke_start or self._last_point is None:  # a new stroke: one undo step
+            self._remember(self.current)
         start = (x, y) if stroke_start or self._last_point is None else self._last_point
         cv2.line(self.brush.mask, start, (x, y), value, thickness=2 * self.size - 1 if self.size > 1 else 1)
         cv2.circle(self.brush.mask, (x, y), self.size - 1, value, thickness=-1)
@@ -123,8 +128,34 @@ class LiveSession:
         self._last_point = None
 
     def clear(self) -> None:
+        self._remember(self.current)
         self.brush.mask[:] = 0
         self._dirty.add(self.current)
+
+    # ------------------------------------------------------------------ undo / redo (strokes, erases, clears)
+    def _remember(self, name: str) -> None:
+        self._undo.append((name, self.palette.brush(name).mask.copy()))
+        self._redo.clear()
+        while sum(m.nbytes for _, m in self._undo) > UNDO_BYTES and len(self._undo) > 1:
+            self._undo.pop(0)
+
+    def undo(self) -> None:
+        self._swap(self._undo, self._redo, "nothing to undo")
+
+    def redo(self) -> None:
+        self._swap(self._redo, self._undo, "nothing to redo")
+
+    def _swap(self, source: list, target: list, empty: str) -> None:
+        if not source:
+            self.message = empty
+            return
+        name, mask = source.pop()
+        brush = self.palette.brush(name)
+        target.append((name, brush.mask.copy()))
+        brush.mask[:] = mask  # in place: the window and the palette share this array
+        self._last_point = None
+        self._dirty.add(name)
+        self.message = ""
 
     def set_params(self, *, alpha: float | None = None, blur: float | None = None,
                    strength: float | None = None) -> None:  # fmt: skip
@@ -137,31 +168,52 @@ class LiveSession:
     def set_seed(self, seed: int) -> None:
         self.palette.seed = int(seed)
         self.stream.set_seed(int(seed))
+        self.message = f"seed {int(seed)}"
+
+    def random_seed(self) -> int:
+        seed = int(np.random.default_rng().integers(0, 2**31 - 1))
+        self.set_seed(seed)
+        return seed
 
     # ------------------------------------------------------------------ typing
     def begin_text(self, field: str) -> None:
         current = {"prompt": self.brush.prompt, "negative_prompt": self.brush.negative_prompt,
-                   "background": self.palette.background_prompt}[field]  # fmt: skip
+                   "background": self.palette.background_prompt, "seed": str(self.palette.seed)}[field]  # fmt: skip
         self.text = TextEntry(field, current)
 
     def commit_text(self) -> None:
         entry, self.text = self.text, None
         if entry is None:
             return
-        if entry.field == "background":
+        if entry.field == "seed":
+            try:
+                seed = int(entry.text.strip())
+            except ValueError:
+                self.message = f"a seed is a whole number, not {entry.text.strip()!r}"
+                return
+            if not 0 <= seed < 2**31:
+                self.message = f"a seed lies in [0, {2**31 - 1}], not {seed}"
+                return
+            self.set_seed(seed)
+        elif entry.field == "background":
+            before = self.palette.background_prompt
             self.palette.background_prompt = entry.text.strip()
-            self.apply_background()
+            if not self.apply_background():  # refused (no free row): the palette keeps what the stream shows
+                self.palette.background_prompt = before
         else:
             setattr(self.brush, entry.field, entry.text.strip())
             self._dirty.add(self.current)
 
     # ------------------------------------------------------------------ into the stream
-    def apply_background(self) -> None:
+    def apply_background(self) -> bool:
+        """Hand the palette's background to the stream; False (and the reason in the message) if refused."""
         try:
             self.stream.set_background(self.palette.background_for_semdraw())
             self.message = ""
+            return True
         except SemdrawError as err:
             self.message = str(err)
+            return False
 
     def flush_edits(self) -> None:
         """Push edited brushes into the stream (called once per window tick, not per mouse event)."""
