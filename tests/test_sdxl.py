@@ -14,6 +14,8 @@ from semdraw.families.sdxl import SCHEDULER_CONFIG, time_ids
 from semdraw.generation import plan_tiles
 from semdraw.tiny import make_tiny_sdxl_pipeline
 
+from .conftest import assert_streams_agree, two_bands
+
 SCHEDULERS = {  # the accelerators' samplers: Lightning (Euler trailing), Hyper-SD (DDIM trailing), LCM
     "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
     "ddim": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
@@ -151,18 +153,9 @@ def test_oracle4_engine_set_has_five_named_inputs_and_equals_torch(sdxl_set):
                                                               "text_embeds", "time_ids"]  # fmt: skip
     assert set(m.text.components) == {"tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2"}
     model = semdraw.load_model(str(root / "model"), loras=[f"{root / 'lora'}:0.7"], device="cpu")
-    top = torch.zeros(64, 64)
-    top[:32] = 1
-    brushes = [semdraw.Brush("blue sky", top), semdraw.Brush("green grass", 1 - top, mask_std=2.0)]
     ref = semdraw.Stream(model, layers=2, timesteps=list(m.request.timesteps), seed=1)
     ort = semdraw.Stream(out, backend="onnxruntime", seed=1)  # the set's own two text encoders
-    for s in (ref, ort):
-        for i, b in enumerate(brushes):
-            s.set_brush(i, b)
-    for _ in range(3):
-        a, b = ort(), ref()
-        torch.testing.assert_close(ort.last_latent, ref.last_latent, rtol=0, atol=1e-3)
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    assert_streams_agree(ort, ref, two_bands())
 
 
 def test_a_vae_that_asks_for_fp32_stays_fp32_in_a_half_model(tmp_path):
