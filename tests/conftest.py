@@ -13,14 +13,11 @@ def save_tiny_model_with_lora(root, seed: int):
     root/zero_lora). Returns the pipeline, whose UNet still carries the unfused adapter "default"."""
     import diffusers
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     pipe = make_tiny_pipeline(root / "src")
     pipe.save_pretrained(root / "model")
-    torch.manual_seed(seed)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                     init_lora_weights=False))  # fmt: skip
+    add_random_lora(pipe.unet, seed)
     lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     diffusers.StableDiffusionPipeline.save_lora_weights(root / "lora", unet_lora_layers=lora)
     zero = {k: torch.zeros_like(v) if "lora_B" in k or "lora.up" in k else v for k, v in lora.items()}
@@ -59,3 +56,29 @@ def assert_streams_agree(stream, reference, brushes, frames: int = 3) -> None:
         a, b = stream(), reference()
         torch.testing.assert_close(stream.last_latent, reference.last_latent, rtol=0, atol=1e-3)
         assert abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def assert_flushed_stream_equals_generate(model, brushes, seed: int, cfg: str = "none", **opts) -> None:
+    """Oracle 3: the first frame of a flushed stream is generate() with the same seed (latents within 1e-4,
+    pixels within 1/255)."""
+    import numpy as np
+
+    import semdraw
+
+    s = semdraw.Stream(model, layers=len(brushes), seed=seed, cfg=cfg, **opts)
+    for i, b in enumerate(brushes):
+        s.set_brush(i, b)
+    frame = s()
+    ref = semdraw.generate(model, brushes, seed=seed, output_type="latent", **opts)
+    torch.testing.assert_close(s.last_latent, ref, rtol=0, atol=1e-4)
+    img = semdraw.generate(model, brushes, seed=seed, output_type="np", **opts)
+    assert np.abs(frame.astype(int) - img.astype(int)).max() <= 1
+
+
+def add_random_lora(module: torch.nn.Module, seed: int) -> None:
+    """A random (non-zero) PEFT LoRA on a denoiser's attention projections, as adapter "default"."""
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    module.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                  init_lora_weights=False))  # fmt: skip

@@ -3,6 +3,8 @@ on), the stream (oracle 3), a fused transformer LoRA (oracle 5) and its engine s
 
 from __future__ import annotations
 
+import dataclasses
+
 import diffusers
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 import semdraw
 from semdraw.tiny import make_tiny_sd3_pipeline
 
-from .conftest import assert_streams_agree, two_bands
+from .conftest import add_random_lora, assert_flushed_stream_equals_generate, assert_streams_agree, two_bands
 
 
 def tiny_sd3(tmp_path, t5=False):
@@ -57,24 +59,15 @@ def test_conditioning_t5_off_is_zeros_after_the_clip_tokens(sd3):
 @pytest.mark.parametrize("cfg", ["none", "full"])
 def test_oracle3_stream_after_a_flush_equals_generate(sd3, cfg):
     _, model = sd3
-    top = torch.zeros(64, 64)
-    top[:32] = 1
-    brushes = [semdraw.Brush("blue sky", top, negative_prompt="dark"), semdraw.Brush("green grass", 1 - top, mask_std=2)]
+    sky, grass = two_bands()
+    brushes = [dataclasses.replace(sky, negative_prompt="dark"), grass]
     opts = {"guidance_scale": 2.5} if cfg == "full" else {}
-    s = semdraw.Stream(model, layers=2, seed=7, cfg=cfg, **opts)
-    for i, b in enumerate(brushes):
-        s.set_brush(i, b)
-    frame = s()
-    torch.testing.assert_close(s.last_latent, semdraw.generate(model, brushes, seed=7, output_type="latent", **opts),
-                               rtol=0, atol=1e-4)  # fmt: skip
-    img = semdraw.generate(model, brushes, seed=7, output_type="np", **opts)
-    assert np.abs(frame.astype(int) - img.astype(int)).max() <= 1
+    assert_flushed_stream_equals_generate(model, brushes, 7, cfg=cfg, **opts)
 
 
 @pytest.fixture(scope="module")
 def sd3_set(tmp_path_factory):
     """A tiny SD3 saved with a random PEFT LoRA on its transformer, and its engine set (LoRA fused at 0.7)."""
-    from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     from semdraw.build_engines import cli
@@ -82,9 +75,7 @@ def sd3_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("sd3-set")
     pipe = make_tiny_sd3_pipeline(root / "src")
     pipe.save_pretrained(root / "model")
-    torch.manual_seed(5)
-    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                            init_lora_weights=False))  # fmt: skip
+    add_random_lora(pipe.transformer, seed=5)
     diffusers.StableDiffusion3Pipeline.save_lora_weights(
         root / "lora", transformer_lora_layers=get_peft_model_state_dict(pipe.transformer)
     )

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import diffusers
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from semdraw.families.sdxl import SCHEDULER_CONFIG, time_ids
 from semdraw.generation import plan_tiles
 from semdraw.tiny import make_tiny_sdxl_pipeline
 
-from .conftest import assert_streams_agree, two_bands
+from .conftest import add_random_lora, assert_flushed_stream_equals_generate, assert_streams_agree, two_bands
 
 SCHEDULERS = {  # the accelerators' samplers: Lightning (Euler trailing), Hyper-SD (DDIM trailing), LCM
     "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
@@ -91,25 +93,16 @@ def test_a_wide_canvas_gives_each_tile_its_crop_offset(sdxl):
 @pytest.mark.parametrize("cfg", ["none", "full"])
 def test_oracle3_stream_after_a_flush_equals_generate(sdxl, cfg):
     _, model = sdxl
-    top, bottom = torch.zeros(64, 64), torch.zeros(64, 64)
-    top[:32], bottom[32:] = 1, 1
-    brushes = [semdraw.Brush("blue sky", top, negative_prompt="dark"), semdraw.Brush("green grass", bottom, mask_std=2)]
+    sky, grass = two_bands()
+    brushes = [dataclasses.replace(sky, negative_prompt="dark"), grass]
     opts = {"guidance_scale": 2.5} if cfg == "full" else {}
-    s = semdraw.Stream(model, layers=2, seed=7, cfg=cfg, **opts)
-    for i, b in enumerate(brushes):
-        s.set_brush(i, b)
-    frame = s()
-    ref = semdraw.generate(model, brushes, seed=7, output_type="latent", **opts)
-    torch.testing.assert_close(s.last_latent, ref, rtol=0, atol=1e-4)
-    img = semdraw.generate(model, brushes, seed=7, output_type="np", **opts)
-    assert np.abs(frame.astype(int) - img.astype(int)).max() <= 1
+    assert_flushed_stream_equals_generate(model, brushes, 7, cfg=cfg, **opts)
 
 
 @pytest.fixture(scope="module")
 def sdxl_set(tmp_path_factory):
     """A tiny SDXL model saved with a random UNet LoRA, and its engine set with the LoRA fused at 0.7."""
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     from semdraw.build_engines import cli
@@ -117,9 +110,7 @@ def sdxl_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("sdxl-set")
     pipe = make_tiny_sdxl_pipeline(root / "src")
     pipe.save_pretrained(root / "model")
-    torch.manual_seed(5)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                     init_lora_weights=False))  # fmt: skip
+    add_random_lora(pipe.unet, seed=5)
     lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     diffusers.StableDiffusionXLPipeline.save_lora_weights(root / "lora", unet_lora_layers=lora)
     pipe.unet.set_adapters(["default"], weights=[0.7])
