@@ -147,7 +147,9 @@ class Stream:
     ``centre_steps``, ``mask_type`` and ``cover_alpha`` mean exactly what they mean in :func:`generate`
     (defaults: the model's); centring applies per slot to the first ``centre_steps`` steps (default: the
     bootstrap steps). ``cuda_graph``: capture the denoiser call as a CUDA graph (torch models on CUDA,
-    TensorRT sets; GPU-only).
+    TensorRT sets; GPU-only). ``idle_frames``: with ``seed_step=0``, once nothing has changed for as many
+    frames as the pipeline is deep (T), every image in flight is the same still picture, so frames are
+    served from the last one without running a network until the next edit (``stream.idle`` says so).
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class Stream:
         mask_type: str = "discrete",
         cover_alpha: float | None = 0.3,
         cuda_graph: bool = False,
+        idle_frames: bool = True,
     ) -> None:
         if cfg not in CFG_MODES:
             raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
@@ -287,6 +290,11 @@ class Stream:
         self._entered = 0  # images entered since the last flush / seed change: image n uses seed + n·seed_step
         self._frame = 0  # calls since the last flush: the ring phase is frame mod T
         self._needs_flush = True
+        self.idle_frames = bool(idle_frames)
+        self._changed = False  # an edit the frame thread has not seen yet (seeds; tables arrive as _pending)
+        self._steady = 0  # frames computed since the last edit: at T, every image in flight is the same picture
+        self._last_frame: np.ndarray | None = None
+        self.idle = False  # the last frame was served without running a network (see _next_frame)
         self.times = FrameTimes()
         self.last_latent: torch.Tensor | None = None
         self.profile = False  # when True, sections are timed (synchronising the device around them)
@@ -336,6 +344,7 @@ class Stream:
         are (call :meth:`flush` to make the very next frame the image of ``seed``)."""
         with self._handover:
             self.seed, self._entered = int(seed), 0
+            self._changed = True
 
     def flush(self) -> None:
         """Restart the pipeline: the next call runs T - 1 silent steps and returns the image of ``seed``."""
@@ -447,12 +456,13 @@ class Stream:
             background_pixels=None if state.background_pixels is None else state.background_pixels.cpu(),
         )  # fmt: skip
 
-    def _take_pending(self) -> None:
-        """Frame thread: copy freshly published tables into the device buffers (same storage every time)."""
+    def _take_pending(self) -> bool:
+        """Frame thread: copy freshly published tables into the device buffers (same storage every time);
+        whether there were any."""
         with self._handover:
             tables, self._pending = self._pending, None
         if tables is None:
-            return
+            return False
         dev, dt = self.device, self.dtype
         named = {name: getattr(tables, name) for name in ("weights", "known_weight", "known_latent", "fill_on",
                                                           "roll", "unroll", "paste", "background_pixels")}  # fmt: skip
@@ -467,6 +477,7 @@ class Stream:
             buf.copy_(src, non_blocking=True)
         self._inpaint, self._centred = tables.paste is not None, tables.centred
         self._conditioning = Conditioning({n: self.buffers[f"cond.{n}"] for n in tables.conditioning})
+        return True
 
     # ------------------------------------------------------------------ frames (one thread)
     @torch.no_grad()
@@ -482,16 +493,27 @@ class Stream:
         started = time.perf_counter()
         with self._handover:
             flush, self._needs_flush = self._needs_flush, False
+            changed, self._changed = self._changed or flush, False
             if flush:
                 self._entered, self._frame = 0, 0
         if flush:
             self._take_pending()
             for _ in range(self.steps - 1):
                 self._step()
-        self._take_pending()
-        latent = self._step()
-        self.last_latent = latent  # [1, C, h, w] the frame's clean latent (before decoding)
-        frame = self._decode(latent)
+        changed = self._take_pending() or changed
+        self._steady = 0 if changed else self._steady
+        if self.idle_frames and self.seed_step == 0 and self._steady >= self.steps and self._last_frame is not None:
+            # Idle: every image in flight began after the last edit, with the same noise and tables, so each
+            # would finish as the last one did. Serve that frame and run no network until the next edit.
+            self.idle = True
+            frame = self._last_frame.copy()
+        else:
+            self.idle = False
+            latent = self._step()
+            self.last_latent = latent  # [1, C, h, w] the frame's clean latent (before decoding)
+            frame = self._decode(latent)
+            self._steady += 1
+            self._last_frame = frame
         if self.profile:
             self.times.frames += 1
             self.times.total += time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -311,3 +312,34 @@ def test_bench_stream_reports_the_split_and_ratios(tmp_path, capsys):
     T = len(semdraw.toy.TIMESTEPS)  # the engine set's steps: the toy model's default schedule
     assert [r["denoiser_rows"] for r in payload["scaling"]] == [1 * T, 2 * T]
     assert bench.main(["stream", "--brushes", "3", "--layers", "2"]) == 2  # does not fit: a clear error
+
+
+def test_idle_frames_run_no_network_and_an_edit_resumes_as_before(toy):
+    """seed_step=0 and nothing edited for T frames: frames are the same picture, served without a network
+    call; the first frame after an edit equals a stream that never idled, and the steady frame generate()."""
+    brushes = scene()
+    s = stream_of(toy, brushes, layers=3, seed=3, seed_step=0)
+    ref = stream_of(toy, brushes, layers=3, seed=3, seed_step=0, idle_frames=False)
+    calls = []
+    counting = s.networks.denoise
+
+    def denoise(*args):
+        calls.append(1)
+        return counting(*args)
+
+    s.networks = dataclasses.replace(s.networks, denoise=denoise)
+    frames = [s() for _ in range(3 * s.steps)]
+    for _ in range(3 * s.steps):
+        ref()
+    busy = len(calls)
+    assert s.idle and busy <= 2 * s.steps  # a flush (T calls) and T steady frames at most, then nothing
+    assert all(np.array_equal(f, frames[-1]) for f in frames[s.steps :])
+    moved = Brush("a red circle", small_square(8, 40), mask_std=2.0)
+    s.set_mask(2, moved.mask)
+    ref.set_mask(2, moved.mask)
+    after, expected = s(), ref()
+    assert not s.idle and len(calls) == busy + 1  # the edit restarts the pipeline at once
+    assert np.array_equal(after, expected)
+    for _ in range(s.steps):
+        last = s()
+    assert_same_image(last, s.last_latent, toy, [*brushes[:2], moved], 3)

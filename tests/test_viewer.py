@@ -246,7 +246,7 @@ def test_live_window_end_to_end(xserver, tmp_path):
         if proc.poll() is None:
             proc.kill()
     log = proc.stdout.read()
-    redraws = re.search(r"\((\d+) redraws per second\)", log)
+    redraws = re.search(r"\((\d+) UI ticks per second\)", log)
     assert redraws and int(redraws.group(1)) >= 30, log  # the window stays responsive while the model runs
     pal = Palette.load(save / "palette.json")
     sky, grass = pal.brushes["1"], pal.brushes["2"]

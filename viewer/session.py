@@ -68,6 +68,10 @@ class FrameThread:
                 time.sleep(0.5)
                 continue
             self.error = None
+            if self.stream.idle:  # the same picture again, made without a network: wait for an edit, not a core
+                time.sleep(0.02)
+                last = time.perf_counter()
+                continue
             now = time.perf_counter()
             dt, last = now - last, now
             self.fps = 1 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / max(dt, 1e-6)
