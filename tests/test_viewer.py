@@ -412,3 +412,29 @@ def test_seeds_are_typed_or_random_and_a_refused_background_is_not_kept(toy, tmp
     s.text.text = "white snow"
     s.commit_text()
     assert "prompt rows" in s.message and s.palette.background_prompt == "" and stream.background.prompt == ""
+
+
+def test_the_side_panel_lists_every_brush_its_settings_and_slot(toy, tmp_path):
+    """The panel is drawn into the window image (Qt's trackbar labels have no fonts here): each brush's
+    colour swatch, a highlight on the active one, and text on every row; the state it draws is the
+    session's (prompts, sliders, stream slots, seed, steps, model)."""
+    from semdraw.viewer.panel import BACKGROUND, HIGHLIGHT, LINE, PANEL_WIDTH, render_panel, wrap_status
+
+    stream = semdraw.Stream(toy, layers=2, seed=0)
+    s = LiveSession(stream, painted_palette(), tmp_path)  # two rows: the background prompt and brush 1
+    s.select("2")
+    s.set_params(alpha=0.5, blur=3.0)
+    state = s.panel_state(fps=12.5)
+    assert state.model == "toy" and state.steps == stream.steps and state.current == "2"
+    by_name = {b.name: b for b in state.brushes}
+    assert by_name["1"].slot == 0 and by_name["2"].slot is None and by_name["2"].alpha == 0.5
+    img = render_panel(state, 300)
+    assert img.shape == (300, PANEL_WIDTH, 3)
+    rows = [LINE * 3 + LINE // 2 + 4 + i * (3 * LINE + 10) for i in range(2)]  # the top of each brush row
+    for top, b in zip(rows, state.brushes, strict=True):
+        assert tuple(img[top + 12, 16]) == tuple(b.color)  # its colour swatch
+        text = img[top : top + 3 * LINE, 30:]
+        assert (np.abs(text.astype(int) - np.array(HIGHLIGHT if b.name == "2" else BACKGROUND)).sum(-1) > 100).any()
+    assert tuple(img[rows[1] + 2, PANEL_WIDTH // 2]) == HIGHLIGHT and tuple(img[rows[0] + 2, PANEL_WIDTH // 2]) == BACKGROUND
+    long = "x " * 200
+    assert len(wrap_status(long, 500)) > 1 and all(len(line) <= 500 // 7 for line in wrap_status(long, 500))

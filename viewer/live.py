@@ -23,12 +23,14 @@ from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
 
 from .palette import Palette
+from .panel import draw_help, render_panel, wrap_status
 from .session import FrameThread, LiveSession
 
 log = logging.getLogger("semdraw.viewer")
 
 TITLE = "semdraw-live"
-STATUS_HEIGHT = 28
+STATUS_LINES = 3  # the status area wraps messages over this many lines
+STATUS_HEIGHT = 12 + 16 * STATUS_LINES
 DISPLAY_SIDE = 448  # small canvases are enlarged to at least this (the toy model's 128 px is shown 4x)
 MAX_DISPLAY_SIDE = 720  # larger canvases are shown at most this big (1024² at 0.7x: two panels in 1440 px)
 NO_DISPLAY = ("semdraw-live: no display (DISPLAY is not set). Render a palette without a window with "
@@ -77,6 +79,7 @@ class Window:
         self.side_w, self.side_h = round(pal.width * self.scale), round(pal.height * self.scale)
         self.show_help = False
         self._inputs = 0  # input events seen: a change the window must show
+        self._cursor: tuple[int, int] | None = None  # mouse position on the canvas (window pixels)
         self._button: int | None = None
         self._background = self._load_background()
         cv2.namedWindow(TITLE, cv2.WINDOW_GUI_NORMAL | cv2.WINDOW_AUTOSIZE)
@@ -97,6 +100,7 @@ class Window:
     def _on_mouse(self, event: int, x: int, y: int, flags: int, _param: object) -> None:
         cv2, s = self.cv2, self.session
         self._inputs += 1  # the window shows input at the next tick
+        self._cursor = (x, y) if 0 <= x < self.side_w and 0 <= y < self.side_h else None
         if event == cv2.EVENT_MOUSEWHEEL:
             s.resize_brush(1 if cv2.getMouseWheelDelta(flags) > 0 else -1)
             return
@@ -205,15 +209,19 @@ class Window:
         shrink = self.scale < 1  # averaging when shrinking; pixels stay crisp when enlarging
         both = cv2.resize(both, (2 * self.side_w, self.side_h),
                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)  # fmt: skip
+        if self._cursor is not None:  # the brush: a circle of its size where the mouse is on the canvas
+            radius = max(1, round(s.size * self.scale))
+            cv2.circle(both, self._cursor, radius, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.circle(both, self._cursor, radius + 1, (0, 0, 0), 1, cv2.LINE_AA)
         status = np.full((STATUS_HEIGHT, both.shape[1], 3), 30, np.uint8)
-        img = cv2.cvtColor(np.concatenate([both, status], axis=0), cv2.COLOR_RGB2BGR)
-        cv2.putText(img, self.status_line(), (6, self.side_h + 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (235, 235, 235), 1, cv2.LINE_AA)  # fmt: skip
+        left = np.concatenate([both, status], axis=0)
+        panel = render_panel(s.panel_state(self.frames.fps), left.shape[0])
+        img = cv2.cvtColor(np.concatenate([left, panel], axis=1), cv2.COLOR_RGB2BGR)
+        for i, line in enumerate(wrap_status(self.status_line(), both.shape[1])[-STATUS_LINES:]):
+            cv2.putText(img, line, (6, self.side_h + 19 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (235, 235, 235), 1, cv2.LINE_AA)  # fmt: skip
         if self.show_help:
-            for i, line in enumerate(HELP.splitlines()):
-                cv2.putText(img, line, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (20, 20, 20), 3, cv2.LINE_AA)
-                cv2.putText(img, line, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1,
-                            cv2.LINE_AA)  # fmt: skip
+            draw_help(img, HELP.splitlines(), left.shape[1])
         return img
 
     def status_line(self) -> str:

@@ -18,6 +18,7 @@ from semdraw import Stream
 from semdraw.errors import SemdrawError
 
 from .palette import Palette, PaletteBrush, unique_path
+from .panel import PanelBrush, PanelState
 
 log = logging.getLogger("semdraw.viewer")
 
@@ -243,6 +244,15 @@ class LiveSession:
             except SemdrawError as err:
                 self._slots.pop(name, None)
                 self.message = str(err)
+
+    def panel_state(self, fps: float) -> PanelState:
+        """What the side panel shows (every brush, its settings and stream slot; seed, steps, fps, model)."""
+        brushes = tuple(
+            PanelBrush(name, b.color, b.prompt, b.negative_prompt, b.alpha, b.blur, b.strength, self._slots.get(name))
+            for name, b in sorted(self.palette.brushes.items())
+        )  # fmt: skip
+        return PanelState(self.stream.prompts.name, self.palette.seed, self.stream.steps, fps, self.stream.layers,
+                          self.current, brushes)  # fmt: skip
 
     # ------------------------------------------------------------------ files
     def save_frame(self, frame: np.ndarray | None) -> Path | None:
