@@ -438,3 +438,13 @@ def test_the_side_panel_lists_every_brush_its_settings_and_slot(toy, tmp_path):
     assert tuple(img[rows[1] + 2, PANEL_WIDTH // 2]) == HIGHLIGHT and tuple(img[rows[0] + 2, PANEL_WIDTH // 2]) == BACKGROUND
     long = "x " * 200
     assert len(wrap_status(long, 500)) > 1 and all(len(line) <= 500 // 7 for line in wrap_status(long, 500))
+
+
+def test_a_palette_with_more_brushes_than_rows_says_so_with_the_right_layers(toy, tmp_path):
+    pal = painted_palette()  # a background prompt and two brushes: three rows
+    extra = pal.brush("3")
+    extra.prompt, extra.mask[:10, :10] = "a red circle", 255
+    stream = semdraw.Stream(toy, layers=2, seed=0)
+    s = LiveSession(stream, pal, tmp_path)  # the message is there from the start (shown at the first redraw)
+    assert "brushes 2, 3 not generated" in s.message and "--layers 4 for all of them" in s.message
+    assert sorted(b.prompt for b in stream.brushes.values()) == ["blue sky"]

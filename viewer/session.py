@@ -221,8 +221,10 @@ class LiveSession:
             return False
 
     def flush_edits(self) -> None:
-        """Push edited brushes into the stream (called once per window tick, not per mouse event)."""
+        """Push edited brushes into the stream (called once per window tick, not per mouse event). Brushes
+        that find no free row are named together in the message, with the --layers that fits them all."""
         dirty, self._dirty = self._dirty, set()
+        refused: list[str] = []
         for name in sorted(dirty):
             b = self.palette.brushes.get(name)
             try:
@@ -234,9 +236,9 @@ class LiveSession:
                 slot = self._slots.get(name)
                 if slot is None:
                     free = sorted(set(range(self.stream.layers)) - set(self._slots.values()))
-                    if not free:
-                        raise SemdrawError(f"brush {name} does not fit: the stream has {self.stream.layers} layers; "
-                                           f"restart with --layers {self.stream.layers + 1}")  # fmt: skip
+                    if not free or len(self._slots) >= self.stream.capacity:
+                        refused.append(name)
+                        continue
                     slot = free[0]
                 self.stream.set_brush(slot, b.to_brush())
                 self._slots[name] = slot
@@ -244,6 +246,12 @@ class LiveSession:
             except SemdrawError as err:
                 self._slots.pop(name, None)
                 self.message = str(err)
+        if refused:
+            rows = sum(b.active for b in self.palette.brushes.values()) + int(bool(self.palette.background_prompt))
+            which = "brush " + refused[0] if len(refused) == 1 else "brushes " + ", ".join(refused)
+            self.message = (f"{which} not generated: the stream has {self.stream.layers} prompt rows"
+                            f"{' (one is the background prompt)' if self.palette.background_prompt else ''}; "
+                            f"restart with --layers {rows} for all of them")  # fmt: skip
 
     def panel_state(self, fps: float) -> PanelState:
         """What the side panel shows (every brush, its settings and stream slot; seed, steps, fps, model)."""
