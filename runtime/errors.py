@@ -24,7 +24,7 @@ class ModelNotFoundError(SemdrawError):
 
 
 class UnsupportedFamilyError(SemdrawError):
-    """A model family that is unknown, or reserved but not supported yet."""
+    """A model family that is unknown."""
 
 
 class LoraError(SemdrawError):

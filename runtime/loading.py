@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .errors import LoraError, ModelNotFoundError
-from .families import FAMILIES, RESERVED, FamilySpec, Preset, get_family
+from .families import FAMILIES, FamilySpec, Preset, get_family
 from .model import Model
 from .quiet import hide_progress_bars
 
@@ -256,8 +256,6 @@ def load_model(
     paper runs SD3; without it its tokens are zeros, as ``StableDiffusion3Pipeline`` does).
     """
     key = str(name_or_path).lower()
-    if key in RESERVED:
-        get_family(key)  # the family's own "not supported yet" error
     dev = _default_device(device)
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     preset = PRESETS.get(key)

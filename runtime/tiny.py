@@ -26,6 +26,15 @@ def make_tokenizer(folder: Path, max_length: int = 16):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
+# The tiny test components' architecture as data (the shapes of diffusers' own fast-test components).
+TINY_CLIP = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+                 num_attention_heads=4, max_position_embeddings=16)  # fmt: skip
+TINY_CLIP_PROJECTED = dict(TINY_CLIP, num_hidden_layers=3, hidden_act="gelu", projection_dim=32)  # SDXL, SD3
+TINY_VAE = dict(block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3,
+                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                norm_num_groups=8, layers_per_block=1, sample_size=64)  # fmt: skip
+
+
 def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: str = "epsilon", seed: int = 0,
                        latent_channels: int = 4):  # fmt: skip
     """StableDiffusionPipeline with tiny random UNet / CLIP / VAE (8x latent factor, native size 64 px,
@@ -37,21 +46,14 @@ def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: st
 
     torch.manual_seed(seed)
     tokenizer = make_tokenizer(folder / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=16,
-    ))  # fmt: skip
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_CLIP, num_hidden_layers=2, vocab_size=len(tokenizer)))
     unet = diffusers.UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=latent_channels,
         out_channels=latent_channels,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32, attention_head_dim=8,
     )  # fmt: skip
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=latent_channels,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        norm_num_groups=8, layers_per_block=1, sample_size=64,
-    )  # fmt: skip
+    vae = diffusers.AutoencoderKL(**TINY_VAE, latent_channels=latent_channels)
     from .families.sd15 import SCHEDULER_CONFIG
 
     sched_config = {**SCHEDULER_CONFIG, "prediction_type": prediction_type}
@@ -109,9 +111,7 @@ def make_tiny_sdxl_pipeline(folder: Path, scheduler: str = "euler", prediction_t
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = make_tokenizer(folder / "tokenizer"), make_tokenizer(folder / "tokenizer_2")
-    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-                            num_attention_heads=4, num_hidden_layers=3, vocab_size=len(tokenizer),
-                            max_position_embeddings=16, hidden_act="gelu", projection_dim=32)  # fmt: skip
+    config = CLIPTextConfig(**TINY_CLIP_PROJECTED, vocab_size=len(tokenizer))
     text_encoder, text_encoder_2 = CLIPTextModel(config), CLIPTextModelWithProjection(config)
     unet = diffusers.UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
@@ -120,11 +120,7 @@ def make_tiny_sdxl_pipeline(folder: Path, scheduler: str = "euler", prediction_t
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
     )  # fmt: skip
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        norm_num_groups=8, layers_per_block=1, sample_size=64, scaling_factor=0.13025,
-    )  # fmt: skip
+    vae = diffusers.AutoencoderKL(**TINY_VAE, latent_channels=4, scaling_factor=0.13025)  # SDXL's scaling
     sched = sampling.make_scheduler(scheduler, {**SCHEDULER_CONFIG, "prediction_type": prediction_type})
     return diffusers.StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
@@ -205,9 +201,7 @@ def make_tiny_sd3_pipeline(folder: Path, scheduler: str = "flow", prediction_typ
     del prediction_type  # flow matching has one parameterisation (velocity)
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = make_tokenizer(folder / "tokenizer"), make_tokenizer(folder / "tokenizer_2")
-    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-                            num_attention_heads=4, num_hidden_layers=3, vocab_size=len(tokenizer),
-                            max_position_embeddings=16, hidden_act="gelu", projection_dim=32)  # fmt: skip
+    config = CLIPTextConfig(**TINY_CLIP_PROJECTED, vocab_size=len(tokenizer))
     text_encoder, text_encoder_2 = CLIPTextModelWithProjection(config), CLIPTextModelWithProjection(config)
     tokenizer_3 = text_encoder_3 = None
     if t5:
@@ -220,12 +214,8 @@ def make_tiny_sd3_pipeline(folder: Path, scheduler: str = "flow", prediction_typ
         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
         pos_embed_max_size=16,
     )  # fmt: skip
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=[16, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=16,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        norm_num_groups=8, layers_per_block=1, sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
-        scaling_factor=1.5305, shift_factor=0.0609,
-    )  # fmt: skip
+    vae = diffusers.AutoencoderKL(**TINY_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
+                                  scaling_factor=1.5305, shift_factor=0.0609)  # SD3's: no quant convs, a shift
     sched = sampling.make_scheduler(scheduler, SCHEDULER_CONFIG)
     return diffusers.StableDiffusion3Pipeline(
         transformer=transformer, scheduler=sched, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,

@@ -15,7 +15,7 @@ import torch
 
 import semdraw
 from semdraw.build_engines import cli
-from semdraw.families import SD15, InputSpec, sd15
+from semdraw.families import SD15, InputSpec, clip
 from semdraw.tiny import make_tiny_pipeline
 
 CHANNELS = 8
@@ -23,7 +23,7 @@ COND = "prompt_tokens"
 
 
 def encode(components, text):
-    return {COND: sd15.encode_clip(components["tokenizer"], components["text_encoder"], text)}
+    return {COND: clip.last_hidden_states(components["tokenizer"], components["text_encoder"], text)}
 
 
 def call(unet, sample, timestep, cond):

@@ -6,7 +6,6 @@ One CLIP text encoder; the UNet takes its last hidden states as ``encoder_hidden
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,9 +13,8 @@ import torch
 
 from .. import tiny, toy
 from ..conditioning import TOKEN_EMBEDDINGS, Conditioning
+from . import clip
 from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults
-
-log = logging.getLogger(__name__)
 
 # SD1.5's training noise schedule (runwayml/stable-diffusion-v1-5's scheduler config).
 SCHEDULER_CONFIG = dict(
@@ -26,23 +24,8 @@ SCHEDULER_CONFIG = dict(
 )  # fmt: skip
 
 
-@torch.no_grad()
-def encode_clip(tokenizer: Any, text_encoder: torch.nn.Module, text: str) -> torch.Tensor:
-    """A prompt's CLIP last hidden states [1, N, D], exactly as diffusers' StableDiffusionPipeline.encode_prompt
-    computes them (padded to the tokenizer's max length, no clip skip)."""
-    enc = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt")  # fmt: skip
-    ids = enc.input_ids
-    full = tokenizer(text, padding="longest", return_tensors="pt").input_ids
-    if full.shape[-1] > ids.shape[-1]:
-        log.warning("prompt truncated to %d tokens: %r", tokenizer.model_max_length, text)
-    device = text_encoder.device
-    mask = enc.attention_mask.to(device) if getattr(text_encoder.config, "use_attention_mask", False) else None
-    return text_encoder(ids.to(device), attention_mask=mask)[0]
-
-
 def encode_prompt(components: Mapping[str, Any], text: str) -> dict[str, torch.Tensor]:
-    return {TOKEN_EMBEDDINGS: encode_clip(components["tokenizer"], components["text_encoder"], text)}
+    return {TOKEN_EMBEDDINGS: clip.last_hidden_states(components["tokenizer"], components["text_encoder"], text)}
 
 
 def call_unet(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor, cond: Conditioning) -> torch.Tensor:

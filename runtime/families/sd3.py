@@ -11,7 +11,6 @@ The VAE has a scaling *and* a shift factor.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,10 +18,8 @@ import torch
 
 from .. import tiny
 from ..conditioning import TOKEN_EMBEDDINGS, Conditioning
-from .sdxl import _penultimate_and_pooled
+from . import clip
 from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults
-
-log = logging.getLogger(__name__)
 
 POOLED = "pooled_projections"
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length
@@ -43,21 +40,21 @@ def encode_prompt(components: Mapping[str, Any], text: str, *, joint_attention_d
     """As ``StableDiffusion3Pipeline.encode_prompt`` (no clip skip): both CLIPs at the first tokenizer's
     length, then T5 (or zeros) at ``t5_tokens`` tokens."""
     tok1 = components["tokenizer"]
-    h1, p1 = _penultimate_and_pooled(tok1, components["text_encoder"], text)
+    h1, p1 = clip.penultimate_and_pooled(tok1, components["text_encoder"], text)
     tok2 = components["tokenizer_2"]
     if tok2.model_max_length != tok1.model_max_length:  # the pipeline pads both to the first's length
         tok2 = _with_length(tok2, tok1.model_max_length)
-    h2, p2 = _penultimate_and_pooled(tok2, components["text_encoder_2"], text)
-    clip = torch.cat([h1, h2.to(h1.device)], dim=-1)
+    h2, p2 = clip.penultimate_and_pooled(tok2, components["text_encoder_2"], text)
+    clip_states = torch.cat([h1, h2.to(h1.device)], dim=-1)
     t5 = components.get("text_encoder_3")
     if t5 is None:
-        t5_embeds = torch.zeros(1, t5_tokens, joint_attention_dim, dtype=clip.dtype, device=clip.device)
+        t5_embeds = torch.zeros(1, t5_tokens, joint_attention_dim, dtype=clip_states.dtype, device=clip_states.device)
     else:
         ids = components["tokenizer_3"](text, padding="max_length", max_length=t5_tokens, truncation=True,
                                         add_special_tokens=True, return_tensors="pt").input_ids  # fmt: skip
-        t5_embeds = t5(ids.to(t5.device))[0].to(clip.device)
-    clip = torch.nn.functional.pad(clip, (0, t5_embeds.shape[-1] - clip.shape[-1]))
-    return {TOKEN_EMBEDDINGS: torch.cat([clip, t5_embeds.to(clip.dtype)], dim=-2),
+        t5_embeds = t5(ids.to(t5.device))[0].to(clip_states.device)
+    clip_states = torch.nn.functional.pad(clip_states, (0, t5_embeds.shape[-1] - clip_states.shape[-1]))
+    return {TOKEN_EMBEDDINGS: torch.cat([clip_states, t5_embeds.to(clip_states.dtype)], dim=-2),
             POOLED: torch.cat([p1, p2.to(p1.device)], dim=-1)}  # fmt: skip
 
 

@@ -11,7 +11,6 @@ offset of an image of the canvas's size. A canvas that is one tile gets (H, W, 0
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,9 +18,8 @@ import torch
 
 from .. import tiny
 from ..conditioning import TOKEN_EMBEDDINGS, Conditioning
+from . import clip
 from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults, TileGeometry
-
-log = logging.getLogger(__name__)
 
 POOLED, TIME_IDS = "text_embeds", "time_ids"
 
@@ -33,23 +31,9 @@ SCHEDULER_CONFIG = dict(
 )  # fmt: skip
 
 
-@torch.no_grad()
-def _penultimate_and_pooled(tokenizer: Any, text_encoder: torch.nn.Module, text: str):
-    """As ``StableDiffusionXLPipeline.encode_prompt`` (no clip skip): hidden_states[-2], and output[0] when it
-    is the 2-D projected pooled embedding (the second encoder)."""
-    ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids  # fmt: skip
-    full = tokenizer(text, padding="longest", return_tensors="pt").input_ids
-    if full.shape[-1] > ids.shape[-1]:
-        log.warning("prompt truncated to %d tokens: %r", tokenizer.model_max_length, text)
-    out = text_encoder(ids.to(text_encoder.device), output_hidden_states=True)
-    pooled = out[0] if out[0].ndim == 2 else None
-    return out.hidden_states[-2], pooled
-
-
 def encode_prompt(components: Mapping[str, Any], text: str) -> dict[str, torch.Tensor]:
-    h1, _ = _penultimate_and_pooled(components["tokenizer"], components["text_encoder"], text)
-    h2, pooled = _penultimate_and_pooled(components["tokenizer_2"], components["text_encoder_2"], text)
+    h1, _ = clip.penultimate_and_pooled(components["tokenizer"], components["text_encoder"], text)
+    h2, pooled = clip.penultimate_and_pooled(components["tokenizer_2"], components["text_encoder_2"], text)
     return {TOKEN_EMBEDDINGS: torch.cat([h1, h2.to(h1.device)], dim=-1), POOLED: pooled.to(h1.device)}
 
 

@@ -1,0 +1,38 @@
+"""CLIP text encoding as diffusers' pipelines do it, shared by the families that use CLIP encoders."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def tokens(tokenizer: Any, text: str) -> Any:
+    """The prompt padded to the tokenizer's max length, truncated with a warning (as the pipelines do)."""
+    enc = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")  # fmt: skip
+    full = tokenizer(text, padding="longest", return_tensors="pt").input_ids
+    if full.shape[-1] > enc.input_ids.shape[-1]:
+        log.warning("prompt truncated to %d tokens: %r", tokenizer.model_max_length, text)
+    return enc
+
+
+@torch.no_grad()
+def last_hidden_states(tokenizer: Any, text_encoder: torch.nn.Module, text: str) -> torch.Tensor:
+    """[1, N, D] as ``StableDiffusionPipeline.encode_prompt`` computes them (no clip skip)."""
+    enc = tokens(tokenizer, text)
+    device = text_encoder.device
+    mask = enc.attention_mask.to(device) if getattr(text_encoder.config, "use_attention_mask", False) else None
+    return text_encoder(enc.input_ids.to(device), attention_mask=mask)[0]
+
+
+@torch.no_grad()
+def penultimate_and_pooled(tokenizer: Any, text_encoder: torch.nn.Module, text: str):
+    """As ``StableDiffusionXLPipeline.encode_prompt`` / SD3's (no clip skip): hidden_states[-2], and output[0]
+    when it is the 2-D projected pooled embedding (a ``CLIPTextModelWithProjection``; else None)."""
+    out = text_encoder(tokens(tokenizer, text).input_ids.to(text_encoder.device), output_hidden_states=True)
+    pooled = out[0] if out[0].ndim == 2 else None
+    return out.hidden_states[-2], pooled
