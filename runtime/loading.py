@@ -29,6 +29,21 @@ MODEL_HELP = (f"a preset ({', '.join(PRESETS)}; default {DEFAULT_MODEL}), a hub 
 LoraSpec = str | tuple[str, float]
 
 
+def find_preset(name_or_path: str) -> tuple[Preset, FamilySpec] | None:
+    """The preset a name stands for: a named one, or a model folder of a family's own layout (a folder
+    ``semdraw-train-toy`` wrote); None for everything else (hub ids, diffusers folders, checkpoints)."""
+    key = str(name_or_path).lower()
+    if key in PRESETS:
+        return PRESETS[key], PRESET_FAMILIES[key]
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        for fam in FAMILIES.values():
+            preset = fam.folder_preset(path) if fam.folder_preset else None
+            if preset is not None:
+                return preset, fam
+    return None
+
+
 def parse_lora(spec: LoraSpec) -> tuple[str, float]:
     """'ID_OR_PATH[:SCALE]' or (id, scale) → (id, scale); scale defaults to 1."""
     if isinstance(spec, tuple):
@@ -258,14 +273,15 @@ def load_model(
     key = str(name_or_path).lower()
     dev = _default_device(device)
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
-    preset = PRESETS.get(key)
+    found = find_preset(name_or_path)
+    preset = found[0] if found else None
     source = preset.source if preset else str(name_or_path)
     if preset and Path(source).is_absolute() and not Path(source).is_dir():  # shipped weights (toy)
         raise ModelNotFoundError(
             f"the {key} model's weights are missing from {source}; reinstall semdraw (for toy, or regenerate "
             "them with `semdraw-train-toy`)"
         )
-    fam = get_family(family or (PRESET_FAMILIES[key].name if preset else _family_of(source)))
+    fam = get_family(family or (found[1].name if found else _family_of(source)))
     hide_progress_bars()
     with (  # diffusers' noise about our own by-design choices: an AutoencoderTiny in an SD pipeline, and the
           # block_out_channels that diffusers itself writes into AutoencoderTiny configs and then ignores
@@ -336,8 +352,8 @@ def source_fingerprint(name_or_path: str, loras: Sequence[LoraSpec] = ()) -> str
     """
     import semdraw
 
-    key = str(name_or_path).lower()
-    preset = PRESETS.get(key)
+    found = find_preset(name_or_path)
+    preset = found[0] if found else None
     parts: list[str] = [f"semdraw {semdraw.__version__}"]
     if preset and preset.build:
         parts.append(f"built:{preset.build.__module__}.{preset.build.__qualname__}")

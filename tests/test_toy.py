@@ -186,7 +186,8 @@ def test_the_sweep_row_of_the_presets_defaults_scores_what_generate_does_by_defa
 
 
 def test_training_command_runs_every_stage_and_writes_a_loadable_model(tmp_path):
-    """semdraw-train-toy --quick: a few steps of each stage; the outputs load like the shipped weights."""
+    """semdraw-train-toy --quick: a few steps of each stage; the folder loads as a toy model (LoRA fused,
+    defaults and vocabulary applied), as the shipped weights do."""
     from semdraw.tools import train_toy as train
 
     out = tmp_path / "toy"
@@ -194,15 +195,24 @@ def test_training_command_runs_every_stage_and_writes_a_loadable_model(tmp_path)
     metrics = json.loads((out / "training.json").read_text())
     assert metrics["size"] == S and set(metrics["timings_s"]) >= {"vae_s", "base_s", "distill_s", "total_s"}
     assert json.loads((out / "vocabulary.json").read_text()) == json.loads(VOCABULARY_FILE.read_text())
-    model = semdraw.load_model(str(out / "base"), device="cpu")
+    base = semdraw.load_model(str(out / "base"), device="cpu")
     with_lora = semdraw.load_model(str(out / "base"), loras=[str(out / "lcm_lora")], device="cpu")
-    assert model.vae.config.scaling_factor == pytest.approx(metrics["vae_scaling_factor"])
+    folder = semdraw.load_model(str(out), device="cpu")  # the folder itself: a toy model
+    assert base.vae.config.scaling_factor == pytest.approx(metrics["vae_scaling_factor"])
     x, t = torch.randn(1, 4, S // 8, S // 8), torch.tensor([499])
-    cond = model.encode_prompt("blue sky").embeds
+    cond = base.encode_prompt("blue sky").embeds
     with torch.no_grad():
-        a = model.unet(x, t, encoder_hidden_states=cond).sample
+        a = base.unet(x, t, encoder_hidden_states=cond).sample
         b = with_lora.unet(x, t, encoder_hidden_states=cond).sample
+        c = folder.unet(x, t, encoder_hidden_states=cond).sample
     assert torch.isfinite(b).all() and not torch.equal(a, b)  # the distilled LoRA is saved and fuses
+    torch.testing.assert_close(c, b)  # the folder loads with its LoRA fused
+    assert base.defaults != folder.defaults == semdraw.load_model("toy", device="cpu").defaults
+    assert json.loads((out / "defaults.json").read_text())["chosen_by"].startswith("the shipped toy model's")
+    assert folder.vocabulary == semdraw.toy.known_words() and base.vocabulary is None
+    options = [a for a in train.parser()._actions if a.dest != "help"]
+    assert len(options) == 13 and all(a.help for a in options)  # --help explains every option
+    assert str(train.PACKAGE_DIR) == str(semdraw.toy.WEIGHTS_DIR)
 
 
 def test_bench_fidelity_refuses_a_model_without_the_toy_vocabulary_before_any_work(tmp_path, caplog, monkeypatch):

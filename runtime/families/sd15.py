@@ -7,6 +7,8 @@ One CLIP text encoder; the UNet takes its last hidden states as ``encoder_hidden
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +35,19 @@ def call_unet(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tenso
 
 
 BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+def toy_preset(folder: Path) -> Preset:
+    """A toy model folder (``semdraw-train-toy --out``): its base, its LCM-LoRA fused, its defaults.json."""
+    defaults = toy.sampling_defaults(folder)
+    return Preset(source=str(folder / "base"), loras=((str(folder / "lcm_lora"), 1.0),), sampler="lcm",
+                  closed_vocabulary=partial(toy.known_words, folder),
+                  defaults=SamplingDefaults(timesteps=tuple(float(t) for t in defaults["timesteps"]),
+                                            bootstrap_steps=int(defaults["bootstrap_steps"])))  # fmt: skip
+
+
+def folder_preset(folder: Path) -> Preset | None:
+    return toy_preset(folder) if toy.is_model_folder(folder) else None
+
+
 PRESETS = {
     "sd15": Preset(
         source=BASE,
@@ -57,9 +72,7 @@ PRESETS = {
     # The embedded default: trained here (semdraw.toy), shipped in the wheel, loads offline; its LCM-distilled
     # LoRA is fused as SD1.5's is. Its defaults (two LCM steps, two centred bootstrap steps) are the best
     # region accuracy + object presence measured by `semdraw-bench fidelity --sweep` (weights/MODEL_CARD.md).
-    "toy": Preset(source=str(toy.BASE_DIR), loras=((str(toy.LORA_DIR), 1.0),), sampler="lcm",
-                  closed_vocabulary=toy.known_words,
-                  defaults=SamplingDefaults(timesteps=toy.TIMESTEPS, bootstrap_steps=2)),  # fmt: skip
+    "toy": toy_preset(toy.WEIGHTS_DIR),
     # SD1.5-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
     "sd15-random": Preset(source="(random weights)", sampler="lcm", build=tiny.make_sd15_sized_pipeline),
 }
@@ -81,5 +94,6 @@ SD15 = FamilySpec(
     make_tiny=tiny.make_tiny_pipeline,
     make_sized=tiny.make_sd15_sized_pipeline,
     presets=PRESETS,
+    folder_preset=folder_preset,
     load_kwargs={"safety_checker": None, "requires_safety_checker": False},
 )

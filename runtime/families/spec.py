@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,6 +101,8 @@ class FamilySpec:
     make_tiny: Callable[..., Any]  # tiny random pipeline for the fast tests: (folder, scheduler=, prediction_type=, seed=)
     make_sized: Callable[[torch.dtype], Any] | None = None  # full-size random pipeline, for timing
     presets: Mapping[str, Preset] = field(default_factory=dict)
+    # A model folder of a layout of the family's own (the toy's: base + LoRA + defaults) as a preset; None: not one
+    folder_preset: Callable[[Path], Preset | None] | None = None
     # Size-dependent conditioning (SDXL's time ids) added per tile after the prompt cache; None: none.
     tile_conditioning: TileConditioning | None = None
     latent_scaling: Callable[[Any], tuple[float, float]] = vae_scale_shift

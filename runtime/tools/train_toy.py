@@ -35,11 +35,12 @@ from tqdm.auto import tqdm
 
 from semdraw.quiet import quiet_libraries
 
+from .. import toy
 from ..toy import architecture as A
 from ..toy import world
 
 log = logging.getLogger("semdraw.toy.train")
-PACKAGE_DIR = Path(__file__).resolve().parent / "weights"
+PACKAGE_DIR = toy.WEIGHTS_DIR  # the shipped weights: the default --out regenerates them in place
 EMA_DECAY = 0.95  # of the distillation's target network (LCM's value)
 
 
@@ -233,7 +234,20 @@ def save(out: Path, tokenizer, text_encoder, unet, vae, student, metrics: dict) 
     lora = get_peft_model_state_dict(student)
     diffusers.StableDiffusionPipeline.save_lora_weights(out / "lcm_lora", unet_lora_layers=lora)
     write_vocabulary(out)
+    write_defaults(out)
     (out / "training.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def write_defaults(out: Path) -> None:
+    """defaults.json, the sampling defaults ``load_model(out)`` applies: kept if the folder has them (a
+    retrain in place), else the shipped model's, marked as not yet re-tuned for these weights."""
+    target = out / toy.DEFAULTS_FILE
+    if target.exists():
+        return
+    shipped = toy.sampling_defaults(toy.WEIGHTS_DIR)
+    chosen_by = ("the shipped toy model's defaults, not re-tuned for these weights: run "
+                 f"`semdraw-bench fidelity --model {out} --sweep sweep.json` and edit this file")  # fmt: skip
+    target.write_text(json.dumps({**shipped, "chosen_by": chosen_by}, indent=2) + "\n")
 
 
 def write_vocabulary(out: Path) -> None:
@@ -247,34 +261,38 @@ def write_vocabulary(out: Path) -> None:
     (out / "vocabulary.json").write_text(json.dumps(vocabulary, indent=2) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="semdraw-train-toy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=PACKAGE_DIR, help=f"output folder (default: {PACKAGE_DIR})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images", type=int, default=40000, help="size of the rendered data set")
-    p.add_argument("--vae-steps", type=int, default=3000)
-    p.add_argument("--base-steps", type=int, default=7000)
-    p.add_argument("--distill-steps", type=int, default=500)
-    p.add_argument("--batch", type=int, default=48)
-    p.add_argument("--lora-rank", type=int, default=16)
-    p.add_argument(
-        "--guidance",
-        type=float,
-        nargs=2,
-        default=(1.5, 3.0),
-        metavar=("MIN", "MAX"),
-        help="teacher guidance range baked into the LCM-LoRA (default 1.5 3)",
-    )
-    p.add_argument("--distill-lr", type=float, default=1e-4)
-    p.add_argument(
-        "--from-base",
-        type=Path,
-        default=None,
-        help="reuse the VAE, text encoder and UNet of this diffusers folder and only redo the distillation",
-    )
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="semdraw-train-toy", description=__doc__.split("\n\n")[0],
+        epilog="The folder it writes loads as a toy model: `semdraw-live --model DIR`, `load_model(DIR)` (its "
+               "LCM-LoRA fused, its defaults.json applied). Every stage is seeded: the same arguments give the "
+               "same weights.",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, default=PACKAGE_DIR,
+                   help=f"output folder (default: the shipped weights, {PACKAGE_DIR}, regenerated in place)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data set, initialisation and batches (default 0)")
+    p.add_argument("--images", type=int, default=40000, help="size of the rendered data set (default 40000)")
+    p.add_argument("--vae-steps", type=int, default=3000, help="optimizer steps of the VAE stage (default 3000)")
+    p.add_argument("--base-steps", type=int, default=7000,
+                   help="optimizer steps of the base text encoder + UNet stage (default 7000)")
+    p.add_argument("--distill-steps", type=int, default=500,
+                   help="optimizer steps of the LCM-LoRA distillation (default 500)")
+    p.add_argument("--batch", type=int, default=48, help="batch size of the base and distillation stages (default 48)")
+    p.add_argument("--lora-rank", type=int, default=16, help="rank of the distilled LCM-LoRA (default 16)")
+    p.add_argument("--guidance", type=float, nargs=2, default=(1.5, 3.0), metavar=("MIN", "MAX"),
+                   help="teacher guidance range baked into the LCM-LoRA (default 1.5 3)")
+    p.add_argument("--distill-lr", type=float, default=1e-4, help="learning rate of the distillation (default 1e-4)")
+    p.add_argument("--from-base", type=Path, default=None, metavar="DIR",
+                   help="reuse the VAE, text encoder and UNet of this diffusers folder (a toy folder's base/) and "
+                        "only redo the distillation")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quick", action="store_true", help="a few steps of every stage (smoke test)")
-    args = p.parse_args(argv)
+    p.add_argument("--quick", action="store_true",
+                   help="a few steps of every stage (a smoke test: the weights it writes are not useful)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     if args.quick:
