@@ -19,6 +19,7 @@ from semdraw.engines import MANIFEST, BuildRequest, Manifest, NetworkEntry, sha2
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
+from semdraw.tools import canvas_side
 
 from . import steps
 from .networks import describe
@@ -55,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         help="extra LoRA to fuse (repeatable); presets already fuse their acceleration LoRA",
     )
     p.add_argument(
-        "--height", type=int, default=None, help="canvas height in pixels (default: the model's native size)"
+        "--height", type=canvas_side, default=None, help="canvas height in pixels (default: the model's native size)"
     )
     p.add_argument(
-        "--width", type=int, default=None, help="canvas width in pixels (default: the model's native size)"
+        "--width", type=canvas_side, default=None, help="canvas width in pixels (default: the model's native size)"
     )
     p.add_argument(
         "--layers",
@@ -155,7 +156,7 @@ def _cached(out: Path, source_key: str) -> bool:
 
 def build(args: argparse.Namespace) -> Path:
     import semdraw
-    from semdraw.loading import source_fingerprint
+    from semdraw.loading import check_canvas, source_fingerprint
 
     if args.layers < 1:
         raise SemdrawError(f"--layers must be >= 1, got {args.layers}")
@@ -172,6 +173,7 @@ def build(args: argparse.Namespace) -> Path:
             why = "tensorrt is not installed"
         log.info("TensorRT skipped (%s); building ONNX only", why)
     backend = args.backend if trt_ok else "onnx"
+    check_canvas(args.model, args.height, args.width, family=args.family)  # before any weights load
     tools = _tools(trt_ok)
     out = args.out or Path("engines") / Path(args.model.rstrip("/")).name.removesuffix(".safetensors")
     source = source_fingerprint(args.model, args.lora)
@@ -182,7 +184,7 @@ def build(args: argparse.Namespace) -> Path:
 
     model = semdraw.load_model(args.model, loras=args.lora, device="cpu", dtype=torch.float32, family=args.family)
     height, width = args.height or model.native_size, args.width or model.native_size
-    model.latent_size(height, width)  # clear error for sizes that do not divide
+    model.latent_size(height, width)  # what only the loaded model knows (a hub model's denoiser config)
     timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
     sched = model.schedule(steps=args.steps, timesteps=timesteps)
     request = BuildRequest(

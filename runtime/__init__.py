@@ -21,6 +21,7 @@ _EXPORTS = {
     "Conditioning": "conditioning",
     "ConfigError": "errors", "LoraError": "errors", "MaskError": "errors", "ModelNotFoundError": "errors",
     "SemdrawError": "errors", "SizeError": "errors", "UnsupportedFamilyError": "errors",
+    "PromptWarning": "errors", "PromptTruncatedWarning": "errors",
     "EngineSet": "engines", "EngineSetError": "engines", "load_engines": "engines",
     "FAMILIES": "families", "FamilySpec": "families", "get_family": "families",
     "brushes_from": "generation", "generate": "generation", "panorama": "generation",

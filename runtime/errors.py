@@ -29,3 +29,15 @@ class UnsupportedFamilyError(SemdrawError):
 
 class LoraError(SemdrawError):
     """A LoRA that cannot be loaded or fused, or that changed no weight of the model."""
+
+
+class PromptWarning(UserWarning):
+    """Something about a prompt the model will not see as written (the window shows these in its status)."""
+
+
+class UnknownWordsWarning(PromptWarning):
+    """A prompt uses words a closed-vocabulary model (``toy``) does not know; each is read as one unknown token."""
+
+
+class PromptTruncatedWarning(PromptWarning):
+    """A prompt longer than the text encoder's token limit: the words past it are ignored."""

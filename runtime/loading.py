@@ -13,7 +13,7 @@ import torch
 
 from .errors import LoraError, ModelNotFoundError
 from .families import FAMILIES, FamilySpec, Preset, get_family
-from .model import Model
+from .model import Model, latent_size
 from .quiet import hide_progress_bars
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,28 @@ def _load_pipeline(source: str, dtype: torch.dtype, family: FamilySpec, extra_te
         raise
     except (OSError, ValueError) as err:  # hub errors subclass these
         raise _not_found(source, err) from err
+
+
+def check_canvas(name_or_path: str, height: int | None, width: int | None, *, family: str | None = None) -> None:
+    """A canvas-size error before any weights load (for the commands): what the family and, for local
+    models, the denoiser's config file say. ``None`` sides are the model's native size (always valid)."""
+    if height is None and width is None:
+        return
+    found = find_preset(name_or_path)
+    source = found[0].source if found else str(name_or_path)
+    fam = get_family(family or (found[1].name if found else _family_of(source)))
+    config_file = Path(source).expanduser() / fam.denoiser / "config.json"
+    min_latent, native = 1, height if height is not None else width
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text())
+            min_latent = fam.min_latent_side(config)
+            sample = config.get("sample_size")
+            native = (sample[0] if isinstance(sample, list) else sample) * fam.latent_factor if sample else native
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # the load will say what is wrong with the folder
+    latent_size(native if height is None else height, native if width is None else width, fam.latent_factor,
+                multiple=max(fam.size_multiple, fam.latent_factor), min_latent=min_latent)  # fmt: skip
 
 
 def _family_of(source: str) -> str:

@@ -9,22 +9,28 @@ import torch
 
 from . import sampling
 from .conditioning import Conditioning
-from .errors import ConfigError, SizeError
+from .errors import ConfigError, SizeError, UnknownWordsWarning
 from .families import FamilySpec, SamplingDefaults, get_family
-from .prompts import PromptEncoder, UnknownWordsWarning
+from .prompts import PromptEncoder
 
 __all__ = ["Model", "SamplingDefaults", "UnknownWordsWarning", "latent_size"]
 
 
-def latent_size(height: int, width: int, factor: int) -> tuple[int, int]:
-    """(h, w) of the latent for a canvas; a clear error when the canvas does not divide evenly."""
+def latent_size(height: int, width: int, factor: int, *, multiple: int | None = None,
+                min_latent: int = 1) -> tuple[int, int]:  # fmt: skip
+    """(h, w) of the latent for a canvas; a clear error for a canvas the model cannot make: not positive,
+    sides not multiples of ``multiple`` (default: the latent ``factor``), or a latent side under ``min_latent``."""
+    multiple = multiple or factor
     if height <= 0 or width <= 0:
         raise SizeError(f"canvas size must be positive, got {height}x{width}")
-    if height % factor or width % factor:
+    if height % multiple or width % multiple:
         raise SizeError(
-            f"canvas {height}x{width} is not divisible by the latent factor {factor}; "
-            f"use e.g. {height // factor * factor or factor}x{width // factor * factor or factor}"
+            f"canvas {height}x{width} is not divisible by {multiple}; "
+            f"use e.g. {height // multiple * multiple or multiple}x{width // multiple * multiple or multiple}"
         )
+    smallest = min_latent * factor
+    if min(height, width) < smallest:
+        raise SizeError(f"canvas {height}x{width} is too small for this model: sides of at least {smallest} px")
     return height // factor, width // factor
 
 
@@ -153,8 +159,9 @@ class Model:
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the latent for a canvas; a clear error when the canvas does not divide evenly."""
-        latent_size(height, width, self.family.size_multiple)  # e.g. SD3: its 2x2 patches need sides of 16 px
-        return latent_size(height, width, self.vae_scale_factor)
+        return latent_size(height, width, self.vae_scale_factor,
+                           multiple=max(self.family.size_multiple, self.vae_scale_factor),
+                           min_latent=self.family.min_latent_side(self.denoiser.config))  # fmt: skip
 
     # ---------------------------------------------------------------- encoders
     def encode_prompt(self, text: str) -> Conditioning:

@@ -12,11 +12,10 @@ from typing import Any
 import torch
 
 from .conditioning import Conditioning
+from .errors import UnknownWordsWarning
 from .families import FamilySpec
 
-
-class UnknownWordsWarning(UserWarning):
-    """A prompt uses words a closed-vocabulary model (``toy``) does not know."""
+WORD = re.compile(r"[A-Za-z0-9']+")
 
 
 class PromptEncoder:
@@ -24,7 +23,8 @@ class PromptEncoder:
 
     Each distinct prompt is encoded once (LRU cache keyed by the text: size-dependent conditioning is
     added per tile afterwards, see :meth:`FamilySpec.conditioning_for`). ``vocabulary``: a closed
-    vocabulary (the toy model's) whose outside words are warned about, not silently ignored.
+    vocabulary (the toy model's): each word outside it is warned about and read as one unknown token (its
+    tokenizer's ``unk_token``), not spelled out letter by letter into tokens that mean nothing to the model.
     """
 
     CACHE_SIZE = 256
@@ -71,8 +71,7 @@ class PromptEncoder:
             if cached is not None:
                 self._cache.move_to_end(text)
                 return cached
-        self._warn_unknown_words(text)
-        cond = self._encode_uncached(text)
+        cond = self._encode_uncached(self._known_words_only(text))
         with self._lock:
             self._cache[text] = cond
             while len(self._cache) > self.CACHE_SIZE:
@@ -84,14 +83,22 @@ class PromptEncoder:
         tensors = self.family.encode_prompt(self.components, text, **self.settings)
         return Conditioning(tensors).to(self.device, self.dtype)
 
-    def _warn_unknown_words(self, text: str) -> None:
+    def _known_words_only(self, text: str) -> str:
+        """``text`` with each word outside a closed vocabulary replaced by the unknown token (warned)."""
         if self.vocabulary is None:
-            return
-        unknown = sorted({w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in self.vocabulary})
-        if unknown:
-            warnings.warn(
-                f"{self.name}: words outside its vocabulary have no meaning to it: {unknown}; "
-                f"known words: {sorted(self.vocabulary)}",
-                UnknownWordsWarning,
-                stacklevel=4,
-            )
+            return text
+        vocabulary = self.vocabulary
+        unknown = sorted({w.lower() for w in WORD.findall(text) if w.lower() not in vocabulary})
+        if not unknown:
+            return text
+        warnings.warn(
+            f"{self.name}: words outside its vocabulary have no meaning to it (each is read as one unknown "
+            f"token): {unknown}; known words: {sorted(vocabulary)}",
+            UnknownWordsWarning,
+            stacklevel=4,
+        )
+        tokenizers = [c for c in self.components.values() if getattr(c, "unk_token", None)]
+        if not tokenizers:
+            return text
+        unk = f" {tokenizers[0].unk_token} "
+        return WORD.sub(lambda m: m[0] if m[0].lower() in vocabulary else unk, text)

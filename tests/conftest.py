@@ -31,6 +31,14 @@ def tiny_pipe(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def toy():
+    """The embedded model, loaded once (tests only read it)."""
+    import semdraw
+
+    return semdraw.load_model("toy", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_pipe):
     from semdraw import Model
 

@@ -212,7 +212,7 @@ def test_prompt_encoding_is_cached(tmp_path):
     [
         (dict(brushes=[semdraw.Brush("x", np.full((64, 64), np.nan, np.float32))]), semdraw.MaskError, "NaN"),
         (dict(brushes=[semdraw.Brush("x", np.zeros((2, 64, 64), np.float32))]), semdraw.MaskError, "2-D"),
-        (dict(height=60), semdraw.SizeError, "divisible by the latent factor 8"),
+        (dict(height=60), semdraw.SizeError, "divisible by 8"),
         (dict(guidance_scale=0.5), semdraw.ConfigError, "guidance_scale"),
         (dict(mask_type="binary"), semdraw.ConfigError, "mask_type"),
         (dict(steps=0), semdraw.ConfigError, "steps"),
@@ -266,3 +266,18 @@ def test_a_mask_of_another_aspect_ratio_is_stretched_with_a_warning():
 def test_a_zero_canvas_side_is_an_error_not_the_default(tiny_model):
     with pytest.raises(semdraw.SizeError, match="positive"):
         semdraw.generate(tiny_model, [semdraw.Brush("sky", full())], height=0, width=64)
+
+
+@pytest.mark.parametrize("side", [8, 16])
+def test_a_canvas_too_small_for_the_unet_is_a_clear_error(toy, side):
+    """toy's UNet halves the latent twice: a 1- or 2-pixel latent would reach a one-pixel level, where torch's
+    group norm fails with a raw error. The size check says so first, in generate() and before any CLI load."""
+    with pytest.raises(semdraw.SizeError, match="too small for this model: sides of at least 32 px"):
+        semdraw.generate(toy, [semdraw.Brush("blue sky", np.ones((side, side), np.float32))], height=side, width=side)
+    from semdraw.loading import check_canvas
+
+    with pytest.raises(semdraw.SizeError, match="at least 32 px"):
+        check_canvas("toy", side, None)  # read from the folder's UNet config, nothing loaded
+    check_canvas("toy", 32, 32)
+    with pytest.raises(semdraw.SizeError, match="positive"):
+        check_canvas("toy", 0, None)

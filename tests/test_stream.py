@@ -41,11 +41,6 @@ def scene():
     return [Brush("blue sky", top), Brush("green grass", bottom), Brush("a red circle", small_square(), mask_std=2.0)]
 
 
-@pytest.fixture(scope="module")
-def toy():
-    return semdraw.load_model("toy", device="cpu")
-
-
 def stream_of(model, brushes, background=None, **kw):
     s = Stream(model, **kw)
     for i, b in enumerate(brushes):

@@ -14,11 +14,6 @@ from semdraw.toy import BASE_DIR, LORA_DIR, VOCABULARY_FILE, WEIGHTS_DIR, fideli
 S = fidelity.SIZE  # the toy model's native canvas side
 
 
-@pytest.fixture(scope="module")
-def toy():
-    return semdraw.load_model("toy", device="cpu")
-
-
 # ---------------------------------------------------------------- the world and the metric (no weights)
 def test_world_is_seeded_and_captions_use_only_the_vocabulary():
     a_img, a_cap = world.dataset(7, 200, 64)
@@ -98,6 +93,28 @@ def test_unknown_words_warn_and_name_the_words(toy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         toy.encode_prompt("a red circle in blue sky")  # known words: no warning
+
+
+def test_an_unknown_word_is_one_unknown_token_and_a_long_prompt_warns_once(toy, caplog):
+    """Each unknown word is read as the tokenizer's unknown token (not spelled out in letters, which would
+    push the prompt past the toy's 16 tokens); a prompt that is still too long warns once, by name."""
+    import warnings
+
+    unk = toy.tokenizer.unk_token
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cond = toy.encode_prompt("a mountain range at dawn")
+    assert [w.category for w in seen] == [semdraw.UnknownWordsWarning] and "mountain" in str(seen[0].message)
+    torch.testing.assert_close(cond.embeds, toy.encode_prompt(f"a {unk} {unk} {unk} {unk}").embeds)
+    assert "indexing errors" not in caplog.text  # transformers' over-length notice is never triggered
+    long = "a red circle and a blue square and a green triangle and a gray diamond in blue sky"
+    with pytest.warns(semdraw.PromptTruncatedWarning, match=r"is 20 tokens; the text encoder reads 16") as seen:
+        toy.encode_prompt(long)
+    assert len(seen) == 1 and "…" in str(seen[0].message) and long not in str(seen[0].message)
+    toy.prompts._cache.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        toy.encode_prompt(long)  # the same prompt again: warned once already
 
 
 def test_sky_above_grass_below_comes_out_right(toy):

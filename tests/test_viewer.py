@@ -37,11 +37,6 @@ def painted_palette() -> Palette:
     return pal
 
 
-@pytest.fixture(scope="module")
-def toy():
-    return semdraw.load_model("toy", device="cpu")
-
-
 # ---------------------------------------------------------------- palette files
 def test_palette_round_trip_with_relative_mask_paths(tmp_path):
     pal = painted_palette()

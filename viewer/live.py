@@ -21,6 +21,7 @@ import numpy as np
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
+from semdraw.tools import canvas_side
 
 from .palette import Palette
 from .panel import draw_help, render_panel, wrap_status
@@ -268,8 +269,8 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="toy", help=MODEL_HELP)
     src.add_argument("--engines", type=Path, default=None, help="an engine set folder from build-engines")
-    p.add_argument("--height", type=int, default=None, help="canvas height (default: palette's, else native)")
-    p.add_argument("--width", type=int, default=None, help="canvas width (default: palette's, else native)")
+    p.add_argument("--height", type=canvas_side, default=None, help="canvas height (default: palette's, else native)")
+    p.add_argument("--width", type=canvas_side, default=None, help="canvas width (default: palette's, else native)")
     p.add_argument("--layers", type=int, default=4, help="stream prompt rows: brushes painted at once (default 4)")
     p.add_argument("--background", type=Path, default=None, help="a background image to paint over (inpainting)")
     p.add_argument("--palette", type=Path, default=None, help="load this palette (w writes it back)")
@@ -291,9 +292,10 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         # The set's own text encoders: the source model is not loaded.
         stream = semdraw.Stream(args.engines, backend=args.backend, seed_step=0)
     else:
-        model = semdraw.load_model(args.model)
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
+        semdraw.loading.check_canvas(args.model, height, width)  # before any weights load
+        model = semdraw.load_model(args.model)
         # seed_step=0: every image gets the same noise, so the picture holds still while nothing is edited.
         stream = semdraw.Stream(model, height=height, width=width, layers=args.layers, backend=args.backend,
                                 seed_step=0)  # fmt: skip

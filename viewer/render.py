@@ -12,6 +12,7 @@ from pathlib import Path
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
+from semdraw.tools import canvas_side
 
 from .palette import Palette, _umask
 
@@ -31,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("palette", type=Path, help="palette JSON (from semdraw-live's w key)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output .png/.jpg/.webp, or .mp4/.avi with --frames")
     p.add_argument("--model", default="toy", help=MODEL_HELP)
-    p.add_argument("--height", type=int, default=None, help="output height (default: the palette's)")
-    p.add_argument("--width", type=int, default=None, help="output width (default: the palette's)")
+    p.add_argument("--height", type=canvas_side, default=None, help="output height (default: the palette's)")
+    p.add_argument("--width", type=canvas_side, default=None, help="output width (default: the palette's)")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: the palette's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--frames", type=int, default=None, help="stream this many frames into a video")
@@ -60,6 +61,7 @@ def render(args: argparse.Namespace) -> Path:
         log.warning("the palette has no brush with both a prompt and paint: only the background is rendered")
     height, width = args.height or palette.height, args.width or palette.width
     seed = palette.seed if args.seed is None else args.seed
+    semdraw.loading.check_canvas(args.model, height, width)  # before any weights load
     model = semdraw.load_model(args.model)
     background = palette.background_for_semdraw()
     args.out.parent.mkdir(parents=True, exist_ok=True)

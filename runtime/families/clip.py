@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import logging
+import warnings
 from typing import Any
 
 import torch
 
-log = logging.getLogger(__name__)
+from ..errors import PromptTruncatedWarning
+
+SHOWN_CHARS = 60  # of a prompt named in a warning
+_warned: set[tuple[str, int]] = set()  # (prompt, limit) already warned about: once each, not once per encoder
 
 
 def tokens(tokenizer: Any, text: str) -> Any:
     """The prompt padded to the tokenizer's max length, truncated with a warning (as the pipelines do)."""
-    enc = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt")  # fmt: skip
-    full = tokenizer(text, padding="longest", return_tensors="pt").input_ids
-    if full.shape[-1] > enc.input_ids.shape[-1]:
-        log.warning("prompt truncated to %d tokens: %r", tokenizer.model_max_length, text)
+    limit = tokenizer.model_max_length
+    enc = tokenizer(text, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
+    # the full length, with the start and end tokens (an explicit max_length keeps transformers from warning)
+    n = len(tokenizer(text, truncation=True, max_length=1 << 20).input_ids)
+    if n > limit and (text, limit) not in _warned:
+        _warned.add((text, limit))
+        shown = text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+        warnings.warn(f"prompt {shown!r} is {n} tokens; the text encoder reads {limit}: the rest is ignored",
+                      PromptTruncatedWarning, stacklevel=2)  # fmt: skip
     return enc
 
 

@@ -124,4 +124,5 @@ SD3 = FamilySpec(
     prompt_settings=prompt_settings,
     sample_input="hidden_states",
     size_multiple=16,
+    min_latent_side=lambda config: 2 * int(config["patch_size"]),  # two patches a side
 )

@@ -69,6 +69,12 @@ class Preset:
     accelerator: str = ""  # what makes it few-step, and where its settings come from (docs and README table)
 
 
+def unet_min_latent_side(config: Mapping[str, Any]) -> int:
+    """The smallest latent side a UNet denoises: each downsampling level halves it, and a level with a
+    single pixel leaves its group norms one value per channel (torch refuses)."""
+    return 2 ** (len(config["block_out_channels"]) - 1)
+
+
 def vae_scale_shift(vae_config: Any) -> tuple[float, float]:
     """(scaling_factor, shift_factor) of a VAE config: latent = (raw - shift) · scale (shift 0 if absent)."""
     return float(vae_config.scaling_factor), float(getattr(vae_config, "shift_factor", None) or 0.0)
@@ -111,6 +117,7 @@ class FamilySpec:
     sample_input: str = SAMPLE  # the denoiser's latent input name (SD3's transformer: hidden_states)
     timestep_input: str = TIMESTEP
     size_multiple: int = 8  # canvas sides must be multiples of this (SD3: latent factor x patch size)
+    min_latent_side: Callable[[Mapping[str, Any]], int] = unet_min_latent_side  # from the denoiser's config
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)  # extra from_pretrained arguments of its pipeline
 
     @property

@@ -23,6 +23,7 @@ from typing import Any
 
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
+from semdraw.tools import canvas_side
 
 log = logging.getLogger("semdraw.bench")
 
@@ -244,6 +245,7 @@ def stream(args: argparse.Namespace) -> int:
     # The torch model is loaded only for the runs that need it (a torch stream, the one-shot baseline,
     # the scaling runs): an engine-set run alone holds one copy of the weights, the set's.
     needs_torch = backend == "torch" or args.compare == "torch" or not args.no_baseline or bool(args.scaling)
+    semdraw.loading.check_canvas(args.model, args.height, args.width)  # before any weights load
     model = semdraw.load_model(args.model, device=args.device) if needs_torch else None
     if model is not None:
         args.height, args.width = args.height or model.native_size, args.width or model.native_size
@@ -321,8 +323,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="auto: torch for --model, TensorRT (else onnxruntime) for --engines")  # fmt: skip
     st.add_argument("--compare", choices=("torch", "onnxruntime", "tensorrt"), default=None,
                     help="also time the stream on this backend, in the same run")  # fmt: skip
-    st.add_argument("--height", type=int, default=None, help="canvas height (default: native)")
-    st.add_argument("--width", type=int, default=None, help="canvas width (default: native)")
+    st.add_argument("--height", type=canvas_side, default=None, help="canvas height (default: native)")
+    st.add_argument("--width", type=canvas_side, default=None, help="canvas width (default: native)")
     st.add_argument("--brushes", type=int, default=3, help="painted brushes (default 3)")
     st.add_argument("--layers", type=int, default=None, help="prompt rows of the stream (default: --brushes; "
                                                              "more than that times empty slots)")  # fmt: skip
