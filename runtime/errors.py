@@ -32,7 +32,12 @@ class LoraError(SemdrawError):
 
 
 class PromptWarning(UserWarning):
-    """Something about a prompt the model will not see as written (the window shows these in its status)."""
+    """Something about a prompt the model will not see as written; ``short``: a one-line form for a status
+    line (the window shows these)."""
+
+    def __init__(self, message: str, short: str | None = None) -> None:
+        super().__init__(message)
+        self.short = short or message
 
 
 class UnknownWordsWarning(PromptWarning):

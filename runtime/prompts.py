@@ -92,9 +92,11 @@ class PromptEncoder:
         if not unknown:
             return text
         warnings.warn(
-            f"{self.name}: words outside its vocabulary have no meaning to it (each is read as one unknown "
-            f"token): {unknown}; known words: {sorted(vocabulary)}",
-            UnknownWordsWarning,
+            UnknownWordsWarning(
+                f"{self.name}: words outside its vocabulary have no meaning to it (each is read as one unknown "
+                f"token): {unknown}; known words: {sorted(vocabulary)}",
+                short=f"{self.name} does not know {', '.join(unknown)} (read as unknown tokens)",
+            ),
             stacklevel=4,
         )
         tokenizers = [c for c in self.components.values() if getattr(c, "unk_token", None)]

@@ -168,7 +168,7 @@ def test_live_without_a_display_exits_2_with_advice():
 def xserver():
     if not (shutil.which("Xvfb") and shutil.which("xdotool")):
         pytest.skip("needs Xvfb and xdotool (Debian: apt-get install xvfb xdotool; .ci/run installs them)")
-    proc = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+    proc = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     display = ":" + proc.stdout.readline().strip()
     yield display
@@ -200,12 +200,41 @@ class X:
         self.do("mouseup", "1")
 
 
+def _grab_window(display: str, window: str) -> np.ndarray:
+    """The window's pixels on the X server, RGB."""
+    from PIL import ImageGrab
+
+    geometry = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env={**os.environ, "DISPLAY": display},
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    g = dict(line.split("=", 1) for line in geometry.split())
+    x, y, w, h = (int(g[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+    return np.asarray(ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=display).convert("RGB"))
+
+
+def _find_block(img: np.ndarray, color: tuple[int, int, int], side: int) -> tuple[int, int]:
+    """Top-left (y, x) of the first side x side block of exactly ``color``."""
+    hit = (img == np.asarray(color, np.uint8)).all(-1)
+    for y, x in zip(*np.nonzero(hit), strict=True):
+        if hit[y : y + side, x : x + side].all():
+            return int(y), int(x)
+    raise AssertionError(f"no {side}x{side} block of {color} in the window")
+
+
 def test_live_window_end_to_end(xserver, tmp_path):
-    """Paint two brushes, type their prompts in the window, write the palette, save a frame, quit."""
+    """Open a palette (brush 1 with non-default sliders), paint two brushes and type their prompts in the
+    window, write the palette, undo a stroke, write again, save a frame, quit. The window's panel pixels
+    are the panel of the session's state; the undone stroke leaves the masks bit for bit as before."""
+    from semdraw.viewer.palette import BRUSH_COLORS
+    from semdraw.viewer.panel import LINE, PANEL_WIDTH, PanelBrush, PanelState, render_panel
+
     save = tmp_path / "out"
+    start = Palette(H, W, seed=0)
+    first = start.brush("1")
+    first.alpha, first.blur, first.strength = 0.9, 3.0, 0.9
+    opened = start.save(tmp_path / "drawing.json")
     live = Path(sys.executable).parent / "semdraw-live"
     env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}
-    proc = subprocess.Popen([str(live), "--save-dir", str(save), "--seed", "0"], env=env,
+    proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         window = ""
@@ -233,8 +262,16 @@ def test_live_window_end_to_end(xserver, tmp_path):
             x.key("Return")
         time.sleep(4)  # let images that entered after the last edit finish
         x.key("w")
+        time.sleep(1)
+        written = {n: b.mask.copy() for n, b in Palette.load(opened).brushes.items()}
+        x.drag(top_rows[2], 0, W * scale - 1)  # brush 2 over the sky ...
+        x.key("z")  # ... undone
+        x.key("1")  # the sliders (and the panel's slider line) show brush 1's values
+        x.key("w")
+        time.sleep(4)  # the images that entered during the undone stroke finish
         x.key("s")
         time.sleep(1)
+        window_pixels = _grab_window(xserver, window)
         x.key("q")
         assert proc.wait(timeout=30) == 0
     finally:
@@ -243,14 +280,27 @@ def test_live_window_end_to_end(xserver, tmp_path):
     log = proc.stdout.read()
     redraws = re.search(r"\((\d+) UI ticks per second\)", log)
     assert redraws and int(redraws.group(1)) >= 30, log  # the window stays responsive while the model runs
-    pal = Palette.load(save / "palette.json")
+    pal = Palette.load(opened)
     sky, grass = pal.brushes["1"], pal.brushes["2"]
     assert (sky.prompt, grass.prompt) == ("blue sky", "green grass"), log
+    assert all(np.array_equal(pal.brushes[n].mask, m) for n, m in written.items())  # the undo, bit for bit
     for y in top_rows:
         for xd in (0, W * scale // 3, 2 * W * scale // 3, W * scale - 1):
             assert sky.mask[y // scale, xd // scale] == 255 and grass.mask[y // scale, xd // scale] == 0
     for y in bottom_rows:
         assert grass.mask[y // scale, W // 2] == 255 and sky.mask[y // scale, W // 2] == 0
+    # The panel as the window shows it: below the model / seed / fps lines, exactly the panel of this state
+    # (brush list with colours, prompts, slider values and slots; brush 1's sliders; brush 1 highlighted).
+    state = PanelState("toy", 0, 2, 0.0, 4, "1", (
+        PanelBrush("1", BRUSH_COLORS[0], "blue sky", "", 0.9, 3.0, 0.9, 0),
+        PanelBrush("2", BRUSH_COLORS[1], "green grass", "", 1.0, 0.0, 1.0, 1)))  # fmt: skip
+    swatch_top = 3 * LINE + LINE // 2 + 4 + 4  # the first brush row's colour swatch, in panel pixels
+    sy, sx = _find_block(window_pixels, BRUSH_COLORS[0], 17)
+    py, px = sy - swatch_top, sx - 8
+    below_header = slice(2 * LINE + 6, swatch_top + 2 * (3 * LINE + 10))
+    expected = render_panel(state, 400)[below_header]
+    shown = window_pixels[py : py + 400, px : px + PANEL_WIDTH][below_header]
+    assert np.array_equal(shown, expected)
     frames = sorted(save.glob("frame-*.png"))
     assert len(frames) == 1
     img = np.asarray(Image.open(frames[0]).convert("RGB"))
@@ -443,3 +493,44 @@ def test_a_palette_with_more_brushes_than_rows_says_so_with_the_right_layers(toy
     s = LiveSession(stream, pal, tmp_path)  # the message is there from the start (shown at the first redraw)
     assert "brushes 2, 3 not generated" in s.message and "--layers 4 for all of them" in s.message
     assert sorted(b.prompt for b in stream.brushes.values()) == ["blue sky"]
+
+
+def test_prompt_warnings_reach_the_status_line_and_stay_while_the_prompt_does(toy, tmp_path):
+    s = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(H, W), tmp_path)
+    s.begin_text("prompt")
+    s.text.text = "a mountain range"
+    s.commit_text()
+    s.paint(20, 20, stroke_start=True)
+    s.flush_edits()
+    assert s.message == "brush 1: toy does not know mountain, range (read as unknown tokens)"
+    s.paint(40, 40, stroke_start=True)  # more paint: the prompt is cached, its warning still stands
+    s.flush_edits()
+    assert "does not know mountain, range" in s.message
+    s.begin_text("prompt")
+    s.text.text = "blue sky"
+    s.commit_text()
+    s.flush_edits()
+    assert s.message == ""
+
+
+def test_a_refused_brush_is_kept_disabled_so_the_written_palette_renders_as_shown(toy, tmp_path):
+    """Three rows asked of a two-row stream: brush 2 gets none. The palette keeps it (nothing lost) but
+    marks it disabled, so semdraw-render of the written palette is the window's image; when a row frees
+    up, it is generated and enabled again."""
+    stream = semdraw.Stream(toy, layers=2, seed=0, seed_step=0)
+    s = LiveSession(stream, painted_palette(), tmp_path)
+    assert not s.palette.brushes["2"].enabled and "brush 2 not generated" in s.message
+    path = s.write_palette()
+    assert [b["enabled"] for b in json.loads(path.read_text())["brushes"]] == [True, False]
+    back = Palette.load(path)
+    assert [b.prompt for b in back.brushes_for_semdraw()] == ["blue sky"]  # what the stream generates
+    stream.flush()
+    shown = stream()
+    rendered = semdraw.generate(toy, back.brushes_for_semdraw(), background=back.background_for_semdraw(),
+                                seed=back.seed, output_type="np")  # fmt: skip
+    assert np.abs(shown.astype(int) - rendered.astype(int)).max() <= 1
+    s.select("1")
+    s.clear()  # brush 1 leaves its row: brush 2 takes it at the next tick
+    s.flush_edits()
+    s.flush_edits()
+    assert s.palette.brushes["2"].enabled and [b.prompt for b in stream.brushes.values()] == ["green grass"]

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +86,18 @@ class Window:
         self._background = self._load_background()
         cv2.namedWindow(TITLE, cv2.WINDOW_GUI_NORMAL | cv2.WINDOW_AUTOSIZE)
         cv2.setMouseCallback(TITLE, self._on_mouse)
-        self._syncing = False
-        cv2.createTrackbar("alpha %", TITLE, 100, 100, lambda v: self._on_param(alpha=v / 100))
-        cv2.createTrackbar("blur px", TITLE, 0, 32, lambda v: self._on_param(blur=float(v)))
-        cv2.createTrackbar("strength %", TITLE, 100, 100, lambda v: self._on_param(strength=v / 100))
-        cv2.createTrackbar("seed", TITLE, pal.seed % 1000, 999, self._on_seed)
-        self._sync_trackbars()
+        # Trackbar positions the window itself set: Qt may deliver a value change queued, after the code that
+        # set it returned, so a callback whose value is the position we set is our own echo, not an edit.
+        self._positions: dict[str, int] = {}
+        b = session.brush
+        for name, value, top, edit in (
+            ("alpha %", round(b.alpha * 100), 100, lambda v: session.set_params(alpha=v / 100)),
+            ("blur px", round(b.blur), 32, lambda v: session.set_params(blur=float(v))),
+            ("strength %", round(b.strength * 100), 100, lambda v: session.set_params(strength=v / 100)),
+            ("seed", pal.seed % 1000, 999, session.set_seed),
+        ):  # created at the values they show: nothing to echo
+            self._positions[name] = value
+            cv2.createTrackbar(name, TITLE, value, top, lambda v, name=name, edit=edit: self._on_trackbar(name, v, edit))
 
     def _load_background(self) -> np.ndarray | None:
         pal = self.session.palette
@@ -117,32 +124,26 @@ class Window:
         if event in (cv2.EVENT_MOUSEMOVE, cv2.EVENT_LBUTTONDOWN, cv2.EVENT_RBUTTONDOWN):
             s.paint(int(x / self.scale), int(y / self.scale), erase=self._button == 2, stroke_start=down is not None)
 
-    def _on_param(self, **value: float) -> None:
-        if not self._syncing:
-            self.session.set_params(**value)
+    def _on_trackbar(self, name: str, value: int, edit: Callable[[int], object]) -> None:
+        if self._positions.get(name) != value:  # the user moved it
+            self._positions[name] = value
+            edit(value)
 
-    def _on_seed(self, value: int) -> None:
-        if not self._syncing:
-            self.session.set_seed(value)
+    def _set_trackbar(self, name: str, value: int) -> None:
+        if self._positions.get(name) != value:
+            self._positions[name] = value
+            self.cv2.setTrackbarPos(name, TITLE, value)
 
     def _sync_seed(self) -> None:
         """The seed trackbar follows a typed or random seed (it shows seed mod 1000), without feeding back."""
-        self._syncing = True
-        try:
-            self.cv2.setTrackbarPos("seed", TITLE, self.session.palette.seed % 1000)
-        finally:
-            self._syncing = False
+        self._set_trackbar("seed", self.session.palette.seed % 1000)
 
     def _sync_trackbars(self) -> None:
         """Show the current brush's values (without feeding them back as edits)."""
-        b, cv2 = self.session.brush, self.cv2
-        self._syncing = True
-        try:
-            cv2.setTrackbarPos("alpha %", TITLE, round(b.alpha * 100))
-            cv2.setTrackbarPos("blur px", TITLE, round(b.blur))
-            cv2.setTrackbarPos("strength %", TITLE, round(b.strength * 100))
-        finally:
-            self._syncing = False
+        b = self.session.brush
+        self._set_trackbar("alpha %", round(b.alpha * 100))
+        self._set_trackbar("blur px", round(b.blur))
+        self._set_trackbar("strength %", round(b.strength * 100))
 
     def handle_key(self, key: int) -> bool:
         """One key press; False to quit."""

@@ -4,8 +4,12 @@
 {"format": 1, "height": 64, "width": 64, "seed": 0,
  "background": {"prompt": "blue sky", "negative_prompt": "", "image": null},
  "brushes": [{"name": "1", "color": [255, 80, 80], "prompt": "a red circle", "negative_prompt": "",
-              "alpha": 1.0, "blur": 2.0, "strength": 1.0, "mask": "drawing.masks/1.png"}]}
+              "alpha": 1.0, "blur": 2.0, "strength": 1.0, "enabled": true, "mask": "drawing.masks/1.png"}]}
 ```
+
+``enabled: false`` marks a brush the window could not generate (no free stream row): the file keeps its
+paint and prompt, and :meth:`Palette.brushes_for_semdraw` (so ``semdraw-render``) leaves it out, as the
+window's image did. The window tries every brush again when it opens a palette.
 
 Paths (mask PNGs, the background image) are relative to the JSON file. Writing is atomic: masks go to
 fresh files first, then the JSON replaces the old one in one rename, so a crash leaves the old palette
@@ -52,6 +56,7 @@ class PaletteBrush:
     alpha: float = 1.0
     blur: float = 0.0
     strength: float = 1.0
+    enabled: bool = True  # False: left out of generation (the stream had no row for it when last shown)
 
     def to_brush(self) -> Brush:
         return Brush(self.prompt, self.mask, negative_prompt=self.negative_prompt, mask_strength=self.alpha,
@@ -81,7 +86,7 @@ class Palette:
         return self.brushes[name]
 
     def brushes_for_semdraw(self) -> list[Brush]:
-        return [b.to_brush() for b in self.brushes.values() if b.active]
+        return [b.to_brush() for b in self.brushes.values() if b.active and b.enabled]
 
     def background_for_semdraw(self) -> Background:
         image = None
@@ -158,6 +163,7 @@ class Palette:
                     name, tuple(int(c) for c in entry.get("color", BRUSH_COLORS[len(pal.brushes) % 9])),
                     np.asarray(img, np.uint8).copy(), entry.get("prompt", ""), entry.get("negative_prompt", ""),
                     float(entry.get("alpha", 1.0)), float(entry.get("blur", 0.0)), float(entry.get("strength", 1.0)),
+                    bool(entry.get("enabled", True)),
                 )  # fmt: skip
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, PaletteError):

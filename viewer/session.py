@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from semdraw import Stream
-from semdraw.errors import SemdrawError
+from semdraw.errors import PromptWarning, SemdrawError
 
 from .palette import Palette, PaletteBrush, unique_path
 from .panel import PanelBrush, PanelState
@@ -92,6 +94,7 @@ class LiveSession:
         self.text: TextEntry | None = None
         self.message = ""
         self._slots: dict[str, int] = {}  # brush name -> stream slot
+        self._notes: dict[str, tuple[str, list[str]]] = {}  # brush name -> (prompt, its prompt warnings)
         self._dirty: set[str] = set()
         self._last_point: tuple[int, int] | None = None
         self._undo: list[tuple[str, np.ndarray]] = []  # (brush, its mask before the edit), newest last
@@ -213,18 +216,23 @@ class LiveSession:
     def apply_background(self) -> bool:
         """Hand the palette's background to the stream; False (and the reason in the message) if refused."""
         try:
-            self.stream.set_background(self.palette.background_for_semdraw())
-            self.message = ""
+            notes = _prompt_warnings(self.stream.set_background, self.palette.background_for_semdraw())
+            self.message = "; ".join(f"background: {n}" for n in notes)
             return True
         except SemdrawError as err:
             self.message = str(err)
             return False
 
     def flush_edits(self) -> None:
-        """Push edited brushes into the stream (called once per window tick, not per mouse event). Brushes
-        that find no free row are named together in the message, with the --layers that fits them all."""
+        """Push edited brushes into the stream (called once per window tick, not per mouse event).
+
+        A brush that finds no free row is kept in the palette but marked ``enabled = False`` (so a written
+        palette renders as the window's image), and all such brushes are named together in the message with
+        the --layers that fits them all; they are tried again whenever a row frees up. Prompt warnings
+        (unknown words, truncation) go to the message too."""
         dirty, self._dirty = self._dirty, set()
         refused: list[str] = []
+        freed = False
         for name in sorted(dirty):
             b = self.palette.brushes.get(name)
             try:
@@ -232,20 +240,31 @@ class LiveSession:
                     slot = self._slots.pop(name, None)
                     if slot is not None:
                         self.stream.remove_brush(slot)
+                        freed = True
                     continue
                 slot = self._slots.get(name)
                 if slot is None:
                     free = sorted(set(range(self.stream.layers)) - set(self._slots.values()))
                     if not free or len(self._slots) >= self.stream.capacity:
+                        b.enabled = False
                         refused.append(name)
                         continue
                     slot = free[0]
-                self.stream.set_brush(slot, b.to_brush())
+                warned = _prompt_warnings(self.stream.set_brush, slot, b.to_brush())
+                if warned or self._notes.get(name, ("", []))[0] != b.prompt:  # encoded once: keep what it said
+                    self._notes[name] = (b.prompt, warned)
                 self._slots[name] = slot
+                b.enabled = True
                 self.message = ""
             except SemdrawError as err:
                 self._slots.pop(name, None)
+                b.enabled = False
                 self.message = str(err)
+        if freed:  # a row came free: the brushes waiting for one are tried at the next tick
+            self._dirty |= {n for n, b in self.palette.brushes.items() if b.active and not b.enabled}
+        notes = [f"brush {n}: {w}" for n, (_, said) in sorted(self._notes.items()) if n in self._slots for w in said]
+        if notes and not self.message:  # standing prompt warnings, while no newer message says more
+            self.message = "; ".join(notes)
         if refused:
             rows = sum(b.active for b in self.palette.brushes.values()) + int(bool(self.palette.background_prompt))
             which = "brush " + refused[0] if len(refused) == 1 else "brushes " + ", ".join(refused)
@@ -280,3 +299,19 @@ class LiveSession:
         self.message = f"palette written to {path}"
         log.info("palette written to %s", path)
         return path
+
+
+def _prompt_warnings(call: Callable[..., object], *args: object) -> list[str]:
+    """Run ``call``, returning the short form of the prompt warnings it raised (also logged for the
+    terminal); other warnings pass through as usual."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", PromptWarning)
+        call(*args)
+    notes = []
+    for w in seen:
+        if isinstance(w.message, PromptWarning):
+            log.warning("%s", w.message)
+            notes.append(w.message.short)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return notes

@@ -22,8 +22,8 @@ def tokens(tokenizer: Any, text: str) -> Any:
     if n > limit and (text, limit) not in _warned:
         _warned.add((text, limit))
         shown = text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
-        warnings.warn(f"prompt {shown!r} is {n} tokens; the text encoder reads {limit}: the rest is ignored",
-                      PromptTruncatedWarning, stacklevel=2)  # fmt: skip
+        message = f"prompt {shown!r} is {n} tokens; the text encoder reads {limit}: the rest is ignored"
+        warnings.warn(PromptTruncatedWarning(message), stacklevel=2)
     return enc
 
 
