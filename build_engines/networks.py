@@ -73,6 +73,7 @@ class Network:
     output: TensorSpec
     sample: tuple[torch.Tensor, ...]  # realistic, seeded inputs
     fp16_safe: bool = True  # False: its TensorRT plan stays fp32 (a VAE whose config says force_upcast)
+    any_batch: bool = False  # its ONNX export takes any number of rows on axis 0 (the denoiser: live rows only)
 
 
 def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network]:
@@ -112,7 +113,7 @@ def describe(model: Model, request: BuildRequest, seed: int = 0) -> list[Network
         Network("denoiser", denoiser,
                 (spec(fam.sample_input, sample), spec(fam.timestep_input, timestep),
                  *(spec(i.name, cond[i.name]) for i in fam.conditioning)),
-                spec("out", out), (sample, timestep, *cond_inputs)),
+                spec("out", out), (sample, timestep, *cond_inputs), any_batch=True),
         Network("vae_encoder", VaeEncoderIO(model.vae).float().cpu(), (spec("image", image),),
                 spec("latent", raw_latent), (image,), fp16_safe=not model.vae_needs_fp32),
         Network("vae_decoder", VaeDecoderIO(model.vae).float().cpu(), (spec("latent", raw_latent),),

@@ -28,8 +28,10 @@ class BuildError(SemdrawError):
     """A build step that failed: export error, non-finite output, or an artifact outside its tolerance."""
 
 
-def export_onnx(net: Network, path: Path, *, fp16: bool = False) -> None:
-    """Export with the legacy (TorchScript) exporter at opset 17, constants folded; static shapes."""
+def export_onnx(net: Network, path: Path, *, fp16: bool = False, any_batch: bool = False) -> None:
+    """Export with the legacy (TorchScript) exporter at opset 17, constants folded; static shapes, except
+    a symbolic row axis 0 on every input and the output with ``any_batch`` (for onnxruntime; TensorRT's
+    source stays static)."""
     module, sample = net.module, net.sample
     if fp16:
         module = _half_copy(module)
@@ -43,6 +45,7 @@ def export_onnx(net: Network, path: Path, *, fp16: bool = False) -> None:
         torch.onnx.export(
             module, sample, str(target), input_names=[i.name for i in net.inputs], output_names=[net.output.name],
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            dynamic_axes={n: {0: "rows"} for n in [*(i.name for i in net.inputs), net.output.name]} if any_batch else None,
         )  # fmt: skip
     if big:
         _consolidate_external_data(target, path)
@@ -101,9 +104,10 @@ def validate(
     return m
 
 
-def run_onnx(net: Network, path: Path) -> torch.Tensor:
+def run_onnx(net: Network, path: Path, rows: slice = slice(None)) -> torch.Tensor:
+    """The ONNX file's output on the sample inputs (only ``rows`` of them: a file with a row axis)."""
     runner = backends.OrtRunner(path, [i.name for i in net.inputs], net.output.name, device="cpu")
-    return runner(*net.sample)
+    return runner(*(t[rows] for t in net.sample))
 
 
 class _TqdmProgress:

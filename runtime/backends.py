@@ -62,6 +62,8 @@ def ordered_inputs(names: Sequence[str], inputs: Sequence[torch.Tensor],
 class TorchRunner:
     """Runs a torch module whose forward takes the inputs positionally (in ``input_names`` order)."""
 
+    any_batch = True  # a torch module takes any number of rows
+
     def __init__(self, module: torch.nn.Module, input_names: Sequence[str] | None = None) -> None:
         self.module = module.eval()
         self.input_names = list(input_names) if input_names is not None else None
@@ -129,6 +131,8 @@ class OrtRunner:
             raise BackendError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0]}") from err
         self.input_names = list(input_names)
         self.output_name = output_name
+        # A file exported with a symbolic first axis on every input takes any number of rows.
+        self.any_batch = all(isinstance(i.shape[0], str) for i in self.session.get_inputs())
         meta = self.session.get_outputs()[0]
         self._out_dtype = _ORT_TO_TORCH.get(meta.type, torch.float32)
         self._in_dtypes = {
@@ -173,7 +177,12 @@ class TensorRTRunner:
     captures the enqueue into a CUDA graph and later calls replay it.
 
     Not run in this project's CI (no GPU there); see the README's GPU status.
+
+    Plans are built for the full stream batch (a fixed shape, which CUDA graphs need), so a stream on
+    TensorRT runs every row: ``any_batch`` is False.
     """
+
+    any_batch = False
 
     def __init__(self, path: str | Path, input_names: Sequence[str], output_name: str, *,
                  device: torch.device | str = "cuda", cuda_graph: bool = False) -> None:  # fmt: skip

@@ -1,7 +1,8 @@
 """The multi-prompt stream batch: a fixed-size pipeline of T images in flight (docs/architecture.md).
 
 Each call advances every image in flight by one step in a *single* denoiser batch of L·T rows (L prompt
-rows x T steps, step-major: row = k·L + i), averages each step's rows under their quantized masks in
+rows x T steps, step-major: row = k·L + i; rows with no weight at their step are left out of the batch
+when the backend takes any batch size, see ``live_rows_only``), averages each step's rows under their quantized masks in
 torch on the device (latent pre-averaging, as :func:`semdraw.generate`), re-noises, and decodes the image
 that just finished. A fresh noise latent enters every call, so after T calls (a *flush*) each call yields
 one finished image.
@@ -68,10 +69,11 @@ class StreamNetworks:
     denoise: Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]  # (x_in, t, cond) -> out
     encode: Callable[[torch.Tensor], torch.Tensor]  # pixels [B,3,H,W] in [-1,1] -> scaled latents
     decode: Callable[[torch.Tensor], torch.Tensor]  # scaled latents -> pixels in about [-1,1]
+    any_batch: bool = False  # the denoiser takes any number of rows (so rows without weight can be left out)
 
     @staticmethod
     def from_model(model: Model) -> StreamNetworks:
-        return StreamNetworks("torch", model.predict, model.encode_image, model.decode)
+        return StreamNetworks("torch", model.predict, model.encode_image, model.decode, any_batch=True)
 
     @staticmethod
     def from_engines(engines: EngineSet) -> StreamNetworks:
@@ -88,7 +90,8 @@ class StreamNetworks:
         def decode(latents: torch.Tensor) -> torch.Tensor:
             return engines.decoder(latents / scale + shift)
 
-        return StreamNetworks(engines.backend, denoise, encode, decode)
+        any_batch = bool(getattr(engines.denoiser, "any_batch", False))  # an ONNX file with a dynamic row axis
+        return StreamNetworks(engines.backend, denoise, encode, decode, any_batch=any_batch)
 
 
 @dataclass
@@ -120,6 +123,7 @@ class _Tables:
     roll: torch.Tensor  # [R, h·w] gather index that centres a row's input (identity when not centred)
     unroll: torch.Tensor  # [R, h·w] its inverse
     conditioning: dict[str, torch.Tensor]  # name -> [R·(2 with CFG), ...] rows ([uncond rows; cond rows] with CFG)
+    live_rows: torch.Tensor  # [R'] the rows with some weight at their step (the only ones that affect a frame)
     paste: torch.Tensor | None  # [1, 1, H, W] soft union of brush masks when inpainting over an image
     background_pixels: torch.Tensor | None  # [1, 3, H, W] in [-1, 1] when inpainting
     centred: bool  # some row is centred (else the frame skips the gathers)
@@ -150,6 +154,9 @@ class Stream:
     TensorRT sets; GPU-only). ``idle_frames``: with ``seed_step=0``, once nothing has changed for as many
     frames as the pipeline is deep (T), every image in flight is the same still picture, so frames are
     served from the last one without running a network until the next edit (``stream.idle`` says so).
+    ``live_rows_only``: run only the rows with some weight at their step (empty slots; a soft brush before
+    the step it joins; the background row under brushes that cover the canvas) when the denoiser takes any
+    batch (torch; engine sets whose ONNX has a row axis); the frame is the same (``rows_computed`` counts).
     """
 
     def __init__(
@@ -175,6 +182,7 @@ class Stream:
         cover_alpha: float | None = 0.3,
         cuda_graph: bool = False,
         idle_frames: bool = True,
+        live_rows_only: bool = True,
     ) -> None:
         if cfg not in CFG_MODES:
             raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
@@ -203,7 +211,7 @@ class Stream:
             if cuda_graph and source.device.type != "cuda":
                 raise ConfigError("cuda_graph=True needs a model on CUDA")
             if cuda_graph:  # the batch shape is fixed: capture the denoiser call once, replay it every frame
-                self.networks = replace(self.networks, denoise=CudaGraphed(self.networks.denoise))
+                self.networks = replace(self.networks, denoise=CudaGraphed(self.networks.denoise), any_batch=False)
             self.family, self.prompts = source.family, source.prompts
             defaults, factor = source.defaults, source.vae_scale_factor
             height, width = height or source.native_size, width or source.native_size
@@ -285,12 +293,16 @@ class Stream:
         self._frame_lock = threading.Lock()  # one frame at a time
         self._pending: _Tables | None = None
         self._inpaint = self._centred = False
+        self._live_rows: torch.Tensor | None = None  # rows that run (None: all; see _denoise_live_rows)
+        self._live_conditioning: Conditioning | None = None
+        self.rows_computed = 0  # denoiser rows run since construction (x2 with full CFG): what skipping saves
         self.seed = int(torch.seed() % 2**31) if seed is None else int(seed)
         self.seed_step = int(seed_step)
         self._entered = 0  # images entered since the last flush / seed change: image n uses seed + n·seed_step
         self._frame = 0  # calls since the last flush: the ring phase is frame mod T
         self._needs_flush = True
         self.idle_frames = bool(idle_frames)
+        self.live_rows_only = bool(live_rows_only)
         self._changed = False  # an edit the frame thread has not seen yet (seeds; tables arrive as _pending)
         self._steady = 0  # frames computed since the last edit: at T, every image in flight is the same picture
         self._last_frame: np.ndarray | None = None
@@ -446,13 +458,14 @@ class Stream:
 
         batch = Conditioning.cat([step_major(uncond), step_major(cond)]) if cfg else step_major(cond)
         centred = bool((roll != base.flatten()).any())
+        live_rows = torch.nonzero(weights.flatten(2).amax(-1).flatten() > 0).flatten()  # step-major, as rows
         paste = None
         if state.background_pixels is not None:
             paste = M.coverage(prepared.soft_pixels)
         return _Tables(
             weights=weights, known_weight=known_weight, known_latent=known.detach().to("cpu"),
             fill_on=fill_on.view(R, 1, 1, 1), roll=roll.view(R, h * w), unroll=unroll.view(R, h * w),
-            conditioning=dict(batch), paste=paste, centred=centred,
+            conditioning=dict(batch), live_rows=live_rows, paste=paste, centred=centred,
             background_pixels=None if state.background_pixels is None else state.background_pixels.cpu(),
         )  # fmt: skip
 
@@ -477,6 +490,12 @@ class Stream:
             buf.copy_(src, non_blocking=True)
         self._inpaint, self._centred = tables.paste is not None, tables.centred
         self._conditioning = Conditioning({n: self.buffers[f"cond.{n}"] for n in tables.conditioning})
+        self._live_rows = self._live_conditioning = None  # None: every row runs
+        if self.live_rows_only and self.networks.any_batch and len(tables.live_rows) < self.rows:
+            rows = tables.live_rows.to(dev)
+            self._live_rows = rows
+            with_cfg = torch.cat([rows, rows + self.rows]) if self.cfg == "full" else rows  # [uncond; cond]
+            self._live_conditioning = Conditioning({n: t.index_select(0, with_cfg) for n, t in self._conditioning.items()})
         return True
 
     # ------------------------------------------------------------------ frames (one thread)
@@ -564,8 +583,7 @@ class Stream:
         if self._centred:
             inp = inp.view(R, C, h * w).gather(2, b["roll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
 
-        d = step.denoise(self._predict, inp, self._step_of_row, sched, self._t_rows, self._conditioning,
-                         self.guidance_scale)  # fmt: skip
+        d = self._denoise_live_rows(inp)
         if self._centred:
             d = d.view(R, C, h * w).gather(2, b["unroll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
 
@@ -581,6 +599,22 @@ class Stream:
             z = noise_flat.index_select(0, self._next_noise[p]) if sched.stochastic else None
             self._x.index_copy_(0, pos[:-1], S.renoise(averaged[:-1], z, steps[:-1], sched))
         return S.renoise(averaged[-1:], None, T - 1, sched)
+
+    def _denoise_live_rows(self, inp: torch.Tensor) -> torch.Tensor:
+        """D of every row. A row without weight at its step cannot change the frame (its D is multiplied
+        by 0), so when the denoiser takes any batch only the live rows run and the others get D = 0."""
+        rows, sched, g = self._live_rows, self.sched, self.guidance_scale
+        per_row = 2 if self.cfg == "full" else 1
+        if rows is None:
+            self.rows_computed += self.rows * per_row
+            return step.denoise(self._predict, inp, self._step_of_row, sched, self._t_rows, self._conditioning, g)
+        d = torch.zeros_like(inp)
+        if len(rows):
+            self.rows_computed += len(rows) * per_row
+            live = step.denoise(self._predict, inp.index_select(0, rows), self._step_of_row.index_select(0, rows),
+                                sched, self._t_rows.index_select(0, rows), self._live_conditioning, g)  # fmt: skip
+            d.index_copy_(0, rows, live)
+        return d
 
     def _predict(self, model_in: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return self._timed("denoiser", self.networks.denoise, model_in, t, cond)

@@ -103,6 +103,40 @@ def test_empty_slots_change_nothing(toy):
     assert_same_image(s(), s.last_latent, toy, brushes, 2)
 
 
+def soft_scene():
+    """One soft brush (alpha 0.9: below the first step's noise level, so it joins at step 2) and the sky."""
+    top, _ = halves()
+    return [Brush("blue sky", top), Brush("a red circle", small_square(), mask_strength=0.9)]
+
+
+@pytest.mark.parametrize("options", [{}, {"cfg": "full", "guidance_scale": 2.0}])
+def test_rows_without_weight_are_not_computed_and_the_frame_is_the_same(toy, options):
+    """Two empty slots and a brush that joins late: the torch stream runs only the live rows (counted),
+    and its frames equal both the all-rows stream's and generate()'s (oracle 3)."""
+    brushes = soft_scene()
+    live = stream_of(toy, brushes, layers=4, seed=6, **options)
+    full = stream_of(toy, brushes, layers=4, seed=6, live_rows_only=False, **options)
+    T, per_row = live.steps, 2 if options else 1
+    frames = [(live(), full()) for _ in range(3)]
+    for a, b in frames:
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= PIXEL_TOL
+    # the first call fills the pipeline (T steps), then one step per call; all rows: L·T per step
+    calls = T + 2
+    assert full.rows_computed == calls * 4 * T * per_row
+    # live rows per step: the sky at every step, the soft brush from step 2: (2T - 1) of the 4T rows
+    assert live.rows_computed == calls * (2 * T - 1) * per_row
+    gen = {k: v for k, v in options.items() if k != "cfg"}
+    fresh = stream_of(toy, brushes, layers=4, seed=6, **options)
+    assert_same_image(fresh(), fresh.last_latent, toy, brushes, 6, **gen)
+
+
+def test_a_stream_with_nothing_painted_runs_no_row(toy):
+    s = Stream(toy, layers=3, seed=0)
+    frame = s()
+    assert s.rows_computed == 0 and frame.shape == (H, W, 3)
+    assert_same_image(frame, s.last_latent, toy, [], 0)
+
+
 def test_stream_is_reproducible_from_its_seed_and_flush_restarts_it(toy):
     a = stream_of(toy, scene(), layers=3, seed=9)
     b = stream_of(toy, scene(), layers=3, seed=9)
@@ -260,7 +294,18 @@ def test_onnxruntime_stream_equals_torch_stream(toy, tmp_path):
         a, b = ort(), ref()
         torch.testing.assert_close(ort.last_latent, ref.last_latent, rtol=0, atol=1e-3)
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
-    assert ort.networks.backend == "onnxruntime"
+    assert ort.networks.backend == "onnxruntime" and ort.networks.any_batch  # the set's ONNX has a row axis
+    # live rows only on onnxruntime too: a soft brush and an empty slot, the frames of the all-rows stream
+    live = Stream(out, backend="onnxruntime", model=toy, seed=4)
+    full = Stream(out, backend="onnxruntime", model=toy, seed=4, live_rows_only=False)
+    for st in (live, full):
+        for i, b in enumerate(soft_scene()):
+            st.set_brush(i, b)
+    for _ in range(3):
+        a, b = live(), full()
+        torch.testing.assert_close(live.last_latent, full.last_latent, rtol=0, atol=1e-4)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert live.rows_computed < full.rows_computed
     with pytest.raises(semdraw.EngineSetError, match="--layers 4"):
         Stream(out, backend="onnxruntime", model=toy, layers=4)
 
