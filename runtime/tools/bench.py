@@ -122,13 +122,18 @@ def _median_ms(values: list[float]) -> float:
 
 
 def _row(name: str, backend: str, total: list[float], denoiser: list[float], decoder: list[float],
-         rows: int) -> dict[str, Any]:  # fmt: skip
+         rows: int, rows_per_frame: float | None = None, cpu: list[float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One table row. ``rows``: the denoiser batch's full size; ``rows_per_frame``: the rows actually run
+    (fewer when rows without weight are skipped); ``cpu``: process CPU seconds per frame (all threads)."""
     ms = _median_ms(total)
     other = [t - a - b for t, a, b in zip(total, denoiser, decoder, strict=True)]
+    run_rows = rows if rows_per_frame is None else rows_per_frame
+    den_ms = _median_ms(denoiser)
     return {"run": name, "backend": backend, "fps": 1000 / ms if ms else 0.0, "ms_per_frame": ms,
-            "denoiser_ms": _median_ms(denoiser), "decoder_ms": _median_ms(decoder), "other_ms": _median_ms(other),
+            "denoiser_ms": den_ms, "decoder_ms": _median_ms(decoder), "other_ms": _median_ms(other),
             "other_share": statistics.median(o / t for o, t in zip(other, total, strict=True)),
-            "denoiser_rows": rows, "frames": len(total)}  # fmt: skip
+            "denoiser_rows": rows, "rows_per_frame": run_rows, "ms_per_row": den_ms / run_rows if run_rows else 0.0,
+            "cpu_ms_per_frame": _median_ms(cpu or []), "frames": len(total)}  # fmt: skip
 
 
 def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name: str) -> dict[str, Any]:
@@ -140,16 +145,38 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
     for _ in range(max(1, warmup)):
         stream()
     stream.profile = True
-    total, den, dec = [], [], []
+    total, den, dec, cpu = [], [], [], []
+    rows_before = stream.rows_computed
     for _ in tqdm(range(frames), desc=name, unit="frame", leave=False):
         before = (stream.times.denoiser, stream.times.decoder)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         stream()
         total.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         den.append(stream.times.denoiser - before[0])
         dec.append(stream.times.decoder - before[1])
     stream.profile = False
-    return _row(name, stream.networks.backend, total, den, dec, stream.rows * (2 if stream.cfg == "full" else 1))
+    return _row(name, stream.networks.backend, total, den, dec, stream.rows * (2 if stream.cfg == "full" else 1),
+                (stream.rows_computed - rows_before) / frames, cpu)  # fmt: skip
+
+
+def time_idle(stream: Any, frames: int) -> dict[str, float]:
+    """CPU and wall time of an idle frame: seed_step 0, nothing edited for longer than the pipeline is deep."""
+    stream.seed_step = 0
+    stream.flush()
+    for _ in range(stream.steps + 1):
+        stream()
+    assert stream.idle, "the stream did not go idle"
+    rows_before = stream.rows_computed
+    cpu, wall = [], []
+    for _ in range(frames):
+        c0, t0 = time.process_time(), time.perf_counter()
+        stream()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - t0)
+    stream.seed_step = 1
+    return {"cpu_ms_per_frame": _median_ms(cpu), "ms_per_frame": _median_ms(wall),
+            "rows_per_frame": (stream.rows_computed - rows_before) / frames}  # fmt: skip
 
 
 def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, frames: int) -> dict[str, Any]:
@@ -160,10 +187,13 @@ def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, fram
     import semdraw
 
     sections = {"denoiser": 0.0, "decoder": 0.0}
+    denoiser_rows = [0]
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
 
     def timed(section: str, fn: Any) -> Any:
         def run(*a: Any, **kw: Any) -> Any:
+            if section == "denoiser":
+                denoiser_rows[0] += int(a[0].shape[0])  # the batch of this call
             sync()
             t0 = time.perf_counter()
             out = fn(*a, **kw)
@@ -178,35 +208,43 @@ def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, fram
         kwargs = dict(height=args.height, width=args.width, steps=args.steps, timesteps=args.timesteps,
                       output_type="np")
         semdraw.generate(model, brushes, seed=0, **kwargs)  # warm-up (and the white latent's encoding)
-        total, den, dec = [], [], []
+        denoiser_rows[0] = 0
+        total, den, dec, cpu = [], [], [], []
         for i in tqdm(range(frames), desc="one-shot", unit="frame", leave=False):
             before = dict(sections)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             semdraw.generate(model, brushes, seed=i, **kwargs)
             total.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             den.append(sections["denoiser"] - before["denoiser"])
             dec.append(sections["decoder"] - before["decoder"])
     finally:
         del model.predict, model.decode  # back to the class's methods
-    return _row("one-shot generate()", "torch", total, den, dec, len(brushes))
+    per_image = denoiser_rows[0] / frames  # every step's layer rows (x2 with a negative pass)
+    return _row("one-shot generate()", "torch", total, den, dec, round(per_image), per_image, cpu)
 
 
 def _stream_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| run | backend | fps | ms/frame | denoiser ms | decoder ms | other ms | other share |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| run | backend | fps | ms/frame | CPU ms/frame | denoiser ms | rows/frame (of) | ms/row | decoder ms | "
+             "other ms | other share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['run']} | {r['backend']} | {r['fps']:.3g} | {r['ms_per_frame']:.1f} | "
-                     f"{r['denoiser_ms']:.1f} | {r['decoder_ms']:.1f} | {r['other_ms']:.2f} | "
+                     f"{r['cpu_ms_per_frame']:.1f} | {r['denoiser_ms']:.1f} | {r['rows_per_frame']:.3g} "
+                     f"({r['denoiser_rows']}) | {r['ms_per_row']:.2f} | {r['decoder_ms']:.1f} | {r['other_ms']:.2f} | "
                      f"{100 * r['other_share']:.2f} % |")  # fmt: skip
     return "\n".join(lines)
 
 
-def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int) -> Any:
+def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int, *, steps: Any = "asked",
+                 live_rows_only: bool = True) -> Any:  # fmt: skip
     import semdraw
 
     if backend == "torch":
-        return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=args.steps,
-                              timesteps=args.timesteps, seed=0, cfg=args.cfg, cuda_graph=args.cuda_graph)  # fmt: skip
+        steps = args.steps if steps == "asked" else steps
+        return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=steps,
+                              timesteps=args.timesteps, seed=0, cfg=args.cfg, cuda_graph=args.cuda_graph,
+                              live_rows_only=live_rows_only)  # fmt: skip
     if args.engines is None:
         raise semdraw.ConfigError(
             f"backend {backend} runs an engine set: build one for {args.model} with build-engines (see "
@@ -215,7 +253,7 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
     # The set's own text encoders: no second copy of the model in memory.
     device = None if args.device == "cpu" else args.device  # the backend's own default device otherwise
     return semdraw.Stream(args.engines, backend=backend, seed=0, cfg=args.cfg, device=device,
-                          cuda_graph=args.cuda_graph)  # fmt: skip
+                          cuda_graph=args.cuda_graph, live_rows_only=live_rows_only)  # fmt: skip
 
 
 def stream(args: argparse.Namespace) -> int:
@@ -253,14 +291,26 @@ def stream(args: argparse.Namespace) -> int:
         log.error("semdraw-bench: %d brushes do not fit %d layers", args.brushes, layers)
         return 2
     brushes = bench_brushes(args.brushes, args.height, args.width)
+    if args.soft is not None:
+        import dataclasses
+
+        brushes[-1] = dataclasses.replace(brushes[-1], mask_strength=args.soft)
     log.info("stream bench: %s, %dx%d, %d brushes in %d layers, backend %s, %d frames after %d warm-up",
              args.model, args.height, args.width, args.brushes, layers, backend, args.frames, args.warmup)  # fmt: skip
     main_stream = _make_stream(backend, args, model, layers)
     n_steps = main_stream.steps
     rows = [time_stream(main_stream, brushes, args.warmup, args.frames, "stream")]
+    idle = time_idle(main_stream, args.frames)
+    if args.all_rows:  # what leaving rows without weight out saves
+        rows.append(time_stream(_make_stream(backend, args, model, layers, live_rows_only=False), brushes,
+                                args.warmup, args.frames, "stream, all rows"))  # fmt: skip
     if args.compare:
         rows.append(time_stream(_make_stream(args.compare, args, model, layers), brushes, args.warmup,
                                 args.frames, "stream"))  # fmt: skip
+    if args.steps is not None and args.engines is None:  # the same streams at the model's own default steps
+        for b in [backend] + ([args.compare] if args.compare == "torch" else []):
+            rows.append(time_stream(_make_stream(b, args, model, layers, steps=None), brushes, args.warmup,
+                                    args.frames, "stream, the model's default steps"))  # fmt: skip
     if not args.no_baseline:
         rows.append(time_one_shot(model, brushes, args, args.baseline_frames or args.frames))
     scaling = []
@@ -275,6 +325,10 @@ def stream(args: argparse.Namespace) -> int:
           f"{n_steps} steps, cfg {args.cfg}; {machine}\n")  # fmt: skip
     print(_stream_table(rows + scaling))
     print()
+    busy = rows[0]["cpu_ms_per_frame"]
+    print(f"idle frame ({rows[0]['backend']}, seed_step 0, nothing edited): {idle['cpu_ms_per_frame']:.3f} CPU ms, "
+          f"{idle['ms_per_frame']:.3f} ms, {idle['rows_per_frame']:.3g} denoiser rows; "
+          f"{100 * idle['cpu_ms_per_frame'] / busy if busy else 0:.3f} % of a busy frame's CPU time")  # fmt: skip
     first = rows[0]
     for r in rows[1:]:
         print(f"{first['run']} ({first['backend']}) vs {r['run']} ({r['backend']}): "
@@ -286,7 +340,7 @@ def stream(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"model": args.model, "height": args.height, "width": args.width, "brushes": args.brushes,
                    "layers": layers, "steps": n_steps, "cfg": args.cfg,
-                   "machine": machine, "runs": rows, "scaling": scaling}  # fmt: skip
+                   "machine": machine, "runs": rows, "scaling": scaling, "idle": idle}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
@@ -334,6 +388,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
     st.add_argument("--baseline-frames", type=int, default=None, help="timed one-shot images (default: --frames)")
     st.add_argument("--no-baseline", action="store_true", help="skip the one-shot generate() baseline")
+    st.add_argument("--all-rows", action="store_true",
+                    help="also time the stream computing every row, those without weight included (what skipping "
+                         "them saves; it matters with --layers above --brushes or soft brushes)")
+    st.add_argument("--soft", type=float, default=None, metavar="ALPHA",
+                    help="give the last brush this mask alpha (e.g. 0.9: it joins after the first step)")
     st.add_argument("--scaling", type=lambda v: [int(x) for x in v.split(",")], default=None, metavar="L1,L2,..",
                     help="also time torch streams with these layer counts (linearity in L x T)")  # fmt: skip
     st.add_argument("--device", default="cpu", help="torch device for the model, or for an onnxruntime engine set "
