@@ -73,9 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--timesteps", default=None, help="explicit timesteps, e.g. 999,759,499,259")
     p.add_argument(
         "--cfg",
-        choices=("none", "full"),
+        choices=("none", "full", "self", "initialize"),
         default="none",
-        help="none: guidance 1 (few-step models); full: negative prompts, batch doubled",
+        help="none: guidance 1 (few-step models); full: negative prompts, batch doubled (2·L·T rows); self / "
+             "initialize: StreamDiffusion's residual CFG, L·T rows / L·T + L rows (a negative pass at the first "
+             "step only)",
     )
     p.add_argument(
         "--backend",

@@ -83,7 +83,7 @@ class BuildRequest:
     width: int
     layers: int
     timesteps: tuple[float, ...]
-    cfg: str  # "none" | "full"
+    cfg: str  # a guidance mode: "none" | "full" | "self" | "initialize" (semdraw.step.GUIDANCE_MODES)
     backend: str  # "onnx" | "tensorrt" | "all"
     precision: str  # "fp16" | "fp32" (TensorRT precision; the ONNX reference is always fp32)
     family: str = ""  # the family as asked for (--family); "" when the model's files decided it
@@ -94,8 +94,13 @@ class BuildRequest:
 
     @property
     def batch(self) -> int:
-        """Stream-batch rows: L layers x T steps (x2 with full CFG), ordered step-major."""
-        return self.layers * len(self.timesteps) * (2 if self.cfg == "full" else 1)
+        """Stream-batch rows: L layers x T steps, ordered step-major, plus the rows with a negative pass (full
+        CFG: all of them; initialize: those of the first step)."""
+        from .step import guidance_mode
+
+        T = len(self.timesteps)
+        negative_steps = guidance_mode(self.cfg).negative_steps
+        return self.layers * (T + (T if negative_steps is None else min(negative_steps, T)))
 
     def key(self, tools: dict[str, str]) -> str:
         blob = json.dumps({"request": asdict(self), "tools": tools, "format": FORMAT_VERSION}, sort_keys=True)

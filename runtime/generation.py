@@ -151,9 +151,20 @@ def to_output(pixels: torch.Tensor, output_type: OutputType) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ checks
-def _check_options(*, guidance_scale, latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
+def guidance_for(cfg: str | None, guidance_scale: float) -> step.Guidance:
+    """The guidance mode asked for (default: ``full`` when guidance_scale > 1, else ``none``), checked
+    against the scale: a guided mode needs w > 1, ``none`` needs w = 1."""
     if guidance_scale < 1:
         raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
+    mode = step.guidance_mode(cfg or ("full" if guidance_scale > 1 else "none"))
+    if mode.guided and not guidance_scale > 1:
+        raise ConfigError(f"cfg={mode.name!r} needs guidance_scale > 1, got {guidance_scale}")
+    if not mode.guided and guidance_scale != 1:
+        raise ConfigError("guidance_scale needs cfg='full', 'self' or 'initialize' (cfg='none' runs no negative pass)")
+    return mode
+
+
+def _check_options(*, guidance_scale, latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
     if latent_averaging not in ("pre", "post"):
         raise ConfigError(f"latent_averaging must be 'pre' or 'post', got {latent_averaging!r}")
     if output_type not in ("pil", "np", "latent"):
@@ -192,6 +203,7 @@ def generate(
     steps: int | None = None,
     timesteps: Sequence[float] | None = None,
     guidance_scale: float | None = None,
+    cfg: str | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     bootstrap_steps: int | None = None,
@@ -210,7 +222,9 @@ def generate(
 
     Sizes default to the model's native size; the schedule to the model's (``model.defaults.timesteps``,
     else the family's steps, timesteps as the model's diffusers scheduler picks them); ``guidance_scale``
-    to the family's (1: no negative pass). A ``generator`` is consumed as diffusers' pipelines consume it
+    to the family's (1: no negative pass); ``cfg`` picks how guidance gets its negative output (``full``,
+    the default when guidance_scale > 1: a negative pass per layer and step; ``self`` / ``initialize``:
+    StreamDiffusion's residual CFG, :class:`semdraw.step.Guidance`). A ``generator`` is consumed as diffusers' pipelines consume it
     (initial latents, then one draw per re-noising). ``bootstrap_steps`` defaults to the model's
     (``model.defaults``), ``centre_steps`` to ``bootstrap_steps``. Canvases larger than ``tile_size``
     (default: the native size) are split into overlapping tiles whose denoiser calls are batched
@@ -229,6 +243,9 @@ def generate(
                            cover_alpha=cover_alpha).resolved(model.defaults)  # fmt: skip
     _check_options(guidance_scale=guidance_scale, latent_averaging=latent_averaging, output_type=output_type,
                    seed=seed, generator=generator)  # fmt: skip
+    mode = guidance_for(cfg, guidance_scale)
+    if mode.residual and latent_averaging == "post":
+        raise ConfigError("residual guidance (cfg='self' / 'initialize') needs latent_averaging='pre'")
     h, w = model.latent_size(height, width)
     f = model.vae_scale_factor
     tile_px = tile_size or model.native_size
@@ -247,12 +264,12 @@ def generate(
                                cover_alpha=opts.cover_alpha)  # fmt: skip
 
     # ---- conditioning (slow path: cached per prompt) and layers
-    cfg = guidance_scale > 1
+    negatives = mode.negative_steps != 0  # some step runs a real negative pass
     bg_cond = model.encode_prompt(background.prompt)
     layers: list[Layer] = []
     for i, b in enumerate(brushes):
         cond = bg_cond.lerp(model.encode_prompt(b.prompt), float(b.prompt_strength))
-        uncond = model.encode_prompt(b.negative_prompt) if cfg else None
+        uncond = model.encode_prompt(b.negative_prompt) if negatives else None
         layers.append(Layer(cond, uncond, prepared.quantized[i].to(dev, dt), prepared.soft_latent[i].to(dev)))
     known_bg: torch.Tensor | None = None  # a clean latent the background is pinned to
     bg_pixels = None
@@ -260,7 +277,7 @@ def generate(
         bg_pixels = image_to_tensor(background.image, height, width).to(dev)
         known_bg = model.encode_image(bg_pixels)
     elif background.prompt:
-        uncond = model.encode_prompt(background.negative_prompt) if cfg else None
+        uncond = model.encode_prompt(background.negative_prompt) if negatives else None
         layers.insert(0, Layer(bg_cond, uncond, prepared.background.to(dev, dt), None))
     else:
         known_bg = model.white_latent(height, width)
@@ -280,6 +297,8 @@ def generate(
     shape = (1, model.latent_channels, h, w)
     noise = randn_tensor(shape, generator=generator, device=dev, dtype=dt)
     x = noise * sched.init_noise_sigma
+    # RCFG: the noise part n = level_z·ε̄ the image carries; self: the initial noise (initialize: set at step 0)
+    residual = S.add_noise(torch.zeros_like(noise), noise, 0, sched) if mode.residual else None
 
     background_weight = prepared.background.to(dev, dt)  # [T, 1, h, w], moved once
     post = latent_averaging == "post"
@@ -294,16 +313,24 @@ def generate(
 
         steps_iter = tqdm(steps_iter, desc="generate", unit="step")
     for k in steps_iter:
-        items = _step_items(layers, tiles, x, noise, white, k, sched, opts)
-        d_items = _denoise_items(model, items, k, sched, guidance_scale, max_batch, (height, width))
+        items = _step_items(layers, tiles, x, noise, white, k, sched, opts, residual)
+        d_items = _denoise_items(model, items, k, sched, guidance_scale, mode.negative_at(k, sched.steps),
+                                 max_batch, (height, width))  # fmt: skip
         num = torch.zeros_like(x)
+        num_n = torch.zeros_like(x) if residual is not None else None
         den = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
-        for item, d in zip(items, d_items, strict=True):
+        for item, (d, d_n) in zip(items, d_items, strict=True):
             d = M.shift(d, -item.dy, -item.dx)
             if post:  # naive MultiDiffusion: each view takes its own step, noise included
                 d = S.renoise(d, fresh_noise(k, d.shape), k, sched)
             _uncrop_add(num, item.tile, item.weight * d)
             _uncrop_add(den, item.tile, item.weight)
+            if num_n is not None:
+                _uncrop_add(num_n, item.tile, item.weight * M.shift(d_n, -item.dy, -item.dx))
+        if num_n is not None:  # the residual's step, averaged as the latent's (a known layer: its noise part)
+            wn = coverage * background_weight[k] if known_bg is not None else torch.zeros_like(den)
+            num_n = step.add_known(num_n, den, wn, torch.zeros_like(x), noise, k, sched)[0]
+            averaged_n = M.normalize(num_n, den + wn, residual)
         if known_bg is not None:
             wb = coverage * background_weight[k]
             if post:
@@ -319,6 +346,8 @@ def generate(
             if z is not None:
                 noise = z  # the noise of the next level (bootstrap fill and known targets use it)
             x = S.renoise(averaged, z, k, sched)
+            if residual is not None:
+                residual = S.renoise(averaged_n, z, k, sched)
 
     if output_type == "latent":
         return x
@@ -333,12 +362,13 @@ class _Item:
     tile: Tile
     layer: Layer
     x: torch.Tensor  # [1, C, th, tw] denoiser input latent (before c_in), possibly rolled
+    residual: torch.Tensor | None  # [1, C, th, tw] its noise part (RCFG), rolled as x
     weight: torch.Tensor  # [1, 1, th, tw]
     dy: int
     dx: int
 
 
-def _step_items(layers, tiles, x, noise, white, k, sched, opts: SamplingOptions) -> list[_Item]:
+def _step_items(layers, tiles, x, noise, white, k, sched, opts: SamplingOptions, residual=None) -> list[_Item]:
     """All (tile, layer) items with non-zero weight at step k, with bootstrap fill and centring applied."""
     fill = None
     if k < opts.bootstrap_steps:
@@ -351,22 +381,25 @@ def _step_items(layers, tiles, x, noise, white, k, sched, opts: SamplingOptions)
             if not bool(weight.any()):
                 continue  # contributes nothing: skip its denoiser call
             inp, dy, dx = xt, 0, 0
+            n = None if residual is None else tile.crop(residual)
             if layer.soft is not None:
                 if fill is not None:
                     inp = step.masked_input(xt, tile.crop(layer.weights[k]), tile.crop(fill))
                 if k < opts.centre_steps:
                     dy, dx = M.centring_shift(tile.crop(layer.soft))
                     inp = M.shift(inp, dy, dx)
-            items.append(_Item(tile, layer, inp, weight[None], dy, dx))
+                    n = None if n is None else M.shift(n, dy, dx)
+            items.append(_Item(tile, layer, inp, n, weight[None], dy, dx))
     return items
 
 
-def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: float, max_batch: int | None,
-                   canvas: tuple[int, int]):  # fmt: skip
-    """Deterministic updates D for all items, in as few denoiser calls as ``max_batch`` allows.
+def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: float, negative: bool,
+                   max_batch: int | None, canvas: tuple[int, int]):  # fmt: skip
+    """(D, D of the residual or None) for all items, in as few denoiser calls as ``max_batch`` allows.
 
-    Items of one tile size share a call; with guidance > 1 each item also runs its negative prompt. Each
-    item's conditioning is completed for its tile (size-dependent conditioning, e.g. SDXL's crop offsets).
+    Items of one tile size share a call; with ``negative`` (a real negative pass at this step) each item
+    also runs its negative prompt. Each item's conditioning is completed for its tile (size-dependent
+    conditioning, e.g. SDXL's crop offsets).
     """
     f = model.vae_scale_factor
 
@@ -374,24 +407,27 @@ def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: fl
         geometry = TileGeometry(canvas[0], canvas[1], tile.y * f, tile.x * f, tile.h * f, tile.w * f)
         return model.family.conditioning_for(cond, geometry)
 
-    out: list[torch.Tensor | None] = [None] * len(items)
+    out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * len(items)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault((it.tile.h, it.tile.w), []).append(i)
-    cfg = guidance > 1
     per_call = max_batch or len(items) or 1
-    per_call = max(1, per_call // 2) if cfg and max_batch else per_call
+    per_call = max(1, per_call // 2) if negative and max_batch else per_call
     for idx in groups.values():
         for start in range(0, len(idx), per_call):
             chunk = idx[start : start + per_call]
             xs = torch.cat([items[i].x for i in chunk])
+            residual = torch.cat([items[i].residual for i in chunk]) if items[chunk[0]].residual is not None else None
             conds = [tile_cond(items[i].layer.cond, items[i].tile) for i in chunk]
-            if cfg:
+            rows = None
+            if negative:
                 conds = [tile_cond(items[i].layer.uncond, items[i].tile) for i in chunk] + conds
+                rows = torch.arange(len(chunk), device=xs.device)
             t = sched.timesteps[k].expand(xs.shape[0])
-            d = step.denoise(model.predict, xs, k, sched, t, Conditioning.cat(conds), guidance)
+            d, d_n = step.denoise(model.predict, xs, k, sched, t, Conditioning.cat(conds), guidance,
+                                  negative_rows=rows, residual=residual)  # fmt: skip
             for j, i in enumerate(chunk):
-                out[i] = d[j : j + 1]
+                out[i] = (d[j : j + 1], None if d_n is None else d_n[j : j + 1])
     return out
 
 

@@ -52,6 +52,8 @@ class SamplerSchedule:
     det_out: torch.Tensor
     x0_x: torch.Tensor  # [T] x̂0 = x0_x * x + x0_out * out
     x0_out: torch.Tensor
+    eps_x: torch.Tensor  # [T] the noise estimate ε̂ = eps_x * x + eps_out * out, where x = level_x0·x0 + level_z·ε
+    eps_out: torch.Tensor
     renoise_d: torch.Tensor  # [T] x_{k+1} = renoise_d * D + renoise_z * z
     renoise_z: torch.Tensor
     level_x0: torch.Tensor  # [T+1] latent at level k for a known clean x0: level_x0 * x0 + level_z * z
@@ -83,7 +85,7 @@ class SamplerSchedule:
         return SamplerSchedule(**moved)
 
 
-def _gather(coef: torch.Tensor, k: Step, like: torch.Tensor) -> torch.Tensor:
+def gather(coef: torch.Tensor, k: Step, like: torch.Tensor) -> torch.Tensor:
     """coef[k] shaped to broadcast over ``like`` ([B, C, H, W]); k is an int or LongTensor[B]."""
     if isinstance(k, int):
         return coef[k].to(like.dtype)
@@ -92,35 +94,46 @@ def _gather(coef: torch.Tensor, k: Step, like: torch.Tensor) -> torch.Tensor:
 
 def model_input(x: torch.Tensor, k: Step, s: SamplerSchedule) -> torch.Tensor:
     """The denoiser's input for latent x at step k (Euler scales by 1/sqrt(σ²+1); others pass through)."""
-    return x * _gather(s.c_in, k, x)
+    return x * gather(s.c_in, k, x)
 
 
 def deterministic_update(x: torch.Tensor, out: torch.Tensor, k: Step, s: SamplerSchedule) -> torch.Tensor:
     """D_k(x, out): the noise-free part of step k (x̂0 for LCM; x_{k+1} for ODE samplers)."""
-    return _gather(s.det_x, k, x) * x + _gather(s.det_out, k, x) * out
+    return gather(s.det_x, k, x) * x + gather(s.det_out, k, x) * out
 
 
 def predict_x0(x: torch.Tensor, out: torch.Tensor, k: Step, s: SamplerSchedule) -> torch.Tensor:
     """x̂0: the clean-latent estimate at step k (for previews and the bootstrap)."""
-    return _gather(s.x0_x, k, x) * x + _gather(s.x0_out, k, x) * out
+    return gather(s.x0_x, k, x) * x + gather(s.x0_out, k, x) * out
+
+
+def noise_estimate(x: torch.Tensor, out: torch.Tensor, k: Step, s: SamplerSchedule) -> torch.Tensor:
+    """ε̂: the noise the model sees in x at step k (x = level_x0·x0 + level_z·ε), whatever it predicts."""
+    return gather(s.eps_x, k, x) * x + gather(s.eps_out, k, x) * out
+
+
+def output_for_noise(x: torch.Tensor, eps: torch.Tensor, k: Step, s: SamplerSchedule) -> torch.Tensor:
+    """The model output that would mean noise ``eps`` in x at step k: the inverse of :func:`noise_estimate`
+    (undefined where eps_out is 0: a flow model at σ = 1)."""
+    return (eps - gather(s.eps_x, k, x) * x) / gather(s.eps_out, k, x)
 
 
 def renoise(d: torch.Tensor, z: torch.Tensor | None, k: Step, s: SamplerSchedule) -> torch.Tensor:
     """x_{k+1} from the (averaged) deterministic update D and fresh noise z (ignored by ODE samplers)."""
-    out = _gather(s.renoise_d, k, d) * d
+    out = gather(s.renoise_d, k, d) * d
     if z is None:
         return out
-    return out + _gather(s.renoise_z, k, d) * z
+    return out + gather(s.renoise_z, k, d) * z
 
 
 def add_noise(x0: torch.Tensor, z: torch.Tensor, level: Step, s: SamplerSchedule) -> torch.Tensor:
     """The forward process: a clean latent x0 noised with z to the level of step ``level`` (T = clean)."""
-    return _gather(s.level_x0, level, x0) * x0 + _gather(s.level_z, level, x0) * z
+    return gather(s.level_x0, level, x0) * x0 + gather(s.level_z, level, x0) * z
 
 
 def known_target(x0: torch.Tensor, z: torch.Tensor, k: Step, s: SamplerSchedule) -> torch.Tensor:
     """What D_k would be for a layer whose clean latent x0 is known exactly (background image, white)."""
-    return _gather(s.target_x0, k, x0) * x0 + _gather(s.target_z, k, x0) * z
+    return gather(s.target_x0, k, x0) * x0 + gather(s.target_z, k, x0) * z
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,7 +183,7 @@ def _lcm_table(scheduler: Any) -> SamplerSchedule:
     ts = scheduler.timesteps.clone()
     T = len(ts)
     a, s = _alphas(scheduler, ts)
-    (x0x, x0o), _ = _ddpm_x0_eps(cfg.prediction_type, a, s)
+    (x0x, x0o), (ex, eo) = _ddpm_x0_eps(cfg.prediction_type, a, s)
     # Boundary-condition scalings of consistency models: D = c_out·x̂0 + c_skip·x.
     scaled_t = ts.to(_F64) * cfg.timestep_scaling
     sigma_data = 0.5
@@ -182,7 +195,7 @@ def _lcm_table(scheduler: Any) -> SamplerSchedule:
     ones, zeros = torch.ones(T, dtype=_F64), torch.zeros(T, dtype=_F64)
     return _finish(
         "lcm", cfg.prediction_type, timesteps=ts, noise_level=s, c_in=ones,
-        det_x=det_x, det_out=det_out, x0_x=det_x, x0_out=det_out,
+        det_x=det_x, det_out=det_out, x0_x=det_x, x0_out=det_out, eps_x=ex, eps_out=eo,
         renoise_d=a_next, renoise_z=s_next,
         level_x0=torch.cat([a, torch.ones(1, dtype=_F64)]), level_z=torch.cat([s, torch.zeros(1, dtype=_F64)]),
         target_x0=ones, target_z=zeros, init_noise_sigma=float(scheduler.init_noise_sigma), stochastic=True,
@@ -209,7 +222,7 @@ def _ddim_table(scheduler: Any) -> SamplerSchedule:
     ones, zeros = torch.ones(T, dtype=_F64), torch.zeros(T, dtype=_F64)
     return _finish(
         "ddim", cfg.prediction_type, timesteps=ts, noise_level=s, c_in=ones,
-        det_x=a_n * x0x + s_n * ex, det_out=a_n * x0o + s_n * eo, x0_x=x0x, x0_out=x0o,
+        det_x=a_n * x0x + s_n * ex, det_out=a_n * x0o + s_n * eo, x0_x=x0x, x0_out=x0o, eps_x=ex, eps_out=eo,
         renoise_d=ones, renoise_z=zeros,
         level_x0=torch.cat([a, a_n[-1:]]), level_z=torch.cat([s, s_n[-1:]]),
         target_x0=a_n, target_z=s_n, init_noise_sigma=float(scheduler.init_noise_sigma), stochastic=False,
@@ -237,6 +250,7 @@ def _euler_table(scheduler: Any) -> SamplerSchedule:
         "euler", cfg.prediction_type, timesteps=ts, noise_level=sigma / (sigma**2 + 1).sqrt(),
         c_in=1 / (sigma**2 + 1).sqrt(),
         det_x=1 + dt_over_sigma * (1 - x0x), det_out=-dt_over_sigma * x0o, x0_x=x0x, x0_out=x0o,
+        eps_x=(1 - x0x) / sigma, eps_out=-x0o / sigma,  # ε = (x - x̂0) / σ in σ-space
         renoise_d=ones, renoise_z=zeros,
         level_x0=torch.ones(T + 1, dtype=_F64), level_z=sig,
         target_x0=ones, target_z=sigma_next, init_noise_sigma=float(scheduler.init_noise_sigma), stochastic=False,
@@ -260,6 +274,7 @@ def _flow_table(scheduler: Any) -> SamplerSchedule:
                    target_x0=1 - sigma_next, target_z=sigma_next)  # fmt: skip
     return _finish(
         "flow", "flow", timesteps=ts, noise_level=sigma, c_in=ones, x0_x=x0x, x0_out=x0o,
+        eps_x=ones, eps_out=1 - sigma,  # ε = x + (1 - σ)·v
         level_x0=1 - sig, level_z=sig, init_noise_sigma=1.0,
         stochastic=bool(cfg.stochastic_sampling), **det,
     )  # fmt: skip
@@ -286,7 +301,7 @@ def _tcd_table(scheduler: Any, eta: float = 0.3) -> SamplerSchedule:
     ratio = torch.where(last | (not stochastic), torch.ones(T, dtype=_F64), ab_prev / ab_s)
     return _finish(
         "tcd", cfg.prediction_type, timesteps=ts, noise_level=s, c_in=torch.ones(T, dtype=_F64),
-        det_x=a_s * x0x + s_s * ex, det_out=a_s * x0o + s_s * eo, x0_x=x0x, x0_out=x0o,
+        det_x=a_s * x0x + s_s * ex, det_out=a_s * x0o + s_s * eo, x0_x=x0x, x0_out=x0o, eps_x=ex, eps_out=eo,
         renoise_d=ratio.sqrt(), renoise_z=(1 - ratio).sqrt(),
         level_x0=torch.cat([a, a_s[-1:]]), level_z=torch.cat([s, s_s[-1:]]),
         target_x0=a_s, target_z=s_s, init_noise_sigma=float(scheduler.init_noise_sigma), stochastic=stochastic,

@@ -6,11 +6,18 @@
    bootstrap fill b_k = r_k·q(w, z, k) + (1 − r_k)·x_k (q: the forward process, w: the white latent,
    r_k: how much white, from ``bootstrap_mix_steps``): input = M·x + (1 − M)·b_k; during the centring
    steps the input is shifted so its mask is centred (and the output shifted back);
-2. **denoise** — one denoiser batch; with guidance w > 1 the rows run twice, [negative; positive], and
-   ε̂ = ε_neg + w·(ε_pos − ε_neg); then the deterministic part D of the sampler step;
+2. **denoise** — one denoiser batch; with guidance w > 1, out = out_neg + w·(out_pos − out_neg), where
+   out_neg is a real negative pass (the rows run twice, ``full``), or for the *residual* modes
+   (StreamDiffusion's RCFG, ``self`` / ``initialize``) the virtual negative of the residual noise ε̄ each
+   image carries: out_neg = the output meaning noise ε̄ in x (:class:`Guidance`); then the
+   deterministic part D of the sampler step;
 3. **aggregate** — Σ M·D (+ the known background's target under its weight, :func:`add_known`), divided
    by Σ M (:func:`semdraw.masks.normalize`; latent pre-averaging: before any noise is added);
-4. **advance** — the averaged D gets the next level's noise (:func:`semdraw.sampling.renoise`).
+4. **advance** — the averaged D gets the next level's noise (:func:`semdraw.sampling.renoise`). In the
+   residual modes the noise part n = level_z·ε̄ of each image advances alongside: the same step applied
+   to n with the guided output, D(n, out), averaged under the same masks and renoised with the same z:
+   ε̄_{k+1} = renoise(avg D(n_k, out), z_{k+1}) / level_z[k+1]. For LCM with ε-prediction this is
+   StreamDiffusion's update ε̄_{k+1} = z_{k+1} + (√ᾱ_{k+1}/√(1−ᾱ_{k+1}))·D_k(√(1−ᾱ_k)·ε̄_k, ε̂_k).
 
 Only the bookkeeping differs between the two callers (tiles and the ring of images in flight); every
 formula above lives here once. :class:`SamplingOptions` is the one checked set of options both take.
@@ -30,6 +37,39 @@ from .errors import ConfigError
 from .families import SamplingDefaults
 
 Predict = Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]  # (model input, t, cond) -> out
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """A classifier-free guidance mode: which steps run a real negative pass, and what the others use.
+
+    ``none``: no guidance (w = 1). ``full``: a negative pass for every row (2N rows per step). ``self``
+    (StreamDiffusion's self-negative RCFG): no negative pass; the virtual negative of the residual noise,
+    which starts as the image's initial noise z_0 (N rows). ``initialize`` (onetime-negative RCFG): a real
+    negative pass at the first step only, which also sets the residual noise (N + rows of step 0).
+    """
+
+    name: str
+    negative_steps: int | None  # the first steps with a real negative pass (None: every step)
+    residual: bool  # the steps without one take the residual noise's virtual negative
+
+    def negative_at(self, k: int, steps: int) -> bool:
+        return k < (steps if self.negative_steps is None else self.negative_steps)
+
+    @property
+    def guided(self) -> bool:
+        return self.residual or self.negative_steps != 0
+
+
+GUIDANCE_MODES = {g.name: g for g in (
+    Guidance("none", 0, False), Guidance("full", None, False), Guidance("self", 0, True), Guidance("initialize", 1, True),
+)}  # fmt: skip
+
+
+def guidance_mode(name: str) -> Guidance:
+    if name not in GUIDANCE_MODES:
+        raise ConfigError(f"cfg must be one of {tuple(GUIDANCE_MODES)}, got {name!r}")
+    return GUIDANCE_MODES[name]
 
 
 @dataclass(frozen=True)
@@ -82,25 +122,58 @@ def masked_input(x: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> tor
     return mask * x + (1 - mask) * fill
 
 
-def guide(pred: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance over a [negative; positive] batch: ε_neg + w·(ε_pos − ε_neg)."""
-    uncond, cond = pred.chunk(2)
-    return uncond + scale * (cond - uncond)
+def guide(negative: torch.Tensor, positive: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: out_neg + w·(out_pos − out_neg)."""
+    return negative + scale * (positive - negative)
+
+
+def virtual_negative(x: torch.Tensor, n: torch.Tensor, k: S.Step, sched: S.SamplerSchedule,
+                     positive: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """RCFG's negative output: what the model would output if the noise in x were the residual noise
+    ε̄ = n / level_z (n: the noise part the image carries). Where the noise alone fixes no output (a flow
+    model at σ = 1: x is all noise, the velocity ε − x0 is unknown) it is ``positive``: no guidance there."""
+    determined = S.gather(sched.eps_out, k, x) != 0
+    eps_bar = n / S.gather(sched.level_z, k, n)
+    return torch.where(determined, S.output_for_noise(x, eps_bar, k, sched), positive)
+
+
+def noise_part(x: torch.Tensor, out: torch.Tensor, k: S.Step, sched: S.SamplerSchedule) -> torch.Tensor:
+    """n = level_z·ε̂: the noise part of x that a model output implies (``initialize`` sets the residual so)."""
+    return S.gather(sched.level_z, k, x) * S.noise_estimate(x, out, k, sched)
+
+
+def _pick(k: S.Step, rows: torch.Tensor) -> S.Step:
+    return k if isinstance(k, int) else k.index_select(0, rows.to(k.device))
 
 
 def denoise(predict: Predict, x: torch.Tensor, k: S.Step, sched: S.SamplerSchedule, t: torch.Tensor,
-            cond: Conditioning, guidance_scale: float) -> torch.Tensor:  # fmt: skip
-    """D for rows x (inputs before c_in) at step(s) k with timesteps t [B]: one denoiser call.
+            cond: Conditioning, guidance_scale: float, *, negative_rows: torch.Tensor | None = None,
+            residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """D for rows x (inputs before c_in) at step(s) k with timesteps t [B], in one denoiser call; and, with
+    ``residual`` (the rows' noise parts n), D(n, out), the residual's step (else None).
 
-    With ``guidance_scale > 1`` ``cond`` holds 2B rows, [negative; positive], and the batch is doubled.
+    ``negative_rows``: the rows that also run a real negative pass; ``cond`` then holds their negative
+    conditioning first, then every row's positive one. The other rows of a guided step take the virtual
+    negative of ``residual`` (RCFG); a row with a real negative pass and a residual gets its noise part
+    from that pass (``initialize``). With ``guidance_scale == 1`` only positive rows run.
     """
     inp = S.model_input(x, k, sched)
-    if guidance_scale > 1:
-        inp, t = torch.cat([inp, inp]), torch.cat([t, t])
+    neg = negative_rows if negative_rows is not None and len(negative_rows) else None
+    if neg is not None:
+        inp, t = torch.cat([inp.index_select(0, neg), inp]), torch.cat([t.index_select(0, neg), t])
     pred = predict(inp, t, cond).to(device=x.device, dtype=x.dtype)
+    m = 0 if neg is None else len(neg)
+    out = positive = pred[m:]
     if guidance_scale > 1:
-        pred = guide(pred, guidance_scale)
-    return S.deterministic_update(x, pred, k, sched)
+        negative = torch.zeros_like(positive) if residual is None else virtual_negative(x, residual, k, sched, positive)
+        if neg is not None:
+            negative = negative.index_copy(0, neg, pred[:m])
+            if residual is not None:
+                k_neg = _pick(k, neg)
+                residual = residual.index_copy(0, neg, noise_part(x.index_select(0, neg), pred[:m], k_neg, sched))
+        out = guide(negative, positive, guidance_scale)
+    d = S.deterministic_update(x, out, k, sched)
+    return d, None if residual is None else S.deterministic_update(residual, out, k, sched)
 
 
 def add_known(num: torch.Tensor, den: torch.Tensor, weight: torch.Tensor, known: torch.Tensor, z: torch.Tensor,

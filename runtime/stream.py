@@ -49,7 +49,7 @@ from .conditioning import Conditioning
 from .engines import EngineSet, load_engines, load_prompt_encoder, weights_fingerprint
 from .errors import ConfigError
 from .families import SamplingDefaults, TileGeometry, get_family
-from .generation import image_to_tensor, to_output
+from .generation import guidance_for, image_to_tensor, to_output
 from .model import Model, latent_size, schedule_for
 from .request import Background, Brush
 from .step import SamplingOptions
@@ -57,7 +57,7 @@ from .step import SamplingOptions
 log = logging.getLogger(__name__)
 
 DEFAULT_LAYERS = 4
-CFG_MODES = ("none", "full")
+CFG_MODES = tuple(step.GUIDANCE_MODES)
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -145,8 +145,10 @@ class Stream:
     ``source``: a :class:`Model` (torch backend), an :class:`EngineSet`, or the path of an engine-set folder
     (onnxruntime / TensorRT; the set's own text encoders encode the prompts, or ``model``'s when one is given:
     the source model is never loaded). Sizes, ``layers`` (prompt rows per step, default 4) and ``steps``/``timesteps`` default to
-    the engine set's or the model's. ``cfg``: "none" (guidance 1, the few-step default) or "full" (negative
-    prompts, batch doubled, ``guidance_scale`` > 1, default 2). ``seed_step``: image n uses seed + n·seed_step
+    the engine set's or the model's. ``cfg``: "none" (guidance 1, the few-step default), "full" (negative
+    prompts, batch doubled), or StreamDiffusion's residual CFG: "self" (no negative pass: L·T rows) and
+    "initialize" (a negative pass at the first step only: L·T + L rows); ``guidance_scale`` > 1 for
+    the guided modes, default 2 (:class:`semdraw.step.Guidance`). ``seed_step``: image n uses seed + n·seed_step
     (0: the same noise for every image, so an unchanged drawing gives a still image). ``bootstrap_steps``, ``bootstrap_mix_steps``,
     ``centre_steps``, ``mask_type`` and ``cover_alpha`` mean exactly what they mean in :func:`generate`
     (defaults: the model's); centring applies per slot to the first ``centre_steps`` steps (default: the
@@ -184,18 +186,14 @@ class Stream:
         idle_frames: bool = True,
         live_rows_only: bool = True,
     ) -> None:
-        if cfg not in CFG_MODES:
-            raise ConfigError(f"cfg must be one of {CFG_MODES}, got {cfg!r}")
+        mode = step.guidance_mode(cfg)
         if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             raise ConfigError(f"backend must be auto, torch, onnxruntime or tensorrt, got {backend!r}")
         asked = SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
                                 centre_steps=centre_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
         asked.check()  # early, before engines load; resolved against the model's defaults below
-        guidance = (2.0 if cfg == "full" else 1.0) if guidance_scale is None else float(guidance_scale)
-        if cfg == "none" and guidance != 1.0:
-            raise ConfigError("guidance_scale needs cfg='full' (cfg='none' runs no negative pass)")
-        if cfg == "full" and not guidance > 1.0:
-            raise ConfigError(f"cfg='full' needs guidance_scale > 1, got {guidance}")
+        guidance = (2.0 if mode.guided else 1.0) if guidance_scale is None else float(guidance_scale)
+        guidance_for(cfg, guidance)  # the same checks as generate()
 
         if isinstance(source, Model):
             if backend not in ("auto", "torch"):
@@ -257,7 +255,7 @@ class Stream:
         if self.layers < 1:
             raise ConfigError(f"layers must be >= 1, got {self.layers}")
         h, w = latent_size(self.height, self.width, factor)
-        self.cfg, self.guidance_scale = cfg, guidance
+        self.cfg, self.guidance_scale, self.guidance = cfg, guidance, mode
 
         T, L, C = self.sched.steps, self.layers, self.family.latent_channels
         R = L * T
@@ -278,10 +276,16 @@ class Stream:
         self._cur_noise = (pos * T + draw[None, :]).to(dev)  # flat index into noise [T*T] per (phase, step)
         self._next_noise = (pos[:, :-1] * T + draw[1:][None, :]).to(dev) if T > 1 else None
         self._white_share = torch.tensor([opts.white_share(k) for k in range(T)]).to(dev, dt).view(T, 1, 1, 1)
-        self._t_rows = self.sched.timesteps[step_of_row.to(dev)]  # (doubled by step.denoise under CFG)
+        self._t_rows = self.sched.timesteps[step_of_row.to(dev)]  # (extended by step.denoise's negative rows)
+        # rows with a real negative pass (full: all; initialize: those of step 0); their negative conditioning
+        # comes first in the batch, in row order
+        negative = torch.tensor([mode.negative_at(int(k), T) for k in step_of_row], dtype=torch.bool)
+        self._negative_rows = torch.nonzero(negative).flatten().to(dev)
 
         # ---- state buffers (allocated once; frames only write into them)
         self._x = torch.zeros(T, C, h, w, device=dev, dtype=dt)  # ring of latents in flight
+        # RCFG: the noise part n = level_z·ε̄ of each image in flight (step.py)
+        self._residual = torch.zeros(T, C, h, w, device=dev, dtype=dt) if mode.residual else None
         self._noise = torch.zeros(T, T, C, h, w, device=dev, dtype=dt)  # per ring image: its T noise draws
         self._staging = torch.zeros(T, C, h, w, dtype=dt, pin_memory=dev.type == "cuda")
         self._white = self.networks.encode(torch.ones(1, 3, self.height, self.width, device=dev)).to(dev, dt)
@@ -364,6 +368,11 @@ class Stream:
             self._needs_flush = True
 
     @property
+    def batch_rows(self) -> int:
+        """Denoiser rows per call when every row runs: L·T, plus the rows with a negative pass."""
+        return self.rows + len(self._negative_rows)
+
+    @property
     def bootstrap_steps(self) -> int:
         return int(self.options.bootstrap_steps)  # type: ignore[arg-type]
 
@@ -429,7 +438,7 @@ class Stream:
         bg = state.background
         encode = self.prompts
         bg_cond = encode(bg.prompt)
-        cfg = self.cfg == "full"
+        cfg = self.guidance.negative_steps != 0  # some step runs a real negative pass
         empty = encode("")
         cond = [bg_cond] * L
         uncond = [empty] * L
@@ -456,7 +465,12 @@ class Stream:
         def step_major(per_slot: list[Conditioning]) -> Conditioning:  # row k·L + i: slot i at step k
             return Conditioning.cat([self.family.conditioning_for(c, canvas).to("cpu") for c in per_slot] * T)
 
-        batch = Conditioning.cat([step_major(uncond), step_major(cond)]) if cfg else step_major(cond)
+        negative_rows = self._negative_rows.cpu()
+        batch = step_major(cond)
+        if cfg:  # [negative conditioning of the rows with a negative pass; every row's positive conditioning]
+            negatives = step_major(uncond)
+            batch = Conditioning.cat([Conditioning({n: t.index_select(0, negative_rows) for n, t in negatives.items()}),
+                                      batch])  # fmt: skip
         centred = bool((roll != base.flatten()).any())
         live_rows = torch.nonzero(weights.flatten(2).amax(-1).flatten() > 0).flatten()  # step-major, as rows
         paste = None
@@ -490,12 +504,16 @@ class Stream:
             buf.copy_(src, non_blocking=True)
         self._inpaint, self._centred = tables.paste is not None, tables.centred
         self._conditioning = Conditioning({n: self.buffers[f"cond.{n}"] for n in tables.conditioning})
-        self._live_rows = self._live_conditioning = None  # None: every row runs
+        self._live_rows = self._live_conditioning = self._live_negative = None  # None: every row runs
         if self.live_rows_only and self.networks.any_batch and len(tables.live_rows) < self.rows:
             rows = tables.live_rows.to(dev)
             self._live_rows = rows
-            with_cfg = torch.cat([rows, rows + self.rows]) if self.cfg == "full" else rows  # [uncond; cond]
-            self._live_conditioning = Conditioning({n: t.index_select(0, with_cfg) for n, t in self._conditioning.items()})
+            # the negative rows are a prefix of the row order, so row r's negative conditioning is at r
+            neg = torch.nonzero(torch.isin(rows, self._negative_rows)).flatten()  # positions among the live rows
+            self._live_negative = neg
+            m = len(self._negative_rows)
+            index = torch.cat([rows.index_select(0, neg), rows + m])  # [their negatives; live positives]
+            self._live_conditioning = Conditioning({n: t.index_select(0, index) for n, t in self._conditioning.items()})
         return True
 
     # ------------------------------------------------------------------ frames (one thread)
@@ -559,13 +577,15 @@ class Stream:
 
     def _step(self) -> torch.Tensor:
         """Advance every image in flight by one step; returns the clean latent of the finished one [1,C,h,w]."""
-        T, L, R = self.steps, self.layers, self.rows
+        T, R = self.steps, self.rows
         C, h, w = self._lat
         sched, b = self.sched, self.buffers
         p = self._frame % T
         self._frame += 1
         self._draw_noise(p)
         self._x[p] = self._noise[p, 0] * sched.init_noise_sigma
+        if self._residual is not None:  # self: the initial noise (initialize: replaced by its negative pass)
+            self._residual[p] = S.add_noise(torch.zeros_like(self._noise[p, 0]), self._noise[p, 0], 0, sched)
 
         pos = self._pos[p]
         x = self._x.index_select(0, pos)  # [T, C, h, w]: latent at each step
@@ -580,41 +600,70 @@ class Stream:
             inp = torch.where(b["fill_on"], step.masked_input(x_rows, w_rows, fill_rows), x_rows)
         else:
             inp = x_rows
+        n = n_rows = None
+        if self._residual is not None:
+            n = self._residual.index_select(0, pos)  # [T, C, h, w]: each step's image's noise part
+            n_rows = n.index_select(0, self._step_of_row)
         if self._centred:
-            inp = inp.view(R, C, h * w).gather(2, b["roll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
+            inp, n_rows = (None if t is None else self._gather_rows(t, b["roll"]) for t in (inp, n_rows))
 
-        d = self._denoise_live_rows(inp)
+        d, d_n = self._denoise_live_rows(inp, n_rows)
         if self._centred:
-            d = d.view(R, C, h * w).gather(2, b["unroll"][:, None, :].expand(R, C, h * w)).view(R, C, h, w)
+            d, d_n = (None if t is None else self._gather_rows(t, b["unroll"]) for t in (d, d_n))
 
-        wd = (w_rows * d).view(T, L, C, h, w)
-        num = wd[:, 0].clone()
-        for i in range(1, L):  # sequential, in slot order (generate() adds its items one by one too)
-            num += wd[:, i]
         den = b["weights"].sum(1)  # [T, 1, h, w]
-        num, den = step.add_known(num, den, b["known_weight"], b["known_latent"], cur, steps, sched)
-        averaged = M.normalize(num, den, x)
+        num, known_den = step.add_known(self._sum_rows(w_rows * d), den, b["known_weight"], b["known_latent"], cur,
+                                        steps, sched)  # fmt: skip
+        averaged = M.normalize(num, known_den, x)
+        z = noise_flat.index_select(0, self._next_noise[p]) if sched.stochastic and T > 1 else None
+        if d_n is not None:  # the residual's step, averaged as the latent's (a known layer: its noise part)
+            num_n = step.add_known(self._sum_rows(w_rows * d_n), den, b["known_weight"], torch.zeros_like(x[:1]),
+                                   cur, steps, sched)[0]  # fmt: skip
+            averaged_n = M.normalize(num_n, known_den, n)
+            if T > 1:
+                self._residual.index_copy_(0, pos[:-1], S.renoise(averaged_n[:-1], z, steps[:-1], sched))
 
         if T > 1:  # steps 0..T-2 move one level down with their own next noise, in place in the ring
-            z = noise_flat.index_select(0, self._next_noise[p]) if sched.stochastic else None
             self._x.index_copy_(0, pos[:-1], S.renoise(averaged[:-1], z, steps[:-1], sched))
         return S.renoise(averaged[-1:], None, T - 1, sched)
 
-    def _denoise_live_rows(self, inp: torch.Tensor) -> torch.Tensor:
-        """D of every row. A row without weight at its step cannot change the frame (its D is multiplied
-        by 0), so when the denoiser takes any batch only the live rows run and the others get D = 0."""
+    def _gather_rows(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Each row's pixels permuted by its gather index (centring shifts and their inverses)."""
+        R, C, h, w = rows.shape
+        return rows.view(R, C, h * w).gather(2, index[:, None, :].expand(R, C, h * w)).view(R, C, h, w)
+
+    def _sum_rows(self, weighted: torch.Tensor) -> torch.Tensor:
+        """[R, C, h, w] step-major rows -> [T, C, h, w]: each step's rows summed, in slot order (as generate()
+        adds its items one by one)."""
+        T, L = self.steps, self.layers
+        per_step = weighted.view(T, L, *weighted.shape[1:])
+        total = per_step[:, 0].clone()
+        for i in range(1, L):
+            total += per_step[:, i]
+        return total
+
+    def _denoise_live_rows(self, inp: torch.Tensor, n: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D of every row (and of its residual, RCFG). A row without weight at its step cannot change the
+        frame (its D is multiplied by 0), so when the denoiser takes any batch only the live rows run and
+        the others get D = 0."""
         rows, sched, g = self._live_rows, self.sched, self.guidance_scale
-        per_row = 2 if self.cfg == "full" else 1
         if rows is None:
-            self.rows_computed += self.rows * per_row
-            return step.denoise(self._predict, inp, self._step_of_row, sched, self._t_rows, self._conditioning, g)
+            self.rows_computed += self.rows + len(self._negative_rows)
+            return step.denoise(self._predict, inp, self._step_of_row, sched, self._t_rows, self._conditioning, g,
+                                negative_rows=self._negative_rows, residual=n)  # fmt: skip
         d = torch.zeros_like(inp)
+        d_n = None if n is None else torch.zeros_like(n)
         if len(rows):
-            self.rows_computed += len(rows) * per_row
-            live = step.denoise(self._predict, inp.index_select(0, rows), self._step_of_row.index_select(0, rows),
-                                sched, self._t_rows.index_select(0, rows), self._live_conditioning, g)  # fmt: skip
+            self.rows_computed += len(rows) + len(self._live_negative)
+            live, live_n = step.denoise(
+                self._predict, inp.index_select(0, rows), self._step_of_row.index_select(0, rows), sched,
+                self._t_rows.index_select(0, rows), self._live_conditioning, g, negative_rows=self._live_negative,
+                residual=None if n is None else n.index_select(0, rows),
+            )  # fmt: skip
             d.index_copy_(0, rows, live)
-        return d
+            if d_n is not None:
+                d_n.index_copy_(0, rows, live_n)
+        return d, d_n
 
     def _predict(self, model_in: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return self._timed("denoiser", self.networks.denoise, model_in, t, cond)

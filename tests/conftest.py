@@ -77,9 +77,9 @@ def assert_flushed_stream_equals_generate(model, brushes, seed: int, cfg: str = 
     for i, b in enumerate(brushes):
         s.set_brush(i, b)
     frame = s()
-    ref = semdraw.generate(model, brushes, seed=seed, output_type="latent", **opts)
+    ref = semdraw.generate(model, brushes, seed=seed, output_type="latent", cfg=cfg, **opts)
     torch.testing.assert_close(s.last_latent, ref, rtol=0, atol=1e-4)
-    img = semdraw.generate(model, brushes, seed=seed, output_type="np", **opts)
+    img = semdraw.generate(model, brushes, seed=seed, output_type="np", cfg=cfg, **opts)
     assert np.abs(frame.astype(int) - img.astype(int)).max() <= 1
 
 

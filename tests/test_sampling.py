@@ -193,3 +193,88 @@ def test_tcd_table_matches_diffusers_step(prediction_type, eta, steps):
     ours = _run_ours(table, x, outs, noises)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("kind", "prediction_type"),  # flow models predict the velocity only
+                         [(k, p) for k in ("lcm", "ddim", "euler", "tcd") for p in ("epsilon", "v_prediction", "sample")]
+                         + [("flow", "velocity")])  # fmt: skip
+def test_noise_estimate_is_the_noise_of_a_perfect_model(kind, prediction_type):
+    """ε̂(x, out) recovers the noise z of x = level_x0·x0 + level_z·z when out is the perfect output for
+    (x0, z), and output_for_noise inverts it (RCFG's virtual negative). The perfect output comes from the
+    prediction type's definition (VP tables) or from the x̂0 tables proven against diffusers above."""
+    cls_name = sampling.SAMPLERS[kind].scheduler_class
+    config = {} if kind == "flow" else {**SD_CONFIG, "prediction_type": prediction_type}
+    if kind == "euler":
+        config["timestep_spacing"] = "trailing"
+    table = sampling.build_schedule(kind, _reference_scheduler(cls_name, **config), steps=4)
+    g = torch.Generator().manual_seed(1)
+    x0, z = torch.randn(1, 4, 4, 4, generator=g), torch.randn(1, 4, 4, 4, generator=g)
+    for k in range(4):
+        x = sampling.add_noise(x0, z, k, table)
+        a, s = table.level_x0[k], table.level_z[k]
+        if kind in ("lcm", "tcd"):  # variance-preserving; their x̂0 tables hold LCM's / TCD's D instead
+            out = {"epsilon": z, "v_prediction": a * z - s * x0, "sample": x0}[prediction_type]
+        elif kind == "flow":
+            out = z - x0  # the velocity
+        else:
+            out = (x0 - table.x0_x[k] * x) / table.x0_out[k]
+        torch.testing.assert_close(sampling.noise_estimate(x, out, k, table), z, rtol=1e-4, atol=1e-4)
+        if table.eps_out[k] == 0:  # flow at σ = 1: x is all noise, so no output follows from the noise alone
+            from semdraw import step
+
+            assert kind == "flow" and k == 0
+            positive = torch.randn_like(x)
+            torch.testing.assert_close(step.virtual_negative(x, z, k, table, positive), positive)
+            continue
+        torch.testing.assert_close(sampling.output_for_noise(x, z, k, table), out, rtol=1e-4, atol=1e-3)
+
+
+def test_residual_cfg_is_streamdiffusions_update_for_lcm_with_epsilon():
+    """The residual's step (step.py) written out as StreamDiffusion defines it for LCM and ε-prediction:
+    ε̂ = ε̄ + w·(ε_c − ε̄); x̂0 = (x − √β·ε̂)/√α, D = c_out·x̂0 + c_skip·x;
+    ε̄' = z' + (√α'/√β')·(c_out·(√β·ε̄ − √β·ε̂)/√α + c_skip·√β·ε̄)   (α = ᾱ_t, β = 1 − ᾱ_t; ' the next step)."""
+    from semdraw import step
+
+    ref = diffusers.LCMScheduler(**SD_CONFIG)
+    ref.set_timesteps(4)
+    table = sampling.build_schedule("lcm", ref, steps=4)
+    g = torch.Generator().manual_seed(2)
+    x, eps_bar, eps_c, z = (torch.randn(1, 4, 4, 4, generator=g) for _ in range(4))
+    w = 2.5
+    for k, t in enumerate(ref.timesteps[:-1]):
+        abar = ref.alphas_cumprod[t].double()
+        abar_next = ref.alphas_cumprod[ref.timesteps[k + 1]].double()
+        c_skip, c_out = ref.get_scalings_for_boundary_condition_discrete(t)
+        sa, sb, sa_n, sb_n = abar.sqrt(), (1 - abar).sqrt(), abar_next.sqrt(), (1 - abar_next).sqrt()
+        eps_hat = eps_bar + w * (eps_c - eps_bar)
+        d_expected = c_out * (x - sb * eps_hat) / sa + c_skip * x
+        next_expected = z + sa_n / sb_n * (c_out * (sb * eps_bar - sb * eps_hat) / sa + c_skip * sb * eps_bar)
+
+        n = sb.float() * eps_bar  # the noise part the image carries
+        d, d_n = step.denoise(lambda inp, t_, cond: eps_c, x, k, table, t.expand(1), {}, w, residual=n)
+        torch.testing.assert_close(d, d_expected.float(), rtol=1e-4, atol=1e-4)
+        n_next = sampling.renoise(d_n, z, k, table)
+        torch.testing.assert_close(n_next / table.level_z[k + 1], next_expected.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_initialize_takes_its_residual_from_the_real_negative_pass():
+    """cfg="initialize" at its first step: a row with a real negative pass is guided by it (full CFG) and its
+    residual becomes that pass's noise part, level_z·ε̂_neg."""
+    from semdraw import step
+
+    table = sampling.build_schedule("lcm", diffusers.LCMScheduler(**SD_CONFIG), steps=4)
+    g = torch.Generator().manual_seed(3)
+    x, eps_neg, eps_pos, n = (torch.randn(2, 4, 4, 4, generator=g) for _ in range(4))
+    k = torch.tensor([0, 1])  # row 0 at the first step (negative pass), row 1 later (virtual negative)
+
+    def predict(inp, t, cond):  # [negative rows; positive rows]
+        assert inp.shape[0] == 3
+        return torch.cat([eps_neg[:1], eps_pos])
+
+    d, d_n = step.denoise(predict, x, k, table, torch.zeros(2), {}, 2.0, negative_rows=torch.tensor([0]), residual=n)
+    full = step.guide(eps_neg[:1], eps_pos[:1], 2.0)
+    torch.testing.assert_close(d[:1], sampling.deterministic_update(x[:1], full, 0, table))
+    n0 = table.level_z[0] * eps_neg[:1]  # the real negative's noise part (ε-prediction: ε̂ = out)
+    torch.testing.assert_close(d_n[:1], sampling.deterministic_update(n0, full, 0, table))
+    virtual = step.guide(n[1:] / table.level_z[1], eps_pos[1:], 2.0)  # ε-prediction: the residual noise itself
+    torch.testing.assert_close(d[1:], sampling.deterministic_update(x[1:], virtual, 1, table))

@@ -65,6 +65,8 @@ def assert_same_image(frame, latent, model, brushes, seed, **gen):
         (None, {"bootstrap_steps": 2, "centre_steps": 3, "mask_type": "continuous"}),
         (Background(prompt="white snow"), {}),
         (Background(prompt="dark night"), {"cfg": "full", "guidance_scale": 2.5}),
+        (Background(prompt="dark night"), {"cfg": "self", "guidance_scale": 2.5}),
+        (None, {"cfg": "initialize", "guidance_scale": 2.0}),
         (None, {"centre_steps": 0, "bootstrap_steps": 0, "cover_alpha": None}),
     ],
 )
@@ -72,7 +74,7 @@ def test_first_frame_after_flush_equals_generate(toy, background, options):
     brushes = scene()
     s = stream_of(toy, brushes, background, layers=4, seed=11, **options)
     frame = s()
-    gen = {k: v for k, v in options.items() if k != "cfg"}
+    gen = options  # generate() takes the same cfg modes
     assert_same_image(frame, s.last_latent, toy, brushes, 11, background=background, **gen)
     # every later frame is the next seed's image (nothing changed meanwhile)
     frame = s()
@@ -109,23 +111,28 @@ def soft_scene():
     return [Brush("blue sky", top), Brush("a red circle", small_square(), mask_strength=0.9)]
 
 
-@pytest.mark.parametrize("options", [{}, {"cfg": "full", "guidance_scale": 2.0}])
+@pytest.mark.parametrize("options", [{}, {"cfg": "full", "guidance_scale": 2.0}, {"cfg": "self", "guidance_scale": 2.0},
+                                     {"cfg": "initialize", "guidance_scale": 2.0}])
 def test_rows_without_weight_are_not_computed_and_the_frame_is_the_same(toy, options):
     """Two empty slots and a brush that joins late: the torch stream runs only the live rows (counted),
     and its frames equal both the all-rows stream's and generate()'s (oracle 3)."""
     brushes = soft_scene()
     live = stream_of(toy, brushes, layers=4, seed=6, **options)
     full = stream_of(toy, brushes, layers=4, seed=6, live_rows_only=False, **options)
-    T, per_row = live.steps, 2 if options else 1
+    T = live.steps
     frames = [(live(), full()) for _ in range(3)]
     for a, b in frames:
         assert np.abs(a.astype(int) - b.astype(int)).max() <= PIXEL_TOL
-    # the first call fills the pipeline (T steps), then one step per call; all rows: L·T per step
-    calls = T + 2
-    assert full.rows_computed == calls * 4 * T * per_row
-    # live rows per step: the sky at every step, the soft brush from step 2: (2T - 1) of the 4T rows
-    assert live.rows_computed == calls * (2 * T - 1) * per_row
-    gen = {k: v for k, v in options.items() if k != "cfg"}
+    # the first call fills the pipeline (T steps), then one step per call; all rows: L·T per step, plus the
+    # negative rows (full: all of them again; initialize: the L rows of step 0; self: none)
+    calls, cfg = T + 2, options.get("cfg", "none")
+    negatives = {"none": 0, "self": 0, "full": 4 * T, "initialize": 4}[cfg]
+    assert full.rows_computed == calls * (4 * T + negatives) == calls * full.batch_rows
+    # live rows per step: the sky at every step, the soft brush from step 2: (2T - 1) of the 4T rows;
+    # of the negative rows, the live ones (full: 2T - 1; initialize: the sky's at step 0)
+    live_negatives = {"none": 0, "self": 0, "full": 2 * T - 1, "initialize": 1}[cfg]
+    assert live.rows_computed == calls * (2 * T - 1 + live_negatives)
+    gen = options
     fresh = stream_of(toy, brushes, layers=4, seed=6, **options)
     assert_same_image(fresh(), fresh.last_latent, toy, brushes, 6, **gen)
 

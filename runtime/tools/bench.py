@@ -156,7 +156,7 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
         den.append(stream.times.denoiser - before[0])
         dec.append(stream.times.decoder - before[1])
     stream.profile = False
-    return _row(name, stream.networks.backend, total, den, dec, stream.rows * (2 if stream.cfg == "full" else 1),
+    return _row(name, stream.networks.backend, total, den, dec, stream.batch_rows,
                 (stream.rows_computed - rows_before) / frames, cpu)  # fmt: skip
 
 
@@ -383,7 +383,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--layers", type=int, default=None, help="prompt rows of the stream (default: --brushes; "
                                                              "more than that times empty slots)")  # fmt: skip
     st.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    st.add_argument("--cfg", choices=("none", "full"), default="none", help="classifier-free guidance mode")
+    st.add_argument("--cfg", choices=("none", "full", "self", "initialize"), default="none",
+                    help="classifier-free guidance mode (self / initialize: residual CFG; with --model only, or an "
+                         "engine set built for it)")
     st.add_argument("--frames", type=int, default=20, help="timed frames (default 20; fewer for big models)")
     st.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
     st.add_argument("--baseline-frames", type=int, default=None, help="timed one-shot images (default: --frames)")
