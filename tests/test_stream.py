@@ -17,7 +17,7 @@ from semdraw import Background, Brush, Model, Stream
 from semdraw.build_engines import cli
 from semdraw.toy.architecture import SIZE
 
-from .conftest import make_tiny_pipeline
+from .conftest import assert_streams_agree, make_tiny_pipeline
 
 H = W = SIZE  # the toy model's native size
 PIXEL_TOL = 1  # /255: frames of a flushed stream and generate() (measured: 0, rarely 1 from summation order)
@@ -396,3 +396,19 @@ def test_idle_frames_run_no_network_and_an_edit_resumes_as_before(toy):
     for _ in range(s.steps):
         last = s()
     assert_same_image(last, s.last_latent, toy, [*brushes[:2], moved], 3)
+
+
+@pytest.mark.parametrize("cfg", ["self", "initialize"])
+def test_residual_cfg_engine_sets_give_the_torch_streams_frames(toy, tmp_path, cfg):
+    """An engine set built for a residual mode has its batch (L·T, or L·T + L) and streams as torch does."""
+    out = tmp_path / cfg
+    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "2", "--cfg", cfg, "--out", str(out)]) == 0
+    man = semdraw.engines.read_manifest(out)
+    T = len(man.request.timesteps)
+    assert man.request.batch == 2 * T + (2 if cfg == "initialize" else 0)
+    brushes = scene()[:2]
+    ort = Stream(out, backend="onnxruntime", model=toy, seed=3, cfg=cfg, guidance_scale=2.0)
+    ref = Stream(toy, layers=2, seed=3, cfg=cfg, guidance_scale=2.0)
+    assert_streams_agree(ort, ref, brushes)
+    with pytest.raises(semdraw.EngineSetError, match="--cfg full"):
+        Stream(out, backend="onnxruntime", model=toy, cfg="full")
