@@ -28,6 +28,22 @@ from semdraw.tools import canvas_side
 log = logging.getLogger("semdraw.bench")
 
 
+def _guidance_table(model: Any, args: argparse.Namespace, seeds: list[int], variants: Any, started: float) -> int:
+    """`fidelity --guidance W`: the full method without guidance and with each guidance mode."""
+    from tqdm.auto import tqdm
+
+    from semdraw.toy import fidelity as F
+
+    rows = [F.evaluate(model, v, seeds, steps=args.steps) for v in tqdm(variants, desc="guidance modes")]
+    print(f"\nGuidance modes ({args.model} model, full method, {len(F.scenes())} scenes x {len(seeds)} seeds):\n")
+    print(_markdown_table(rows))
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "seeds": seeds, "guidance": args.guidance,
+                                               "rows": rows}, indent=2) + "\n")  # fmt: skip
+    return 0
+
+
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| variant | per-region accuracy | object presence | small off-centre objects present |",
              "|---|---|---|---|"]  # fmt: skip
@@ -63,6 +79,8 @@ def fidelity(args: argparse.Namespace) -> int:
              args.model, n_scenes, len(seeds), sched.steps, timesteps, model.defaults.bootstrap_steps)  # fmt: skip
     from tqdm.auto import tqdm
 
+    if args.guidance is not None:
+        return _guidance_table(model, args, seeds, F.guidance_variants(args.guidance), started)
     centring_rows = F.centring_variants(sched.steps)
     variants = list(F.ABLATION) + list(centring_rows)
     rows = [F.evaluate(model, v, seeds, steps=args.steps) for v in tqdm(variants, desc="variants")]
@@ -205,8 +223,10 @@ def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, fram
 
     model.predict, model.decode = timed("denoiser", model.predict), timed("decoder", model.decode)
     try:
+        guided = args.cfg != "none"
         kwargs = dict(height=args.height, width=args.width, steps=args.steps, timesteps=args.timesteps,
-                      output_type="np")
+                      output_type="np", cfg=args.cfg,
+                      guidance_scale=(args.guidance_scale or 2.0) if guided else None)  # as the stream guides
         semdraw.generate(model, brushes, seed=0, **kwargs)  # warm-up (and the white latent's encoding)
         denoiser_rows[0] = 0
         total, den, dec, cpu = [], [], [], []
@@ -243,7 +263,8 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
     if backend == "torch":
         steps = args.steps if steps == "asked" else steps
         return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=steps,
-                              timesteps=args.timesteps, seed=0, cfg=args.cfg, cuda_graph=args.cuda_graph,
+                              timesteps=args.timesteps, seed=0, cfg=args.cfg, guidance_scale=args.guidance_scale,
+                              cuda_graph=args.cuda_graph,
                               live_rows_only=live_rows_only)  # fmt: skip
     if args.engines is None:
         raise semdraw.ConfigError(
@@ -252,7 +273,8 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
         )
     # The set's own text encoders: no second copy of the model in memory.
     device = None if args.device == "cpu" else args.device  # the backend's own default device otherwise
-    return semdraw.Stream(args.engines, backend=backend, seed=0, cfg=args.cfg, device=device,
+    return semdraw.Stream(args.engines, backend=backend, seed=0, cfg=args.cfg, guidance_scale=args.guidance_scale,
+                          device=device,
                           cuda_graph=args.cuda_graph, live_rows_only=live_rows_only)  # fmt: skip
 
 
@@ -357,6 +379,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seeds", type=int, default=4, help="seeds per scene (default: 4)")
     f.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     f.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    f.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="instead: score the full method without guidance and with guidance scale W in each mode "
+                        "(full CFG, residual self, residual initialize)")
     f.add_argument("--sweep", type=Path, default=None,
                    help="instead: score the full method under each sampler / LoRA alternative of the toy model "
                         "(the model card's table) and write the rows to this JSON file")  # fmt: skip
@@ -383,6 +408,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--layers", type=int, default=None, help="prompt rows of the stream (default: --brushes; "
                                                              "more than that times empty slots)")  # fmt: skip
     st.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    st.add_argument("--guidance-scale", type=float, default=None,
+                    help="guidance scale of the guided --cfg modes (default 2)")
     st.add_argument("--cfg", choices=("none", "full", "self", "initialize"), default="none",
                     help="classifier-free guidance mode (self / initialize: residual CFG; with --model only, or an "
                          "engine set built for it)")

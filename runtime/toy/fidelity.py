@@ -258,6 +258,15 @@ ABLATION: tuple[Variant, ...] = (
 )  # fmt: skip
 
 
+def guidance_variants(scale: float) -> tuple[Variant, ...]:
+    """The full method without guidance, then with guidance ``scale`` in each way of getting the negative
+    output: a real negative pass per row (full), or StreamDiffusion's residual CFG (self, initialize)."""
+    return (Variant("no guidance (w = 1)", {}),) + tuple(
+        Variant(f"cfg {mode}, w = {scale:g}", {"cfg": mode, "guidance_scale": scale})
+        for mode in ("full", "self", "initialize")
+    )  # fmt: skip
+
+
 def centring_variants(steps: int) -> tuple[Variant, ...]:
     """The full method centring the first c steps, c = 0..steps (bootstrap steps = max(1, c))."""
     return tuple(
