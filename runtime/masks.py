@@ -193,18 +193,34 @@ def paste(pixels: torch.Tensor, background: torch.Tensor, keep: torch.Tensor) ->
     return keep * pixels + (1 - keep) * background
 
 
-def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
-    """(dy, dx) that moves the centre of the mask's bounding box (pixels > 0) to the frame centre.
+EDGE_TOUCH = 0.5  # mask value at the border from which a region counts as touching the canvas edge
 
-    An empty mask needs no shift: (0, 0).
+
+def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
+    """(dy, dx) that moves the centre of the mask's bounding box (pixels > 0) to the frame centre, on each
+    axis where the region touches neither edge of the frame (``EDGE_TOUCH``).
+
+    A region that touches an edge keeps touching it: shifted away, the edge would sit inside the frame,
+    beside the bootstrap fill, and the model paints it as a boundary (a stripe at the canvas border once
+    shifted back). A box off both edges fits the frame when centred, so the roll never wraps the region
+    (a box that only grazes an edge loses at most its faint rim across it). An empty mask needs no
+    shift: (0, 0).
     """
     ys, xs = torch.nonzero(mask > 0, as_tuple=True)
     if ys.numel() == 0:
         return 0, 0
     h, w = mask.shape[-2:]
-    cy = (int(ys.min()) + int(ys.max()) + 1) / 2
-    cx = (int(xs.min()) + int(xs.max()) + 1) / 2
-    return int(round(h / 2 - cy)), int(round(w / 2 - cx))
+    m = mask.reshape(h, w)
+    # touching: at least half of an edge latent pixel painted (a brush that merely comes near the edge, whose
+    # area-averaged latent mask grazes the border, is still centred)
+    touch_y = bool(m[0].max() >= EDGE_TOUCH or m[-1].max() >= EDGE_TOUCH)
+    touch_x = bool(m[:, 0].max() >= EDGE_TOUCH or m[:, -1].max() >= EDGE_TOUCH)
+
+    def along(lo: int, hi: int, size: int, touches: bool) -> int:  # hi exclusive
+        return 0 if touches else int(round(size / 2 - (lo + hi) / 2))
+
+    return (along(int(ys.min()), int(ys.max()) + 1, h, touch_y),
+            along(int(xs.min()), int(xs.max()) + 1, w, touch_x))  # fmt: skip
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

@@ -137,15 +137,36 @@ def test_coverage_and_paste():
 
 def test_centring_shift_and_inverse():
     m = torch.zeros(8, 8)
-    m[0:2, 5:8] = 1  # bbox centre (1, 6.5) -> frame centre (4, 4)
+    m[1:3, 4:7] = 1  # bbox centre (2, 5.5) -> frame centre (4, 4)
     dy, dx = masks.centring_shift(m)
-    assert (dy, dx) == (3, -2)
+    assert (dy, dx) == (2, -2)
     moved = masks.shift(m, dy, dx)
     ys, xs = torch.nonzero(moved, as_tuple=True)
     assert (ys.min() + ys.max() + 1) / 2 == 4 and abs((xs.min() + xs.max() + 1) / 2 - 4) <= 0.5
     x = torch.randn(1, 4, 8, 8)
     torch.testing.assert_close(masks.shift(masks.shift(x, dy, dx), -dy, -dx), x)
     assert masks.centring_shift(torch.zeros(8, 8)) == (0, 0)
+
+
+def test_centring_never_moves_a_region_off_a_canvas_edge_it_touches():
+    """An edge-touching region is not shifted along that axis (its edge would land inside the frame and be
+    painted as a boundary); along the other axis it is centred, and a centred box never wraps."""
+    m = torch.zeros(8, 8)
+    m[0:2, 1:3] = 1  # touches the top edge only: centred horizontally
+    assert masks.centring_shift(m) == (0, 2)
+    band = torch.zeros(8, 8)
+    band[:, :3] = 1  # a left band spanning the height: touches three edges
+    assert masks.centring_shift(band) == (0, 0)
+    near = torch.zeros(8, 8)
+    near[0:3, 1:3] = 1.0
+    near[0, 1:3] = 0.3  # a disc near the top edge: its area-averaged rim grazes the border, under half a pixel
+    assert masks.centring_shift(near) == (2, 2)
+    for y0, y1, x0, x1 in [(1, 4, 2, 7), (3, 7, 1, 2), (1, 7, 1, 7)]:  # off every edge: centred, never wrapped
+        box = torch.zeros(8, 8)
+        box[y0:y1, x0:x1] = 1
+        moved = masks.shift(box, *masks.centring_shift(box))
+        ys, xs = torch.nonzero(moved, as_tuple=True)
+        assert int(ys.max() - ys.min()) == y1 - y0 - 1 and int(xs.max() - xs.min()) == x1 - x0 - 1
 
 
 def test_a_brush_owns_its_mask():

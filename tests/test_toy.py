@@ -243,3 +243,31 @@ def test_bench_fidelity_refuses_a_model_without_the_toy_vocabulary_before_any_wo
     assert bench.main(["fidelity", "--model", str(tmp_path / "tiny"), "--seeds", "1"]) == 2
     assert "does not have the toy vocabulary" in caplog.text
     assert {"sky", "grass"} <= F.scene_words()
+
+
+def edge_and_interior_accuracy(model, seeds, **options):
+    """Three vertical bands (sky | grass | sand): accuracy of the canvas's outer columns (the first and last
+    8 px, inside the outer bands) and of the bands' interiors, over seeds."""
+    third = S // 3
+    bands = [("blue sky", slice(0, third)), ("green grass", slice(third, 2 * third)), ("beach sand", slice(2 * third, S))]
+    brushes = []
+    for prompt, cols in bands:
+        mask = np.zeros((S, S), np.float32)
+        mask[:, cols] = 1
+        brushes.append(semdraw.Brush(prompt, mask))
+    names, _ = fidelity.palette()
+    edge, interior = [], []
+    for seed in seeds:
+        idx = fidelity.nearest_palette_index(semdraw.generate(model, brushes, seed=seed, output_type="np", **options))
+        sky, sand = names.index("blue sky"), names.index("beach sand")
+        edge += [np.mean(idx[:, :8] == sky), np.mean(idx[:, -8:] == sand)]
+        interior += [np.mean(idx[:, 12 : third - 12] == sky), np.mean(idx[:, 2 * third + 12 : S - 12] == sand)]
+    return float(np.mean(edge)), float(np.mean(interior))
+
+
+def test_bands_touching_the_canvas_edge_have_no_edge_stripe(toy):
+    """Centring used to roll an edge-touching band off its canvas edge, and the model painted the moved edge
+    as a boundary: the outer columns came out in other colours. Now the edge columns score like the
+    bands' interiors, with the model's default (centred) bootstrap steps."""
+    edge, interior = edge_and_interior_accuracy(toy, range(4))
+    assert interior > 0.8 and edge >= interior - 0.1, (edge, interior)

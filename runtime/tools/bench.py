@@ -322,14 +322,15 @@ def stream(args: argparse.Namespace) -> int:
     main_stream = _make_stream(backend, args, model, layers)
     n_steps = main_stream.steps
     rows = [time_stream(main_stream, brushes, args.warmup, args.frames, "stream")]
-    idle = time_idle(main_stream, args.frames)
+    idle = None if args.no_idle else time_idle(main_stream, args.frames)
     if args.all_rows:  # what leaving rows without weight out saves
         rows.append(time_stream(_make_stream(backend, args, model, layers, live_rows_only=False), brushes,
                                 args.warmup, args.frames, "stream, all rows"))  # fmt: skip
     if args.compare:
         rows.append(time_stream(_make_stream(args.compare, args, model, layers), brushes, args.warmup,
                                 args.frames, "stream"))  # fmt: skip
-    if args.steps is not None and args.engines is None:  # the same streams at the model's own default steps
+    default_steps = model.schedule().steps if model is not None else n_steps
+    if args.steps is not None and args.engines is None and default_steps != n_steps:  # also the model's own
         for b in [backend] + ([args.compare] if args.compare == "torch" else []):
             rows.append(time_stream(_make_stream(b, args, model, layers, steps=None), brushes, args.warmup,
                                     args.frames, "stream, the model's default steps"))  # fmt: skip
@@ -348,9 +349,10 @@ def stream(args: argparse.Namespace) -> int:
     print(_stream_table(rows + scaling))
     print()
     busy = rows[0]["cpu_ms_per_frame"]
-    print(f"idle frame ({rows[0]['backend']}, seed_step 0, nothing edited): {idle['cpu_ms_per_frame']:.3f} CPU ms, "
-          f"{idle['ms_per_frame']:.3f} ms, {idle['rows_per_frame']:.3g} denoiser rows; "
-          f"{100 * idle['cpu_ms_per_frame'] / busy if busy else 0:.3f} % of a busy frame's CPU time")  # fmt: skip
+    if idle is not None:
+        print(f"idle frame ({rows[0]['backend']}, seed_step 0, nothing edited): {idle['cpu_ms_per_frame']:.3f} CPU ms, "
+              f"{idle['ms_per_frame']:.3f} ms, {idle['rows_per_frame']:.3g} denoiser rows; "
+              f"{100 * idle['cpu_ms_per_frame'] / busy if busy else 0:.3f} % of a busy frame's CPU time")  # fmt: skip
     first = rows[0]
     for r in rows[1:]:
         print(f"{first['run']} ({first['backend']}) vs {r['run']} ({r['backend']}): "
@@ -417,6 +419,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
     st.add_argument("--baseline-frames", type=int, default=None, help="timed one-shot images (default: --frames)")
     st.add_argument("--no-baseline", action="store_true", help="skip the one-shot generate() baseline")
+    st.add_argument("--no-idle", action="store_true",
+                    help="skip timing the idle frame (it costs T + 1 busy frames first: minutes on big models)")
     st.add_argument("--all-rows", action="store_true",
                     help="also time the stream computing every row, those without weight included (what skipping "
                          "them saves; it matters with --layers above --brushes or soft brushes)")
