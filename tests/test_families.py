@@ -18,6 +18,8 @@ from semdraw.build_engines import cli
 from semdraw.families import SD15, InputSpec, clip
 from semdraw.tiny import make_tiny_pipeline
 
+from .conftest import assert_streams_agree
+
 CHANNELS = 8
 COND = "prompt_tokens"
 
@@ -83,13 +85,7 @@ def test_its_engine_set_runs_by_its_own_input_names(wide):
     assert [i.name for i in m.networks["denoiser"].inputs] == ["sample", "timestep", COND]
     ref = semdraw.Stream(model, layers=2, steps=2, seed=5)
     ort = semdraw.Stream(out, backend="onnxruntime", seed=5)  # its own text encoder, fed by name
-    for s in (ref, ort):
-        for i, b in enumerate(brushes()):
-            s.set_brush(i, b)
-    for _ in range(3):
-        a, b = ort(), ref()
-        torch.testing.assert_close(ort.last_latent, ref.last_latent, rtol=0, atol=1e-3)
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    assert_streams_agree(ort, ref, brushes())
 
 
 def test_the_core_imports_no_command_line_tool():

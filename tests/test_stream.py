@@ -292,26 +292,13 @@ def test_soak_with_concurrent_edits(toy):
 def test_onnxruntime_stream_equals_torch_stream(toy, tmp_path):
     out = tmp_path / "toy"
     assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]) == 0
-    brushes = scene()
     ort = Stream(out, backend="onnxruntime", model=toy, seed=4)
-    for i, b in enumerate(brushes):
-        ort.set_brush(i, b)
-    ref = stream_of(toy, brushes, layers=3, seed=4)
-    for _ in range(3):
-        a, b = ort(), ref()
-        torch.testing.assert_close(ort.last_latent, ref.last_latent, rtol=0, atol=1e-3)
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    assert_streams_agree(ort, Stream(toy, layers=3, seed=4), scene())
     assert ort.networks.backend == "onnxruntime" and ort.networks.any_batch  # the set's ONNX has a row axis
     # live rows only on onnxruntime too: a soft brush and an empty slot, the frames of the all-rows stream
     live = Stream(out, backend="onnxruntime", model=toy, seed=4)
     full = Stream(out, backend="onnxruntime", model=toy, seed=4, live_rows_only=False)
-    for st in (live, full):
-        for i, b in enumerate(soft_scene()):
-            st.set_brush(i, b)
-    for _ in range(3):
-        a, b = live(), full()
-        torch.testing.assert_close(live.last_latent, full.last_latent, rtol=0, atol=1e-4)
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert_streams_agree(live, full, soft_scene())
     assert live.rows_computed < full.rows_computed
     with pytest.raises(semdraw.EngineSetError, match="--layers 4"):
         Stream(out, backend="onnxruntime", model=toy, layers=4)
