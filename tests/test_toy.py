@@ -181,7 +181,9 @@ def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, ca
 
     report = tmp_path / "fidelity.json"
     assert bench.main(["fidelity", "--seeds", "1", "--json", str(report)]) == 0
-    assert "Table 5 ablation (toy model, 2 steps [999, 499]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Table 5 ablation, tuning split (toy model, 2 steps [999, 499]" in out
+    assert "Table 5 ablation, held-out split" in out and "per scene kind" in out
     fid = json.loads(report.read_text())
     assert (fid["timesteps"], fid["bootstrap_steps"], fid["scenes"]) == ([999, 499], 2, len(fidelity.scenes()))
     assert len(fid["ablation"]) == 4
@@ -189,7 +191,24 @@ def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, ca
     # the full-method row runs generate()'s defaults, which centre 2 steps: the same images, the same scores
     full, centred_2 = fid["ablation"][-1], fid["centring"][-1]
     assert {k: v for k, v in full.items() if k != "variant"} == {k: v for k, v in centred_2.items() if k != "variant"}
+    held = fid["held_out"]  # other layouts, other seeds
+    assert held["seeds"] == [fidelity.HELD_OUT_SEED0] and held["scenes"] == len(fidelity.held_out_scenes())
+    assert len(held["ablation"]) == 4 and set(held["ablation"][-1]["kinds"]) >= {"canvas edge", "panorama"}
     assert bench.main(["fidelity", "--seeds", "0"]) == 2  # a clear error, not an empty table
+
+
+def test_the_held_out_split_is_disjoint_and_has_every_composition_the_tuning_split_lacks():
+    tuning, held = fidelity.scenes(), fidelity.held_out_scenes()
+    assert not {s.name for s in tuning} & {s.name for s in held}
+    layouts = {tuple(b.mask.tobytes() for b in s.brushes) for s in tuning}
+    assert not any(tuple(b.mask.tobytes() for b in s.brushes) in layouts for s in held)
+    kinds = {k for s in held for k in s.kinds}
+    assert kinds >= {"object on composed background", "object across a boundary", "two objects", "panorama",
+                     "background prompt", "soft overlap", "canvas edge"}  # fmt: skip
+    for s in held:
+        assert all(b.mask.shape == (S, s.width) for b in s.brushes), s.name
+    assert any(s.width == 2 * S for s in held)
+    assert fidelity.HELD_OUT_SEED0 >= 100  # the tuning runs use seeds 0 .. n-1
 
 
 def test_the_sweep_row_of_the_presets_defaults_scores_what_generate_does_by_default(toy):

@@ -44,12 +44,16 @@ def _guidance_table(model: Any, args: argparse.Namespace, seeds: list[int], vari
     return 0
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| variant | per-region accuracy | object presence | small off-centre objects present |",
              "|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['region_accuracy']:.3f} | {r['object_presence']:.3f} | "
-                     f"{r['off_centre_presence']:.3f} |")  # fmt: skip
+        lines.append(f"| {r['variant']} | {r['region_accuracy']:.3f} | {_cell(r['object_presence'])} | "
+                     f"{_cell(r['off_centre_presence'])} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -83,21 +87,42 @@ def fidelity(args: argparse.Namespace) -> int:
         return _guidance_table(model, args, seeds, F.guidance_variants(args.guidance), started)
     centring_rows = F.centring_variants(sched.steps)
     variants = list(F.ABLATION) + list(centring_rows)
-    rows = [F.evaluate(model, v, seeds, steps=args.steps) for v in tqdm(variants, desc="variants")]
-    ablation, centring = rows[: len(F.ABLATION)], rows[len(F.ABLATION) :]
-    print(f"\nTable 5 ablation ({args.model} model, {sched.steps} steps {timesteps}, "
-          f"{model.defaults.bootstrap_steps} bootstrap steps where used):\n")
-    print(_markdown_table(ablation))
-    print("\nCentring: how many of the first steps are centred (bootstrap steps = max(1, centred)):\n")
-    print(_markdown_table(centring))
+    held_out, held_seeds = F.held_out_scenes(), [F.HELD_OUT_SEED0 + s for s in seeds]
+    splits = {}
+    for split, scene_set, split_seeds in (("tuning", F.scenes(), seeds), ("held-out", held_out, held_seeds)):
+        rows = [F.evaluate(model, v, split_seeds, steps=args.steps, scene_set=scene_set)
+                for v in tqdm(variants, desc=f"variants ({split})")]  # fmt: skip
+        splits[split] = {"seeds": split_seeds, "scenes": len(scene_set), "ablation": rows[: len(F.ABLATION)],
+                         "centring": rows[len(F.ABLATION) :]}  # fmt: skip
+    for split, result in splits.items():
+        print(f"\nTable 5 ablation, {split} split ({args.model} model, {sched.steps} steps {timesteps}, "
+              f"{model.defaults.bootstrap_steps} bootstrap steps where used; {result['scenes']} scenes x seeds "
+              f"{result['seeds'][0]}-{result['seeds'][-1]}):\n")  # fmt: skip
+        print(_markdown_table(result["ablation"]))
+        print(f"\nCentring, {split} split: how many of the first steps are centred (bootstrap steps = max(1, centred)):\n")
+        print(_markdown_table(result["centring"]))
+    default = splits["held-out"]["ablation"][-1]
+    print("\nThe defaults on the held-out split, per scene kind:\n")
+    print(_kinds_table(default["kinds"]))
     elapsed = time.perf_counter() - started
-    print(f"\n{n_scenes} scenes x {len(seeds)} seeds per row; {elapsed:.0f} s in all")
+    print(f"\n{elapsed:.0f} s in all")
     if args.json:
+        tuning = splits["tuning"]
         payload = {"model": args.model, "seeds": seeds, "steps": sched.steps, "timesteps": timesteps,
                    "bootstrap_steps": model.defaults.bootstrap_steps, "scenes": n_scenes,
-                   "ablation": ablation, "centring": centring, "seconds": elapsed}  # fmt: skip
+                   "ablation": tuning["ablation"], "centring": tuning["centring"], "held_out": splits["held-out"],
+                   "seconds": elapsed}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
+
+
+def _kinds_table(kinds: dict[str, dict[str, float | None]]) -> str:
+    def cell(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = ["| scene kind | per-region accuracy | object presence |", "|---|---|---|"]
+    lines += [f"| {k} | {cell(v['region_accuracy'])} | {cell(v['object_presence'])} |" for k, v in sorted(kinds.items())]
+    return "\n".join(lines)
 
 
 def _sampler_sweep(args: argparse.Namespace, seeds: list[int]) -> int:

@@ -24,14 +24,30 @@ def _rows(rows: list[dict]) -> str:
         "| variant | per-region accuracy | object presence | small off-centre objects present |",
         "|---|---|---|---|",
     ]
-    out += [f"| {r['variant']} | {r['region_accuracy']:.3f} | {r['object_presence']:.3f} | "
-            f"{r['off_centre_presence']:.3f} |" for r in rows]  # fmt: skip
+    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    out += [f"| {r['variant']} | {r['region_accuracy']:.3f} | {cell(r['object_presence'])} | "
+            f"{cell(r['off_centre_presence'])} |" for r in rows]  # fmt: skip
+    return "\n".join(out)
+
+
+def _kinds(kinds: dict) -> str:
+    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    out = ["| scene kind | per-region accuracy | object presence |", "|---|---|---|"]
+    out += [f"| {k} | {cell(v['region_accuracy'])} | {cell(v['object_presence'])} |" for k, v in sorted(kinds.items())]
     return "\n".join(out)
 
 
 def fidelity_tables(fid: dict) -> str:
-    return (f"Table 5 ablation ({fid['scenes']} scenes × {len(fid['seeds'])} seeds):\n\n{_rows(fid['ablation'])}\n\n"
-            f"Centring the first N steps (bootstrap steps = max(1, N)):\n\n{_rows(fid['centring'])}")  # fmt: skip
+    text = (f"Table 5 ablation, tuning split ({fid['scenes']} scenes × {len(fid['seeds'])} seeds):\n\n"
+            f"{_rows(fid['ablation'])}\n\nCentring the first N steps (bootstrap steps = max(1, N)):\n\n"
+            f"{_rows(fid['centring'])}")  # fmt: skip
+    held = fid.get("held_out")
+    if held:
+        seeds = f"seeds {held['seeds'][0]}-{held['seeds'][-1]}"
+        text += (f"\n\nTable 5 ablation, held-out split ({held['scenes']} other scenes × {seeds}):\n\n"
+                 f"{_rows(held['ablation'])}\n\nCentring, held-out split:\n\n{_rows(held['centring'])}\n\n"
+                 f"The defaults on the held-out split, per scene kind:\n\n{_kinds(held['ablation'][-1]['kinds'])}")  # fmt: skip
+    return text
 
 
 def _token_count(weights: Path) -> int:
