@@ -342,6 +342,20 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
         build_session(_parser().parse_args(["--palette", str(big), "--height", str(H), "--width", str(W)]))
 
 
+def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp_path, monkeypatch):
+    from semdraw.viewer.live import _parser, build_session, engine_cache_dir
+
+    monkeypatch.setenv("SEMDRAW_CACHE", str(tmp_path / "cache"))
+    args = _parser().parse_args(["--backend", "onnxruntime", "--layers", "2", "--save-dir", str(tmp_path / "out")])
+    session = build_session(args)
+    assert session.stream.networks.backend == "onnxruntime" and session.stream.layers == 2
+    built = engine_cache_dir() / "toy-native-2"
+    assert built.parent == tmp_path / "cache" / "engines" and (built / "manifest.json").is_file()
+    stamp = (built / "manifest.json").stat().st_mtime_ns
+    again = build_session(args)  # the second start reuses the set (build-engines' cache hit): nothing rebuilt
+    assert (built / "manifest.json").stat().st_mtime_ns == stamp and again.stream.networks.backend == "onnxruntime"
+
+
 # ---------------------------------------------------------------- bad starts and bad files
 def test_live_with_an_unreachable_display_exits_2_before_qt(xserver):
     from semdraw.viewer.live import display_reachable
