@@ -334,21 +334,22 @@ def test_bench_stream_reports_the_split_rows_and_ratios(tmp_path, capsys):
     out = tmp_path / "toy"
     assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]) == 0
     report = tmp_path / "bench.json"
-    args = ["stream", "--engines", str(out), "--brushes", "2", "--soft", "0.9", "--all-rows", "--compare", "torch",
+    args = ["stream", "--engines", str(out), "--brushes", "2", "--soft", "0.9", "--all-rows", "--painting", "--compare", "torch",
             "--frames", "3", "--warmup", "1", "--baseline-frames", "1", "--scaling", "1,2", "--json", str(report)]  # fmt: skip
     assert bench.main(args) == 0
     text = capsys.readouterr().out
     assert "| stream | onnxruntime |" in text and "vs one-shot generate()" in text and "idle frame" in text
     payload = json.loads(report.read_text())
     runs = payload["runs"]
-    assert [(r["run"], r["backend"]) for r in runs] == [("stream", "onnxruntime"), ("stream, all rows", "onnxruntime"),
-                                                        ("stream", "torch"), ("one-shot generate()", "torch")]  # fmt: skip
+    assert [(r["run"], r["backend"]) for r in runs] == [
+        ("stream", "onnxruntime"), ("stream, painting", "onnxruntime"), ("stream, all rows", "onnxruntime"),
+        ("stream", "torch"), ("one-shot generate()", "torch")]  # fmt: skip
     for r in runs + payload["scaling"]:
         assert r["fps"] > 0 and r["denoiser_ms"] > 0 and r["decoder_ms"] > 0 and 0 <= r["other_share"] < 1
         assert r["ms_per_row"] > 0 and r["cpu_ms_per_frame"] > 0
     T = len(semdraw.toy.TIMESTEPS)  # the engine set's steps: the toy model's default schedule
     # an empty slot and a soft brush that joins at the second step: 2T - 1 of the 3T rows run, on both backends
-    assert runs[0]["rows_per_frame"] == runs[2]["rows_per_frame"] == 2 * T - 1 and runs[1]["rows_per_frame"] == 3 * T
+    assert runs[0]["rows_per_frame"] == runs[3]["rows_per_frame"] == 2 * T - 1 and runs[2]["rows_per_frame"] == 3 * T
     assert payload["idle"]["rows_per_frame"] == 0  # an idle frame runs no network
     assert [r["denoiser_rows"] for r in payload["scaling"]] == [1 * T, 2 * T]
     assert bench.main(["stream", "--brushes", "3", "--layers", "2"]) == 2  # does not fit: a clear error

@@ -179,9 +179,28 @@ def _row(name: str, backend: str, total: list[float], denoiser: list[float], dec
             "cpu_ms_per_frame": _median_ms(cpu or []), "frames": len(total)}  # fmt: skip
 
 
-def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name: str) -> dict[str, Any]:
-    """Median timings of ``frames`` stream calls after ``warmup`` calls (the first one flushes)."""
+def painted_masks(mask: Any, frames: int) -> list[Any]:
+    """The mask of a brush being painted: a disc stroke growing across it, one dab per frame."""
+    import torch
+
+    h, w = mask.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    out, current = [], mask.clone()
+    for f in range(frames):
+        cy, cx = h // 2, int((f + 0.5) * w / frames)
+        current = torch.maximum(current, (((yy - cy) ** 2 + (xx - cx) ** 2) <= (h // 10) ** 2).float())
+        out.append(current.clone())
+    return out
+
+
+def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name: str,
+                painting: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Median timings of ``frames`` stream calls after ``warmup`` calls (the first one flushes). With
+    ``painting``, the first brush's mask changes before every frame (a stroke being drawn), as in the
+    window: the mask edit's host work (blur, quantization, tables) counts in each frame."""
     from tqdm.auto import tqdm
+
+    strokes = painted_masks(brushes[0].mask, frames) if painting else []
 
     for i, b in enumerate(brushes):
         stream.set_brush(i, b)
@@ -190,9 +209,11 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
     stream.profile = True
     total, den, dec, cpu = [], [], [], []
     rows_before = stream.rows_computed
-    for _ in tqdm(range(frames), desc=name, unit="frame", leave=False):
+    for f in tqdm(range(frames), desc=name, unit="frame", leave=False):
         before = (stream.times.denoiser, stream.times.decoder)
         c0, t0 = time.process_time(), time.perf_counter()
+        if painting:
+            stream.set_mask(0, strokes[f])
         stream()
         total.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
@@ -347,6 +368,8 @@ def stream(args: argparse.Namespace) -> int:
     main_stream = _make_stream(backend, args, model, layers)
     n_steps = main_stream.steps
     rows = [time_stream(main_stream, brushes, args.warmup, args.frames, "stream")]
+    if args.painting:  # the same stream while a brush is being painted (a mask edit before every frame)
+        rows.append(time_stream(main_stream, brushes, args.warmup, args.frames, "stream, painting", painting=True))
     idle = None if args.no_idle else time_idle(main_stream, args.frames)
     if args.all_rows:  # what leaving rows without weight out saves
         rows.append(time_stream(_make_stream(backend, args, model, layers, live_rows_only=False), brushes,
@@ -444,6 +467,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
     st.add_argument("--baseline-frames", type=int, default=None, help="timed one-shot images (default: --frames)")
     st.add_argument("--no-baseline", action="store_true", help="skip the one-shot generate() baseline")
+    st.add_argument("--painting", action="store_true",
+                    help="also time the stream while the first brush is painted (its mask edited before every frame)")
     st.add_argument("--no-idle", action="store_true",
                     help="skip timing the idle frame (it costs T + 1 busy frames first: minutes on big models)")
     st.add_argument("--all-rows", action="store_true",
