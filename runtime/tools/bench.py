@@ -406,9 +406,9 @@ def stream(args: argparse.Namespace) -> int:
         print(f"{first['run']} ({first['backend']}) vs {r['run']} ({r['backend']}): "
               f"{first['fps'] / r['fps']:.2f}x the frames per second")  # fmt: skip
     if scaling:
-        per_row = [r["ms_per_frame"] / r["denoiser_rows"] for r in scaling]
-        print("ms per denoiser row (linear scaling keeps this flat): " +
-              ", ".join(f"{r['denoiser_rows']} rows {v:.2f}" for r, v in zip(scaling, per_row, strict=True)))  # fmt: skip
+        per_row = [r["ms_per_frame"] / r["rows_per_frame"] for r in scaling]
+        print("frame ms per denoiser row run (linear scaling keeps this flat): " +
+              ", ".join(f"{r['rows_per_frame']:g} rows {v:.2f}" for r, v in zip(scaling, per_row, strict=True)))  # fmt: skip
     if args.json:
         payload = {"model": args.model, "height": args.height, "width": args.width, "brushes": args.brushes,
                    "layers": layers, "steps": n_steps, "cfg": args.cfg,
