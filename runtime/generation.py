@@ -298,7 +298,7 @@ def generate(
     noise = randn_tensor(shape, generator=generator, device=dev, dtype=dt)
     x = noise * sched.init_noise_sigma
     # RCFG: the noise part n = level_z·ε̄ the image carries; self: the initial noise (initialize: set at step 0)
-    residual = S.add_noise(torch.zeros_like(noise), noise, 0, sched) if mode.residual else None
+    residual = step.initial_residual(noise, sched) if mode.residual else None
 
     background_weight = prepared.background.to(dev, dt)  # [T, 1, h, w], moved once
     post = latent_averaging == "post"
@@ -329,7 +329,7 @@ def generate(
                 _uncrop_add(num_n, item.tile, item.weight * M.shift(d_n, -item.dy, -item.dx))
         if num_n is not None:  # the residual's step, averaged as the latent's (a known layer: its noise part)
             wn = coverage * background_weight[k] if known_bg is not None else torch.zeros_like(den)
-            num_n = step.add_known(num_n, den, wn, torch.zeros_like(x), noise, k, sched)[0]
+            num_n = step.add_known_residual(num_n, wn, noise, k, sched)
             averaged_n = M.normalize(num_n, den + wn, residual)
         if known_bg is not None:
             wb = coverage * background_weight[k]

@@ -137,6 +137,18 @@ def virtual_negative(x: torch.Tensor, n: torch.Tensor, k: S.Step, sched: S.Sampl
     return torch.where(determined, S.output_for_noise(x, eps_bar, k, sched), positive)
 
 
+def initial_residual(z: torch.Tensor, sched: S.SamplerSchedule) -> torch.Tensor:
+    """``self``'s residual at the first step: the noise part of the initial latent, level_z[0]·z0."""
+    return S.gather(sched.level_z, 0, z) * z
+
+
+def add_known_residual(num_n: torch.Tensor, weight: torch.Tensor, z: torch.Tensor, k: S.Step,
+                       sched: S.SamplerSchedule) -> torch.Tensor:  # fmt: skip
+    """The residual's share of a known clean background (:func:`add_known`): only its noise part, the target
+    of a zero clean latent with noise z. The residual is averaged with the latent's weights (its den)."""
+    return num_n + weight * S.known_target(torch.zeros_like(z), z, k, sched)
+
+
 def noise_part(x: torch.Tensor, out: torch.Tensor, k: S.Step, sched: S.SamplerSchedule) -> torch.Tensor:
     """n = level_z·ε̂: the noise part of x that a model output implies (``initialize`` sets the residual so)."""
     return S.gather(sched.level_z, k, x) * S.noise_estimate(x, out, k, sched)
@@ -165,12 +177,13 @@ def denoise(predict: Predict, x: torch.Tensor, k: S.Step, sched: S.SamplerSchedu
     m = 0 if neg is None else len(neg)
     out = positive = pred[m:]
     if guidance_scale > 1:
-        negative = torch.zeros_like(positive) if residual is None else virtual_negative(x, residual, k, sched, positive)
-        if neg is not None:
-            negative = negative.index_copy(0, neg, pred[:m])
-            if residual is not None:
-                k_neg = _pick(k, neg)
-                residual = residual.index_copy(0, neg, noise_part(x.index_select(0, neg), pred[:m], k_neg, sched))
+        if residual is None:  # full CFG: every row ran its negative pass
+            negative = pred[:m]
+        else:
+            negative = virtual_negative(x, residual, k, sched, positive)
+            if neg is not None:  # initialize: these rows' real negative pass sets their residual too
+                negative = negative.index_copy(0, neg, pred[:m])
+                residual = residual.index_copy(0, neg, noise_part(x.index_select(0, neg), pred[:m], _pick(k, neg), sched))
         out = guide(negative, positive, guidance_scale)
     d = S.deterministic_update(x, out, k, sched)
     return d, None if residual is None else S.deterministic_update(residual, out, k, sched)

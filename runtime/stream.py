@@ -186,14 +186,15 @@ class Stream:
         idle_frames: bool = True,
         live_rows_only: bool = True,
     ) -> None:
-        mode = step.guidance_mode(cfg)
         if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             raise ConfigError(f"backend must be auto, torch, onnxruntime or tensorrt, got {backend!r}")
         asked = SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
                                 centre_steps=centre_steps, mask_type=mask_type, cover_alpha=cover_alpha)  # fmt: skip
         asked.check()  # early, before engines load; resolved against the model's defaults below
-        guidance = (2.0 if mode.guided else 1.0) if guidance_scale is None else float(guidance_scale)
-        guidance_for(cfg, guidance)  # the same checks as generate()
+        if guidance_scale is None:  # a guided mode defaults to 2
+            guidance_scale = 2.0 if step.guidance_mode(cfg).guided else 1.0
+        guidance = float(guidance_scale)
+        mode = guidance_for(cfg, guidance)  # the same checks as generate()
 
         if isinstance(source, Model):
             if backend not in ("auto", "torch"):
@@ -299,7 +300,7 @@ class Stream:
         self._inpaint = self._centred = False
         self._live_rows: torch.Tensor | None = None  # rows that run (None: all; see _denoise_live_rows)
         self._live_conditioning: Conditioning | None = None
-        self.rows_computed = 0  # denoiser rows run since construction (x2 with full CFG): what skipping saves
+        self.rows_computed = 0  # denoiser rows run since construction, negative rows included: what skipping saves
         self.seed = int(torch.seed() % 2**31) if seed is None else int(seed)
         self.seed_step = int(seed_step)
         self._entered = 0  # images entered since the last flush / seed change: image n uses seed + n·seed_step
@@ -585,7 +586,7 @@ class Stream:
         self._draw_noise(p)
         self._x[p] = self._noise[p, 0] * sched.init_noise_sigma
         if self._residual is not None:  # self: the initial noise (initialize: replaced by its negative pass)
-            self._residual[p] = S.add_noise(torch.zeros_like(self._noise[p, 0]), self._noise[p, 0], 0, sched)
+            self._residual[p] = step.initial_residual(self._noise[p, 0], sched)
 
         pos = self._pos[p]
         x = self._x.index_select(0, pos)  # [T, C, h, w]: latent at each step
@@ -617,8 +618,7 @@ class Stream:
         averaged = M.normalize(num, known_den, x)
         z = noise_flat.index_select(0, self._next_noise[p]) if sched.stochastic and T > 1 else None
         if d_n is not None:  # the residual's step, averaged as the latent's (a known layer: its noise part)
-            num_n = step.add_known(self._sum_rows(w_rows * d_n), den, b["known_weight"], torch.zeros_like(x[:1]),
-                                   cur, steps, sched)[0]  # fmt: skip
+            num_n = step.add_known_residual(self._sum_rows(w_rows * d_n), b["known_weight"], cur, steps, sched)
             averaged_n = M.normalize(num_n, known_den, n)
             if T > 1:
                 self._residual.index_copy_(0, pos[:-1], S.renoise(averaged_n[:-1], z, steps[:-1], sched))
