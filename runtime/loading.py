@@ -13,7 +13,7 @@ import torch
 
 from .errors import LoraError, ModelNotFoundError
 from .families import FAMILIES, FamilySpec, Preset, get_family
-from .model import Model, latent_size
+from .model import Model, family_latent_size, native_side
 from .quiet import hide_progress_bars
 
 log = logging.getLogger(__name__)
@@ -144,17 +144,16 @@ def check_canvas(name_or_path: str, height: int | None, width: int | None, *, fa
     source = found[0].source if found else str(name_or_path)
     fam = get_family(family or (found[1].name if found else _family_of(source)))
     config_file = Path(source).expanduser() / fam.denoiser / "config.json"
-    min_latent, native = 1, height if height is not None else width
+    config, native = None, height if height is not None else width
     if config_file.is_file():
         try:
             config = json.loads(config_file.read_text())
-            min_latent = fam.min_latent_side(config)
-            sample = config.get("sample_size")
-            native = (sample[0] if isinstance(sample, list) else sample) * fam.latent_factor if sample else native
+            fam.min_latent_side(config)  # a config it cannot read is the load's to explain, not ours
+            native = native_side(config, fam.latent_factor) if "sample_size" in config else native
         except (OSError, ValueError, KeyError, TypeError):
-            pass  # the load will say what is wrong with the folder
-    latent_size(native if height is None else height, native if width is None else width, fam.latent_factor,
-                multiple=max(fam.size_multiple, fam.latent_factor), min_latent=min_latent)  # fmt: skip
+            config = None
+    family_latent_size(fam, config, fam.latent_factor, native if height is None else height,
+                       native if width is None else width)
 
 
 def _family_of(source: str) -> str:

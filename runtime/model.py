@@ -34,6 +34,21 @@ def latent_size(height: int, width: int, factor: int, *, multiple: int | None = 
     return height // factor, width // factor
 
 
+def native_side(denoiser_config: Any, factor: int) -> int:
+    """The canvas side a denoiser was trained at (pixels): its config's sample size times the latent factor."""
+    sample = denoiser_config["sample_size"]
+    sample = sample[0] if isinstance(sample, list | tuple) else sample
+    return int(sample) * factor
+
+
+def family_latent_size(family: FamilySpec, denoiser_config: Any, factor: int, height: int,
+                       width: int) -> tuple[int, int]:  # fmt: skip
+    """:func:`latent_size` with a family's canvas rules: sides multiples of its size multiple, and at least
+    its minimum latent side for this denoiser (unchecked when the config is not known: ``None``)."""
+    min_latent = 1 if denoiser_config is None else family.min_latent_side(denoiser_config)
+    return latent_size(height, width, factor, multiple=max(family.size_multiple, factor), min_latent=min_latent)
+
+
 class Model:
     """What generation needs from a checkpoint: encoders, denoiser, VAE and a sampler schedule source.
 
@@ -140,9 +155,7 @@ class Model:
     @property
     def native_size(self) -> int:
         """The canvas side the denoiser was trained at (pixels)."""
-        sample = self.denoiser.config.sample_size
-        sample = sample[0] if isinstance(sample, list | tuple) else sample
-        return int(sample) * self.vae_scale_factor
+        return native_side(self.denoiser.config, self.vae_scale_factor)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Model:
         for c in (self.family.denoiser, "vae"):
@@ -159,9 +172,7 @@ class Model:
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the latent for a canvas; a clear error when the canvas does not divide evenly."""
-        return latent_size(height, width, self.vae_scale_factor,
-                           multiple=max(self.family.size_multiple, self.vae_scale_factor),
-                           min_latent=self.family.min_latent_side(self.denoiser.config))  # fmt: skip
+        return family_latent_size(self.family, self.denoiser.config, self.vae_scale_factor, height, width)
 
     # ---------------------------------------------------------------- encoders
     def encode_prompt(self, text: str) -> Conditioning:
