@@ -36,25 +36,12 @@ def _guidance_table(model: Any, args: argparse.Namespace, seeds: list[int], vari
 
     rows = [F.evaluate(model, v, seeds, steps=args.steps) for v in tqdm(variants, desc="guidance modes")]
     print(f"\nGuidance modes ({args.model} model, full method, {len(F.scenes())} scenes x {len(seeds)} seeds):\n")
-    print(_markdown_table(rows))
+    print(F.markdown_table(rows))
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "seeds": seeds, "guidance": args.guidance,
                                                "rows": rows}, indent=2) + "\n")  # fmt: skip
     return 0
-
-
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| variant | per-region accuracy | object presence | small off-centre objects present |",
-             "|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['region_accuracy']:.3f} | {_cell(r['object_presence'])} | "
-                     f"{_cell(r['off_centre_presence'])} |")  # fmt: skip
-    return "\n".join(lines)
 
 
 def fidelity(args: argparse.Namespace) -> int:
@@ -98,12 +85,12 @@ def fidelity(args: argparse.Namespace) -> int:
         print(f"\nTable 5 ablation, {split} split ({args.model} model, {sched.steps} steps {timesteps}, "
               f"{model.defaults.bootstrap_steps} bootstrap steps where used; {result['scenes']} scenes x seeds "
               f"{result['seeds'][0]}-{result['seeds'][-1]}):\n")  # fmt: skip
-        print(_markdown_table(result["ablation"]))
+        print(F.markdown_table(result["ablation"]))
         print(f"\nCentring, {split} split: how many of the first steps are centred (bootstrap steps = max(1, centred)):\n")
-        print(_markdown_table(result["centring"]))
+        print(F.markdown_table(result["centring"]))
     default = splits["held-out"]["ablation"][-1]
     print("\nThe defaults on the held-out split, per scene kind:\n")
-    print(_kinds_table(default["kinds"]))
+    print(F.kinds_table(default["kinds"]))
     elapsed = time.perf_counter() - started
     print(f"\n{elapsed:.0f} s in all")
     if args.json:
@@ -116,15 +103,6 @@ def fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kinds_table(kinds: dict[str, dict[str, float | None]]) -> str:
-    def cell(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    lines = ["| scene kind | per-region accuracy | object presence |", "|---|---|---|"]
-    lines += [f"| {k} | {cell(v['region_accuracy'])} | {cell(v['object_presence'])} |" for k, v in sorted(kinds.items())]
-    return "\n".join(lines)
-
-
 def _sampler_sweep(args: argparse.Namespace, seeds: list[int]) -> int:
     from tqdm.auto import tqdm
 
@@ -135,7 +113,7 @@ def _sampler_sweep(args: argparse.Namespace, seeds: list[int]) -> int:
     weights = args.weights or semdraw.toy.WEIGHTS_DIR
     rows = [F.evaluate_choice(c, seeds, weights) for c in tqdm(F.sampler_sweep(), desc="sampler choices")]
     print(f"\nSampler sweep ({weights}, full method, {len(F.scenes())} scenes x {len(seeds)} seeds):\n")
-    print(_markdown_table(rows))
+    print(F.markdown_table(rows))
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     Path(args.sweep).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

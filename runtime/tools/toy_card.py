@@ -15,38 +15,21 @@ import sys
 from pathlib import Path
 
 from ..toy import WEIGHTS_DIR, architecture, world
+from ..toy.fidelity import kinds_table, markdown_table
 
 TEMPLATE = Path(architecture.__file__).resolve().parent / "card_template.md"
 
 
-def _rows(rows: list[dict]) -> str:
-    out = [
-        "| variant | per-region accuracy | object presence | small off-centre objects present |",
-        "|---|---|---|---|",
-    ]
-    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    out += [f"| {r['variant']} | {r['region_accuracy']:.3f} | {cell(r['object_presence'])} | "
-            f"{cell(r['off_centre_presence'])} |" for r in rows]  # fmt: skip
-    return "\n".join(out)
-
-
-def _kinds(kinds: dict) -> str:
-    cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    out = ["| scene kind | per-region accuracy | object presence |", "|---|---|---|"]
-    out += [f"| {k} | {cell(v['region_accuracy'])} | {cell(v['object_presence'])} |" for k, v in sorted(kinds.items())]
-    return "\n".join(out)
-
-
 def fidelity_tables(fid: dict) -> str:
     text = (f"Table 5 ablation, tuning split ({fid['scenes']} scenes × {len(fid['seeds'])} seeds):\n\n"
-            f"{_rows(fid['ablation'])}\n\nCentring the first N steps (bootstrap steps = max(1, N)):\n\n"
-            f"{_rows(fid['centring'])}")  # fmt: skip
+            f"{markdown_table(fid['ablation'])}\n\nCentring the first N steps (bootstrap steps = max(1, N)):\n\n"
+            f"{markdown_table(fid['centring'])}")  # fmt: skip
     held = fid.get("held_out")
     if held:
         seeds = f"seeds {held['seeds'][0]}-{held['seeds'][-1]}"
         text += (f"\n\nTable 5 ablation, held-out split ({held['scenes']} other scenes × {seeds}):\n\n"
-                 f"{_rows(held['ablation'])}\n\nCentring, held-out split:\n\n{_rows(held['centring'])}\n\n"
-                 f"The defaults on the held-out split, per scene kind:\n\n{_kinds(held['ablation'][-1]['kinds'])}")  # fmt: skip
+                 f"{markdown_table(held['ablation'])}\n\nCentring, held-out split:\n\n{markdown_table(held['centring'])}\n\n"
+                 f"The defaults on the held-out split, per scene kind:\n\n{kinds_table(held['ablation'][-1]['kinds'])}")  # fmt: skip
     return text
 
 
@@ -65,7 +48,7 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
     scenes = "\n".join(
         ["| scene | RGB |", "|---|---|"] + [f"| {k} | {tuple(v)} |" for k, v in world.SCENES.items()]
     )
-    distill = _rows(comparison) if comparison else "(not measured)"
+    distill = markdown_table(comparison) if comparison else "(not measured)"
     timings = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in t["timings_s"].items())
     return TEMPLATE.read_text().format(
         size_mb=f"{size_mb:.1f}", colors_table=colors, scenes_table=scenes, shapes=", ".join(vocab["shapes"]),

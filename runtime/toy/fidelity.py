@@ -77,12 +77,12 @@ def _obj(color: str, shape: str, mask: np.ndarray, **kw: Any) -> SceneBrush:
 
 def scene_words() -> frozenset[str]:
     """Every word the scene set's prompts use (a model must know them all to be scored)."""
-    import re
+    from ..prompts import WORD  # split as the prompt encoder splits (its unknown-word check)
 
     words: set[str] = set()
     for scene in scenes() + held_out_scenes():
         for text in [b.prompt for b in scene.brushes] + [scene.background_prompt]:
-            words.update(re.findall(r"[a-z0-9']+", text.lower()))
+            words.update(w.lower() for w in WORD.findall(text))
     return frozenset(words)
 
 
@@ -430,3 +430,24 @@ def evaluate(model: Any, variant: Variant, seeds: list[int], steps: int | None =
         "kinds": {kind: {"region_accuracy": mean(v["region"]), "object_presence": mean(v["presence"])}
                   for kind, v in per_kind.items()},
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ tables
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """:func:`evaluate` rows as a markdown table (the bench's output, the README's and the model card's)."""
+    lines = ["| variant | per-region accuracy | object presence | small off-centre objects present |",
+             "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['variant']} | {r['region_accuracy']:.3f} | {_cell(r['object_presence'])} | "
+              f"{_cell(r['off_centre_presence'])} |" for r in rows]  # fmt: skip
+    return "\n".join(lines)
+
+
+def kinds_table(kinds: dict[str, dict[str, float | None]]) -> str:
+    """An :func:`evaluate` row's per-kind figures as a markdown table."""
+    lines = ["| scene kind | per-region accuracy | object presence |", "|---|---|---|"]
+    lines += [f"| {k} | {_cell(v['region_accuracy'])} | {_cell(v['object_presence'])} |" for k, v in sorted(kinds.items())]
+    return "\n".join(lines)
