@@ -100,6 +100,17 @@ def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     return pipe.to(dtype=dtype)
 
 
+def _two_clip_tokenizers():
+    """The two CLIP tokenizers of the two-encoder families (77 tokens each) and the special-token ids and
+    vocabulary size their tiny text encoders are configured with."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = make_tokenizer(Path(tmp) / "1", max_length=77)
+        tokenizer_2 = make_tokenizer(Path(tmp) / "2", max_length=77)
+    return tokenizer, tokenizer_2, dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tokenizer))
+
+
 def make_tiny_sdxl_pipeline(folder: Path, scheduler: str = "euler", prediction_type: str = "epsilon", seed: int = 0):
     """StableDiffusionXLPipeline with tiny random components (the shapes of diffusers' own SDXL test
     components, at a 64 px native size): two CLIP encoders (the second with a projection), a text-time UNet."""
@@ -146,7 +157,6 @@ SDXL_TEXT_2 = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads
 def make_sdxl_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     """SDXL-sized UNet (2.6B) and both CLIP text encoders, and a TAESDXL-sized AutoencoderTiny, all with
     random weights: the compute of SDXL + TAESDXL without a download. For timing only: images are noise."""
-    import tempfile
 
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -155,10 +165,7 @@ def make_sdxl_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     from .families.sdxl import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = make_tokenizer(Path(tmp) / "1", max_length=77)
-        tokenizer_2 = make_tokenizer(Path(tmp) / "2", max_length=77)
-    ids = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tokenizer))
+    tokenizer, tokenizer_2, ids = _two_clip_tokenizers()
     text_encoder = CLIPTextModel(CLIPTextConfig(**ids, **SDXL_TEXT))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT_2))
     unet = diffusers.UNet2DConditionModel(**SDXL_UNET)
@@ -234,7 +241,6 @@ SD3_TRANSFORMER = dict(
 def make_sd3_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     """SD3-medium-sized MMDiT (2B), CLIP-L and CLIP-G with projections, no T5 (the paper's setting), and a
     TAESD3-sized 16-channel AutoencoderTiny, all with random weights. For timing only: images are noise."""
-    import tempfile
 
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
@@ -243,10 +249,7 @@ def make_sd3_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     from .families.sd3 import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = make_tokenizer(Path(tmp) / "1", max_length=77)
-        tokenizer_2 = make_tokenizer(Path(tmp) / "2", max_length=77)
-    ids = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tokenizer))
+    tokenizer, tokenizer_2, ids = _two_clip_tokenizers()
     text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT_2))
     transformer = diffusers.SD3Transformer2DModel(**SD3_TRANSFORMER)

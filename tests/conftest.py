@@ -83,6 +83,27 @@ def assert_flushed_stream_equals_generate(model, brushes, seed: int, cfg: str = 
     assert np.abs(frame.astype(int) - img.astype(int)).max() <= 1
 
 
+def assert_oracle3_on_two_bands(model, cfg: str) -> None:
+    """Oracle 3 on the two-band scene (sky with a negative prompt over grass), at guidance 1 or full CFG 2.5."""
+    import dataclasses
+
+    sky, grass = two_bands()
+    brushes = [dataclasses.replace(sky, negative_prompt="dark"), grass]
+    opts = {"guidance_scale": 2.5} if cfg == "full" else {}
+    assert_flushed_stream_equals_generate(model, brushes, 7, cfg=cfg, **opts)
+
+
+def build_set_with_lora(root) -> object:
+    """build-engines of ``root/model`` with the LoRA in ``root/lora`` fused at 0.7 (2 layers, 2 steps, ONNX);
+    the set's folder."""
+    from semdraw.build_engines import cli
+
+    out = root / "set"
+    assert cli.main(["--model", str(root / "model"), "--lora", f"{root / 'lora'}:0.7", "--layers", "2",
+                     "--steps", "2", "--backend", "onnx", "--out", str(out)]) == 0  # fmt: skip
+    return out
+
+
 def add_random_lora(module: torch.nn.Module, seed: int) -> None:
     """A random (non-zero) PEFT LoRA on a denoiser's attention projections, as adapter "default"."""
     from peft import LoraConfig

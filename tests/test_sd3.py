@@ -3,8 +3,6 @@ on), the stream (oracle 3), a fused transformer LoRA (oracle 5) and its engine s
 
 from __future__ import annotations
 
-import dataclasses
-
 import diffusers
 import numpy as np
 import pytest
@@ -13,7 +11,13 @@ import torch
 import semdraw
 from semdraw.tiny import make_tiny_sd3_pipeline
 
-from .conftest import add_random_lora, assert_flushed_stream_equals_generate, assert_streams_agree, two_bands
+from .conftest import (
+    add_random_lora,
+    assert_oracle3_on_two_bands,
+    assert_streams_agree,
+    build_set_with_lora,
+    two_bands,
+)
 
 
 def tiny_sd3(tmp_path, t5=False):
@@ -58,19 +62,13 @@ def test_conditioning_t5_off_is_zeros_after_the_clip_tokens(sd3):
 
 @pytest.mark.parametrize("cfg", ["none", "full"])
 def test_oracle3_stream_after_a_flush_equals_generate(sd3, cfg):
-    _, model = sd3
-    sky, grass = two_bands()
-    brushes = [dataclasses.replace(sky, negative_prompt="dark"), grass]
-    opts = {"guidance_scale": 2.5} if cfg == "full" else {}
-    assert_flushed_stream_equals_generate(model, brushes, 7, cfg=cfg, **opts)
+    assert_oracle3_on_two_bands(sd3[1], cfg)
 
 
 @pytest.fixture(scope="module")
 def sd3_set(tmp_path_factory):
     """A tiny SD3 saved with a random PEFT LoRA on its transformer, and its engine set (LoRA fused at 0.7)."""
     from peft.utils import get_peft_model_state_dict
-
-    from semdraw.build_engines import cli
 
     root = tmp_path_factory.mktemp("sd3-set")
     pipe = make_tiny_sd3_pipeline(root / "src")
@@ -80,10 +78,7 @@ def sd3_set(tmp_path_factory):
         root / "lora", transformer_lora_layers=get_peft_model_state_dict(pipe.transformer)
     )
     pipe.transformer.set_adapters(["default"], weights=[0.7])
-    out = root / "set"
-    assert cli.main(["--model", str(root / "model"), "--lora", f"{root / 'lora'}:0.7", "--layers", "2",
-                     "--steps", "2", "--backend", "onnx", "--out", str(out)]) == 0  # fmt: skip
-    return root, out, pipe
+    return root, build_set_with_lora(root), pipe
 
 
 def test_oracle5_fused_transformer_lora_equals_the_unfused_adapter(sd3_set):

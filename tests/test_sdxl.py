@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import diffusers
 import numpy as np
 import pytest
@@ -16,7 +14,13 @@ from semdraw.families.sdxl import SCHEDULER_CONFIG, time_ids
 from semdraw.generation import plan_tiles
 from semdraw.tiny import make_tiny_sdxl_pipeline
 
-from .conftest import add_random_lora, assert_flushed_stream_equals_generate, assert_streams_agree, two_bands
+from .conftest import (
+    add_random_lora,
+    assert_oracle3_on_two_bands,
+    assert_streams_agree,
+    build_set_with_lora,
+    two_bands,
+)
 
 SCHEDULERS = {  # the accelerators' samplers: Lightning (Euler trailing), Hyper-SD (DDIM trailing), LCM
     "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
@@ -92,11 +96,7 @@ def test_a_wide_canvas_gives_each_tile_its_crop_offset(sdxl):
 
 @pytest.mark.parametrize("cfg", ["none", "full"])
 def test_oracle3_stream_after_a_flush_equals_generate(sdxl, cfg):
-    _, model = sdxl
-    sky, grass = two_bands()
-    brushes = [dataclasses.replace(sky, negative_prompt="dark"), grass]
-    opts = {"guidance_scale": 2.5} if cfg == "full" else {}
-    assert_flushed_stream_equals_generate(model, brushes, 7, cfg=cfg, **opts)
+    assert_oracle3_on_two_bands(sdxl[1], cfg)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,6 @@ def sdxl_set(tmp_path_factory):
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    from semdraw.build_engines import cli
-
     root = tmp_path_factory.mktemp("sdxl-set")
     pipe = make_tiny_sdxl_pipeline(root / "src")
     pipe.save_pretrained(root / "model")
@@ -114,10 +112,7 @@ def sdxl_set(tmp_path_factory):
     lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     diffusers.StableDiffusionXLPipeline.save_lora_weights(root / "lora", unet_lora_layers=lora)
     pipe.unet.set_adapters(["default"], weights=[0.7])
-    out = root / "set"
-    assert cli.main(["--model", str(root / "model"), "--lora", f"{root / 'lora'}:0.7", "--layers", "2",
-                     "--steps", "2", "--backend", "onnx", "--out", str(out)]) == 0  # fmt: skip
-    return root, out, pipe
+    return root, build_set_with_lora(root), pipe
 
 
 def test_oracle5_fused_lora_equals_the_unfused_adapter(sdxl_set):
