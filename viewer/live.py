@@ -316,18 +316,16 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         raise SemdrawError(f"--background {args.background}: no such image file")
     palette = Palette.load(args.palette) if args.palette else None
     engines = args.engines
-    if engines is None and args.backend in ENGINE_BACKENDS:  # --model on an engine backend: build the set once
+    if engines is None:  # a model: its canvas is checked before any weights load or any set is built
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
         semdraw.loading.check_canvas(args.model, height, width)
-        engines = cached_engine_set(args.model, height, width, args.layers, args.backend)
+        if args.backend in ENGINE_BACKENDS:  # on an engine backend: build the model's set once, then reuse it
+            engines = cached_engine_set(args.model, height, width, args.layers, args.backend)
     if engines is not None:
         # The set's own text encoders: the source model is not loaded.
         stream = semdraw.Stream(engines, backend=args.backend, seed_step=0)
     else:
-        height = args.height or (palette.height if palette else None)
-        width = args.width or (palette.width if palette else None)
-        semdraw.loading.check_canvas(args.model, height, width)  # before any weights load
         model = semdraw.load_model(args.model)
         # seed_step=0: every image gets the same noise, so the picture holds still while nothing is edited.
         stream = semdraw.Stream(model, height=height, width=width, layers=args.layers, backend=args.backend,
