@@ -204,7 +204,7 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
 
 def time_idle(stream: Any, frames: int) -> dict[str, float]:
     """CPU and wall time of an idle frame: seed_step 0, nothing edited for longer than the pipeline is deep."""
-    stream.seed_step = 0
+    seed_step, stream.seed_step = stream.seed_step, 0
     stream.flush()
     for _ in range(stream.steps + 1):
         stream()
@@ -216,7 +216,7 @@ def time_idle(stream: Any, frames: int) -> dict[str, float]:
         stream()
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - t0)
-    stream.seed_step = 1
+    stream.seed_step = seed_step
     return {"cpu_ms_per_frame": _median_ms(cpu), "ms_per_frame": _median_ms(wall),
             "rows_per_frame": (stream.rows_computed - rows_before) / frames}  # fmt: skip
 
