@@ -223,7 +223,7 @@ def build(args: argparse.Namespace) -> Path:
             vae_scaling_factor=scale, vae_shift_factor=shift, tools=tools, networks=entries,
             rebuild=rebuild_command(request, out, args.workspace_gb), text=text,
             bootstrap_steps=model.defaults.bootstrap_steps, source_key=source_key, fused_loras=tuple(model.loras),
-            sampler_params=dict(model.sampler_params),
+            sampler_params=dict(model.sampler_params), bootstrap_mix_steps=model.defaults.bootstrap_mix_steps,
         )  # fmt: skip
         (tmp / MANIFEST).write_text(manifest.to_json())
         _swap_into_place(tmp, out)

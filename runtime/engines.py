@@ -167,6 +167,7 @@ class Manifest:
     format: int = FORMAT_VERSION
     # every LoRA baked into the exported networks: the preset's own (toy, sd15: their LCM-LoRAs) and --lora's
     fused_loras: tuple[tuple[str, float], ...] = ()
+    bootstrap_mix_steps: float = 1.0  # the model's default (SamplingDefaults.bootstrap_mix_steps); 1 before it was recorded
 
     def rebuild_line(self, folder: str | Path, **changes: Any) -> str:
         """The recorded build command for this set at ``folder`` (it may have moved), with ``changes``."""

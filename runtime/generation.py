@@ -207,7 +207,7 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     bootstrap_steps: int | None = None,
-    bootstrap_mix_steps: float = 1.0,
+    bootstrap_mix_steps: float | None = None,
     centre_steps: int | None = None,
     mask_type: str = "discrete",
     cover_alpha: float | None = 0.3,
@@ -226,7 +226,7 @@ def generate(
     the default when guidance_scale > 1: a negative pass per layer and step; ``self`` / ``initialize``:
     StreamDiffusion's residual CFG, :class:`semdraw.step.Guidance`). A ``generator`` is consumed as diffusers' pipelines consume it
     (initial latents, then one draw per re-noising). ``bootstrap_steps`` defaults to the model's
-    (``model.defaults``), ``centre_steps`` to ``bootstrap_steps``. Canvases larger than ``tile_size``
+    (``model.defaults``), as does ``bootstrap_mix_steps``; ``centre_steps`` to ``bootstrap_steps``. Canvases larger than ``tile_size``
     (default: the native size) are split into overlapping tiles whose denoiser calls are batched
     (``max_batch`` items at most per call; default all). Returns a PIL image (``output_type="np"``: HxWx3
     uint8, ``"latent"``: the final latent).

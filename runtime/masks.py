@@ -197,14 +197,16 @@ EDGE_TOUCH = 0.5  # mask value at the border from which a region counts as touch
 
 
 def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
-    """(dy, dx) that moves the centre of the mask's bounding box (pixels > 0) to the frame centre, on each
-    axis where the region touches neither edge of the frame (``EDGE_TOUCH``).
+    """(dy, dx) that moves the centre of the mask's bounding box (pixels > 0) to the frame centre, unless the
+    region touches the frame's edges on both axes (``EDGE_TOUCH``).
 
-    A region that touches an edge keeps touching it: shifted away, the edge would sit inside the frame,
-    beside the bootstrap fill, and the model paints it as a boundary (a stripe at the canvas border once
-    shifted back). A box off both edges fits the frame when centred, so the roll never wraps the region
-    (a box that only grazes an edge loses at most its faint rim across it). An empty mask needs no
-    shift: (0, 0).
+    A region cut by edges on both axes is scenery (a band, a corner, a full-canvas backdrop): shifted, its
+    cut sides would sit inside the frame beside the bootstrap fill and the model would paint them as
+    boundaries (a stripe at the canvas border once shifted back), so it keeps its place. Any other region
+    is centred, one cut by a single edge too (an object against the border: the model draws it whole in
+    the centre, and shifting back crops it at the edge). A centred box fits the frame, so what the roll
+    brings in lies outside the region; in the bootstrap steps that strip holds the fill, as padding would.
+    An empty mask needs no shift: (0, 0).
     """
     ys, xs = torch.nonzero(mask > 0, as_tuple=True)
     if ys.numel() == 0:
@@ -212,15 +214,16 @@ def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
     h, w = mask.shape[-2:]
     m = mask.reshape(h, w)
     # touching: at least half of an edge latent pixel painted (a brush that merely comes near the edge, whose
-    # area-averaged latent mask grazes the border, is still centred)
+    # area-averaged latent mask grazes the border, does not count)
     touch_y = bool(m[0].max() >= EDGE_TOUCH or m[-1].max() >= EDGE_TOUCH)
     touch_x = bool(m[:, 0].max() >= EDGE_TOUCH or m[:, -1].max() >= EDGE_TOUCH)
+    if touch_y and touch_x:
+        return 0, 0
 
-    def along(lo: int, hi: int, size: int, touches: bool) -> int:  # hi exclusive
-        return 0 if touches else int(round(size / 2 - (lo + hi) / 2))
+    def along(lo: int, hi: int, size: int) -> int:  # hi exclusive
+        return int(round(size / 2 - (lo + hi) / 2))
 
-    return (along(int(ys.min()), int(ys.max()) + 1, h, touch_y),
-            along(int(xs.min()), int(xs.max()) + 1, w, touch_x))  # fmt: skip
+    return along(int(ys.min()), int(ys.max()) + 1, h), along(int(xs.min()), int(xs.max()) + 1, w)
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

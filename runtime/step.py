@@ -81,14 +81,15 @@ class SamplingOptions:
     """
 
     bootstrap_steps: int | None = None  # first steps with the white bootstrap fill (default: the model's)
-    bootstrap_mix_steps: float = 1.0  # steps over which the fill fades from white to the current latent
+    bootstrap_mix_steps: float | None = None  # steps over which the fill fades to the current latent (default: the model's)
     centre_steps: int | None = None  # first steps with mask centring (default: bootstrap_steps)
     mask_type: str = "discrete"  # quantization of masks against noise levels (see semdraw.masks)
     cover_alpha: float | None = 0.3  # later brushes dim earlier ones by this factor (None: no occlusion)
 
     def resolved(self, defaults: SamplingDefaults) -> SamplingOptions:
         bootstrap = defaults.bootstrap_steps if self.bootstrap_steps is None else self.bootstrap_steps
-        out = replace(self, bootstrap_steps=bootstrap,
+        mix = defaults.bootstrap_mix_steps if self.bootstrap_mix_steps is None else self.bootstrap_mix_steps
+        out = replace(self, bootstrap_steps=bootstrap, bootstrap_mix_steps=float(mix),
                       centre_steps=bootstrap if self.centre_steps is None else self.centre_steps)  # fmt: skip
         out.check()
         return out
@@ -99,7 +100,7 @@ class SamplingOptions:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
-        if not self.bootstrap_mix_steps >= 0:
+        if self.bootstrap_mix_steps is not None and not self.bootstrap_mix_steps >= 0:
             raise ConfigError(f"bootstrap_mix_steps must be >= 0, got {self.bootstrap_mix_steps}")
         if self.mask_type not in M.MASK_TYPES:
             raise ConfigError(f"mask_type must be one of {M.MASK_TYPES}, got {self.mask_type!r}")
@@ -108,6 +109,7 @@ class SamplingOptions:
 
     def white_share(self, k: int) -> float:
         """r_k: how much white (vs the current latent) the bootstrap fill holds at step k."""
+        assert self.bootstrap_mix_steps is not None, "resolve the options against the model's defaults first"
         return min(1.0, max(0.0, self.bootstrap_mix_steps - k))
 
 

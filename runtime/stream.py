@@ -178,7 +178,7 @@ class Stream:
         device: str | torch.device | None = None,
         model: Model | None = None,
         bootstrap_steps: int | None = None,
-        bootstrap_mix_steps: float = 1.0,
+        bootstrap_mix_steps: float | None = None,
         centre_steps: int | None = None,
         mask_type: str = "discrete",
         cover_alpha: float | None = 0.3,
@@ -240,7 +240,8 @@ class Stream:
             self.prompts = model.prompts if model is not None else engines.prompts or load_prompt_encoder(engines.path, man)
             if model is not None:
                 _check_text_encoder_pairing(model, engines)
-            defaults = SamplingDefaults(timesteps=req.timesteps, bootstrap_steps=man.bootstrap_steps)
+            defaults = SamplingDefaults(timesteps=req.timesteps, bootstrap_steps=man.bootstrap_steps,
+                                        bootstrap_mix_steps=man.bootstrap_mix_steps)  # fmt: skip
             factor = req.height // man.latent_height
             self.sched = schedule_for(man.sampler, man.scheduler_config, defaults, self.family, steps, timesteps,
                                       man.sampler_params)  # fmt: skip

@@ -148,21 +148,29 @@ def test_centring_shift_and_inverse():
     assert masks.centring_shift(torch.zeros(8, 8)) == (0, 0)
 
 
-def test_centring_never_moves_a_region_off_a_canvas_edge_it_touches():
-    """An edge-touching region is not shifted along that axis (its edge would land inside the frame and be
-    painted as a boundary); along the other axis it is centred, and a centred box never wraps."""
-    m = torch.zeros(8, 8)
-    m[0:2, 1:3] = 1  # touches the top edge only: centred horizontally
-    assert masks.centring_shift(m) == (0, 2)
+def test_centring_keeps_scenery_in_place_and_centres_objects_cut_by_one_edge():
+    """A region touching edges on both axes (band, corner, backdrop) is not shifted: its cut sides would
+    land inside the frame and be painted as boundaries. A region cut by one edge only (an object against
+    the border) is centred like any other, and a centred box never wraps."""
     band = torch.zeros(8, 8)
     band[:, :3] = 1  # a left band spanning the height: touches three edges
     assert masks.centring_shift(band) == (0, 0)
+    corner = torch.zeros(8, 8)
+    corner[:4, 4:] = 1  # the top-right quadrant
+    assert masks.centring_shift(corner) == (0, 0)
+    top = torch.zeros(8, 8)
+    top[0:2, 1:3] = 1  # against the top edge only: centred on both axes
+    assert masks.centring_shift(top) == (3, 2)
+    right = torch.zeros(8, 8)
+    right[3:5, 6:] = 1  # against the right edge only
+    assert masks.centring_shift(right) == (0, -3)
     near = torch.zeros(8, 8)
-    near[0:3, 1:3] = 1.0
-    near[0, 1:3] = 0.3  # a disc near the top edge: its area-averaged rim grazes the border, under half a pixel
-    assert masks.centring_shift(near) == (2, 2)
-    for y0, y1, x0, x1 in [(1, 4, 2, 7), (3, 7, 1, 2), (1, 7, 1, 7)]:  # off every edge: centred, never wrapped
-        box = torch.zeros(8, 8)
+    near[0:3, 1:5] = 1.0
+    near[0, 1:5] = 0.3  # near the top edge: its area-averaged rim grazes the border, under half a pixel
+    near[3:8, 2:4] = 0.3  # and a faint tail down to the bottom edge: still touching no edge
+    assert masks.centring_shift(near) == (0, 1)
+    for y0, y1, x0, x1 in [(1, 4, 2, 7), (3, 7, 1, 2), (1, 7, 1, 7), (0, 3, 2, 5), (2, 5, 5, 8)]:
+        box = torch.zeros(8, 8)  # off every edge, or against one: centred, never wrapped
         box[y0:y1, x0:x1] = 1
         moved = masks.shift(box, *masks.centring_shift(box))
         ys, xs = torch.nonzero(moved, as_tuple=True)

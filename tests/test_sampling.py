@@ -158,6 +158,10 @@ def test_sampling_options_resolve_against_the_model_defaults_and_check_once():
     opts = SamplingOptions().resolved(SamplingDefaults(bootstrap_steps=2))
     assert (opts.bootstrap_steps, opts.centre_steps) == (2, 2)  # centring follows the bootstrap steps
     assert SamplingOptions(centre_steps=0).resolved(SamplingDefaults()).centre_steps == 0
+    assert opts.bootstrap_mix_steps == 1.0  # the family default: white at the first step only
+    mixed = SamplingDefaults(bootstrap_steps=2, bootstrap_mix_steps=2.0)
+    assert [SamplingOptions().resolved(mixed).white_share(k) for k in range(3)] == [1.0, 1.0, 0.0]
+    assert SamplingOptions(bootstrap_mix_steps=0.5).resolved(mixed).bootstrap_mix_steps == 0.5  # asked wins
     assert [SamplingOptions(bootstrap_mix_steps=1.5).white_share(k) for k in range(3)] == [1.0, 0.5, 0.0]
     for bad, match in (({"bootstrap_steps": -1}, "bootstrap_steps"), ({"centre_steps": 1.5}, "centre_steps"),
                        ({"mask_type": "soft"}, "mask_type"), ({"cover_alpha": 2}, "cover_alpha"),

@@ -61,7 +61,7 @@ def test_scene_set_covers_the_required_kinds():
     sc = fidelity.scenes()
     assert len(sc) >= 12 and all(2 <= len(s.brushes) + bool(s.background_prompt) <= 5 for s in sc)
     kinds = {k for s in sc for k in s.kinds}
-    assert {"regions", "thin stroke", "small off-centre", "soft overlap", "background prompt"} <= kinds
+    assert {"regions", "thin stroke", "small off-centre", "soft overlap", "background prompt", "canvas edge"} <= kinds
 
 
 # ---------------------------------------------------------------- the shipped weights
@@ -157,18 +157,23 @@ def test_the_preset_fuses_the_shipped_lcm_lora_into_the_base_unet(toy):
 
 
 def test_toy_sampling_defaults_are_what_generate_and_the_stream_use(toy):
-    """The preset's measured defaults (LCM's 2 steps, 2 centred bootstrap steps) reach every caller."""
-    assert toy.defaults == semdraw.SamplingDefaults(timesteps=semdraw.toy.TIMESTEPS, bootstrap_steps=2)
+    """The preset's measured defaults (LCM's 2 steps, 2 centred bootstrap steps, a white fill at both)
+    reach every caller."""
+    assert toy.defaults == semdraw.SamplingDefaults(timesteps=semdraw.toy.TIMESTEPS, bootstrap_steps=2,
+                                                    bootstrap_mix_steps=2.0)  # fmt: skip
     assert toy.schedule().timesteps.tolist() == toy.schedule(steps=2).timesteps.tolist() == [999, 499]
     scene = fidelity.scenes()[6]  # a small red circle top-left in blue sky: centring changes the image
     brushes = [semdraw.Brush(b.prompt, b.mask) for b in scene.brushes]
     default = semdraw.generate(toy, brushes, seed=1, output_type="latent")
     explicit = semdraw.generate(toy, brushes, seed=1, steps=2, bootstrap_steps=2, centre_steps=2,
-                                output_type="latent")  # fmt: skip
+                                bootstrap_mix_steps=2.0, output_type="latent")  # fmt: skip
     other = semdraw.generate(toy, brushes, seed=1, steps=2, bootstrap_steps=1, output_type="latent")
+    faded = semdraw.generate(toy, brushes, seed=1, bootstrap_mix_steps=1.0, output_type="latent")
     assert torch.equal(default, explicit) and not torch.allclose(default, other)
+    assert not torch.allclose(default, faded)
     stream = semdraw.Stream(toy, layers=2, seed=0)
     assert stream.steps == 2 and (stream.bootstrap_steps, stream.centre_steps) == (2, 2)
+    assert stream.options.bootstrap_mix_steps == 2.0
 
 
 def test_models_without_a_preset_keep_the_family_defaults(tiny_model):
@@ -191,13 +196,18 @@ def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, ca
     # the full-method row runs generate()'s defaults, which centre 2 steps: the same images, the same scores
     full, centred_2 = fid["ablation"][-1], fid["centring"][-1]
     assert {k: v for k, v in full.items() if k != "variant"} == {k: v for k, v in centred_2.items() if k != "variant"}
+    assert [r["variant"].split("over ")[1] for r in fid["bootstrap_mix"]] == ["0.5 steps", "1 step", "1.5 steps", "2 steps"]
+    assert fid["bootstrap_mix_steps"] == 2.0  # so the last fill row is the defaults, as the full-method row
+    assert {k: v for k, v in full.items() if k != "variant"} == {k: v for k, v in fid["bootstrap_mix"][-1].items()
+                                                                  if k != "variant"}  # fmt: skip
     held = fid["held_out"]  # other layouts, other seeds
     assert held["seeds"] == [fidelity.HELD_OUT_SEED0] and held["scenes"] == len(fidelity.held_out_scenes())
     assert len(held["ablation"]) == 4 and set(held["ablation"][-1]["kinds"]) >= {"canvas edge", "panorama"}
+    assert len(held["bootstrap_mix"]) == 4
     assert bench.main(["fidelity", "--seeds", "0"]) == 2  # a clear error, not an empty table
 
 
-def test_the_held_out_split_is_disjoint_and_has_every_composition_the_tuning_split_lacks():
+def test_the_held_out_split_is_disjoint_and_has_the_compositions_users_paint():
     tuning, held = fidelity.scenes(), fidelity.held_out_scenes()
     assert not {s.name for s in tuning} & {s.name for s in held}
     layouts = {tuple(b.mask.tobytes() for b in s.brushes) for s in tuning}
@@ -290,3 +300,19 @@ def test_bands_touching_the_canvas_edge_have_no_edge_stripe(toy):
     bands' interiors, with the model's default (centred) bootstrap steps."""
     edge, interior = edge_and_interior_accuracy(toy, range(4))
     assert interior > 0.8 and edge >= interior - 0.1, (edge, interior)
+
+
+def test_an_object_against_the_canvas_edge_is_centred_and_drawn(toy):
+    """A brush cut by one canvas edge is centred like any object (only scenery cut on both axes keeps its
+    place), so the object's colour fills its mask; uncentred, the model paints its usual centred object
+    elsewhere and the edge region stays empty."""
+    mask = fidelity.rect(0.3, 0.0, 0.6, 0.3)  # against the left edge only
+    scene = fidelity.Scene("edge", (fidelity._scene("green grass", ~mask), fidelity._obj("red", "square", mask)))
+    brushes = [semdraw.Brush(b.prompt, b.mask) for b in scene.brushes]
+
+    def present(**options):
+        return [fidelity.score_image(semdraw.generate(toy, brushes, seed=seed, output_type="np", **options),
+                                     scene)["presence"][0] for seed in range(4)]  # fmt: skip
+
+    assert sum(present()) >= 3
+    assert sum(present(centre_steps=0)) <= 1

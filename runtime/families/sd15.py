@@ -41,7 +41,8 @@ def toy_preset(folder: Path) -> Preset:
     return Preset(source=str(folder / "base"), loras=((str(folder / "lcm_lora"), 1.0),), sampler="lcm",
                   closed_vocabulary=partial(toy.known_words, folder),
                   defaults=SamplingDefaults(timesteps=tuple(float(t) for t in defaults["timesteps"]),
-                                            bootstrap_steps=int(defaults["bootstrap_steps"])))  # fmt: skip
+                                            bootstrap_steps=int(defaults["bootstrap_steps"]),
+                                            bootstrap_mix_steps=float(defaults.get("bootstrap_mix_steps", 1.0))))  # fmt: skip
 
 
 def folder_preset(folder: Path) -> Preset | None:

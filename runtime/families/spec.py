@@ -46,11 +46,13 @@ class SamplingDefaults:
     """A model's measured best sampling settings, used wherever a caller leaves them out.
 
     ``timesteps``: the default schedule (None: the family's ``default_steps`` as the scheduler picks them);
-    ``bootstrap_steps``: steps with the white bootstrap fill, and (unless told otherwise) with mask centring.
+    ``bootstrap_steps``: steps with the white bootstrap fill, and (unless told otherwise) with mask centring;
+    ``bootstrap_mix_steps``: steps over which that fill fades from white to the current latent (r_k).
     """
 
     timesteps: tuple[float, ...] | None = None
     bootstrap_steps: int = 1
+    bootstrap_mix_steps: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -66,21 +66,24 @@ def fidelity(args: argparse.Namespace) -> int:
     n_scenes = len(F.scenes())
     sched = model.schedule(steps=args.steps)
     timesteps = [int(t) for t in sched.timesteps.tolist()]
-    log.info("fidelity: model %s, %d scenes x %d seeds, %d steps (timesteps %s), bootstrap steps %s",
-             args.model, n_scenes, len(seeds), sched.steps, timesteps, model.defaults.bootstrap_steps)  # fmt: skip
+    log.info("fidelity: model %s, %d scenes x %d seeds, %d steps (timesteps %s), bootstrap steps %s, fill "
+             "fading over %g steps", args.model, n_scenes, len(seeds), sched.steps, timesteps,
+             model.defaults.bootstrap_steps, model.defaults.bootstrap_mix_steps)  # fmt: skip
     from tqdm.auto import tqdm
 
     if args.guidance is not None:
         return _guidance_table(model, args, seeds, F.guidance_variants(args.guidance), started)
-    centring_rows = F.centring_variants(sched.steps)
-    variants = list(F.ABLATION) + list(centring_rows)
+    tables = {"ablation": F.ABLATION, "centring": F.centring_variants(sched.steps),
+              "bootstrap_mix": F.mix_variants(sched.steps)}
+    variants = [v for rows in tables.values() for v in rows]
     held_out, held_seeds = F.held_out_scenes(), [F.HELD_OUT_SEED0 + s for s in seeds]
     splits = {}
     for split, scene_set, split_seeds in (("tuning", F.scenes(), seeds), ("held-out", held_out, held_seeds)):
         rows = [F.evaluate(model, v, split_seeds, steps=args.steps, scene_set=scene_set)
                 for v in tqdm(variants, desc=f"variants ({split})")]  # fmt: skip
-        splits[split] = {"seeds": split_seeds, "scenes": len(scene_set), "ablation": rows[: len(F.ABLATION)],
-                         "centring": rows[len(F.ABLATION) :]}  # fmt: skip
+        splits[split] = {"seeds": split_seeds, "scenes": len(scene_set)}
+        for name, table in tables.items():
+            splits[split][name], rows = rows[: len(table)], rows[len(table) :]
     for split, result in splits.items():
         print(f"\nTable 5 ablation, {split} split ({args.model} model, {sched.steps} steps {timesteps}, "
               f"{model.defaults.bootstrap_steps} bootstrap steps where used; {result['scenes']} scenes x seeds "
@@ -88,6 +91,8 @@ def fidelity(args: argparse.Namespace) -> int:
         print(F.markdown_table(result["ablation"]))
         print(f"\nCentring, {split} split: how many of the first steps are centred (bootstrap steps = max(1, centred)):\n")
         print(F.markdown_table(result["centring"]))
+        print(f"\nBootstrap fill, {split} split: over how many steps it fades from white to the current latent:\n")
+        print(F.markdown_table(result["bootstrap_mix"]))
     default = splits["held-out"]["ablation"][-1]
     print("\nThe defaults on the held-out split, per scene kind:\n")
     print(F.kinds_table(default["kinds"]))
@@ -96,8 +101,10 @@ def fidelity(args: argparse.Namespace) -> int:
     if args.json:
         tuning = splits["tuning"]
         payload = {"model": args.model, "seeds": seeds, "steps": sched.steps, "timesteps": timesteps,
-                   "bootstrap_steps": model.defaults.bootstrap_steps, "scenes": n_scenes,
-                   "ablation": tuning["ablation"], "centring": tuning["centring"], "held_out": splits["held-out"],
+                   "bootstrap_steps": model.defaults.bootstrap_steps,
+                   "bootstrap_mix_steps": model.defaults.bootstrap_mix_steps, "scenes": n_scenes,
+                   "ablation": tuning["ablation"], "centring": tuning["centring"],
+                   "bootstrap_mix": tuning["bootstrap_mix"], "held_out": splits["held-out"],
                    "seconds": elapsed}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
@@ -404,7 +411,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Scores every ablation variant of region-based generation on the toy model's "
                                    "fixed scene set (strict nearest-reference-colour accuracy per brush region).")  # fmt: skip
     f.add_argument("--model", default="toy", help="a model with the toy vocabulary (default: toy)")
-    f.add_argument("--seeds", type=int, default=4, help="seeds per scene (default: 4)")
+    f.add_argument("--seeds", type=int, default=8, help="seeds per scene (default: 8)")
     f.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     f.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     f.add_argument("--guidance", type=float, default=None, metavar="W",

@@ -21,14 +21,21 @@ TEMPLATE = Path(architecture.__file__).resolve().parent / "card_template.md"
 
 
 def fidelity_tables(fid: dict) -> str:
-    text = (f"Table 5 ablation, tuning split ({fid['scenes']} scenes × {len(fid['seeds'])} seeds):\n\n"
-            f"{markdown_table(fid['ablation'])}\n\nCentring the first N steps (bootstrap steps = max(1, N)):\n\n"
-            f"{markdown_table(fid['centring'])}")  # fmt: skip
+    def split_tables(result: dict, split: str) -> str:
+        text = (f"{markdown_table(result['ablation'])}\n\nCentring the first N steps, {split} split (bootstrap "
+                f"steps = max(1, N)):\n\n{markdown_table(result['centring'])}")  # fmt: skip
+        if "bootstrap_mix" in result:
+            text += (f"\n\nBootstrap fill, {split} split: over how many steps it fades from white to the current "
+                     f"latent:\n\n{markdown_table(result['bootstrap_mix'])}")  # fmt: skip
+        return text
+
+    text = f"Table 5 ablation, tuning split ({fid['scenes']} scenes × {len(fid['seeds'])} seeds):\n\n"
+    text += split_tables(fid, "tuning")
     held = fid.get("held_out")
     if held:
         seeds = f"seeds {held['seeds'][0]}-{held['seeds'][-1]}"
         text += (f"\n\nTable 5 ablation, held-out split ({held['scenes']} other scenes × {seeds}):\n\n"
-                 f"{markdown_table(held['ablation'])}\n\nCentring, held-out split:\n\n{markdown_table(held['centring'])}\n\n"
+                 f"{split_tables(held, 'held-out')}\n\n"
                  f"The defaults on the held-out split, per scene kind:\n\n{kinds_table(held['ablation'][-1]['kinds'])}")  # fmt: skip
     return text
 
@@ -49,6 +56,7 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
         ["| scene | RGB |", "|---|---|"] + [f"| {k} | {tuple(v)} |" for k, v in world.SCENES.items()]
     )
     distill = markdown_table(comparison) if comparison else "(not measured)"
+    held = fid.get("held_out") or {}
     timings = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in t["timings_s"].items())
     return TEMPLATE.read_text().format(
         size_mb=f"{size_mb:.1f}", colors_table=colors, scenes_table=scenes, shapes=", ".join(vocab["shapes"]),
@@ -64,7 +72,10 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
         distilled_from="distilled in the same run" if t.get("distilled_from", "this run") == "this run"
         else "distilled with `--from-base` from the base weights of the run above",
         distill_table=distill, bench_seeds=len(fid["seeds"]), fidelity_tables=fidelity_tables(fid),
-        bench_schedule=f"{fid['steps']} LCM steps {fid.get('timesteps', '')}, {fid.get('bootstrap_steps', 1)} bootstrap steps",
+        bench_scenes=fid["scenes"], held_scenes=held.get("scenes", "-"),
+        held_seeds=f"{held['seeds'][0]}-{held['seeds'][-1]}" if held else "-",
+        bench_schedule=f"{fid['steps']} LCM steps {fid.get('timesteps', '')}, {fid.get('bootstrap_steps', 1)} bootstrap "
+                       f"steps, the fill fading over {fid.get('bootstrap_mix_steps', 1):g} steps",
     )  # fmt: skip
 
 

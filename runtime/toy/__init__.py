@@ -19,7 +19,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE_DIR = WEIGHTS_DIR / "base"
 LORA_DIR = WEIGHTS_DIR / "lcm_lora"
 VOCABULARY_FILE = WEIGHTS_DIR / "vocabulary.json"
-DEFAULTS_FILE = "defaults.json"  # in a toy model folder: {"timesteps": [...], "bootstrap_steps": n, "chosen_by"}
+# in a toy model folder: {"timesteps": [...], "bootstrap_steps": n, "bootstrap_mix_steps": r (1 if absent), "chosen_by"}
+DEFAULTS_FILE = "defaults.json"
 
 
 def is_model_folder(folder: str | Path) -> bool:
@@ -44,7 +45,7 @@ def known_words(folder: Path = WEIGHTS_DIR) -> frozenset[str]:
 
 
 def sampling_defaults(folder: Path = WEIGHTS_DIR) -> dict:
-    """The folder's ``defaults.json``: the schedule and bootstrap steps its preset applies."""
+    """The folder's ``defaults.json``: the schedule and bootstrap settings its preset applies."""
     return _read_json(Path(folder) / DEFAULTS_FILE)
 
 

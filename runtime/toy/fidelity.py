@@ -87,10 +87,11 @@ def scene_words() -> frozenset[str]:
 
 
 def scenes() -> list[Scene]:
-    """The fixed scene set: large regions, thin strokes, small off-centre objects, soft overlaps,
-    and full-canvas background prompts under foreground brushes."""
+    """The tuning split: large regions, thin strokes, small off-centre objects, soft overlaps, full-canvas
+    background prompts under foreground brushes, and objects against the canvas edge."""
     top, bottom = rect(0, 0, 0.5, 1), rect(0.5, 0, 1, 1)
     left, right = rect(0, 0, 1, 0.5), rect(0, 0.5, 1, 1)
+    top_triangle, left_circle = rect(0, 0.25, 0.3, 0.55), disc(0.6, 0.12, 0.12)
     return [
         Scene("sky over grass", (_scene("blue sky", top), _scene("green grass", bottom)), kinds=("regions",)),
         Scene("sand | water", (_scene("beach sand", left), _scene("deep water", right)), kinds=("regions",)),
@@ -182,6 +183,16 @@ def scenes() -> list[Scene]:
             (_scene("green grass", rect(0.65, 0, 1, 1)), _obj("red", "triangle", rect(0.1, 0.3, 0.55, 0.75))),
             background_prompt="blue sky",
             kinds=("background prompt",),
+        ),  # fmt: skip
+        Scene(
+            "cyan triangle against the top edge over water",
+            (_scene("deep water", ~top_triangle), _obj("cyan", "triangle", top_triangle)),
+            kinds=("canvas edge",),
+        ),  # fmt: skip
+        Scene(
+            "green circle against the left edge on sand",
+            (_scene("beach sand", ~left_circle), _obj("green", "circle", left_circle)),
+            kinds=("canvas edge",),
         ),  # fmt: skip
     ]
 
@@ -334,6 +345,15 @@ def guidance_variants(scale: float) -> tuple[Variant, ...]:
     )  # fmt: skip
 
 
+def mix_variants(steps: int) -> tuple[Variant, ...]:
+    """The full method with the bootstrap fill fading from white to the current latent over m steps,
+    m = 0.5, 1, ..., steps (r_k = clip(m − k, 0, 1); m = steps: white at every bootstrap step)."""
+    return tuple(
+        Variant(f"full method, fill fades over {m:g} step{'s' if m != 1 else ''}", dict(bootstrap_mix_steps=m))
+        for m in (h / 2 for h in range(1, 2 * steps + 1))
+    )  # fmt: skip
+
+
 def centring_variants(steps: int) -> tuple[Variant, ...]:
     """The full method centring the first c steps, c = 0..steps (bootstrap steps = max(1, c))."""
     return tuple(
@@ -381,13 +401,15 @@ def evaluate_choice(choice: SamplerChoice, seeds: list[int], weights: Path | Non
     row does not depend on the preset's own defaults."""
     import semdraw
 
-    from . import WEIGHTS_DIR
+    from . import WEIGHTS_DIR, sampling_defaults
 
     weights = weights or WEIGHTS_DIR
     model = semdraw.load_model(str(weights / "base"), loras=[str(weights / "lcm_lora")] if choice.lora else [],
                                device="cpu", sampler=choice.sampler)  # fmt: skip
     c = choice.centred
-    options = dict(latent_averaging="pre", mask_type="discrete", bootstrap_steps=c, centre_steps=c)
+    mix = float(sampling_defaults(weights).get("bootstrap_mix_steps", 1.0))  # the preset's fill, as generate()'s
+    options = dict(latent_averaging="pre", mask_type="discrete", bootstrap_steps=c, centre_steps=c,
+                   bootstrap_mix_steps=mix)  # fmt: skip
     if "timesteps" in choice.schedule:
         options["timesteps"] = choice.schedule["timesteps"]
     return evaluate(model, Variant(choice.name, options), seeds, steps=choice.schedule.get("steps"))
