@@ -400,14 +400,16 @@ def evaluate_choice(choice: SamplerChoice, seeds: list[int], weights: Path | Non
     """evaluate() of the full method for one sampler choice; the weights load from their folders, so the
     row does not depend on the preset's own defaults."""
     import semdraw
+    from semdraw.loading import find_preset
 
-    from . import WEIGHTS_DIR, sampling_defaults
+    from . import WEIGHTS_DIR
 
     weights = weights or WEIGHTS_DIR
     model = semdraw.load_model(str(weights / "base"), loras=[str(weights / "lcm_lora")] if choice.lora else [],
                                device="cpu", sampler=choice.sampler)  # fmt: skip
     c = choice.centred
-    mix = float(sampling_defaults(weights).get("bootstrap_mix_steps", 1.0))  # the preset's fill, as generate()'s
+    preset, _ = find_preset(str(weights))  # a toy model folder: its own preset
+    mix = preset.defaults.bootstrap_mix_steps  # the preset's fill, as generate() uses it
     options = dict(latent_averaging="pre", mask_type="discrete", bootstrap_steps=c, centre_steps=c,
                    bootstrap_mix_steps=mix)  # fmt: skip
     if "timesteps" in choice.schedule:
