@@ -285,6 +285,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from-base", type=Path, default=None, metavar="DIR",
                    help="reuse the VAE, text encoder and UNet of this diffusers folder (a toy folder's base/) and "
                         "only redo the distillation")
+    p.add_argument("--world", choices=sorted(world.RECIPES), default="extended",
+                   help="generation of the shapes world to train on (default extended; `first` is the world of "
+                        "the weights shipped until 2026-12-02; semdraw.toy.world describes both)")
+    p.add_argument("--vae-from", type=Path, default=None, metavar="DIR",
+                   help="reuse the VAE of this diffusers folder (e.g. a toy folder's base/) instead of training one: "
+                        "both worlds share their colours, so a retrain of the text encoder and UNet can keep it")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true",
                    help="a few steps of every stage (a smoke test: the weights it writes are not useful)")
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
 
     t0 = time.time()
-    images, captions = world.dataset(args.seed, args.images, A.SIZE)
+    images, captions = world.dataset(args.seed, args.images, A.SIZE, world.RECIPES[args.world])
     timings["data_s"] = time.time() - t0
     log.info("data: %d images of %dx%d in %.0f s", len(images), A.SIZE, A.SIZE, timings["data_s"])
 
@@ -336,13 +342,20 @@ def main(argv: list[str] | None = None) -> int:
         log.info("reusing the VAE, text encoder and UNet of %s", args.from_base)
     else:
         t0 = time.time()
-        vae_loss = train_vae(vae, images, args.vae_steps, 16, 2e-3, np.random.default_rng(args.seed))
-        raw = encode_all(vae, images)
-        scale = float(1.0 / raw.std())
-        vae.register_to_config(scaling_factor=scale)
-        latents = raw * scale
+        if args.vae_from:
+            vae = diffusers.AutoencoderTiny.from_pretrained(str(args.vae_from / "vae"))
+            scale = float(vae.config.scaling_factor)
+            latents = encode_all(vae, images) * scale
+            vae_loss = None  # trained elsewhere
+            log.info("reusing the VAE of %s (scaling factor %.4f)", args.vae_from, scale)
+        else:
+            vae_loss = train_vae(vae, images, args.vae_steps, 16, 2e-3, np.random.default_rng(args.seed))
+            raw = encode_all(vae, images)
+            scale = float(1.0 / raw.std())
+            vae.register_to_config(scaling_factor=scale)
+            latents = raw * scale
+            log.info("vae: loss %.4f, latent std %.3f -> scaling factor %.4f", vae_loss, 1 / scale, scale)
         timings["vae_s"] = time.time() - t0
-        log.info("vae: loss %.4f, latent std %.3f -> scaling factor %.4f", vae_loss, 1 / scale, scale)
         t0 = time.time()
         base_loss = train_base(
             text_encoder, unet, latents, ids, scheduler, args.base_steps, args.batch, 1e-3, gen
@@ -361,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_base:  # a from-scratch run costs the reused stages too
         timings["total_s"] += sum(v for k, v in timings.items() if k in ("vae_s", "base_s"))
     metrics = {
+        "command": "semdraw-train-toy " + " ".join(sys.argv[1:] if argv is None else argv),
+        "world": args.world, "vae_from": str(args.vae_from) if args.vae_from else None,
         "seed": args.seed, "images": args.images, "size": A.SIZE, "vae_crop": VAE_CROP, "batch": args.batch,
         "vae_steps": args.vae_steps, "base_steps": args.base_steps, "distill_steps": args.distill_steps,
         "lora_rank": args.lora_rank, "teacher_guidance": list(args.guidance), "distill_lr": args.distill_lr, "distill_ema_decay": EMA_DECAY, "vae_scaling_factor": scale,
