@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,6 +142,53 @@ def _source_key(args: argparse.Namespace, backend: str, tools: dict[str, str], s
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+class OutputError(SemdrawError):
+    """An output path that cannot be written, or that holds something other than an engine set."""
+
+
+def check_output(out: Path) -> None:
+    """Refuses, before any work, an ``--out`` that would destroy or hide a user's file: an existing file, a
+    folder that is neither empty nor an engine set (by its manifest), a path through a file."""
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"--out {out}: {parent} is a file, not a folder")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is an existing file; give a folder path for the engine set")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    try:  # a real write probe (permissions, read-only file systems), before any model loads
+        tempfile.TemporaryDirectory(dir=existing, prefix=".semdraw-probe-").cleanup()
+    except OSError as err:
+        raise OutputError(f"--out {out}: cannot write in {existing} ({err.strerror or err})") from None
+    if not out.exists():
+        return
+    if not (out / MANIFEST).exists() and any(out.iterdir()):
+        raise OutputError(f"--out {out} exists and is not an engine set (no {MANIFEST}); refusing to replace "
+                          "its contents: choose another folder")  # fmt: skip
+
+
+def remove_stale_builds(parent: Path, name: str) -> None:
+    """Deletes the ``.NAME.building-PID`` / ``.NAME.old-PID`` folders of builds whose process is gone (killed
+    builds leave multi-GB folders behind)."""
+    if not parent.is_dir():
+        return
+    for folder in parent.glob(f".{name}.*-*"):
+        kind, _, pid = folder.name.rpartition("-")
+        if not kind.endswith((".building", ".old")) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        log.info("removing %s, left by an interrupted build", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process
+        return True
+    return True
+
+
 def _cached(out: Path, source_key: str) -> bool:
     """Whether ``out`` already holds a complete set for this source key (no model loaded to decide)."""
     if not source_key or not (out / MANIFEST).exists():
@@ -178,6 +226,7 @@ def build(args: argparse.Namespace) -> Path:
     check_canvas(args.model, args.height, args.width, family=args.family)  # before any weights load
     tools = _tools(trt_ok)
     out = args.out or Path("engines") / Path(args.model.rstrip("/")).name.removesuffix(".safetensors")
+    check_output(out)
     source = source_fingerprint(args.model, args.lora)
     source_key = _source_key(args, backend, tools, source) if source is not None else ""
     if _cached(out, source_key):
@@ -208,7 +257,9 @@ def build(args: argparse.Namespace) -> Path:
         except engines.EngineSetError as err:
             log.info("rebuilding %s: %s", out, err)
 
+    check_output(out)  # again: the folder may have changed while the model loaded
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(out.parent, out.name)
     tmp = out.parent / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -298,9 +349,13 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by the finished ``tmp`` folder; a crash leaves either the old or the new set."""
+    """Replace ``out`` (absent, empty, or an engine set: :func:`check_output`) by the finished ``tmp``
+    folder; a crash leaves either the old or the new set."""
+    check_output(out)
     old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    elif out.exists():
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
@@ -315,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     except SemdrawError as err:
         log.error("build-engines: %s", err)
         return 2 if not isinstance(err, steps.BuildError) else 1
+    except OSError as err:  # permissions, a full disk: nothing half-written is left (build() cleans up)
+        log.error("build-engines: cannot write %s: %s", err.filename or "the engine set", err.strerror or err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("build-engines: interrupted; nothing was written (an existing set is unchanged)")
+        return 130
     return 0
 
 

@@ -316,3 +316,59 @@ def test_an_object_against_the_canvas_edge_is_centred_and_drawn(toy):
 
     assert sum(present()) >= 3
     assert sum(present(centre_steps=0)) <= 1
+
+
+def test_an_interrupted_training_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """The base stage checkpoints every step here; a run killed at its third step and run again with the same
+    arguments ends with the weights of a run never interrupted (the batch generator's state is restored too)."""
+    from safetensors.torch import load_file
+
+    from semdraw.tools import train_toy as train
+
+    args = ["--quick", "--seed", "2", "--checkpoint-every", "1", "--vae-from", str(BASE_DIR)]
+    assert train.main(["--out", str(tmp_path / "whole"), *args]) == 0
+    real_optimize, calls = train._optimize, []
+
+    def killed_at_third_base_step(opt, loss, params, loss_avg, step, bar, decay):
+        calls.append(step)
+        if bar.desc.startswith("base") and step == 2:
+            raise KeyboardInterrupt
+        return real_optimize(opt, loss, params, loss_avg, step, bar, decay)
+
+    monkeypatch.setattr(train, "_optimize", killed_at_third_base_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--out", str(tmp_path / "resumed"), *args])
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    base_steps_run = []
+
+    def recording(opt, loss, params, loss_avg, step, bar, decay):
+        if bar.desc.startswith("base"):
+            base_steps_run.append(step)
+        return real_optimize(opt, loss, params, loss_avg, step, bar, decay)
+
+    monkeypatch.setattr(train, "_optimize", recording)
+    assert train.main(["--out", str(tmp_path / "resumed"), *args]) == 0
+    assert base_steps_run == [2]  # resumed at the checkpoint, not restarted
+    assert not (tmp_path / "resumed" / "checkpoint.pt").exists()  # a complete run leaves no resume state
+    whole = load_file(tmp_path / "whole" / "base" / "unet" / "diffusion_pytorch_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "base" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=1e-6)
+
+
+def test_the_extended_world_has_its_recipes_shares():
+    """Counted on 4000 samples against the recipe (world.EXTENDED): second objects, edge objects, unnamed
+    backgrounds; the first world has none of them."""
+    _, captions = world.dataset(3, 4000, 32, world.EXTENDED)
+    objects = [c for c in captions if c.startswith("a ")]
+    two = sum(" and a " in c for c in objects) / len(objects)
+    assert 0.2 < two < 0.3
+    named = sum(" in " in c for c in objects)
+    assert 0.2 * len(objects) < named < 0.6 * len(objects)
+    rng = np.random.default_rng(0)
+    placed = [world._place(rng, 128, world.EXTENDED.edge_share) for _ in range(4000)]
+    at_edge = sum(min(cy, cx, 128 - cy, 128 - cx) < r for cy, cx, r in placed) / len(placed)
+    assert 0.1 < at_edge < 0.2
+    _, first = world.dataset(3, 2000, 32, world.FIRST)
+    assert not any(" and a " in c for c in first)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,15 +121,49 @@ def _abar(scheduler) -> torch.Tensor:
     return scheduler.alphas_cumprod.float()
 
 
-def train_base(text_encoder, unet, latents, ids, scheduler, steps, batch, lr, gen) -> float:
-    """Joint text-encoder + UNet training with the v-prediction objective."""
+@dataclass
+class Checkpoint:
+    """Where a long stage saves its state every ``every`` steps, so that a killed run (or a session that ends)
+    resumes at the last save: ``path`` holds the stage's modules, optimizer, step, running loss and the batch
+    generator's state, and the ``key`` of the run it belongs to (a checkpoint of other arguments is refused)."""
+
+    path: Path
+    key: str
+    every: int = 250
+
+    def load(self, stage: str) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("key") != self.key or state.get("stage") != stage:
+            raise SystemExit(f"semdraw-train-toy: {self.path} belongs to another run (other arguments or stage); "
+                             "delete it or train into another --out")  # fmt: skip
+        log.info("resuming %s at step %d from %s", stage, state["step"], self.path)
+        return state
+
+    def save(self, stage: str, step: int, **state) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"key": self.key, "stage": stage, "step": step, **state}, tmp)
+        tmp.replace(self.path)  # atomic: a kill mid-save keeps the previous checkpoint
+
+
+def train_base(text_encoder, unet, latents, ids, scheduler, steps, batch, lr, gen,
+               checkpoint: Checkpoint | None = None) -> float:  # fmt: skip
+    """Joint text-encoder + UNet training with the v-prediction objective (resumable from ``checkpoint``)."""
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     abar = _abar(scheduler)
     unet.train()
     text_encoder.train()
-    bar = tqdm(range(steps), desc="base (v-prediction)", unit="step")
-    loss_avg = 0.0
+    start, loss_avg = 0, 0.0
+    state = checkpoint.load("base") if checkpoint else None
+    if state:
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        start, loss_avg = int(state["step"]), float(state["loss_avg"])
+    bar = tqdm(range(start, steps), desc="base (v-prediction)", unit="step", initial=start, total=steps)
     for step in bar:
         _cosine_lr(opt, lr, step, steps)
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
@@ -139,6 +175,9 @@ def train_base(text_encoder, unet, latents, ids, scheduler, steps, batch, lr, ge
         v = a * eps - s * x0
         pred = unet(xt, t, encoder_hidden_states=text_encoder(tok)[0]).sample
         loss_avg = _optimize(opt, F.mse_loss(pred, v), params, loss_avg, step, bar, decay=0.99)
+        if checkpoint and (step + 1) % checkpoint.every == 0 and step + 1 < steps:
+            checkpoint.save("base", step + 1, unet=unet.state_dict(), text_encoder=text_encoder.state_dict(),
+                            optimizer=opt.state_dict(), generator=gen.get_state(), loss_avg=loss_avg)  # fmt: skip
     unet.eval()
     text_encoder.eval()
     return loss_avg
@@ -261,6 +300,25 @@ def write_vocabulary(out: Path) -> None:
     (out / "vocabulary.json").write_text(json.dumps(vocabulary, indent=2) + "\n")
 
 
+def _run_key(args: argparse.Namespace) -> str:
+    """What a checkpoint or cached data set must match: every argument that changes the weights."""
+    fields = {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("out", "threads", "checkpoint_every")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cached_latents(path: Path, key: str, encode) -> torch.Tensor:
+    """The encoded data set, from ``path`` when it was written for this run (encoding 40k images takes
+    minutes on 2 cores), else ``encode()``, saved there."""
+    if path.exists():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached.get("key") == key:
+            log.info("encoded data set read from %s", path)
+            return cached["latents"]
+    latents = encode()
+    torch.save({"key": key, "latents": latents}, path)
+    return latents
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="semdraw-train-toy", description=__doc__.split("\n\n")[0],
@@ -291,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-from", type=Path, default=None, metavar="DIR",
                    help="reuse the VAE of this diffusers folder (e.g. a toy folder's base/) instead of training one: "
                         "both worlds share their colours, so a retrain of the text encoder and UNet can keep it")
+    p.add_argument("--checkpoint-every", type=int, default=250, metavar="STEPS",
+                   help="save the base stage's state to OUT/checkpoint.pt every STEPS steps (and the encoded data "
+                        "set to OUT/latents.pt); a rerun with the same arguments resumes there (default 250)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true",
                    help="a few steps of every stage (a smoke test: the weights it writes are not useful)")
@@ -310,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     timings: dict[str, float] = {}
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_key = _run_key(args)
     t0 = time.time()
     images, captions = world.dataset(args.seed, args.images, A.SIZE, world.RECIPES[args.world])
     timings["data_s"] = time.time() - t0
@@ -345,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.vae_from:
             vae = diffusers.AutoencoderTiny.from_pretrained(str(args.vae_from / "vae"))
             scale = float(vae.config.scaling_factor)
-            latents = encode_all(vae, images) * scale
+            latents = _cached_latents(args.out / "latents.pt", run_key, lambda: encode_all(vae, images) * scale)
             vae_loss = None  # trained elsewhere
             log.info("reusing the VAE of %s (scaling factor %.4f)", args.vae_from, scale)
         else:
@@ -357,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("vae: loss %.4f, latent std %.3f -> scaling factor %.4f", vae_loss, 1 / scale, scale)
         timings["vae_s"] = time.time() - t0
         t0 = time.time()
+        checkpoint = Checkpoint(args.out / "checkpoint.pt", run_key, args.checkpoint_every)
         base_loss = train_base(
-            text_encoder, unet, latents, ids, scheduler, args.base_steps, args.batch, 1e-3, gen
+            text_encoder, unet, latents, ids, scheduler, args.base_steps, args.batch, 1e-3, gen, checkpoint
         )
         timings["base_s"] = time.time() - t0
         save_base(args.out, tokenizer, text_encoder, unet, vae)  # nothing lost if the distillation fails
@@ -389,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_base:
         metrics = {**previous, **{k: v for k, v in metrics.items() if k not in ("vae_steps", "base_steps")}}
     save(args.out, tokenizer, text_encoder, unet, vae, student, metrics)
+    for leftover in ("checkpoint.pt", "latents.pt"):  # the run is complete: its resume state goes
+        (args.out / leftover).unlink(missing_ok=True)
     log.info("saved to %s in %.1f min in all", args.out, timings["total_s"] / 60)
     return 0
 
