@@ -20,7 +20,7 @@ from semdraw.engines import MANIFEST, BuildRequest, Manifest, NetworkEntry, sha2
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
-from semdraw.tools import canvas_side
+from semdraw.tools import canvas_side, steps_arg
 
 from . import steps
 from .networks import describe
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         f"background prompt (default: {DEFAULT_LAYERS})",
     )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int, default=None, help="sampling steps T (default: the model's)")
+    g.add_argument("--steps", type=steps_arg, default=None, help="sampling steps T (default: the model's)")
     g.add_argument("--timesteps", default=None, help="explicit timesteps, e.g. 999,759,499,259")
     p.add_argument(
         "--cfg",

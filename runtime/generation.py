@@ -30,6 +30,7 @@ from . import step
 from .conditioning import Conditioning
 from .errors import ConfigError, MaskError
 from .families import TileGeometry
+from .limits import check_seed
 from .model import Model
 from .request import Background, Brush
 from .step import SamplingOptions
@@ -171,6 +172,8 @@ def _check_options(*, guidance_scale, latent_averaging, output_type, seed, gener
         raise ConfigError(f"output_type must be 'pil', 'np' or 'latent', got {output_type!r}")
     if seed is not None and generator is not None:
         raise ConfigError("pass seed or generator, not both")
+    if seed is not None:
+        check_seed(seed)
 
 
 class EmptyPromptWarning(UserWarning):

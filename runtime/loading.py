@@ -72,7 +72,7 @@ def _first_line(err: Exception) -> str:
 def _fetch_hint(source: str) -> str:
     repo, _ = hub_file(source)
     return (f"Without network access only local diffusers folders, local .safetensors files and models already in "
-            f"the Hugging Face cache load: fetch it once on a connected machine with `huggingface-cli download "
+            f"the Hugging Face cache load: fetch it once on a connected machine with `hf download "
             f"{repo}` (then HF_HUB_OFFLINE=1 uses the cache), or pass a local path")  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from . import sampling
+from . import limits, sampling
 from .conditioning import Conditioning
 from .errors import ConfigError, SizeError, UnknownWordsWarning
 from .families import FamilySpec, SamplingDefaults, get_family
@@ -21,8 +21,7 @@ def latent_size(height: int, width: int, factor: int, *, multiple: int | None = 
     """(h, w) of the latent for a canvas; a clear error for a canvas the model cannot make: not positive,
     sides not multiples of ``multiple`` (default: the latent ``factor``), or a latent side under ``min_latent``."""
     multiple = multiple or factor
-    if height <= 0 or width <= 0:
-        raise SizeError(f"canvas size must be positive, got {height}x{width}")
+    height, width = limits.check_canvas(height, width)
     if height % multiple or width % multiple:
         raise SizeError(
             f"canvas {height}x{width} is not divisible by {multiple}; "

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .limits import check_blur
 
 
 def _own_copy(mask: Any) -> Any:
@@ -55,8 +56,7 @@ class Brush:
         self.mask = _own_copy(self.mask)
         _check_unit("mask_strength", self.mask_strength)
         _check_unit("prompt_strength", self.prompt_strength)
-        if not float(self.mask_std) >= 0.0:  # also rejects NaN
-            raise ConfigError(f"mask_std (blur σ in pixels) must be >= 0, got {self.mask_std}")
+        self.mask_std = check_blur(self.mask_std)
 
 
 @dataclass

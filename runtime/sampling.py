@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError
+from .limits import check_steps
 
 Step = int | torch.Tensor  # one step index for the whole batch, or a LongTensor[B] with one per item
 
@@ -356,9 +357,9 @@ def build_schedule(
     """
     if (steps is None) == (timesteps is None):
         raise ConfigError("pass exactly one of steps=N or timesteps=[...]")
-    if steps is not None and steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
     config = getattr(scheduler_or_config, "config", scheduler_or_config)
+    if steps is not None:
+        steps = check_steps(steps, int(config["num_train_timesteps"]))
     scheduler = make_scheduler(kind, config)
     if timesteps is not None:
         ts = [float(t) for t in timesteps]
@@ -382,7 +383,10 @@ def build_schedule(
             with _quiet(scheduler):  # it warns on schedules not starting at 999: a choice, checked above
                 scheduler.set_timesteps(timesteps=[int(t) for t in ts] if kind in ("lcm", "tcd") else ts)
     else:
-        scheduler.set_timesteps(steps)
+        try:
+            scheduler.set_timesteps(steps)
+        except ValueError as err:  # e.g. LCM: no more steps than its original_inference_steps
+            raise ConfigError(f"{steps} steps do not fit this sampler ({kind}): {err}") from None
     return SAMPLERS[kind].table(scheduler, **params)
 
 

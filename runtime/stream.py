@@ -50,6 +50,7 @@ from .engines import EngineSet, load_engines, load_prompt_encoder, weights_finge
 from .errors import ConfigError
 from .families import SamplingDefaults, TileGeometry, get_family
 from .generation import guidance_for, image_to_tensor, to_output
+from .limits import check_seed
 from .model import Model, latent_size, schedule_for
 from .request import Background, Brush
 from .step import SamplingOptions
@@ -302,8 +303,8 @@ class Stream:
         self._live_rows: torch.Tensor | None = None  # rows that run (None: all; see _denoise_live_rows)
         self._live_conditioning: Conditioning | None = None
         self.rows_computed = 0  # denoiser rows run since construction, negative rows included: what skipping saves
-        self.seed = int(torch.seed() % 2**31) if seed is None else int(seed)
-        self.seed_step = int(seed_step)
+        self.seed = int(torch.seed() % 2**31) if seed is None else check_seed(seed)
+        self.seed_step = check_seed(seed_step, "seed_step")
         self._entered = 0  # images entered since the last flush / seed change: image n uses seed + n·seed_step
         self._frame = 0  # calls since the last flush: the ring phase is frame mod T
         self._needs_flush = True
@@ -361,7 +362,7 @@ class Stream:
         """Images entering from the next call use ``seed``, ``seed + seed_step``, ...; those in flight finish as they
         are (call :meth:`flush` to make the very next frame the image of ``seed``)."""
         with self._handover:
-            self.seed, self._entered = int(seed), 0
+            self.seed, self._entered = check_seed(seed), 0
             self._changed = True
 
     def flush(self) -> None:

@@ -69,3 +69,137 @@ def test_build_engines_errors_are_one_line_on_stderr(tmp_path):
     errors = [line for line in run.stderr.splitlines() if line.startswith("build-engines:")]
     assert len(errors) == 1 and "not an engine set" in errors[0] and "Traceback" not in run.stderr
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------ the window's files
+def test_a_failed_save_is_a_status_message_and_the_drawing_stays(toy, tmp_path):
+    import numpy as np
+
+    import semdraw
+    from semdraw.viewer import Palette
+    from semdraw.viewer.session import LiveSession
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128), blocker / "saves",
+                          blocker / "palette.json")  # fmt: skip
+    session.paint(40, 40, stroke_start=True)
+    session.end_stroke()
+    drawn = session.palette.brushes["1"].mask.copy()
+    assert session.save_frame(np.zeros((128, 128, 3), np.uint8)) is None
+    assert session.message.startswith("could not save the frame")
+    assert session.write_palette() is None and session.message.startswith("could not save the palette")
+    np.testing.assert_array_equal(session.palette.brushes["1"].mask, drawn)
+    assert blocker.read_text() == "not a folder"
+
+
+# ------------------------------------------------------------------------------ rendering bigger
+def test_rendering_twice_as_wide_keeps_the_circle_round(tmp_path):
+    """The toy's red circle, drawn on 128², rendered at 128x256: placed (centred, same size) it is scored as
+    present where it now lies; --scale at 256x256 doubles it, round. Stretched, it would be an oval."""
+    import numpy as np
+    from PIL import Image
+
+    from semdraw.toy import fidelity
+    from semdraw.viewer import Palette
+    from semdraw.viewer import render as render_cli
+    from semdraw.viewer.palette import place
+
+    pal = Palette(128, 128, seed=1, background_prompt="green grass")
+    circle = pal.brush("1")
+    circle.mask[fidelity.disc(0.5, 0.5, 0.25)] = 255
+    circle.prompt = "a red circle"
+    path = pal.save(tmp_path / "p.json")
+    out = tmp_path / "wide.png"
+    assert render_cli.main([str(path), "-o", str(out), "--width", "256"]) == 0
+    image = np.asarray(Image.open(out))
+    placed = place(circle.mask, 128, 256) > 0
+    assert placed[:, :64].sum() == 0 and (placed.sum(1) > 0).sum() == (placed.sum(0) > 0).sum()  # round, centred
+    scene = fidelity.Scene("wide", (fidelity.SceneBrush("a red circle", placed, "red", is_object=True),),
+                           background_prompt="green grass", width=256)  # fmt: skip
+    score = fidelity.score_image(image, scene)
+    assert score["presence"] == [1.0] and score["per_brush"]["a red circle"] > 0.5
+    scaled = place(circle.mask, 256, 256, scale=True) > 0
+    ys, xs = np.nonzero(scaled)
+    assert abs((ys.max() - ys.min()) - (xs.max() - xs.min())) <= 1 and ys.max() - ys.min() > 120
+
+
+# ------------------------------------------------------------------------------ one-line errors, table-driven
+def _palette_file(tmp_path, height=128, width=128, mask_size=(128, 128)):
+    import json
+
+    from PIL import Image
+
+    (tmp_path / "p.masks").mkdir(exist_ok=True)
+    Image.new("L", mask_size, 255).save(tmp_path / "p.masks" / "1.png")
+    doc = {"format": 1, "height": height, "width": width, "seed": 0,
+           "brushes": [{"name": "1", "prompt": "a red circle", "mask": "p.masks/1.png"}]}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    return tmp_path / "p.json"
+
+
+RENDER_CASES = [  # (extra arguments, palette kwargs, what the one error line says)
+    (["--steps", "2.5"], {}, "whole number"),
+    (["--steps", "0"], {}, "steps must lie in"),
+    (["--steps", "1000"], {}, "do not fit this sampler"),
+    (["--seed", "99999999999999999999"], {}, "seed must lie in"),
+    (["--seed", "abc"], {}, "not a whole number"),
+    (["--fps", "0", "--frames", "2"], {}, "frame rate"),
+    (["--frames", "0"], {}, "frames must lie in"),
+    (["--width", "0"], {}, "must be positive"),
+    ([], {"height": 100000, "width": 100000}, "too large"),
+    ([], {"mask_size": (40, 200)}, "another shape"),
+    (["-o", "{tmp}/x.png/y.png"], {}, "cannot write"),
+]
+
+
+@pytest.mark.parametrize("extra, palette, says", RENDER_CASES, ids=[" ".join(c[0]) or str(c[1]) for c in RENDER_CASES])
+def test_semdraw_render_bad_inputs_are_one_line_errors(tmp_path, capsys, caplog, extra, palette, says):
+    import time
+
+    from semdraw.viewer import render as render_cli
+
+    path = _palette_file(tmp_path, **palette)
+    (tmp_path / "x.png").write_text("a file in the way")
+    out = ["-o", str(tmp_path / "out.png")] if "-o" not in extra else []
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    started = time.perf_counter()
+    try:
+        rc = render_cli.main([str(path), *out, *extra])
+    except SystemExit as exit_:  # argparse's usage error
+        rc = exit_.code
+    said = capsys.readouterr().err + caplog.text
+    assert rc == 2 and says in said and "Traceback" not in said
+    assert len([line for line in said.splitlines() if "error" in line.lower()]) == 1
+    assert time.perf_counter() - started < 30  # refused before any long work
+    assert not (tmp_path / "out.png").exists()
+
+
+LIBRARY_CASES = [  # (generate() keyword arguments, error type, message)
+    (dict(seed=2**70), "ConfigError", "seed must lie in"),
+    (dict(seed="abc"), "ConfigError", "whole number"),
+    (dict(seed=True), "ConfigError", "whole number"),
+    (dict(steps=2.5), "ConfigError", "whole number"),
+    (dict(steps=5000), "ConfigError", "steps must lie in"),
+    (dict(height=100000, width=100000), "SizeError", "too large"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, says", LIBRARY_CASES, ids=[str(c[0]) for c in LIBRARY_CASES])
+def test_library_bad_inputs_are_semdraws_errors(toy, kwargs, error, says):
+    import numpy as np
+
+    import semdraw
+
+    with pytest.raises(getattr(semdraw.errors, error), match=says):
+        semdraw.generate(toy, [semdraw.Brush("a red circle", np.ones((128, 128), np.float32))], **kwargs)
+
+
+@pytest.mark.parametrize("value", [1e6, float("nan"), -1, "wide"])
+def test_a_blur_beyond_any_canvas_is_refused_at_once(value):
+    import numpy as np
+
+    import semdraw
+
+    with pytest.raises(semdraw.errors.ConfigError, match="mask_std"):
+        semdraw.Brush("a red circle", np.ones((8, 8), np.float32), mask_std=value)

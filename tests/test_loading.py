@@ -92,7 +92,7 @@ def test_hub_presets_offline_fail_in_one_line_naming_what_to_fetch(monkeypatch, 
     with pytest.raises(semdraw.ModelNotFoundError) as err:
         semdraw.load_model(preset, device="cpu")
     message = str(err.value)
-    assert "\n" not in message and repr(missing) in message and f"huggingface-cli download {missing}" in message
+    assert "\n" not in message and repr(missing) in message and f"hf download {missing}" in message
 
 
 def test_hub_lora_files_are_a_repo_and_a_weight_name():

@@ -22,7 +22,7 @@ import numpy as np
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
-from semdraw.tools import canvas_side
+from semdraw.tools import canvas_side, seed_arg
 
 from .palette import Palette
 from .panel import draw_help, render_panel, wrap_status
@@ -276,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--background", type=Path, default=None, help="a background image to paint over (inpainting)")
     p.add_argument("--palette", type=Path, default=None, help="load this palette (w writes it back)")
     p.add_argument("--save-dir", type=Path, default=Path("semdraw-out"), help="where s and w write (default semdraw-out)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed (default: the palette's, else 0)")
+    p.add_argument("--seed", type=seed_arg, default=None, help="noise seed (default: the palette's, else 0)")
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
                    help="auto: torch for --model, TensorRT else onnxruntime for --engines. onnxruntime or tensorrt "
                         "with --model build its engine set once (cached in $SEMDRAW_CACHE, else ~/.cache/semdraw) "

@@ -30,6 +30,7 @@ import numpy as np
 
 from semdraw import Background, Brush
 from semdraw.errors import SemdrawError
+from semdraw.limits import check_canvas
 
 FORMAT = 1
 
@@ -42,6 +43,33 @@ BRUSH_COLORS: tuple[tuple[int, int, int], ...] = (
 
 class PaletteError(SemdrawError):
     """A palette file that cannot be read or written."""
+
+
+# Where a drawing sits on a canvas of another size: (fraction down, fraction across) of the free space.
+ANCHORS: dict[str, tuple[float, float]] = {
+    "center": (0.5, 0.5), "top": (0.0, 0.5), "bottom": (1.0, 0.5), "left": (0.5, 0.0), "right": (0.5, 1.0),
+    "top-left": (0.0, 0.0), "top-right": (0.0, 1.0), "bottom-left": (1.0, 0.0), "bottom-right": (1.0, 1.0),
+}  # fmt: skip
+
+
+def place(array: np.ndarray, height: int, width: int, anchor: str = "center", scale: bool = False,
+          fill: int = 0) -> np.ndarray:  # fmt: skip
+    """``array`` (HxW mask or HxWx3 image, uint8) on a ``height`` x ``width`` canvas without changing its
+    shape: at its own size (cropped where the canvas is smaller), or with ``scale`` resized by one factor
+    for both axes (the largest that fits), at ``anchor`` (:data:`ANCHORS`); the rest is ``fill``."""
+    from PIL import Image
+
+    fy, fx = ANCHORS[anchor]
+    if scale:
+        factor = min(height / array.shape[0], width / array.shape[1])
+        size = (max(1, round(array.shape[1] * factor)), max(1, round(array.shape[0] * factor)))
+        array = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BILINEAR))
+    out = np.full((height, width, *array.shape[2:]), fill, np.uint8)
+    h, w = array.shape[:2]
+    oy, ox = round((height - h) * fy), round((width - w) * fx)  # negative: the drawing is cropped
+    ys, xs = slice(max(oy, 0), min(oy + h, height)), slice(max(ox, 0), min(ox + w, width))
+    out[ys, xs] = array[ys.start - oy : ys.stop - oy, xs.start - ox : xs.stop - ox]
+    return out
 
 
 @dataclass
@@ -77,6 +105,8 @@ class Palette:
     background_negative_prompt: str = ""
     background_image: str | None = None  # a path (absolute, or relative to the palette file when loaded)
     brushes: dict[str, PaletteBrush] = field(default_factory=dict)
+    # set by placed(): (anchor, scale, drawn height, drawn width), so the background image is placed alike
+    placement: tuple[str, bool, int, int] | None = field(default=None, repr=False)
 
     def brush(self, name: str) -> PaletteBrush:
         """The brush called ``name``, created empty (with the next overlay colour) if new."""
@@ -84,6 +114,17 @@ class Palette:
             color = BRUSH_COLORS[len(self.brushes) % len(BRUSH_COLORS)]
             self.brushes[name] = PaletteBrush(name, color, np.zeros((self.height, self.width), np.uint8))
         return self.brushes[name]
+
+    def placed(self, height: int, width: int, anchor: str = "center", scale: bool = False) -> Palette:
+        """The same drawing on a ``height`` x ``width`` canvas (:func:`place`): every mask keeps its shape;
+        the canvas around it holds the background."""
+        out = Palette(height, width, self.seed, self.background_prompt, self.background_negative_prompt,
+                      self.background_image)  # fmt: skip
+        for name, b in self.brushes.items():
+            out.brushes[name] = PaletteBrush(b.name, b.color, place(b.mask, height, width, anchor, scale), b.prompt,
+                                             b.negative_prompt, b.alpha, b.blur, b.strength, b.enabled)  # fmt: skip
+        out.placement = (anchor, scale, self.height, self.width)
+        return out
 
     def brushes_for_semdraw(self) -> list[Brush]:
         return [b.to_brush() for b in self.brushes.values() if b.active and b.enabled]
@@ -97,6 +138,10 @@ class Palette:
                 image = Image.open(self.background_image).convert("RGB")
             except OSError as err:
                 raise PaletteError(f"cannot read the background image {self.background_image}: {err}") from err
+            if self.placement is not None:  # as it was drawn under the masks, then placed as they are
+                anchor, scale, drawn_h, drawn_w = self.placement
+                drawn = np.asarray(image.resize((drawn_w, drawn_h), Image.Resampling.BILINEAR))
+                image = place(drawn, self.height, self.width, anchor, scale, fill=255)
         return Background(prompt=self.background_prompt, image=image,
                           negative_prompt=self.background_negative_prompt)  # fmt: skip
 
@@ -146,6 +191,10 @@ class Palette:
             if doc.get("format", FORMAT) > FORMAT:
                 raise PaletteError(f"{path} has palette format {doc['format']}; this semdraw reads {FORMAT}")
             height, width = int(doc["height"]), int(doc["width"])
+            try:
+                check_canvas(height, width)  # before any mask is decoded: a huge palette fails in milliseconds
+            except SemdrawError as err:
+                raise PaletteError(f"{path}: {err}") from None
             bg = doc.get("background") or {}
             image = bg.get("image")
             pal = Palette(height, width, int(doc.get("seed", 0)), bg.get("prompt", ""), bg.get("negative_prompt", ""),
@@ -157,6 +206,10 @@ class Palette:
                 except OSError as err:
                     raise PaletteError(f"{path}: cannot read mask {mask_file}: {err}") from err
                 if img.size != (width, height):
+                    w, h = img.size
+                    if abs(h * width - w * height) > 0.01 * h * width:
+                        raise PaletteError(f"{path}: mask {mask_file.name} is {w}x{h}, the canvas {width}x{height} "
+                                           "(another shape): repaint it or fix the file")  # fmt: skip
                     img = img.resize((width, height), Image.Resampling.BILINEAR)
                 name = str(entry["name"])
                 pal.brushes[name] = PaletteBrush(

@@ -12,9 +12,9 @@ from pathlib import Path
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
-from semdraw.tools import canvas_side
+from semdraw.tools import canvas_side, fps_arg, frames_arg, seed_arg, steps_arg
 
-from .palette import Palette, _umask
+from .palette import ANCHORS, Palette, _umask
 
 log = logging.getLogger("semdraw.viewer")
 
@@ -34,11 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="toy", help=MODEL_HELP)
     p.add_argument("--height", type=canvas_side, default=None, help="output height (default: the palette's)")
     p.add_argument("--width", type=canvas_side, default=None, help="output width (default: the palette's)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed (default: the palette's)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--frames", type=int, default=None, help="stream this many frames into a video")
-    p.add_argument("--fps", type=float, default=8.0, help="video frame rate (default 8)")
-    p.add_argument("--seed-step", type=int, default=0,
+    p.add_argument("--anchor", choices=tuple(ANCHORS), default="center",
+                   help="where the drawing sits when --height/--width differ from the palette's canvas (default "
+                        "center); the masks keep their size and shape, the rest of the canvas is background")
+    p.add_argument("--scale", action="store_true",
+                   help="with another canvas size: scale the drawing by one factor (the largest that fits, aspect "
+                        "kept) instead of keeping its size")
+    p.add_argument("--seed", type=seed_arg, default=None, help="noise seed (default: the palette's)")
+    p.add_argument("--steps", type=steps_arg, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--frames", type=frames_arg, default=None, help="stream this many frames into a video")
+    p.add_argument("--fps", type=fps_arg, default=8.0, help="video frame rate (default 8)")
+    p.add_argument("--seed-step", type=seed_arg, default=0,
                    help="with --frames: frame n uses seed + n x this (default 0: a still palette gives a still "
                         "video; 1: a new image every frame)")
     return p
@@ -60,6 +66,9 @@ def render(args: argparse.Namespace) -> Path:
     if not brushes:
         log.warning("the palette has no brush with both a prompt and paint: only the background is rendered")
     height, width = args.height or palette.height, args.width or palette.width
+    if (height, width) != (palette.height, palette.width):
+        palette = palette.placed(height, width, args.anchor, args.scale)
+        brushes = palette.brushes_for_semdraw()
     seed = palette.seed if args.seed is None else args.seed
     semdraw.loading.check_canvas(args.model, height, width)  # before any weights load
     model = semdraw.load_model(args.model)
@@ -113,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     except SemdrawError as err:
         log.error("semdraw-render: %s", err)
         return 2
+    except OSError as err:  # the output's folder: permissions, a path through a file, a full disk
+        log.error("semdraw-render: cannot write %s: %s", err.filename or args.out, err.strerror or err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("semdraw-render: interrupted; nothing was written")
+        return 130
     return 0
 
 

@@ -283,22 +283,37 @@ class LiveSession:
 
     # ------------------------------------------------------------------ files
     def save_frame(self, frame: np.ndarray | None) -> Path | None:
+        """Writes the frame shown to a new file in the save folder; a failure is a status message (the
+        drawing is untouched and the window goes on)."""
         from PIL import Image
 
         if frame is None:
             self.message = "no frame yet"
             return None
-        path = unique_path(self.save_dir, "frame", ".png")
-        Image.fromarray(frame).save(path)
+        try:
+            path = unique_path(self.save_dir, "frame", ".png")
+            Image.fromarray(frame).save(path)
+        except OSError as err:
+            return self._write_failed("the frame", err)
         self.message = f"saved {path}"
         log.info("saved frame %s", path)
         return path
 
-    def write_palette(self) -> Path:
-        path = self.palette.save(self.palette_path)
+    def write_palette(self) -> Path | None:
+        """Writes the palette (atomically); a failure is a status message, the drawing is untouched."""
+        try:
+            path = self.palette.save(self.palette_path)
+        except OSError as err:
+            return self._write_failed("the palette", err)
         self.message = f"palette written to {path}"
         log.info("palette written to %s", path)
         return path
+
+    def _write_failed(self, what: str, err: OSError) -> None:
+        where = err.filename or self.save_dir
+        self.message = f"could not save {what} to {where}: {err.strerror or err} (nothing lost: fix it and retry)"
+        log.error("%s", self.message)
+        return None
 
 
 def _prompt_warnings(call: Callable[..., object], *args: object) -> list[str]:

@@ -2,6 +2,33 @@
 imports this package: tools use the library, not the other way round."""
 
 import argparse
+from collections.abc import Callable
+from typing import Any
+
+from semdraw import limits
+from semdraw.errors import SemdrawError
+
+
+def checked(check: Callable[[Any], Any], parse: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse type from one of :mod:`semdraw.limits`' checks: the same ranges as the library, refused
+    by argparse's one-line usage error before anything loads."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(parse(text))
+        except (ValueError, SemdrawError) as err:
+            kind = "a whole number" if parse is int else "a number"
+            raise argparse.ArgumentTypeError(str(err) if isinstance(err, SemdrawError) else
+                                             f"not {kind}: {text!r}") from None  # fmt: skip
+
+    convert.__name__ = check.__name__.removeprefix("check_")
+    return convert
+
+
+seed_arg = checked(limits.check_seed)
+fps_arg = checked(limits.check_fps, float)
+frames_arg = checked(limits.check_frames)
+steps_arg = checked(lambda n: limits.check_steps(n, limits.MAX_STEPS))  # the model's own bound: once it loads
 
 
 def canvas_side(text: str) -> int:

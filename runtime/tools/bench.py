@@ -23,7 +23,7 @@ from typing import Any
 
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
-from semdraw.tools import canvas_side
+from semdraw.tools import canvas_side, frames_arg, steps_arg
 
 log = logging.getLogger("semdraw.bench")
 
@@ -412,7 +412,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "fixed scene set (strict nearest-reference-colour accuracy per brush region).")  # fmt: skip
     f.add_argument("--model", default="toy", help="a model with the toy vocabulary (default: toy)")
     f.add_argument("--seeds", type=int, default=8, help="seeds per scene (default: 8)")
-    f.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    f.add_argument("--steps", type=steps_arg, default=None, help="sampling steps (default: the model's)")
     f.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     f.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="instead: score the full method without guidance and with guidance scale W in each mode "
@@ -442,13 +442,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--brushes", type=int, default=3, help="painted brushes (default 3)")
     st.add_argument("--layers", type=int, default=None, help="prompt rows of the stream (default: --brushes; "
                                                              "more than that times empty slots)")  # fmt: skip
-    st.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    st.add_argument("--steps", type=steps_arg, default=None, help="sampling steps (default: the model's)")
     st.add_argument("--guidance-scale", type=float, default=None,
                     help="guidance scale of the guided --cfg modes (default 2)")
     st.add_argument("--cfg", choices=("none", "full", "self", "initialize"), default="none",
                     help="classifier-free guidance mode (self / initialize: residual CFG; with --model only, or an "
                          "engine set built for it)")
-    st.add_argument("--frames", type=int, default=20, help="timed frames (default 20; fewer for big models)")
+    st.add_argument("--frames", type=frames_arg, default=20, help="timed frames (default 20; fewer for big models)")
     st.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
     st.add_argument("--baseline-frames", type=int, default=None, help="timed one-shot images (default: --frames)")
     st.add_argument("--no-baseline", action="store_true", help="skip the one-shot generate() baseline")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from semdraw.quiet import quiet_libraries
+from semdraw.tools import seed_arg, steps_arg
 
 log = logging.getLogger("semdraw.demo")
 
@@ -34,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: ./out)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for weights and sampling (default: 0)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed for weights and sampling (default: 0)")
+    p.add_argument("--steps", type=steps_arg, default=None,
                    help="LCM sampling steps (default: each model's own: toy 2, the tiny check 4)")
     return p
 
