@@ -14,7 +14,7 @@ import torch
 from .errors import LoraError, ModelNotFoundError
 from .families import FAMILIES, FamilySpec, Preset, get_family
 from .model import Model, family_latent_size, native_side
-from .quiet import hide_progress_bars
+from .quiet import quiet_loading
 
 log = logging.getLogger(__name__)
 
@@ -303,24 +303,24 @@ def load_model(
             "them with `semdraw-train-toy`)"
         )
     fam = get_family(family or (found[1].name if found else _family_of(source)))
-    hide_progress_bars()
-    with (  # diffusers' noise about our own by-design choices: an AutoencoderTiny in an SD pipeline, and the
-          # block_out_channels that diffusers itself writes into AutoencoderTiny configs and then ignores
-        _dropping_log_records("diffusers.pipelines.pipeline_utils", "Expected types for vae"),
-        _dropping_log_records("diffusers.configuration_utils", "The config attributes {'block_out_channels'"),
-    ):
-        pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt, fam, extra_text_encoders)
-    if preset and preset.scheduler_overrides:  # e.g. Lightning / Hyper-SD: trailing timestep spacing
-        pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, **preset.scheduler_overrides})
-    all_loras = list(preset.loras if preset else ()) + list(loras)
-    fused = fuse_loras(pipe, all_loras, fam)
-    if preset and preset.tiny_vae:
-        import diffusers
+    with quiet_loading():  # the libraries' notices and load bars, unless SEMDRAW_VERBOSE=1
+        with (  # diffusers' noise about our own by-design choices: an AutoencoderTiny in an SD pipeline, and the
+              # block_out_channels that diffusers itself writes into AutoencoderTiny configs and then ignores
+            _dropping_log_records("diffusers.pipelines.pipeline_utils", "Expected types for vae"),
+            _dropping_log_records("diffusers.configuration_utils", "The config attributes {'block_out_channels'"),
+        ):
+            pipe = preset.build(dt) if preset and preset.build else _load_pipeline(source, dt, fam, extra_text_encoders)
+        if preset and preset.scheduler_overrides:  # e.g. Lightning / Hyper-SD: trailing timestep spacing
+            pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, **preset.scheduler_overrides})
+        all_loras = list(preset.loras if preset else ()) + list(loras)
+        fused = fuse_loras(pipe, all_loras, fam)
+        if preset and preset.tiny_vae:
+            import diffusers
 
-        try:
-            pipe.vae = diffusers.AutoencoderTiny.from_pretrained(preset.tiny_vae, **{_dtype_kwarg(): dt})
-        except (OSError, ValueError) as err:
-            raise _not_found(preset.tiny_vae, err) from err
+            try:
+                pipe.vae = diffusers.AutoencoderTiny.from_pretrained(preset.tiny_vae, **{_dtype_kwarg(): dt})
+            except (OSError, ValueError) as err:
+                raise _not_found(preset.tiny_vae, err) from err
     model = Model.from_pipeline(pipe, fam, sampler=sampler or (preset.sampler if preset else None),
                                 name=str(name_or_path))  # fmt: skip
     model.loras = fused

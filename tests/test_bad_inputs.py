@@ -203,3 +203,57 @@ def test_a_blur_beyond_any_canvas_is_refused_at_once(value):
 
     with pytest.raises(semdraw.errors.ConfigError, match="mask_std"):
         semdraw.Brush("a red circle", np.ones((8, 8), np.float32), mask_std=value)
+
+
+# ------------------------------------------------------------------------------ a quiet library
+LOAD = ("import semdraw, diffusers.utils.logging as d, transformers.utils.logging as t; "
+        "before = (d.get_verbosity(), t.get_verbosity()); semdraw.load_model('toy'); "
+        "assert (d.get_verbosity(), t.get_verbosity()) == before, 'the libraries settings were not restored'")
+
+
+@pytest.mark.parametrize("verbose", ["", "1"])
+def test_the_library_loads_quietly_unless_asked(verbose):
+    """load_model() prints none of diffusers' or transformers' notices and load bars (an application embedding
+    semdraw sees a clean terminal) and restores their settings; SEMDRAW_VERBOSE=1 shows them."""
+    env = {**os.environ, "SEMDRAW_VERBOSE": verbose}
+    env.pop("TRANSFORMERS_VERBOSITY", None), env.pop("DIFFUSERS_VERBOSITY", None)
+    run = subprocess.run([sys.executable, "-c", LOAD], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert ("Loading pipeline components" in run.stderr) == bool(verbose), run.stderr[-2000:]
+    if not verbose:
+        assert run.stderr.strip() == ""
+
+
+# ------------------------------------------------------------------------------ the window tells the truth
+def test_the_wheel_delta_is_read_from_the_flags_on_every_opencv():
+    from semdraw.viewer.live import wheel_delta
+
+    assert wheel_delta(120 << 16) == 120 and wheel_delta((120 << 16) | 8) == 120  # up, Ctrl held
+    assert wheel_delta(-120 << 16) == -120  # down, as a negative Python int
+    assert wheel_delta(((-120 << 16) & 0xFFFFFFFF) | 1) == -120  # down, as the unsigned 32 bits
+
+
+@pytest.mark.parametrize("prompt, expected", [("blue sky", "blue"), ("green grass", "green"),
+                                              ("a red circle", "red"), ("A Purple, shiny diamond", "purple")])
+def test_overlays_take_the_colour_their_prompt_names(prompt, expected):
+    from semdraw.viewer.palette import BRUSH_COLORS, NAMED_COLORS, overlay_color
+
+    assert overlay_color(prompt, 0) == NAMED_COLORS[expected]
+    assert overlay_color("beach sand", 4) == BRUSH_COLORS[4]  # no colour word: the distinct palette
+
+
+def test_the_panel_tells_refused_from_unpainted_and_shows_the_background_and_idle(toy, tmp_path):
+    import semdraw
+    from semdraw.viewer import Palette
+    from semdraw.viewer.panel import PanelBrush, PanelState
+    from semdraw.viewer.session import LiveSession
+
+    assert PanelBrush("1", (0, 0, 0), "a red circle", "", 1, 0, 1, None, refused=True).status == "refused: no free row"
+    assert PanelBrush("1", (0, 0, 0), "a red circle", "", 1, 0, 1, None, painted=False).status == "no paint yet"
+    assert PanelBrush("1", (0, 0, 0), "", "", 1, 0, 1, None).status == "no prompt"
+    assert PanelBrush("1", (0, 0, 0), "blue sky", "", 1, 0, 1, 2).status == "slot 2"
+    assert PanelState("toy", 0, 2, 31.0, 4, "1", (), idle=True).rate == "idle"
+    pal = Palette(128, 128, background_prompt="white snow")
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), pal, tmp_path)
+    state = session.panel_state(0.0)
+    assert state.background == "white snow"

@@ -157,23 +157,64 @@ def test_the_preset_fuses_the_shipped_lcm_lora_into_the_base_unet(toy):
 
 
 def test_toy_sampling_defaults_are_what_generate_and_the_stream_use(toy):
-    """The preset's measured defaults (LCM's 2 steps, 2 centred bootstrap steps, a white fill at both)
+    """The defaults in the weights folder's defaults.json (chosen by the rule below, on the tuning split)
     reach every caller."""
-    assert toy.defaults == semdraw.SamplingDefaults(timesteps=semdraw.toy.TIMESTEPS, bootstrap_steps=2,
-                                                    bootstrap_mix_steps=2.0)  # fmt: skip
-    assert toy.schedule().timesteps.tolist() == toy.schedule(steps=2).timesteps.tolist() == [999, 499]
+    chosen = json.loads((WEIGHTS_DIR / "defaults.json").read_text())
+    steps, bootstrap, mix = len(chosen["timesteps"]), chosen["bootstrap_steps"], chosen["bootstrap_mix_steps"]
+    assert toy.defaults == semdraw.SamplingDefaults(timesteps=tuple(chosen["timesteps"]), bootstrap_steps=bootstrap,
+                                                    bootstrap_mix_steps=mix)  # fmt: skip
+    assert toy.schedule().timesteps.tolist() == chosen["timesteps"]
     scene = fidelity.scenes()[6]  # a small red circle top-left in blue sky: centring changes the image
     brushes = [semdraw.Brush(b.prompt, b.mask) for b in scene.brushes]
     default = semdraw.generate(toy, brushes, seed=1, output_type="latent")
-    explicit = semdraw.generate(toy, brushes, seed=1, steps=2, bootstrap_steps=2, centre_steps=2,
-                                bootstrap_mix_steps=2.0, output_type="latent")  # fmt: skip
-    other = semdraw.generate(toy, brushes, seed=1, steps=2, bootstrap_steps=1, output_type="latent")
-    faded = semdraw.generate(toy, brushes, seed=1, bootstrap_mix_steps=1.0, output_type="latent")
+    explicit = semdraw.generate(toy, brushes, seed=1, timesteps=chosen["timesteps"], bootstrap_steps=bootstrap,
+                                centre_steps=bootstrap, bootstrap_mix_steps=mix, output_type="latent")  # fmt: skip
+    other = semdraw.generate(toy, brushes, seed=1, bootstrap_steps=bootstrap + 1, centre_steps=bootstrap + 1,
+                             output_type="latent")  # fmt: skip
+    faded = semdraw.generate(toy, brushes, seed=1, bootstrap_mix_steps=mix + 0.5 if mix < steps else mix - 0.5,
+                             output_type="latent")  # fmt: skip
     assert torch.equal(default, explicit) and not torch.allclose(default, other)
     assert not torch.allclose(default, faded)
     stream = semdraw.Stream(toy, layers=2, seed=0)
-    assert stream.steps == 2 and (stream.bootstrap_steps, stream.centre_steps) == (2, 2)
-    assert stream.options.bootstrap_mix_steps == 2.0
+    assert stream.steps == steps and (stream.bootstrap_steps, stream.centre_steps) == (bootstrap, bootstrap)
+    assert stream.options.bootstrap_mix_steps == mix
+
+
+def _row(region: float, presence: float | None) -> dict:
+    return {"region_accuracy": region, "object_presence": presence}
+
+
+def test_the_defaults_rule_picks_the_best_runnable_sampler_then_the_fill_that_keeps_most_objects():
+    """The rule on hand-made rows: base-only and DDIM rows are never picked (the preset fuses the LCM-LoRA and
+    samples with LCM); region + presence decides; a tie goes to fewer steps; the fill keeps region accuracy
+    >= 0.95 and then the most objects."""
+    choices = (
+        fidelity.SamplerChoice("base, best of all", False, dict(steps=2), 2),
+        fidelity.SamplerChoice("lora ddim", True, dict(steps=2), 2, sampler="ddim"),
+        fidelity.SamplerChoice("lora 4 steps", True, dict(steps=4), 2),
+        fidelity.SamplerChoice("lora 2 steps", True, dict(timesteps=[999, 499]), 1),
+        fidelity.SamplerChoice("lora 3 steps", True, dict(steps=3), 2),
+    )
+    rows = [_row(1.0, 1.0), _row(0.99, 0.99), _row(0.96, 0.90), _row(0.97, 0.89), _row(0.95, 0.80)]
+    assert fidelity.pick_sampler(choices, rows).name == "lora 2 steps"  # 1.86 = 1.86: the 2 steps win the tie
+    rows[4] = _row(0.99, 0.95)
+    assert fidelity.pick_sampler(choices, rows).name == "lora 3 steps"
+    fills = [_row(0.97, 0.80), _row(0.94, 1.00), _row(0.96, 0.90), _row(0.955, 0.90)]
+    assert fidelity.pick_fill([0.5, 1.0, 1.5, 2.0], fills) == 1.5  # 1.0 loses regions; 1.5 beats 2.0 on regions
+    assert fidelity.pick_fill([0.5, 1.0], [_row(0.9, 0.5), _row(0.8, 0.7)]) == 1.0  # none keeps the floor: objects
+
+
+def test_the_shipped_defaults_are_what_the_rule_picks_from_the_measured_tuning_rows():
+    """weights/tuning.json holds every row `semdraw-bench fidelity --choose-defaults` measured on the tuning
+    split; the rule applied to them gives weights/defaults.json (a retrain re-measures, no literal to edit)."""
+    tuning = json.loads((WEIGHTS_DIR / "tuning.json").read_text())
+    chosen = json.loads((WEIGHTS_DIR / "defaults.json").read_text())
+    choices = {c.name: c for c in fidelity.sampler_sweep()}
+    sweep = [choices[name] for name in tuning["sweep_choices"]]
+    choice = fidelity.pick_sampler(tuple(sweep), tuning["sweep"])
+    assert choice.centred == chosen["bootstrap_steps"] and fidelity.steps_of(choice) == len(chosen["timesteps"])
+    assert fidelity.pick_fill(tuning["fill_mixes"], tuning["fill"]) == chosen["bootstrap_mix_steps"]
+    assert tuning["chosen"] == {k: v for k, v in chosen.items() if k != "chosen_by"}
 
 
 def test_models_without_a_preset_keep_the_family_defaults(tiny_model):
@@ -187,23 +228,34 @@ def test_fidelity_bench_reports_the_ablation_at_the_models_defaults(tmp_path, ca
     report = tmp_path / "fidelity.json"
     assert bench.main(["fidelity", "--seeds", "1", "--json", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "Table 5 ablation, tuning split (toy model, 2 steps [999, 499]" in out
+    chosen = json.loads((WEIGHTS_DIR / "defaults.json").read_text())
+    timesteps, steps = [int(t) for t in chosen["timesteps"]], len(chosen["timesteps"])
+    assert f"Table 5 ablation, tuning split (toy model, {steps} steps {timesteps}" in out
     assert "Table 5 ablation, held-out split" in out and "per scene kind" in out
     fid = json.loads(report.read_text())
-    assert (fid["timesteps"], fid["bootstrap_steps"], fid["scenes"]) == ([999, 499], 2, len(fidelity.scenes()))
+    assert (fid["timesteps"], fid["bootstrap_steps"], fid["scenes"]) == (timesteps, chosen["bootstrap_steps"],
+                                                                         len(fidelity.scenes()))  # fmt: skip
     assert len(fid["ablation"]) == 4
-    assert [r["variant"].split("centring ")[1] for r in fid["centring"]] == ["0 steps", "1 step", "2 steps"]
-    # the full-method row runs generate()'s defaults, which centre 2 steps: the same images, the same scores
-    full, centred_2 = fid["ablation"][-1], fid["centring"][-1]
-    assert {k: v for k, v in full.items() if k != "variant"} == {k: v for k, v in centred_2.items() if k != "variant"}
-    assert [r["variant"].split("over ")[1] for r in fid["bootstrap_mix"]] == ["0.5 steps", "1 step", "1.5 steps", "2 steps"]
-    assert fid["bootstrap_mix_steps"] == 2.0  # so the last fill row is the defaults, as the full-method row
-    assert {k: v for k, v in full.items() if k != "variant"} == {k: v for k, v in fid["bootstrap_mix"][-1].items()
-                                                                  if k != "variant"}  # fmt: skip
+    assert [r["variant"].split("centring ")[1] for r in fid["centring"]] == [
+        f"{c} step{'s' if c != 1 else ''}" for c in range(steps + 1)]  # fmt: skip
+    mixes = [m / 2 for m in range(1, 2 * steps + 1)]
+    assert [r["variant"].split("over ")[1] for r in fid["bootstrap_mix"]] == [
+        f"{m:g} step{'s' if m != 1 else ''}" for m in mixes]  # fmt: skip
+    assert fid["bootstrap_mix_steps"] == chosen["bootstrap_mix_steps"]
+
+    def scores(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k != "variant"}
+
+    # the full-method row runs generate()'s defaults: the fill row of the default fill makes the same images,
+    # and so does the centring row of the default centred steps (those rows bootstrap max(1, c) steps)
+    full = fid["ablation"][-1]
+    assert scores(full) == scores(fid["bootstrap_mix"][mixes.index(chosen["bootstrap_mix_steps"])])
+    if chosen["bootstrap_steps"] >= 1:
+        assert scores(full) == scores(fid["centring"][chosen["bootstrap_steps"]])
     held = fid["held_out"]  # other layouts, other seeds
     assert held["seeds"] == [fidelity.HELD_OUT_SEED0] and held["scenes"] == len(fidelity.held_out_scenes())
     assert len(held["ablation"]) == 4 and set(held["ablation"][-1]["kinds"]) >= {"canvas edge", "panorama"}
-    assert len(held["bootstrap_mix"]) == 4
+    assert len(held["bootstrap_mix"]) == 2 * steps
     assert bench.main(["fidelity", "--seeds", "0"]) == 2  # a clear error, not an empty table
 
 

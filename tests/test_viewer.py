@@ -224,7 +224,7 @@ def test_live_window_end_to_end(xserver, tmp_path):
     """Open a palette (brush 1 with non-default sliders), paint two brushes and type their prompts in the
     window, write the palette, undo a stroke, write again, save a frame, quit. The window's panel pixels
     are the panel of the session's state; the undone stroke leaves the masks bit for bit as before."""
-    from semdraw.viewer.palette import BRUSH_COLORS
+    from semdraw.viewer.palette import NAMED_COLORS
     from semdraw.viewer.panel import LINE, PANEL_WIDTH, PanelBrush, PanelState, render_panel
 
     save = tmp_path / "out"
@@ -291,11 +291,13 @@ def test_live_window_end_to_end(xserver, tmp_path):
         assert grass.mask[y // scale, W // 2] == 255 and sky.mask[y // scale, W // 2] == 0
     # The panel as the window shows it: below the model / seed / fps lines, exactly the panel of this state
     # (brush list with colours, prompts, slider values and slots; brush 1's sliders; brush 1 highlighted).
+    # The overlays take the colours the prompts name.
+    blue, green = NAMED_COLORS["blue"], NAMED_COLORS["green"]
     state = PanelState("toy", 0, 2, 0.0, 4, "1", (
-        PanelBrush("1", BRUSH_COLORS[0], "blue sky", "", 0.9, 3.0, 0.9, 0),
-        PanelBrush("2", BRUSH_COLORS[1], "green grass", "", 1.0, 0.0, 1.0, 1)))  # fmt: skip
-    swatch_top = 3 * LINE + LINE // 2 + 4 + 4  # the first brush row's colour swatch, in panel pixels
-    sy, sx = _find_block(window_pixels, BRUSH_COLORS[0], 17)
+        PanelBrush("1", blue, "blue sky", "", 0.9, 3.0, 0.9, 0),
+        PanelBrush("2", green, "green grass", "", 1.0, 0.0, 1.0, 1)))  # fmt: skip
+    swatch_top = 4 * LINE + LINE // 2 + 4 + 4  # the first brush row's colour swatch, in panel pixels
+    sy, sx = _find_block(window_pixels, blue, 17)
     py, px = sy - swatch_top, sx - 8
     below_header = slice(2 * LINE + 6, swatch_top + 2 * (3 * LINE + 10))
     expected = render_panel(state, 400)[below_header]

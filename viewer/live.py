@@ -110,7 +110,7 @@ class Window:
         self._inputs += 1  # the window shows input at the next tick
         self._cursor = (x, y) if 0 <= x < self.side_w and 0 <= y < self.side_h else None
         if event == cv2.EVENT_MOUSEWHEEL:
-            s.resize_brush(1 if cv2.getMouseWheelDelta(flags) > 0 else -1)
+            s.resize_brush(1 if wheel_delta(flags) > 0 else -1)
             return
         down = {cv2.EVENT_LBUTTONDOWN: 1, cv2.EVENT_RBUTTONDOWN: 2}.get(event)
         if down is not None:
@@ -232,7 +232,7 @@ class Window:
             label = {"prompt": "prompt", "negative_prompt": "negative prompt", "background": "background prompt",
                      "seed": "seed"}  # fmt: skip
             return f"brush {s.current} {label[s.text.field]}: {s.text.text}_   (Enter: commit, Esc: cancel)"
-        state = "paused" if self.frames.paused.is_set() else f"{self.frames.fps:4.1f} fps"
+        state = "paused" if self.frames.paused.is_set() else "idle" if s.stream.idle else f"{self.frames.fps:4.1f} fps"
         note = s.message or self.frames.error or "h: help"
         return f"brush {s.current}: '{s.brush.prompt}'  size {s.size}  {state}  | {note}"
 
@@ -351,6 +351,13 @@ def _point_qt_at_system_fonts() -> None:
         if Path(folder).is_dir() and any(Path(folder).rglob("*.ttf")):
             os.environ["QT_QPA_FONTDIR"] = folder
             return
+
+
+def wheel_delta(flags: int) -> int:
+    """The wheel's delta from a mouse callback's ``flags`` (its high 16 bits, signed): what
+    ``cv2.getMouseWheelDelta`` returned, which opencv-python 5.1 no longer has."""
+    flags &= 0xFFFFFFFF
+    return (flags - (1 << 32) if flags >= 1 << 31 else flags) >> 16
 
 
 def display_reachable(display: str, timeout: float = 1.0) -> bool:

@@ -41,6 +41,23 @@ BRUSH_COLORS: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 
 
+# Overlay colours named by prompts (RGB): a brush whose prompt names one is painted in it ("blue sky" blue).
+NAMED_COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "orange": (240, 140, 30), "yellow": (235, 210, 40), "green": (50, 180, 60),
+    "cyan": (30, 200, 210), "blue": (50, 90, 230), "purple": (150, 60, 200), "violet": (150, 60, 200),
+    "pink": (240, 120, 190), "brown": (140, 90, 50), "gray": (128, 128, 128), "grey": (128, 128, 128),
+    "black": (30, 30, 30), "white": (235, 235, 235),
+}  # fmt: skip
+
+
+def overlay_color(prompt: str, index: int) -> tuple[int, int, int]:
+    """The overlay colour of a brush: the first colour word of its prompt, else the index-th distinct colour."""
+    for word in prompt.lower().replace(",", " ").split():
+        if word in NAMED_COLORS:
+            return NAMED_COLORS[word]
+    return BRUSH_COLORS[index % len(BRUSH_COLORS)]
+
+
 class PaletteError(SemdrawError):
     """A palette file that cannot be read or written."""
 

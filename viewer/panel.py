@@ -26,6 +26,18 @@ class PanelBrush:
     blur: float
     strength: float
     slot: int | None  # stream slot, None when not generated
+    refused: bool = False  # not generated for want of a free stream row (the palette keeps it disabled)
+    painted: bool = True
+
+    @property
+    def status(self) -> str:
+        if self.slot is not None:
+            return f"slot {self.slot}"
+        if not self.prompt:
+            return "no prompt"
+        if self.refused:
+            return "refused: no free row"
+        return "no slot" if self.painted else "no paint yet"
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,12 @@ class PanelState:
     layers: int
     current: str
     brushes: tuple[PanelBrush, ...]
+    background: str = ""  # the background prompt the stream has ("" = white)
+    idle: bool = False  # the stream repeats its last image (nothing changed): no fps to show
+
+    @property
+    def rate(self) -> str:
+        return "idle" if self.idle else f"{self.fps:.1f} fps"
 
 
 def _text(img: np.ndarray, text: str, x: int, y: int, color=TEXT, scale: float = FONT_SCALE) -> None:
@@ -58,7 +76,9 @@ def render_panel(state: PanelState, height: int) -> np.ndarray:
     y = LINE
     _text(img, _clip(f"model {state.model}", chars + 4), 8, y)
     y += LINE
-    _text(img, f"seed {state.seed}   steps {state.steps}   {state.fps:.1f} fps", 8, y)
+    _text(img, f"seed {state.seed}   steps {state.steps}   {state.rate}", 8, y)
+    y += LINE
+    _text(img, _clip(f"background: {state.background or 'white (no prompt)'}", chars + 4), 8, y)
     y += LINE
     current = next((b for b in state.brushes if b.name == state.current), None)
     if current is not None:
@@ -71,7 +91,7 @@ def render_panel(state: PanelState, height: int) -> np.ndarray:
         if b.name == state.current:
             cv2.rectangle(img, (2, top), (PANEL_WIDTH - 3, top + rows * LINE + 4), HIGHLIGHT, -1)
         cv2.rectangle(img, (8, top + 4), (24, top + 20), tuple(int(c) for c in b.color), -1)
-        slot = f"slot {b.slot}" if b.slot is not None else ("no slot" if b.prompt else "no prompt")
+        slot = b.status
         _text(img, _clip(f"{b.name}  {b.prompt or '(no prompt)'}", chars), 30, top + LINE - 2)
         _text(img, _clip(f"neg: {b.negative_prompt or '-'}", chars), 30, top + 2 * LINE - 2, DIM)
         _text(img, f"a {b.alpha:.2f}  s {b.blur:.0f}px  str {b.strength:.2f}  {slot}", 30, top + 3 * LINE - 2, DIM)

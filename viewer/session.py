@@ -19,7 +19,7 @@ import numpy as np
 from semdraw import Stream
 from semdraw.errors import PromptWarning, SemdrawError
 
-from .palette import Palette, PaletteBrush, unique_path
+from .palette import Palette, PaletteBrush, overlay_color, unique_path
 from .panel import PanelBrush, PanelState
 
 log = logging.getLogger("semdraw.viewer")
@@ -210,6 +210,8 @@ class LiveSession:
                 self.palette.background_prompt = before
         else:
             setattr(self.brush, entry.field, entry.text.strip())
+            if entry.field == "prompt":  # the overlay shows the colour the prompt names
+                self.brush.color = overlay_color(self.brush.prompt, list(self.palette.brushes).index(self.current))
             self._dirty.add(self.current)
 
     # ------------------------------------------------------------------ into the stream
@@ -275,11 +277,12 @@ class LiveSession:
     def panel_state(self, fps: float) -> PanelState:
         """What the side panel shows (every brush, its settings and stream slot; seed, steps, fps, model)."""
         brushes = tuple(
-            PanelBrush(name, b.color, b.prompt, b.negative_prompt, b.alpha, b.blur, b.strength, self._slots.get(name))
+            PanelBrush(name, b.color, b.prompt, b.negative_prompt, b.alpha, b.blur, b.strength, self._slots.get(name),
+                       refused=not b.enabled, painted=bool(b.mask.any()))
             for name, b in sorted(self.palette.brushes.items())
         )  # fmt: skip
         return PanelState(self.stream.prompts.name, self.palette.seed, self.stream.steps, fps, self.stream.layers,
-                          self.current, brushes)  # fmt: skip
+                          self.current, brushes, self.palette.background_prompt, self.stream.idle)  # fmt: skip
 
     # ------------------------------------------------------------------ files
     def save_frame(self, frame: np.ndarray | None) -> Path | None:

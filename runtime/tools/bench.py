@@ -52,6 +52,8 @@ def fidelity(args: argparse.Namespace) -> int:
         log.error("semdraw-bench: --seeds must be >= 1")
         return 2
     seeds = list(range(args.seeds))
+    if args.choose_defaults:
+        return _choose_defaults(args, seeds)
     if args.sweep:
         return _sampler_sweep(args, seeds)
     model = semdraw.load_model(args.model, device="cpu")
@@ -123,6 +125,52 @@ def _sampler_sweep(args: argparse.Namespace, seeds: list[int]) -> int:
     print(F.markdown_table(rows))
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     Path(args.sweep).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def _choose_defaults(args: argparse.Namespace, seeds: list[int]) -> int:
+    """Chooses a toy folder's defaults on the tuning split by the recorded rule (fidelity.pick_sampler, then
+    fidelity.pick_fill under that choice) and writes them to its defaults.json, with every row measured to
+    its tuning.json."""
+    from tqdm.auto import tqdm
+
+    import semdraw
+    from semdraw import toy
+    from semdraw.toy import fidelity as F
+
+    weights = Path(args.weights or toy.WEIGHTS_DIR)
+    if not toy.is_model_folder(weights):
+        log.error("semdraw-bench fidelity: %s is not a toy model folder (base/, lcm_lora/, vocabulary.json, "
+                  "defaults.json)", weights)  # fmt: skip
+        return 2
+    started = time.perf_counter()
+    choices = F.sampler_sweep()
+    sweep = [F.evaluate_choice(c, seeds, weights) for c in tqdm(choices, desc="sampler choices (tuning split)")]
+    choice = F.pick_sampler(choices, sweep)
+    model = semdraw.load_model(str(weights / "base"), loras=[str(weights / "lcm_lora")], device="cpu")
+    timesteps = [float(t) for t in model.schedule(**choice.schedule).timesteps.tolist()]
+    variants = F.mix_variants(len(timesteps))
+    options = dict(timesteps=timesteps, bootstrap_steps=choice.centred, centre_steps=choice.centred)
+    fill = [F.evaluate(model, F.Variant(v.name, {**options, **v.options}), seeds)
+            for v in tqdm(variants, desc="bootstrap fills (tuning split)")]  # fmt: skip
+    mixes = [F.mix_of(v) for v in variants]
+    mix = F.pick_fill(mixes, fill)
+    chosen_by = (f"semdraw-bench fidelity --choose-defaults --seeds {len(seeds)} (tuning split only, "
+                 f"{len(F.scenes())} scenes): fidelity.pick_sampler chose '{choice.name}' from the sweep "
+                 f"(best region accuracy + object presence among LCM-LoRA rows), fidelity.pick_fill the fill "
+                 f"fading over {mix:g} steps (most objects present with region accuracy >= {F.REGION_FLOOR}); "
+                 "every row is in tuning.json")  # fmt: skip
+    defaults = {"timesteps": timesteps, "bootstrap_steps": choice.centred, "bootstrap_mix_steps": mix,
+                "chosen_by": chosen_by}  # fmt: skip
+    (weights / toy.DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
+    toy._read_json.cache_clear()  # later loads in this process read the new file
+    tuning = {"seeds": seeds, "scenes": len(F.scenes()), "sweep": sweep, "sweep_choices": [c.name for c in choices],
+              "fill": fill, "fill_mixes": mixes, "chosen": {k: v for k, v in defaults.items() if k != "chosen_by"}}  # fmt: skip
+    (weights / "tuning.json").write_text(json.dumps(tuning, indent=2) + "\n")
+    print(f"\nSampler sweep ({weights}, tuning split, {len(seeds)} seeds):\n\n{F.markdown_table(sweep)}")
+    print(f"\nBootstrap fill under '{choice.name}':\n\n{F.markdown_table(fill)}")
+    print(f"\nchosen: timesteps {timesteps}, {choice.centred} centred bootstrap steps, fill over {mix:g} steps "
+          f"-> {weights / toy.DEFAULTS_FILE} ({time.perf_counter() - started:.0f} s)")  # fmt: skip
     return 0
 
 
@@ -417,11 +465,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="instead: score the full method without guidance and with guidance scale W in each mode "
                         "(full CFG, residual self, residual initialize)")
+    f.add_argument("--choose-defaults", action="store_true",
+                   help="choose the defaults of a toy folder (--weights, default: the shipped one) on the tuning "
+                        "split by the recorded rule and write its defaults.json and tuning.json")
     f.add_argument("--sweep", type=Path, default=None,
                    help="instead: score the full method under each sampler / LoRA alternative of the toy model "
                         "(the model card's table) and write the rows to this JSON file")  # fmt: skip
     f.add_argument("--weights", type=Path, default=None,
-                   help="with --sweep: a toy weights folder (base/ and lcm_lora/; default: the shipped one)")
+                   help="with --sweep or --choose-defaults: a toy weights folder (default: the shipped one)")
     f.set_defaults(run=fidelity)
 
     st = sub.add_parser("stream", help="frames per second of the stream vs one-shot generation",

@@ -376,8 +376,8 @@ class SamplerChoice:
 
 
 def sampler_sweep() -> tuple[SamplerChoice, ...]:
-    """The alternatives MODEL_CARD.md compares (``semdraw-bench fidelity --sweep``); the preset's default is
-    the LCM-LoRA with LCM's 2 steps and 2 centred steps."""
+    """The alternatives MODEL_CARD.md compares (``semdraw-bench fidelity --sweep``); :func:`pick_sampler`
+    chooses the preset's default among them."""
     lcm1, lcm2, lcm3, lcm4 = dict(steps=1), dict(steps=2), dict(steps=3), dict(steps=4)
     late = dict(timesteps=[699, 299])
     return (
@@ -388,12 +388,47 @@ def sampler_sweep() -> tuple[SamplerChoice, ...]:
                       sampler="ddim"),
         SamplerChoice("base, 2 LCM steps [699, 299], 2 centred steps (the previous default)", False, late, 2),
         SamplerChoice("base + LCM-LoRA, 1 LCM step [999], 1 centred step", True, lcm1, 1),
-        SamplerChoice("**base + LCM-LoRA, 2 LCM steps [999, 499], 2 centred steps (default)**", True, lcm2, 2),
+        SamplerChoice("base + LCM-LoRA, 2 LCM steps [999, 499], 2 centred steps", True, lcm2, 2),
         SamplerChoice("base + LCM-LoRA, 2 LCM steps [699, 299], 2 centred steps", True, late, 2),
         SamplerChoice("base + LCM-LoRA, 3 LCM steps [999, 679, 339], 2 centred steps", True, lcm3, 2),
         SamplerChoice("base + LCM-LoRA, 4 LCM steps, 1 centred step", True, lcm4, 1),
         SamplerChoice("base + LCM-LoRA, 4 LCM steps, 2 centred steps", True, lcm4, 2),
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ the defaults' rule
+REGION_FLOOR = 0.95  # the fill's rule keeps region accuracy at least this high
+
+
+def steps_of(choice: SamplerChoice) -> int:
+    return int(choice.schedule.get("steps") or len(choice.schedule["timesteps"]))
+
+
+def pick_sampler(choices: tuple[SamplerChoice, ...], rows: list[dict[str, Any]]) -> SamplerChoice:
+    """The rule behind a toy folder's schedule and centred steps: among the choices its preset can run (the
+    LCM-LoRA fused, LCM's sampler), the best region accuracy + object presence on the tuning split; a tie
+    goes to fewer steps (a faster stream), then to fewer centred steps."""
+    runnable = [(c, r) for c, r in zip(choices, rows, strict=True) if c.lora and c.sampler is None]
+    if not runnable:
+        raise ValueError("no sweep row the toy preset can run (LCM-LoRA, LCM sampler)")
+
+    def key(pair: tuple[SamplerChoice, dict[str, Any]]) -> tuple[float, int, int]:
+        c, r = pair
+        return (-round(r["region_accuracy"] + (r["object_presence"] or 0.0), 9), steps_of(c), c.centred)
+
+    return min(runnable, key=key)[0]
+
+
+def pick_fill(mixes: list[float], rows: list[dict[str, Any]]) -> float:
+    """The rule behind the bootstrap fill: the most objects present among the fills keeping region accuracy
+    >= REGION_FLOOR (all fills if none does); a tie goes to the higher region accuracy, then the whiter fill."""
+    pairs = list(zip(mixes, rows, strict=True))
+    kept = [(m, r) for m, r in pairs if r["region_accuracy"] >= REGION_FLOOR] or pairs
+    return min(kept, key=lambda p: (-(p[1]["object_presence"] or 0.0), -p[1]["region_accuracy"], -p[0]))[0]
+
+
+def mix_of(variant: Variant) -> float:
+    return float(variant.options["bootstrap_mix_steps"])
 
 
 def evaluate_choice(choice: SamplerChoice, seeds: list[int], weights: Path | None = None) -> dict[str, Any]:
