@@ -45,6 +45,18 @@ def _token_count(weights: Path) -> int:
     return len(tok["model"]["vocab"])
 
 
+def _chosen_choice(weights: Path) -> str | None:
+    """The sweep row the defaults' rule picks from the folder's tuning.json (None without one)."""
+    from ..toy import fidelity
+
+    tuning_file = weights / "tuning.json"
+    if not tuning_file.exists():
+        return None
+    tuning = json.loads(tuning_file.read_text())
+    by_name = {c.name: c for c in fidelity.sampler_sweep()}
+    return fidelity.pick_sampler(tuple(by_name[n] for n in tuning["sweep_choices"]), tuning["sweep"]).name
+
+
 def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
     t = json.loads((weights / "training.json").read_text())
     vocab = json.loads((weights / "vocabulary.json").read_text())
@@ -55,6 +67,9 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
     scenes = "\n".join(
         ["| scene | RGB |", "|---|---|"] + [f"| {k} | {tuple(v)} |" for k, v in world.SCENES.items()]
     )
+    chosen = _chosen_choice(weights)
+    comparison = [{**r, "variant": f"**{r['variant']} (default)**"} if r["variant"] == chosen else r
+                  for r in comparison or []]  # fmt: skip
     distill = markdown_table(comparison) if comparison else "(not measured)"
     held = fid.get("held_out") or {}
     timings = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in t["timings_s"].items())
