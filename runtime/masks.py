@@ -162,6 +162,27 @@ def quantize(masks: torch.Tensor, noise_levels: torch.Tensor, mask_type: MaskTyp
     raise MaskError(f"unknown mask type {mask_type!r}; choose one of {MASK_TYPES}")
 
 
+def steps_on(alpha: float, noise_levels: Sequence[float] | torch.Tensor) -> int:
+    """How many of the T steps a fully painted region of strength ``alpha`` takes part in under discrete
+    quantization (M_k = 1 where alpha > n_k, and at every step where alpha = 1). With few-step schedules
+    n_0 is ~0.998: an alpha of 0.99 already leaves out the first step."""
+    levels = [float(n) for n in noise_levels]
+    return len(levels) if alpha >= 1 else sum(alpha > n for n in levels)
+
+
+def alpha_for_steps(on: int, noise_levels: Sequence[float] | torch.Tensor) -> float:
+    """The strength that makes a fully painted region take part in the last ``on`` of the T steps (the
+    inverse of :func:`steps_on`): 1 for all of them, 0 for none, else halfway between the noise level of
+    the first step it joins and that of the step before, so it joins exactly there."""
+    levels = [float(n) for n in noise_levels]
+    if on >= len(levels):
+        return 1.0
+    if on <= 0:
+        return 0.0
+    first = len(levels) - on
+    return (levels[first] + levels[first - 1]) / 2
+
+
 def to_latent(masks: torch.Tensor, factor: int) -> torch.Tensor:
     """Reduce [..., H, W] masks to latent size by area averaging (nearest would drop thin strokes)."""
     if factor == 1:

@@ -186,3 +186,20 @@ def test_a_brush_owns_its_mask():
         brush = Brush("blue sky", source)
         source[2, 2] = 255 if isinstance(source, np.ndarray) else 1.0
         assert float(brush.mask[2, 2]) == 0  # later strokes into the caller's array do not reach the brush
+
+
+def test_the_alpha_slider_counts_the_steps_a_brush_takes_part_in():
+    """steps_on / alpha_for_steps against the definition of discrete quantization: a hard mask of strength
+    alpha is on at step k exactly where quantize() gives it weight (alpha > n_k, or alpha = 1)."""
+    from semdraw.masks import alpha_for_steps, quantize, steps_on
+
+    levels = torch.tensor([0.9977, 0.9, 0.85, 0.5])  # n_0 > ... > n_3
+    for alpha in (1.0, 0.999, 0.99, 0.88, 0.6, 0.3):
+        by_definition = int(quantize(torch.full((1, 2, 2), alpha), levels, "discrete")[0, :, 0, 0].sum())
+        assert steps_on(alpha, levels) == by_definition
+    for on in range(len(levels) + 1):
+        alpha = alpha_for_steps(on, levels)
+        weights = quantize(torch.full((1, 2, 2), alpha), levels, "discrete")[0, :, 0, 0]
+        assert weights.tolist() == [0.0] * (len(levels) - on) + [1.0] * on  # the last `on` steps, none before
+    assert alpha_for_steps(4, levels) == 1.0 and alpha_for_steps(0, levels) == 0.0
+    assert steps_on(0.99, [0.998, 0.85]) == 1  # why the window's old 0-100 % slider lost brushes at one click

@@ -293,9 +293,12 @@ def test_live_window_end_to_end(xserver, tmp_path):
     # (brush list with colours, prompts, slider values and slots; brush 1's sliders; brush 1 highlighted).
     # The overlays take the colours the prompts name.
     blue, green = NAMED_COLORS["blue"], NAMED_COLORS["green"]
-    state = PanelState("toy", 0, 2, 0.0, 4, "1", (
-        PanelBrush("1", blue, "blue sky", "", 0.9, 3.0, 0.9, 0),
-        PanelBrush("2", green, "green grass", "", 1.0, 0.0, 1.0, 1)))  # fmt: skip
+    levels = semdraw.load_model("toy", device="cpu").schedule().noise_level.tolist()
+    on = sum(n < 0.9 for n in levels)  # brush 1's alpha 0.9 takes part where it exceeds the noise level
+    state = PanelState("toy", 0, len(levels), 0.0, 4, "1", (
+        PanelBrush("1", blue, "blue sky", "", 0.9, 3.0, 0.9, 0, on_steps=on),
+        PanelBrush("2", green, "green grass", "", 1.0, 0.0, 1.0, 1, on_steps=len(levels))),
+        background="")  # fmt: skip
     swatch_top = 4 * LINE + LINE // 2 + 4 + 4  # the first brush row's colour swatch, in panel pixels
     sy, sx = _find_block(window_pixels, blue, 17)
     py, px = sy - swatch_top, sx - 8

@@ -31,6 +31,9 @@ from .session import FrameThread, LiveSession
 log = logging.getLogger("semdraw.viewer")
 
 TITLE = "semdraw-live"
+# The alpha slider counts the steps a brush takes part in (its strength, read through the noise levels): a
+# 0-100 % slider's top 1 % held every step that mattered, and one click silently removed a brush.
+ALPHA_BAR = "alpha: steps on"
 STATUS_LINES = 3  # the status area wraps messages over this many lines
 STATUS_HEIGHT = 12 + 16 * STATUS_LINES
 DISPLAY_SIDE = 448  # small canvases are enlarged to at least this (the toy model's 128 px is shown 4x)
@@ -91,7 +94,8 @@ class Window:
         self._positions: dict[str, int] = {}
         b = session.brush
         for name, value, top, edit in (
-            ("alpha %", round(b.alpha * 100), 100, lambda v: session.set_params(alpha=v / 100)),
+            (ALPHA_BAR, session.alpha_steps(b.alpha), session.stream.steps,
+             lambda v: session.set_params(alpha=session.alpha_for(v))),
             ("blur px", round(b.blur), 32, lambda v: session.set_params(blur=float(v))),
             ("strength %", round(b.strength * 100), 100, lambda v: session.set_params(strength=v / 100)),
             ("seed", pal.seed % 1000, 999, session.set_seed),
@@ -141,7 +145,7 @@ class Window:
     def _sync_trackbars(self) -> None:
         """Show the current brush's values (without feeding them back as edits)."""
         b = self.session.brush
-        self._set_trackbar("alpha %", round(b.alpha * 100))
+        self._set_trackbar(ALPHA_BAR, self.session.alpha_steps(b.alpha))
         self._set_trackbar("blur px", round(b.blur))
         self._set_trackbar("strength %", round(b.strength * 100))
 
@@ -314,6 +318,14 @@ def build_session(args: argparse.Namespace) -> LiveSession:
 
     if args.background is not None and not args.background.is_file():  # said before any model loads
         raise SemdrawError(f"--background {args.background}: no such image file")
+    if args.background is not None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(args.background) as image:
+                image.verify()  # reads the header and checks the file: no model loaded yet
+        except (OSError, UnidentifiedImageError, SyntaxError) as err:
+            raise SemdrawError(f"--background {args.background}: not an image PIL can read ({err})") from None
     palette = Palette.load(args.palette) if args.palette else None
     engines = args.engines
     if engines is None:  # a model: its canvas is checked before any weights load or any set is built
@@ -407,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     except SemdrawError as err:
         log.error("semdraw-live: %s", err)
         return 2
+    except KeyboardInterrupt:
+        log.error("semdraw-live: interrupted while loading")
+        return 130
     frames = FrameThread(session.stream)
     frames.start()
     started = time.perf_counter()
@@ -415,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("semdraw-live: window ready (%dx%d canvas shown at %gx); press h for help",
                  session.palette.width, session.palette.height, window.scale)  # fmt: skip
         redraw_rate = window.run()
+    except KeyboardInterrupt:  # Ctrl-C in the terminal: the window closes; what was written stays written
+        log.error("semdraw-live: interrupted (the palette is as last written with w)")
+        return 130
     finally:
         frames.stop()
     log.info("semdraw-live: closed after %.0f s (%.0f UI ticks per second)", time.perf_counter() - started,

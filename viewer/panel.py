@@ -27,6 +27,7 @@ class PanelBrush:
     strength: float
     slot: int | None  # stream slot, None when not generated
     refused: bool = False  # not generated for want of a free stream row (the palette keeps it disabled)
+    on_steps: int | None = None  # how many of the steps its alpha lets it take part in (None: not known)
     painted: bool = True
 
     @property
@@ -82,7 +83,8 @@ def render_panel(state: PanelState, height: int) -> np.ndarray:
     y += LINE
     current = next((b for b in state.brushes if b.name == state.current), None)
     if current is not None:
-        _text(img, f"sliders: alpha {current.alpha:.2f}  blur {current.blur:.0f} px  strength {current.strength:.2f}",
+        on = "" if current.on_steps is None else f" on {current.on_steps}/{state.steps} steps"
+        _text(img, f"alpha {current.alpha:.3f}{on}  blur {current.blur:.0f}px  str {current.strength:.2f}",
               8, y, DIM)  # fmt: skip
     y += LINE // 2
     for b in state.brushes:

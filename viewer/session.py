@@ -18,6 +18,7 @@ import numpy as np
 
 from semdraw import Stream
 from semdraw.errors import PromptWarning, SemdrawError
+from semdraw.masks import alpha_for_steps, steps_on
 
 from .palette import Palette, PaletteBrush, overlay_color, unique_path
 from .panel import PanelBrush, PanelState
@@ -173,6 +174,14 @@ class LiveSession:
         b.strength = b.strength if strength is None else float(strength)
         self._dirty.add(self.current)
 
+    def alpha_steps(self, alpha: float) -> int:
+        """How many of the stream's steps a brush of strength ``alpha`` takes part in (the alpha slider)."""
+        return steps_on(alpha, self.stream.sched.noise_level.cpu())
+
+    def alpha_for(self, on: int) -> float:
+        """The strength that makes a brush take part in the last ``on`` steps (from the alpha slider)."""
+        return alpha_for_steps(on, self.stream.sched.noise_level.cpu())
+
     def set_seed(self, seed: int) -> None:
         self.palette.seed = int(seed)
         self.stream.set_seed(int(seed))
@@ -278,7 +287,7 @@ class LiveSession:
         """What the side panel shows (every brush, its settings and stream slot; seed, steps, fps, model)."""
         brushes = tuple(
             PanelBrush(name, b.color, b.prompt, b.negative_prompt, b.alpha, b.blur, b.strength, self._slots.get(name),
-                       refused=not b.enabled, painted=bool(b.mask.any()))
+                       refused=not b.enabled, painted=bool(b.mask.any()), on_steps=self.alpha_steps(b.alpha))
             for name, b in sorted(self.palette.brushes.items())
         )  # fmt: skip
         return PanelState(self.stream.prompts.name, self.palette.seed, self.stream.steps, fps, self.stream.layers,

@@ -533,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # semdraw's own errors say what to do
         log.error("semdraw-bench: %s", err)
         return 2
+    except KeyboardInterrupt:
+        log.error("semdraw-bench: interrupted; no figures written")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -359,6 +359,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return train(argv)
+    except KeyboardInterrupt:
+        log.error("semdraw-train-toy: interrupted; run the same command again to resume from the last checkpoint")
+        return 130
+
+
+def train(argv: list[str] | None = None) -> int:
+    """The whole run (:func:`main` without the Ctrl-C handling)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
