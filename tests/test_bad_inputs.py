@@ -257,3 +257,31 @@ def test_the_panel_tells_refused_from_unpainted_and_shows_the_background_and_idl
     session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), pal, tmp_path)
     state = session.panel_state(0.0)
     assert state.background == "white snow"
+
+
+def test_typed_fields_open_selected_and_accept_every_letter(toy, tmp_path):
+    """The seed field opens with the seed selected: typing replaces it (it used to append: "1611430230abc");
+    Delete clears; accented letters are typed, keys that type nothing say so instead of vanishing."""
+    import semdraw
+    from semdraw.viewer import Palette
+    from semdraw.viewer.live import KEY_DELETE, Window
+    from semdraw.viewer.session import LiveSession
+
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128, seed=1611430230), tmp_path)
+    window = Window.__new__(Window)  # the key handling alone: no OpenCV window is opened
+    window.session = session
+    window._sync_seed = lambda: None
+    session.begin_text("seed")
+    for ch in "42":
+        window.handle_key(ord(ch))
+    window.handle_key(13)
+    assert session.palette.seed == 42
+    session.begin_text("prompt")
+    window.handle_key(ord("x"))
+    window.handle_key(KEY_DELETE[1])
+    for ch in "café":
+        window.handle_key(ord(ch))
+    window.handle_key(0xFF52)  # an arrow key's keysym: no character
+    assert session.text.text == "café" and "types no character" in session.message
+    window.handle_key(13)
+    assert session.brush.prompt == "café"

@@ -49,6 +49,7 @@ h: this help   q / Esc: quit      (typing: Enter commits, Esc cancels)"""
 
 KEY_ENTER, KEY_ESC, KEY_BACKSPACE = (10, 13), 27, (8, 127)
 KEY_CTRL_Z, KEY_CTRL_Y = 26, 25
+KEY_DELETE = (0xFFFF, 0x2E0000, 0x1000007)  # X11 keysym, Windows virtual key, Qt key code
 
 
 def display_scale(height: int, width: int) -> float:
@@ -162,9 +163,15 @@ class Window:
             elif code == KEY_ESC:
                 s.text = None
             elif code in KEY_BACKSPACE:
-                s.text.text = s.text.text[:-1]
-            elif 32 <= code < 127:
-                s.text.text += chr(code)
+                s.text.backspace()
+            elif key in KEY_DELETE:
+                s.text.clear()
+            elif key > 0xFFFF and 32 <= code < 127:  # a printable key with modifier bits (GTK): its character
+                s.text.type(chr(code))
+            elif 32 <= key < 0xFE00 and chr(key).isprintable():  # any letter, accented ones too (0xFE00-0xFFFF:
+                s.text.type(chr(key))  # X11 keysyms of arrows, function keys and the like, never characters)
+            else:
+                s.message = "that key types no character: ignored (Delete clears the field, Esc cancels)"
             return True
         ch = chr(key & 0xFF) if 0 <= key & 0xFF < 128 else ""
         if ch in ("q",) or key & 0xFF == KEY_ESC:
@@ -235,7 +242,8 @@ class Window:
         if s.text is not None:
             label = {"prompt": "prompt", "negative_prompt": "negative prompt", "background": "background prompt",
                      "seed": "seed"}  # fmt: skip
-            return f"brush {s.current} {label[s.text.field]}: {s.text.text}_   (Enter: commit, Esc: cancel)"
+            return (f"brush {s.current} {label[s.text.field]}: {s.text.shown}   (type to replace; Enter: commit, "
+                    "Delete: clear, Esc: cancel)")  # fmt: skip
         state = "paused" if self.frames.paused.is_set() else "idle" if s.stream.idle else f"{self.frames.fps:4.1f} fps"
         note = s.message or self.frames.error or "h: help"
         return f"brush {s.current}: '{s.brush.prompt}'  size {s.size}  {state}  | {note}"

@@ -31,10 +31,29 @@ UNDO_BYTES = 64 << 20  # undo history bound: mask snapshots up to this many byte
 
 @dataclass
 class TextEntry:
-    """A prompt being typed in the window: which field, and the text so far."""
+    """A field being typed in the window: which field, and the text so far. It opens with the current value
+    selected (as a text box does on focus): the first character typed replaces it, Backspace or Delete
+    clears it; after that, typing appends and Backspace deletes one character."""
 
     field: str  # "prompt" | "negative_prompt" | "background" | "seed"
     text: str
+    selected: bool = True
+
+    def type(self, char: str) -> None:
+        self.text = char if self.selected else self.text + char
+        self.selected = False
+
+    def backspace(self) -> None:
+        self.text = "" if self.selected else self.text[:-1]
+        self.selected = False
+
+    def clear(self) -> None:
+        self.text, self.selected = "", False
+
+    @property
+    def shown(self) -> str:
+        """The field as the status line shows it: a selected value in brackets, else the text and a cursor."""
+        return f"[{self.text}]" if self.selected and self.text else f"{self.text}_"
 
 
 class FrameThread:
