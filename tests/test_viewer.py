@@ -476,6 +476,7 @@ def test_seeds_are_typed_or_random_and_a_refused_background_is_not_kept(toy, tmp
     s.text.text = "white snow"
     s.commit_text()
     assert "prompt rows" in s.message and s.palette.background_prompt == "" and stream.background.prompt == ""
+    assert "--layers 2" in s.message and "layers=" not in s.message  # the command's words, not the library's
 
 
 def test_the_side_panel_lists_every_brush_its_settings_and_slot(toy, tmp_path):

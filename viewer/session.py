@@ -250,7 +250,13 @@ class LiveSession:
             self.message = "; ".join(f"background: {n}" for n in notes)
             return True
         except SemdrawError as err:
-            self.message = str(err)
+            if not self.palette.background_prompt or len(self._slots) < self.stream.layers:
+                self.message = str(err)
+                return False
+            rows = len(self._slots) + 1
+            self.message = (f"background prompt not used: its row and {len(self._slots)} brushes need {rows} prompt "
+                            f"rows, the stream has {self.stream.layers}; clear a brush (c) or restart with "
+                            f"--layers {rows}")  # fmt: skip
             return False
 
     def flush_edits(self) -> None:
