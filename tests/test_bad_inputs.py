@@ -285,3 +285,38 @@ def test_typed_fields_open_selected_and_accept_every_letter(toy, tmp_path):
     assert session.text.text == "café" and "types no character" in session.message
     window.handle_key(13)
     assert session.brush.prompt == "café"
+
+
+def test_a_ctrl_press_says_which_keys_undo_and_redo(toy, tmp_path):
+    """OpenCV's Qt window reports Ctrl+Z only as the Ctrl key (0xffe3, seen under Xvfb): the status line
+    says what to press instead of nothing happening."""
+    import semdraw
+    from semdraw.viewer import Palette
+    from semdraw.viewer.live import Window
+    from semdraw.viewer.session import LiveSession
+
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128), tmp_path)
+    window = Window.__new__(Window)
+    window.session = session
+    assert window.handle_key(0xFFE3) and "undo is z" in session.message
+
+
+def test_a_wheel_event_resizes_the_brush_on_this_opencv(toy, tmp_path):
+    """The mouse callback with a real wheel event's flags (as opencv-python 5.1 delivers them: delta in the
+    high 16 bits) changes the brush size; it used to raise AttributeError on every wheel event."""
+    import cv2
+
+    import semdraw
+    from semdraw.viewer import Palette
+    from semdraw.viewer.live import Window
+    from semdraw.viewer.session import LiveSession
+
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128), tmp_path)
+    window = Window.__new__(Window)
+    window.session, window.cv2, window._inputs, window.side_w, window.side_h = session, cv2, 0, 512, 512
+    size = session.size
+    window._on_mouse(cv2.EVENT_MOUSEWHEEL, 100, 100, 7864322, None)  # flags seen under Xvfb: wheel up
+    assert session.size > size
+    window._on_mouse(cv2.EVENT_MOUSEWHEEL, 100, 100, -7864318, None)  # wheel down
+    window._on_mouse(cv2.EVENT_MOUSEWHEEL, 100, 100, -7864318, None)
+    assert session.size < size

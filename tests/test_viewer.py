@@ -86,6 +86,11 @@ def test_canvas_shows_brushes_as_translucent_colours():
         assert DISPLAY_SIDE <= display_scale(side, side) * side < 2 * DISPLAY_SIDE
     assert display_scale(512, 512) == 1
     assert display_scale(1024, 1024) * 1024 <= 720 and display_scale(1024, 2048) * 2048 <= 720  # SDXL fits a screen
+    from semdraw.viewer.panel import PANEL_WIDTH
+
+    for h, w in ((128, 384), (128, 256), (512, 1536), (64, 2048)):  # wide canvases: the window fits 1600 px
+        assert 2 * w * display_scale(h, w) + PANEL_WIDTH <= 1600, (h, w)
+    assert display_scale(128, 384) == 1  # shown at its size rather than enlarged past the screen
 
 
 # ---------------------------------------------------------------- the session (no window)

@@ -25,7 +25,7 @@ from semdraw.quiet import quiet_libraries
 from semdraw.tools import canvas_side, seed_arg
 
 from .palette import Palette
-from .panel import draw_help, render_panel, wrap_status
+from .panel import PANEL_WIDTH, draw_help, render_panel, wrap_status
 from .session import FrameThread, LiveSession
 
 log = logging.getLogger("semdraw.viewer")
@@ -38,6 +38,7 @@ STATUS_LINES = 3  # the status area wraps messages over this many lines
 STATUS_HEIGHT = 12 + 16 * STATUS_LINES
 DISPLAY_SIDE = 448  # small canvases are enlarged to at least this (the toy model's 128 px is shown 4x)
 MAX_DISPLAY_SIDE = 720  # larger canvases are shown at most this big (1024² at 0.7x: two panels in 1440 px)
+MAX_WINDOW_WIDTH = 1600  # the whole window (canvas, image, panel) fits a screen this wide
 NO_DISPLAY = ("semdraw-live: no display (DISPLAY is not set). Render a palette without a window with "
               "`semdraw-render PALETTE.json -o out.png`, or run under a virtual display: `xvfb-run semdraw-live`")  # fmt: skip
 
@@ -48,18 +49,22 @@ space: pause/resume   s: save frame   w: write palette
 h: this help   q / Esc: quit      (typing: Enter commits, Esc cancels)"""
 
 KEY_ENTER, KEY_ESC, KEY_BACKSPACE = (10, 13), 27, (8, 127)
-KEY_CTRL_Z, KEY_CTRL_Y = 26, 25
+KEY_CTRL_Z, KEY_CTRL_Y = 26, 25  # what a GTK build of OpenCV reports; its Qt build never reports Ctrl+key
+KEY_CTRL = (0xFFE3, 0xFFE4)  # Control_L / Control_R keysyms: all OpenCV's Qt window reports of Ctrl+Z
 KEY_DELETE = (0xFFFF, 0x2E0000, 0x1000007)  # X11 keysym, Windows virtual key, Qt key code
 
 
-def display_scale(height: int, width: int) -> float:
+def display_scale(height: int, width: int, max_window_width: int = MAX_WINDOW_WIDTH) -> float:
     """How much the window scales the canvas: small canvases are enlarged by a whole factor to at least
     DISPLAY_SIDE pixels on their longer side; canvases beyond MAX_DISPLAY_SIDE (SDXL's 1024², panoramas)
-    are shown smaller so the canvas and the image fit side by side on a screen; others as they are."""
+    are shown smaller; and never so large that the window (canvas, image, panel) is wider than
+    ``max_window_width`` (a wide canvas: the enlargement drops, then the canvas is shown smaller)."""
     side = max(height, width)
-    if side > MAX_DISPLAY_SIDE:
-        return MAX_DISPLAY_SIDE / side
-    return max(1, -(-DISPLAY_SIDE // side))
+    scale = MAX_DISPLAY_SIDE / side if side > MAX_DISPLAY_SIDE else max(1, -(-DISPLAY_SIDE // side))
+    room = (max_window_width - PANEL_WIDTH) / (2 * width)  # the largest scale that fits the screen
+    if scale > room:
+        scale = float(int(room)) if room >= 1 else room
+    return scale
 
 
 def render_canvas(palette: Palette, current: str, background: np.ndarray | None = None) -> np.ndarray:
@@ -172,6 +177,9 @@ class Window:
                 s.text.type(chr(key))  # X11 keysyms of arrows, function keys and the like, never characters)
             else:
                 s.message = "that key types no character: ignored (Delete clears the field, Esc cancels)"
+            return True
+        if key in KEY_CTRL:  # OpenCV's Qt window keeps Ctrl+key for its own zoom and pan (measured under Xvfb)
+            s.message = "Ctrl shortcuts belong to OpenCV's window: undo is z, redo is y"
             return True
         ch = chr(key & 0xFF) if 0 <= key & 0xFF < 128 else ""
         if ch in ("q",) or key & 0xFF == KEY_ESC:
