@@ -257,6 +257,7 @@ def test_the_panel_tells_refused_from_unpainted_and_shows_the_background_and_idl
     session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), pal, tmp_path)
     state = session.panel_state(0.0)
     assert state.background == "white snow"
+    assert {"sky", "circle", "purple"} <= set(state.vocabulary)  # the toy's closed vocabulary, in the panel
 
 
 def test_typed_fields_open_selected_and_accept_every_letter(toy, tmp_path):

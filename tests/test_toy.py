@@ -111,6 +111,8 @@ def test_an_unknown_word_is_one_unknown_token_and_a_long_prompt_warns_once(toy, 
     with pytest.warns(semdraw.PromptTruncatedWarning, match=r"is 20 tokens; the text encoder reads 16") as seen:
         toy.encode_prompt(long)
     assert len(seen) == 1 and "…" in str(seen[0].message) and long not in str(seen[0].message)
+    # 16 tokens = start + 14 words + end: the user's last 4 words are named, not the tokenizer's pieces
+    assert seen[0].message.short == "too long: ignores 'diamond in blue sky'" and "<|" not in str(seen[0].message)
     toy.prompts._cache.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -500,7 +500,7 @@ def test_the_side_panel_lists_every_brush_its_settings_and_slot(toy, tmp_path):
     assert by_name["1"].slot == 0 and by_name["2"].slot is None and by_name["2"].alpha == 0.5
     img = render_panel(state, 300)
     assert img.shape == (300, PANEL_WIDTH, 3)
-    rows = [LINE * 3 + LINE // 2 + 4 + i * (3 * LINE + 10) for i in range(2)]  # the top of each brush row
+    rows = [LINE * 4 + LINE // 2 + 4 + i * (3 * LINE + 10) for i in range(2)]  # the top of each brush row
     for top, b in zip(rows, state.brushes, strict=True):
         assert tuple(img[top + 12, 16]) == tuple(b.color)  # its colour swatch
         text = img[top : top + 3 * LINE, 30:]

@@ -52,6 +52,7 @@ class PanelState:
     brushes: tuple[PanelBrush, ...]
     background: str = ""  # the background prompt the stream has ("" = white)
     idle: bool = False  # the stream repeats its last image (nothing changed): no fps to show
+    vocabulary: tuple[str, ...] = ()  # a closed-vocabulary model's words (toy), shown under the brushes
 
     @property
     def rate(self) -> str:
@@ -100,6 +101,11 @@ def render_panel(state: PanelState, height: int) -> np.ndarray:
         y = top + rows * LINE + 6
         if y > height - LINE:
             break
+    if state.vocabulary and y + 2 * LINE < height:
+        lines = textwrap.wrap("words it knows: " + " ".join(state.vocabulary), chars + 4)
+        for line in lines[: (height - y - LINE) // LINE]:
+            y += LINE
+            _text(img, line, 8, y, DIM)
     return img
 
 

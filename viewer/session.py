@@ -316,7 +316,8 @@ class LiveSession:
             for name, b in sorted(self.palette.brushes.items())
         )  # fmt: skip
         return PanelState(self.stream.prompts.name, self.palette.seed, self.stream.steps, fps, self.stream.layers,
-                          self.current, brushes, self.palette.background_prompt, self.stream.idle)  # fmt: skip
+                          self.current, brushes, self.palette.background_prompt, self.stream.idle,
+                          tuple(sorted(self.stream.prompts.vocabulary or ())))  # fmt: skip
 
     # ------------------------------------------------------------------ files
     def save_frame(self, frame: np.ndarray | None) -> Path | None:

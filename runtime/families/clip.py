@@ -22,9 +22,22 @@ def tokens(tokenizer: Any, text: str) -> Any:
     if n > limit and (text, limit) not in _warned:
         _warned.add((text, limit))
         shown = text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
-        message = f"prompt {shown!r} is {n} tokens; the text encoder reads {limit}: the rest is ignored"
-        warnings.warn(PromptTruncatedWarning(message), stacklevel=2)
+        ignored = " ".join(_words_past_limit(tokenizer, text, limit))
+        message = f"prompt {shown!r} is {n} tokens; the text encoder reads {limit}: it ignores {ignored!r}"
+        warnings.warn(PromptTruncatedWarning(message, f"too long: ignores {ignored!r}"), stacklevel=2)
     return enc
+
+
+def _words_past_limit(tokenizer: Any, text: str, limit: int) -> list[str]:
+    """The user's words (as typed) that do not fit the token limit: the words after the longest prefix that
+    does (the warning quotes them, not the tokenizer's pieces or its end tokens)."""
+    words = text.split()
+    fits = 0
+    for k in range(1, len(words) + 1):
+        if len(tokenizer(" ".join(words[:k]), truncation=True, max_length=1 << 20).input_ids) > limit:
+            break
+        fits = k
+    return words[fits:]
 
 
 @torch.no_grad()
