@@ -425,3 +425,14 @@ def test_the_extended_world_has_its_recipes_shares():
     assert 0.1 < at_edge < 0.2
     _, first = world.dataset(3, 2000, 32, world.FIRST)
     assert not any(" and a " in c for c in first)
+
+
+def test_the_model_card_describes_the_world_its_weights_were_trained_on():
+    """The card's data section is written from training.json's world generation (the first world when the
+    file predates generations): the shipped card holds exactly that section."""
+    from semdraw.tools.toy_card import data_grammar
+
+    training = json.loads((WEIGHTS_DIR / "training.json").read_text())
+    section = data_grammar(training.get("world", "first"), training["images"], training["size"])
+    assert section in (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
+    assert "second object" in data_grammar("extended", 10, 128) and "second object" not in section

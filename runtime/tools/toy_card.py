@@ -40,6 +40,39 @@ def fidelity_tables(fid: dict) -> str:
     return text
 
 
+FIRST_WORLD = """| caption | share | image |
+|---|---|---|
+| `{scene}` | 28 % | the whole image is the scene, with gentle low-frequency texture (waves on water, blades on grass) |
+| `{scene1} and {scene2}` | 14 % | two scenes: a wavy horizon split, or a rectangle of one inside the other |
+| `a {colour} {shape}` | 24 % | an object on plain white |
+| `a {colour} {shape} in {scene}` | 20 % | an object on a scene |
+| `a {colour} sun in {scene}` | 7 % | a sun (disc with rays), mostly on a scene |
+| empty | 7 % | any of the above (the unconditional prompt for guidance) |
+
+Objects sit near the centre 70 % of the time (as in real photo data sets, so mask-centring has
+something to fix) and anywhere otherwise."""
+
+
+def data_grammar(world_name: str, images: int, size: int) -> str:
+    """The card's data section for the world generation a run trained on (training.json's ``world``)."""
+    recipe = world.RECIPES[world_name]
+    if recipe is world.FIRST:
+        text = FIRST_WORLD
+    else:
+        objects = 1 - recipe.scene_share - recipe.two_scene_share
+        text = (f"The `{recipe.name}` world (`semdraw.toy.world.{recipe.name.upper()}`): a whole-image scene "
+                f"{recipe.scene_share:.0%} of the time, two scenes {recipe.two_scene_share:.0%}, object images "
+                f"{objects:.0%}. An object image has a white background, one scene or (in "
+                f"{recipe.two_scenes_under_object:.0%} of the scene backgrounds) two; its caption names a scene "
+                f"background {recipe.background_named:.0%} of the time (`a {{colour}} {{shape}} in {{scene}}`, else "
+                f"just `a {{colour}} {{shape}}`, as a region brush's own prompt never names its surroundings); a "
+                f"second object (`... and a {{colour}} {{shape}}`) joins {recipe.second_object:.0%} of them; "
+                f"{recipe.edge_share:.1%} of objects lie against or are cut by an image edge, the rest near the "
+                f"centre (70 %) or anywhere. Suns are {recipe.sun_share:.0%} of objects; "
+                f"{recipe.empty_caption:.0%} of captions are empty (the unconditional prompt for guidance).")
+    return f"{text} {images} images of {size}×{size} were rendered for training."
+
+
 def _token_count(weights: Path) -> int:
     tok = json.loads((weights / "base" / "tokenizer" / "tokenizer.json").read_text())
     return len(tok["model"]["vocab"])
@@ -74,6 +107,7 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
     held = fid.get("held_out") or {}
     timings = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in t["timings_s"].items())
     return TEMPLATE.read_text().format(
+        data_grammar=data_grammar(t.get("world", "first"), t["images"], t["size"]),
         size_mb=f"{size_mb:.1f}", colors_table=colors, scenes_table=scenes, shapes=", ".join(vocab["shapes"]),
         images=t["images"], size=t["size"], latent=t["size"] // 8, vocab=_token_count(weights),
         tokens=architecture.MAX_TOKENS, te_params=f"{t['params']['text_encoder']:,}",
