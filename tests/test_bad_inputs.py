@@ -321,3 +321,28 @@ def test_a_wheel_event_resizes_the_brush_on_this_opencv(toy, tmp_path):
     window._on_mouse(cv2.EVENT_MOUSEWHEEL, 100, 100, -7864318, None)  # wheel down
     window._on_mouse(cv2.EVENT_MOUSEWHEEL, 100, 100, -7864318, None)
     assert session.size < size
+
+
+COMMAND_CASES = [  # (command module, arguments, what its one error line says): options refused before any work
+    ("semdraw.build_engines.cli", ["--model", "toy", "--steps", "0"], "steps must lie in"),
+    ("semdraw.build_engines.cli", ["--model", "toy", "--layers", "0"], "--layers must be >= 1"),
+    ("semdraw.build_engines.cli", ["--model", "toy", "--height", "-8"], "must be positive"),
+    ("semdraw.viewer.live", ["--seed", "-1"], "seed must lie in"),
+    ("semdraw.viewer.live", ["--seed", "1.5"], "not a whole number"),
+    ("semdraw.tools.bench", ["fidelity", "--steps", "x"], "not a whole number"),
+    ("semdraw.tools.bench", ["stream", "--frames", "0"], "frames must lie in"),
+    ("semdraw.tools.demo", ["--seed", "99999999999999999999"], "seed must lie in"),
+]
+
+
+@pytest.mark.parametrize("module, args, says", COMMAND_CASES, ids=[f"{c[0].split('.')[-1]} {' '.join(c[1])}" for c in COMMAND_CASES])
+def test_command_options_out_of_range_are_one_line_errors(capsys, caplog, module, args, says):
+    import importlib
+
+    main = importlib.import_module(module).main
+    try:
+        rc = main(args)
+    except SystemExit as exit_:  # argparse's usage error
+        rc = exit_.code
+    said = capsys.readouterr().err + caplog.text
+    assert rc == 2 and says in said and "Traceback" not in said, said[-500:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from semdraw.tools import demo
@@ -16,5 +17,7 @@ def test_demo_writes_images_and_passes_its_self_check(tmp_path, caplog):
     assert Image.open(tmp_path / "toy_panorama.png").size == (2 * SIZE, SIZE)
 
 
-def test_demo_rejects_bad_steps(tmp_path):
-    assert demo.main(["--out", str(tmp_path), "--steps", "0"]) == 2
+def test_demo_rejects_bad_steps(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:  # argparse's one-line usage error, before anything loads
+        demo.main(["--out", str(tmp_path), "--steps", "0"])
+    assert exit_.value.code == 2 and "steps must lie in" in capsys.readouterr().err

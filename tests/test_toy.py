@@ -311,7 +311,7 @@ def test_training_command_runs_every_stage_and_writes_a_loadable_model(tmp_path)
     assert json.loads((out / "defaults.json").read_text())["chosen_by"].startswith("the shipped toy model's")
     assert folder.vocabulary == semdraw.toy.known_words() and base.vocabulary is None
     options = [a for a in train.parser()._actions if a.dest != "help"]
-    assert len(options) == 13 and all(a.help for a in options)  # --help explains every option
+    assert len(options) == 16 and all(a.help for a in options)  # --help explains every option
     assert str(train.PACKAGE_DIR) == str(semdraw.toy.WEIGHTS_DIR)
 
 

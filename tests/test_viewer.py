@@ -303,7 +303,7 @@ def test_live_window_end_to_end(xserver, tmp_path):
     state = PanelState("toy", 0, len(levels), 0.0, 4, "1", (
         PanelBrush("1", blue, "blue sky", "", 0.9, 3.0, 0.9, 0, on_steps=on),
         PanelBrush("2", green, "green grass", "", 1.0, 0.0, 1.0, 1, on_steps=len(levels))),
-        background="")  # fmt: skip
+        background="", vocabulary=tuple(sorted(semdraw.toy.known_words())))  # fmt: skip
     swatch_top = 4 * LINE + LINE // 2 + 4 + 4  # the first brush row's colour swatch, in panel pixels
     sy, sx = _find_block(window_pixels, blue, 17)
     py, px = sy - swatch_top, sx - 8

@@ -45,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
-    if args.steps is not None and args.steps < 1:
-        log.error("semdraw-demo: --steps must be >= 1")
-        return 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -46,6 +46,7 @@ class Environment:
     device_name: str = ""
     ort_cuda: bool = False
     tensorrt: bool = False
+    versions: dict[str, str] = field(default_factory=dict)  # torch, CUDA, driver, GPU, onnxruntime, ...
 
     @staticmethod
     def probe() -> Environment:
@@ -61,7 +62,46 @@ class Environment:
         from semdraw import backends
 
         return Environment(cuda, torch.cuda.get_device_name() if cuda else "", ort_cuda,
-                           backends.tensorrt_available())  # fmt: skip
+                           backends.tensorrt_available(), versions())  # fmt: skip
+
+
+def versions() -> dict[str, str]:
+    """The versions a figure depends on; "absent" for what is not installed."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    found = {"python": platform.python_version(), "torch": torch.__version__, "cuda": str(torch.version.cuda)}
+    if torch.cuda.is_available():
+        found["gpu"] = torch.cuda.get_device_name()
+        try:  # the driver is not in torch's API: nvidia-smi reports it
+            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20)  # fmt: skip
+            found["driver"] = smi.stdout.strip().splitlines()[0] if smi.returncode == 0 and smi.stdout.strip() else "unknown"
+        except (OSError, subprocess.TimeoutExpired):
+            found["driver"] = "unknown (no nvidia-smi)"
+    for name in ("diffusers", "transformers", "onnxruntime", "onnxruntime-gpu", "tensorrt", "triton"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+WHEELS_DIR = Path(".gpu-wheels")  # ignored by git; `run` carries it to the GPU machine
+# What the GPU machine lacks of semdraw's pure-Python requirements (it has torch, transformers, peft, onnx,
+# onnxruntime, safetensors, numpy and pillow, and no network): the versions installed here.
+WHEELS = ("diffusers",)
+
+
+def prepare_argv(dest: Path, python: str = sys.executable) -> list[str]:
+    """``pip download`` of the wheels in :data:`WHEELS`, at the versions installed here, without their
+    dependencies (an argument list: no shell)."""
+    from importlib.metadata import version
+
+    pins = [f"{name}=={version(name)}" for name in WHEELS]
+    return [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest), *pins]
 
 
 @dataclass(frozen=True)
@@ -85,13 +125,20 @@ class Result:
     output_tail: str = ""
 
 
+MISSION = ("--model", "sd15-random", "--height", "512", "--width", "512", "--brushes", "3", "--steps", "4")
+
+
 def plan(env: Environment, work: Path, python: str = sys.executable) -> list[Check]:
-    """The checks, in order, for this machine (engine builds come before the benches that read them)."""
+    """The checks, in order, for this machine: the mission configuration first (SD1.5-sized random weights,
+    512², 3 brushes, 4 steps on torch CUDA fp16: eager, then with CUDA graphs), then toy, the GPU-marked
+    tests, SDXL- and SD3-sized random at their native sizes, then onnxruntime's CUDA provider and TensorRT
+    where importable. Their time limits add up to at most :data:`DEADLINE_S` (tested), so the whole check
+    fits one 8-minute call; an engine build comes before the benches that read its set."""
 
     def tool(module: str, *args: str) -> tuple[str, ...]:
         return (python, "-m", module, *args)
 
-    def bench(name: str, *args: str, timeout: int = 60, needs: str | None = None, uses: str | None = None) -> Check:
+    def bench(name: str, *args: str, timeout: int, needs: str | None = None, uses: str | None = None) -> Check:
         out = str(work / f"{name}.json")
         engines = ("--engines", str(work / uses)) if uses else ()
         argv = tool("semdraw.tools.bench", "stream", *engines, *args, "--json", out)
@@ -104,32 +151,35 @@ def plan(env: Environment, work: Path, python: str = sys.executable) -> list[Che
     no_cuda = None if env.cuda else "no CUDA device (torch.cuda.is_available() is False)"
     no_ort = no_cuda or (None if env.ort_cuda else "onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
     no_trt = no_cuda or (None if env.tensorrt else "TensorRT is not importable (pip install 'semdraw[tensorrt]')")
-    sd = ("--model", "sd15-random", "--height", "512", "--width", "512", "--frames", "5", "--warmup", "2")
-    checks = [Check("gpu-marked tests", (python, "-m", "pytest", "-q", "-m", "gpu", "tests"), 120, None, no_cuda)]
-    checks += [
-        bench("toy-torch-fp16", "--model", "toy", "--device", "cuda", "--frames", "30", needs=no_cuda),
-        bench("toy-torch-fp16-graph", "--model", "toy", "--device", "cuda", "--frames", "30", "--cuda-graph",
-              "--no-baseline", needs=no_cuda),
-        bench("sd15-random-512-torch-fp16", *sd, "--device", "cuda", "--baseline-frames", "3", timeout=90,
+    no_compile = "the torch backend has no torch.compile option yet (issue #23, item 3)"
+    mission = (*MISSION, "--frames", "5", "--warmup", "2", "--device", "cuda")
+    native = ("--frames", "3", "--warmup", "1", "--no-baseline", "--device", "cuda")
+    checks = [
+        bench("mission-sd15-512-torch-fp16", *mission, "--baseline-frames", "2", timeout=100, needs=no_cuda),
+        bench("mission-sd15-512-torch-fp16-graph", *mission, "--cuda-graph", "--no-baseline", timeout=60,
               needs=no_cuda),
-        bench("sd15-random-512-torch-fp16-graph", *sd, "--device", "cuda", "--cuda-graph", "--no-baseline",
-              timeout=90, needs=no_cuda),
-        build("toy-onnx", "--model", "toy", "--layers", "3", "--backend", "onnx", timeout=60, needs=no_ort),
+        bench("mission-sd15-512-torch-compile", *mission, "--no-baseline", timeout=0, needs=no_cuda or no_compile),
+        bench("toy-torch-fp16", "--model", "toy", "--device", "cuda", "--frames", "30", timeout=30, needs=no_cuda),
+        bench("toy-torch-fp16-graph", "--model", "toy", "--device", "cuda", "--frames", "30", "--cuda-graph",
+              "--no-baseline", timeout=25, needs=no_cuda),
+        Check("gpu-marked tests", (python, "-m", "pytest", "-q", "-m", "gpu", "tests"), 45, None, no_cuda),
+        bench("sdxl-random-1024-torch-fp16", "--model", "sdxl-random", "--height", "1024", "--width", "1024", *native,
+              timeout=45, needs=no_cuda),
+        bench("sd3-random-1024-torch-fp16", "--model", "sd3-random", "--height", "1024", "--width", "1024", *native,
+              timeout=45, needs=no_cuda),
+        build("toy-onnx", "--model", "toy", "--layers", "3", "--backend", "onnx", timeout=25, needs=no_ort),
         bench("toy-onnxruntime-cuda", "--backend", "onnxruntime", "--device", "cuda", "--frames", "30",
-              "--no-baseline", needs=no_ort, uses="toy-onnx"),
-        build("toy-trt", "--model", "toy", "--layers", "3", "--backend", "all", timeout=120, needs=no_trt),
-        bench("toy-tensorrt", "--backend", "tensorrt", "--frames", "30", "--no-baseline", needs=no_trt,
+              "--no-baseline", timeout=20, needs=no_ort, uses="toy-onnx"),
+        build("toy-trt", "--model", "toy", "--layers", "3", "--backend", "all", timeout=40, needs=no_trt),
+        bench("toy-tensorrt", "--backend", "tensorrt", "--frames", "30", "--no-baseline", timeout=15, needs=no_trt,
               uses="toy-trt"),
-        bench("toy-tensorrt-graph", "--backend", "tensorrt", "--frames", "30", "--no-baseline", "--cuda-graph",
-              needs=no_trt, uses="toy-trt"),
-        build("sd15-random-512-trt", "--model", "sd15-random", "--height", "512", "--width", "512", "--layers", "3",
-              "--backend", "all", timeout=300, needs=no_trt),
-        bench("sd15-random-512-tensorrt", "--backend", "tensorrt", "--frames", "10", "--no-baseline",
-              needs=no_trt, uses="sd15-random-512-trt"),
-        bench("sd15-random-512-tensorrt-graph", "--backend", "tensorrt", "--frames", "10", "--no-baseline",
-              "--cuda-graph", needs=no_trt, uses="sd15-random-512-trt"),
     ]  # fmt: skip
     return checks
+
+
+def time_limits(checks: list[Check]) -> int:
+    """The time limits of the checks that would run, added up (the plan keeps this within the deadline)."""
+    return sum(c.timeout_s for c in checks if not c.needs)
 
 
 Runner = Callable[[Check, float], tuple[int, str]]  # (check, seconds allowed) -> (return code, output)
@@ -167,8 +217,9 @@ def run(checks: list[Check], *, deadline_s: float = DEADLINE_S, runner: Runner =
         try:
             rc, output = runner(check, min(check.timeout_s, left))
             status = "ok" if rc == 0 else f"failed (rc {rc})"
-        except subprocess.TimeoutExpired as err:
-            rc, output, status = -1, str(err.output or ""), "timed out"
+        except subprocess.TimeoutExpired as err:  # what it printed so far: stdout and stderr, decoded
+            rc, status = -1, "timed out"
+            output = _text(err.stdout if err.stdout is not None else err.output) + _text(err.stderr)
         result = Result(check.name, status, clock() - t0, output_tail="" if rc == 0 else output[-2000:])
         if check.bench_json and rc == 0 and Path(check.bench_json).exists():
             result.bench = json.loads(Path(check.bench_json).read_text())
@@ -177,6 +228,12 @@ def run(checks: list[Check], *, deadline_s: float = DEADLINE_S, runner: Runner =
             failed_sets.add(check.builds)
         results.append(result)
     return results
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
 
 
 def table(results: list[Result], env: Environment) -> str:
@@ -194,6 +251,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Path("engines/gpu-check"), help="where engine sets are built")
     p.add_argument("--deadline", type=float, default=DEADLINE_S, help=f"overall seconds (default {DEADLINE_S})")
     p.add_argument("--dry-run", action="store_true", help="print the plan for this machine and exit")
+    p.add_argument("--assume-gpu", action="store_true",
+                   help="with --dry-run: plan as on a machine with CUDA, onnxruntime-gpu and TensorRT")
+    p.add_argument("--prepare", type=Path, nargs="?", const=WHEELS_DIR, default=None, metavar="DIR",
+                   help=f"on a machine with network access: download the wheels the GPU machine lacks into DIR "
+                        f"(default {WHEELS_DIR}) and exit; scripts/gpu_check.sh installs them there with no network")
     return p
 
 
@@ -204,11 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.deadline <= 0:
         log.error("gpu_check: --deadline must be > 0")
         return 2
-    env = Environment.probe()
+    if args.prepare is not None:
+        argv = prepare_argv(args.prepare)
+        log.info("downloading %s into %s", ", ".join(argv[8:]), args.prepare)
+        return subprocess.run(argv).returncode
+    env = Environment(True, "(assumed)", True, True) if args.assume_gpu else Environment.probe()
     checks = plan(env, args.work)
     if args.dry_run:
         for c in checks:
-            print(f"{c.name}: {'skipped: ' + c.needs if c.needs else ' '.join(c.argv)}")
+            print(f"{c.name} ({c.timeout_s} s): {'skipped: ' + c.needs if c.needs else ' '.join(c.argv)}")
+        print(f"time limits of the checks that run: {time_limits(checks)} s (deadline {args.deadline:.0f} s)")
         return 0
     if not env.cuda:
         log.warning("gpu_check: no CUDA device here; every check will be reported as skipped")

@@ -138,11 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         "--comparison",
         type=Path,
         default=None,
-        help="JSON list of fidelity.evaluate() rows (sampler / LoRA alternatives) for the distillation table",
+        help="JSON list of fidelity.evaluate() rows (sampler / LoRA alternatives) for the distillation table "
+        "(default: the sweep rows of the folder's tuning.json, written by semdraw-bench fidelity --choose-defaults)",
     )
     args = p.parse_args(argv)
     fid = json.loads(args.fidelity.read_text())
-    comparison = json.loads(args.comparison.read_text()) if args.comparison else []
+    tuning = args.weights / "tuning.json"
+    if args.comparison:
+        comparison = json.loads(args.comparison.read_text())
+    else:
+        comparison = json.loads(tuning.read_text())["sweep"] if tuning.exists() else []
     (args.weights / "MODEL_CARD.md").write_text(render(args.weights, fid, comparison))
     return 0
 
