@@ -96,11 +96,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def onnxruntime_version() -> str:
+    """The installed onnxruntime's version, whichever distribution brought it (``onnxruntime`` or
+    ``onnxruntime-gpu``: both install the same module), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    raise SemdrawError("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)")
+
+
 def _tools(with_tensorrt: bool) -> dict[str, str]:
     from importlib.metadata import version  # installed versions, without importing the libraries
 
     tools = {"torch": torch.__version__, "diffusers": version("diffusers"), "onnx": version("onnx"),
-             "onnxruntime": version("onnxruntime"), "opset": str(steps.OPSET)}  # fmt: skip
+             "onnxruntime": onnxruntime_version(), "opset": str(steps.OPSET)}  # fmt: skip
     if with_tensorrt:
         tools["tensorrt_target"] = steps.tensorrt_tag()
     return tools
@@ -333,7 +346,7 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
             precision = request.precision if net.fp16_safe else "fp32"
             fp16_file, plan_file = f"{net.role}.fp16.onnx", f"{net.role}.{steps.tensorrt_tag()}.plan"
             steps.export_onnx(net, folder / fp16_file, fp16=precision == "fp16")
-            steps.build_tensorrt(folder / fp16_file, folder / plan_file, folder.parent / ".timing-cache",
+            steps.build_tensorrt(folder / fp16_file, folder / plan_file, steps.timing_cache(folder.parent),
                                  workspace_gb=workspace_gb)
             validation["tensorrt"] = steps.validate(net, steps.run_tensorrt(net, folder / plan_file), ref,
                                                     precision=precision, artifact="TensorRT plan")  # fmt: skip

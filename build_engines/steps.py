@@ -141,13 +141,15 @@ class _TqdmProgress:
 
 
 def build_tensorrt(onnx_path: Path, plan_path: Path, cache_path: Path, *, workspace_gb: float = 8.0) -> None:
-    """Build a TensorRT 10/11 plan from an fp16 ONNX file as a strongly typed network.
+    """Build a TensorRT 10/11 plan from an ONNX file (fp16, or fp32 for a VAE that needs it) as a strongly
+    typed network, with TF32 off: an fp32 plan is validated at fp32 tolerances (1e-4), which TF32 math
+    does not meet (3.4e-3 on the tiny AutoencoderKL halves, emulated).
 
-    The timing cache at ``cache_path`` is read if present and written back, so rebuilds are fast.
-    GPU-only: not exercised in this project's CI.
+    The timing cache at ``cache_path`` (its name carries the TensorRT version and GPU: :func:`timing_cache`)
+    is read if present and written back, so rebuilds are fast. GPU-only: not exercised in this project's CI.
     """
     trt = backends.import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = backends.tensorrt_logger()
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
@@ -157,8 +159,10 @@ def build_tensorrt(onnx_path: Path, plan_path: Path, cache_path: Path, *, worksp
         raise BuildError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    config.clear_flag(trt.BuilderFlag.TF32)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise BuildError(f"TensorRT refused the timing cache {cache_path}: delete it and build again")
     config.progress_monitor = _TqdmProgress(trt)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -170,6 +174,12 @@ def build_tensorrt(onnx_path: Path, plan_path: Path, cache_path: Path, *, worksp
 def run_tensorrt(net: Network, plan: Path) -> torch.Tensor:
     runner = backends.TensorRTRunner(plan, [i.name for i in net.inputs], net.output.name, device="cuda")
     return runner(*(t.cuda() for t in net.sample)).float().cpu()
+
+
+def timing_cache(folder: Path) -> Path:
+    """The timing cache for this TensorRT version and GPU in ``folder`` (one shared file would be read by
+    other versions and GPUs, which TensorRT refuses)."""
+    return folder / f".timing-cache-{tensorrt_tag()}"
 
 
 def tensorrt_tag() -> str:

@@ -16,6 +16,7 @@ come from the engine manifest, never from code that knows what a UNet is. Inputs
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,8 +191,7 @@ class TensorRTRunner:
         if not torch.cuda.is_available():
             raise BackendError("TensorRT needs a CUDA device and none is available")
         self.device = torch.device(device)
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(self._logger)
+        runtime = trt.Runtime(tensorrt_logger())
         self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialize {path}: rebuild it for this TensorRT and GPU")
@@ -212,18 +212,35 @@ class TensorRTRunner:
         for name, t in ordered_inputs(self.input_names, inputs, named).items():
             self.buffers[name].copy_(t, non_blocking=True)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             if self._use_graph and self._graph is None:
-                self.context.execute_async_v3(self.stream.cuda_stream)  # warm-up before capture
-                self._graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self._graph, stream=self.stream):
-                    self.context.execute_async_v3(self.stream.cuda_stream)
-            if self._graph is not None:
+                self._graph = self._capture()
+            elif self._graph is not None:
                 self._graph.replay()
             elif not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError("TensorRT execution failed")
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
         return self.buffers[self.output_name].clone()
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        """Capture the enqueue into a CUDA graph, checked: the warm-up and the captured enqueue must both be
+        accepted (a refused capture would replay an empty graph and return stale outputs), and the first
+        replay must give the eager run's output (the inputs are the same)."""
+        if not self.context.execute_async_v3(self.stream.cuda_stream):  # warm-up: lazy setup is not captured
+            raise BackendError("TensorRT execution failed (the run before CUDA-graph capture)")
+        eager = self.buffers[self.output_name].clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            accepted = self.context.execute_async_v3(self.stream.cuda_stream)
+        if not accepted:
+            raise BackendError("TensorRT refused to enqueue into a CUDA-graph capture: run without cuda_graph")
+        graph.replay()
+        self.stream.synchronize()
+        replayed = self.buffers[self.output_name]
+        if not torch.allclose(replayed.float(), eager.float(), rtol=1e-3, atol=1e-3):
+            raise BackendError("the CUDA graph's first replay differs from the eager TensorRT run: run without "
+                               "cuda_graph")  # fmt: skip
+        return graph
 
 
 class CudaGraphed:
@@ -282,6 +299,13 @@ def import_tensorrt():
             "(TensorRT wheels come from NVIDIA's package index)"
         ) from err
     return trt
+
+
+@functools.lru_cache(maxsize=1)
+def tensorrt_logger():
+    """One TensorRT logger for the process (TensorRT expects one; a new one per runner or build warns)."""
+    trt = import_tensorrt()
+    return trt.Logger(trt.Logger.WARNING)
 
 
 def tensorrt_available() -> bool:

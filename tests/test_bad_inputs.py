@@ -346,3 +346,23 @@ def test_command_options_out_of_range_are_one_line_errors(capsys, caplog, module
         rc = exit_.code
     said = capsys.readouterr().err + caplog.text
     assert rc == 2 and says in said and "Traceback" not in said, said[-500:]
+
+
+def test_build_engines_reads_the_onnxruntime_version_of_either_distribution(monkeypatch):
+    """With only onnxruntime-gpu installed, `version("onnxruntime")` raised and build-engines crashed."""
+    import importlib.metadata as metadata
+
+    from semdraw.build_engines import cli as build_cli
+
+    real = metadata.version
+
+    def only_gpu(name: str) -> str:
+        if name == "onnxruntime":
+            raise metadata.PackageNotFoundError(name)
+        return "1.31.0-gpu" if name == "onnxruntime-gpu" else real(name)
+
+    monkeypatch.setattr(metadata, "version", only_gpu)
+    assert build_cli.onnxruntime_version() == "1.31.0-gpu"
+    monkeypatch.setattr(metadata, "version", lambda name: (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
+    with pytest.raises(build_cli.SemdrawError, match="onnxruntime is not installed"):
+        build_cli.onnxruntime_version()
