@@ -290,7 +290,9 @@ class Stream:
         # RCFG: the noise part n = level_z·ε̄ of each image in flight (step.py)
         self._residual = torch.zeros(T, C, h, w, device=dev, dtype=dt) if mode.residual else None
         self._noise = torch.zeros(T, T, C, h, w, device=dev, dtype=dt)  # per ring image: its T noise draws
-        self._staging = torch.zeros(T, C, h, w, dtype=dt, pin_memory=dev.type == "cuda")
+        # Host staging of the noise draws, one per ring image: a flush runs T - 1 steps without a sync, and a
+        # non-blocking copy from a buffer the next step overwrote would deliver the next image's noise.
+        self._staging = torch.zeros(T, T, C, h, w, dtype=dt, pin_memory=dev.type == "cuda")
         self._white = self.networks.encode(torch.ones(1, 3, self.height, self.width, device=dev)).to(dev, dt)
         self.buffers: dict[str, torch.Tensor] = {}
         self._generator = torch.Generator("cpu")
@@ -573,10 +575,11 @@ class Stream:
         if self.device.type == "cpu":
             for j in range(draws):
                 torch.randn(target.shape[1:], generator=g, dtype=self.dtype, out=target[j])
-        else:
+        else:  # drawn on the host (the generator is a CPU one), staged in this ring image's own pinned buffer
+            staging = self._staging[ring_pos]
             for j in range(draws):
-                torch.randn(target.shape[1:], generator=g, dtype=self.dtype, out=self._staging[j])
-            target[:draws].copy_(self._staging[:draws], non_blocking=True)
+                torch.randn(target.shape[1:], generator=g, dtype=self.dtype, out=staging[j])
+            target[:draws].copy_(staging[:draws], non_blocking=True)
 
     def _step(self) -> torch.Tensor:
         """Advance every image in flight by one step; returns the clean latent of the finished one [1,C,h,w]."""
