@@ -130,6 +130,10 @@ class OrtRunner:
             )
         except Exception as err:  # onnxruntime raises its own exception types for corrupt files
             raise BackendError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0]}") from err
+        if self.device.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # onnxruntime falls back to the CPU silently when its CUDA provider fails to load
+            raise BackendError("onnxruntime's CUDA provider did not load (it would run on the CPU): install "
+                               "onnxruntime-gpu built for this CUDA, or use --backend torch")  # fmt: skip
         self.input_names = list(input_names)
         self.output_name = output_name
         # A file exported with a symbolic first axis on every input takes any number of rows.
@@ -163,11 +167,16 @@ class OrtRunner:
                 name, "cuda", t.device.index or 0, np_types[t.dtype], list(t.shape), t.data_ptr()
             )
         binding.bind_output(self.output_name, "cuda", self.device.index or 0)
+        # onnxruntime runs on its own CUDA stream: the inputs torch wrote on its stream must be complete first
+        torch.cuda.current_stream(self.device).synchronize()
         self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
         out = binding.get_outputs()[0]
-        return (
-            torch.from_dlpack(out.to_dlpack()) if hasattr(out, "to_dlpack") else torch.from_numpy(out.numpy())
-        )
+        if hasattr(out, "__dlpack__"):  # zero copy (OrtValue has __dlpack__; older releases to_dlpack)
+            return torch.from_dlpack(out)
+        if hasattr(out, "to_dlpack"):
+            return torch.from_dlpack(out.to_dlpack())
+        return torch.from_numpy(out.numpy()).to(self.device)  # a copy through the host
 
 
 class TensorRTRunner:
