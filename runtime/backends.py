@@ -206,6 +206,8 @@ class TensorRTRunner:
             raise BackendError(f"TensorRT could not deserialize {path}: rebuild it for this TensorRT and GPU")
         self.context = self.engine.create_execution_context()
         self.input_names, self.output_name = list(input_names), output_name
+        check_io(Path(path).name, [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)],
+                 [*self.input_names, output_name])  # fmt: skip
         self.stream = torch.cuda.Stream(device=self.device)
         self.buffers: dict[str, torch.Tensor] = {}
         for i in range(self.engine.num_io_tensors):
@@ -308,6 +310,15 @@ def import_tensorrt():
             "(TensorRT wheels come from NVIDIA's package index)"
         ) from err
     return trt
+
+
+def check_io(network: str, tensors: Sequence[str], expected: Sequence[str]) -> None:
+    """The tensors a manifest names must be the network's: one clear error (instead of a bare KeyError
+    at the first call) when a plan and its manifest disagree."""
+    missing = [name for name in expected if name not in set(tensors)]
+    if missing:
+        raise BackendError(f"{network} has no tensor {', '.join(missing)} (its tensors: {', '.join(tensors)}); "
+                           "the engine set's manifest does not match its files: rebuild the set")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1)

@@ -366,3 +366,11 @@ def test_build_engines_reads_the_onnxruntime_version_of_either_distribution(monk
     monkeypatch.setattr(metadata, "version", lambda name: (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
     with pytest.raises(build_cli.SemdrawError, match="onnxruntime is not installed"):
         build_cli.onnxruntime_version()
+
+
+def test_a_manifest_naming_tensors_a_network_lacks_is_one_clear_error():
+    from semdraw.backends import BackendError, check_io
+
+    check_io("denoiser.plan", ["sample", "timestep", "encoder_hidden_states", "out"], ["sample", "timestep", "out"])
+    with pytest.raises(BackendError, match="has no tensor text_embeds .* rebuild the set"):
+        check_io("denoiser.plan", ["sample", "timestep", "out"], ["sample", "text_embeds", "out"])
