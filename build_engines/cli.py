@@ -321,7 +321,8 @@ def _save_text(model, folder: Path) -> engines.TextEntry:
     files = sorted(p for p in text_dir.rglob("*") if p.is_file())
     vocab = model.vocabulary
     return engines.TextEntry(classes, {str(p.relative_to(folder)): sha256_file(p) for p in files},
-                             None if vocab is None else tuple(sorted(vocab)), dict(settings))  # fmt: skip
+                             None if vocab is None else tuple(sorted(vocab)), dict(settings),
+                             {str(p.relative_to(folder)): p.stat().st_size for p in files})  # fmt: skip
 
 
 def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
@@ -344,7 +345,8 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
         if trt_ok:
             # A network that is not fp16-safe (the full SDXL VAE overflows) keeps an fp32 plan.
             precision = request.precision if net.fp16_safe else "fp32"
-            fp16_file, plan_file = f"{net.role}.fp16.onnx", f"{net.role}.{steps.tensorrt_tag()}.plan"
+            # the TensorRT source, named by its precision (an fp32 plan's source is not "fp16")
+            fp16_file, plan_file = f"{net.role}.{precision}.onnx", f"{net.role}.{steps.tensorrt_tag()}.plan"
             steps.export_onnx(net, folder / fp16_file, fp16=precision == "fp16")
             steps.build_tensorrt(folder / fp16_file, folder / plan_file, steps.timing_cache(folder.parent),
                                  workspace_gb=workspace_gb)
@@ -356,6 +358,7 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
         entries[net.role] = NetworkEntry(
             inputs=net.inputs, output=net.output, onnx=onnx_file, onnx_fp16=fp16_file, tensorrt=plan_file,
             sha256={f: sha256_file(folder / f) for f in files}, validation=validation,
+            sizes={f: (folder / f).stat().st_size for f in files},
         )  # fmt: skip
         log.info("%s: fp32 ONNX max abs error vs torch %.1e", net.role, validation["onnx_fp32"]["max_abs"])
     return entries

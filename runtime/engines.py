@@ -71,6 +71,7 @@ class NetworkEntry:
     onnx_fp16: str | None = None
     tensorrt: str | None = None
     validation: dict[str, Any] = field(default_factory=dict)  # measured errors vs torch per artifact
+    sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes (the cheap check at load)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class TextEntry:
     sha256: dict[str, str]  # file (relative to the set) -> hash
     vocabulary: tuple[str, ...] | None = None  # a closed vocabulary (toy): outside words are warned about
     settings: dict[str, Any] = field(default_factory=dict)  # what encoding needs from the rest of the model
+    sizes: dict[str, int] = field(default_factory=dict)  # file -> bytes (the cheap check at load)
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class Manifest:
         text = raw["text"]
         vocab = text.get("vocabulary")
         text = TextEntry(dict(text["components"]), dict(text["sha256"]), None if vocab is None else tuple(vocab),
-                         dict(text.get("settings", {})))  # fmt: skip
+                         dict(text.get("settings", {})), dict(text.get("sizes", {})))  # fmt: skip
         return Manifest(**{**raw, "request": request, "networks": networks, "fused_loras": fused,
                            "rebuild": rebuild, "text": text})  # fmt: skip
 
@@ -231,18 +233,21 @@ def read_manifest(path: str | Path) -> Manifest:
         ) from err
 
 
-def verify_files(folder: Path, manifest: Manifest) -> None:
-    """Every file the manifest names exists and has its recorded hash (catches truncation/corruption)."""
-    files = [(role, name, digest) for role, net in manifest.networks.items() for name, digest in net.sha256.items()]
-    files += [("text", name, digest) for name, digest in manifest.text.sha256.items()]
-    for role, name, digest in files:
+def verify_files(folder: Path, manifest: Manifest, *, full: bool = True) -> None:
+    """Every file the manifest names exists and is as built: by its recorded hash (``full``: the build's
+    cache check), or by its recorded size where the manifest has sizes (each start of a stream: hashing an
+    SD1.5 set's ~7 GB took ~10 s; a size catches truncation and a missing or replaced file)."""
+    entries = [*manifest.networks.items(), ("text", manifest.text)]
+    files = [(role, name, digest, entry.sizes.get(name)) for role, entry in entries for name, digest in entry.sha256.items()]
+    for role, name, digest, size in files:
         p = folder / name
         if not p.exists():
             raise EngineSetError(f"{folder}: {role} file {name} is missing; rebuild with: "
                                  f"{manifest.rebuild_line(folder)}")  # fmt: skip
-        if sha256_file(p) != digest:
-            raise EngineSetError(f"{folder}: {role} file {name} is corrupt or truncated (hash mismatch); "
-                                 f"rebuild with: {manifest.rebuild_line(folder)}")  # fmt: skip
+        damaged = p.stat().st_size != size if (size is not None and not full) else sha256_file(p) != digest
+        if damaged:
+            raise EngineSetError(f"{folder}: {role} file {name} is corrupt or truncated ({'size' if size is not None and not full else 'hash'} "
+                                 f"mismatch); rebuild with: {manifest.rebuild_line(folder)}")  # fmt: skip
 
 
 @dataclass
@@ -305,7 +310,7 @@ def load_engines(
     if expect:
         _check_expected(folder, manifest, expect)
     if verify:
-        verify_files(folder, manifest)
+        verify_files(folder, manifest, full=False)
     if backend not in ("auto", "tensorrt", "onnxruntime"):
         raise EngineSetError(f"unknown backend {backend!r}; choose auto, tensorrt or onnxruntime")
     has_plans = all(n.tensorrt for n in manifest.networks.values())

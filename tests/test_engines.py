@@ -309,3 +309,22 @@ def test_the_recorded_rebuild_command_is_the_build_tools_own(built, tmp_path):
     assert (ns.model, ns.lora, ns.layers, ns.cfg, ns.out) == (m.request.model, [f"{m.request.loras[0][0]}:0.7"], 5,
                                                                 "none", tmp_path / "elsewhere")  # fmt: skip
     assert [float(t) for t in ns.timesteps.split(",")] == list(m.request.timesteps)
+
+
+def test_a_start_checks_sizes_and_the_build_checks_hashes(built, tmp_path):
+    """Loading a set compares file sizes (cheap: an SD1.5 set is ~7 GB to hash); the build's cache check
+    hashes. A same-size corruption passes the first and fails the second; a truncation fails both."""
+    _, out, _, _ = built
+    flipped = tmp_path / "set"
+    shutil.copytree(out, flipped)
+    data = bytearray((flipped / "denoiser.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (flipped / "denoiser.onnx").write_bytes(bytes(data))
+    manifest = engines.read_manifest(flipped)
+    assert manifest.networks["denoiser"].sizes["denoiser.onnx"] == len(data)
+    engines.verify_files(flipped, manifest, full=False)  # sizes agree
+    with pytest.raises(engines.EngineSetError, match="hash mismatch"):
+        engines.verify_files(flipped, manifest)
+    (flipped / "denoiser.onnx").write_bytes(bytes(data[:-10]))
+    with pytest.raises(engines.EngineSetError, match="size mismatch"):
+        engines.verify_files(flipped, manifest, full=False)
