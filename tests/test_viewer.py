@@ -227,12 +227,15 @@ def _find_block(img: np.ndarray, color: tuple[int, int, int], side: int) -> tupl
 
 def test_live_window_end_to_end(xserver, tmp_path):
     """Open a palette (brush 1 with non-default sliders), paint two brushes and type their prompts in the
-    window, write the palette, undo a stroke, write again, save a frame, quit. The window's panel pixels
-    are the panel of the session's state; the undone stroke leaves the masks bit for bit as before."""
+    window, press Ctrl+Z (OpenCV's Qt window keeps it: nothing is undone), save a frame where the save folder
+    cannot be made (the window goes on), write the palette, turn the wheel and paint a wider stroke, undo a
+    stroke, write again, save a frame, quit. The window's panel pixels are the panel of the session's state
+    (with the alpha slider's steps); the undone stroke leaves the masks bit for bit as before."""
     from semdraw.viewer.palette import NAMED_COLORS
     from semdraw.viewer.panel import LINE, PANEL_WIDTH, PanelBrush, PanelState, render_panel
 
     save = tmp_path / "out"
+    save.write_text("a file where the save folder should be")  # the first `s` fails
     start = Palette(H, W, seed=0)
     first = start.brush("1")
     first.alpha, first.blur, first.strength = 0.9, 3.0, 0.9
@@ -265,6 +268,11 @@ def test_live_window_end_to_end(xserver, tmp_path):
             x.key("t")
             x.type(prompt)
             x.key("Return")
+        x.key("ctrl+z")  # only the Ctrl key reaches the program: the status line says z undoes
+        x.key("s")  # the save folder is a file: a status message, and the window goes on
+        time.sleep(1)
+        assert proc.poll() is None, proc.stdout.read()
+        save.unlink()
         time.sleep(4)  # let images that entered after the last edit finish
         x.key("w")
         time.sleep(1)
@@ -277,6 +285,18 @@ def test_live_window_end_to_end(xserver, tmp_path):
         x.key("s")
         time.sleep(1)
         window_pixels = _grab_window(xserver, window)
+        # The wheel, as a real pointer turns it over the canvas: three notches up widen brush 3's next stroke.
+        # (Last: OpenCV's Qt view also zooms on the wheel, which would move the panel the grab above reads.)
+        geometry = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env=env, capture_output=True,
+                                  text=True, check=True).stdout  # fmt: skip
+        g = dict(line.split("=", 1) for line in geometry.split())
+        x.key("3")
+        x.do("mousemove", str(int(g["X"]) + W * scale // 2), str(int(g["Y"]) + H * scale // 2))
+        for _ in range(3):
+            x.do("click", "4")
+        x.drag((H // 2) * scale + scale // 2, W * scale // 4, 3 * W * scale // 4)
+        x.key("w")
+        time.sleep(1)
         x.key("q")
         assert proc.wait(timeout=30) == 0
     finally:
@@ -289,6 +309,11 @@ def test_live_window_end_to_end(xserver, tmp_path):
     sky, grass = pal.brushes["1"], pal.brushes["2"]
     assert (sky.prompt, grass.prompt) == ("blue sky", "green grass"), log
     assert all(np.array_equal(pal.brushes[n].mask, m) for n, m in written.items())  # the undo, bit for bit
+    assert "Traceback" not in log, log  # no callback failed (the wheel raised on every notch with opencv 5.1)
+    wide = pal.brushes["3"].mask[:, W // 2] > 0
+    # the default size plus three notches (cv2 draws a line of thickness t up to t + 2 px wide): 21-23 px,
+    # where the default brush paints 15-17
+    assert 2 * (H // 16 + 3) - 1 <= wide.sum() <= 2 * (H // 16 + 3) + 1, wide.sum()
     for y in top_rows:
         for xd in (0, W * scale // 3, 2 * W * scale // 3, W * scale - 1):
             assert sky.mask[y // scale, xd // scale] == 255 and grass.mask[y // scale, xd // scale] == 0

@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return demo(argv)
+    except KeyboardInterrupt:
+        log.error("semdraw-demo: interrupted")
+        return 130
+
+
+def demo(argv: list[str] | None = None) -> int:
+    """The demonstration (:func:`main` without the Ctrl-C handling)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
