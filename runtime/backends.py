@@ -122,7 +122,7 @@ class OrtRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # No CPU arena: it keeps (and grows by doubling) a pool of the largest activations on top of the
         # weights; without it an SD1.5-sized stream at 256² peaks at 5.6 GB instead of 7.1 GB, at the same
-        # frame rate (semdraw-bench stream, README).
+        # frame rate (semdraw-bench stream, docs/benchmarks.md).
         opts.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(
@@ -186,7 +186,7 @@ class TensorRTRunner:
     ``execute_async_v3`` on a non-default torch CUDA stream. With ``cuda_graph=True`` the first call
     captures the enqueue into a CUDA graph and later calls replay it.
 
-    Not run in this project's CI (no GPU there); see the README's GPU status.
+    Not run in this project's CI (no GPU there); see docs/testing.md, "GPU status".
 
     Plans are built for the full stream batch (a fixed shape, which CUDA graphs need), so a stream on
     TensorRT runs every row: ``any_batch`` is False.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (README "GPU status"; docs/architecture.md "GPU checks"), in one call of at most 8 minutes:
+# The GPU check (docs/testing.md "GPU status"; docs/architecture.md "GPU checks"), in one call of at most 8 minutes:
 #   bash scripts/gpu_check.sh [OUT.json]
 # On a machine with an NVIDIA GPU and a CUDA build of torch. With semdraw installed it runs at once. On a
 # machine without network access (the lent GPU machine): first, on a connected machine, run

@@ -8,7 +8,7 @@ definition, averages the deterministic results under the masks *before* re-noisi
 re-noising with diffusers' ``add_noise``), gives the background clip(1 - Σ M), fills a brush's outside with
 noised white during bootstrapping and centres its mask by translating the latent (no wrap of the region).
 
-Conventions the paper leaves open, taken as semdraw documents them (README "How it works"):
+Conventions the paper leaves open, taken as semdraw documents them (docs/method.md):
 - occlusion (cover alpha), then blur, then × alpha, then quantization, then 8×8 area averaging;
 - the bounding box is that of the soft latent mask; a region painting at least half an edge latent pixel
   on both axes keeps its place (scenery), any other is centred;

@@ -68,7 +68,7 @@ class Preset:
     defaults: SamplingDefaults = SamplingDefaults()
     scheduler_overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"timestep_spacing": "trailing"}
     sampler_params: Mapping[str, float] = field(default_factory=dict)  # the sampler's step arguments (TCD: eta)
-    accelerator: str = ""  # what makes it few-step, and where its settings come from (docs and README table)
+    accelerator: str = ""  # what makes it few-step, and where its settings come from (docs/library.md and the README table)
 
 
 def unet_min_latent_side(config: Mapping[str, Any]) -> int:

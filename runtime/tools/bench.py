@@ -1,4 +1,4 @@
-"""`semdraw-bench`: measurements that claims in the README come from.
+"""`semdraw-bench`: the measurements that the claims in docs/benchmarks.md come from.
 
 Subcommands:
   fidelity   the paper's Table 5 ablation and the centring study on the `toy` model's scene set

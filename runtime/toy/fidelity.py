@@ -497,7 +497,7 @@ def _cell(value: float | None) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """:func:`evaluate` rows as a markdown table (the bench's output, the README's and the model card's)."""
+    """:func:`evaluate` rows as a markdown table (the bench's output, docs/benchmarks.md's and the model card's)."""
     lines = ["| variant | per-region accuracy | object presence | small off-centre objects present |",
              "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['variant']} | {r['region_accuracy']:.3f} | {_cell(r['object_presence'])} | "
