@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # public name -> the submodule that defines it
 _EXPORTS = {
     "Background": "request", "Brush": "request",
+    "BackgroundSpec": "api", "BrushSpec": "api", "Composition": "api", "ContractError": "api",
     "Conditioning": "conditioning",
     "ConfigError": "errors", "LoraError": "errors", "MaskError": "errors", "ModelNotFoundError": "errors",
     "SemdrawError": "errors", "SizeError": "errors", "UnsupportedFamilyError": "errors",

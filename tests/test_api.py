@@ -1,0 +1,131 @@
+"""The request contract: compositions round-trip exactly, and no input makes a decoder fail any other way
+than with its one documented error (property-based: hypothesis)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from semdraw.api import BackgroundSpec, BrushSpec, Composition, ContractError
+
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TEXT = st.text(max_size=40)
+UNIT = st.floats(0, 1, allow_nan=False)
+
+
+@st.composite
+def compositions(draw) -> Composition:
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    names = draw(st.lists(st.text(min_size=1, max_size=8), max_size=4, unique=True))
+    brushes = tuple(
+        BrushSpec(name, draw(TEXT), np.frombuffer(draw(st.binary(min_size=h * w, max_size=h * w)), np.uint8).reshape(h, w),
+                  draw(TEXT), draw(UNIT), draw(st.floats(0, 512, allow_nan=False)), draw(UNIT), draw(st.booleans()))
+        for name in names
+    )  # fmt: skip
+    image = draw(st.none() | st.binary(max_size=64))
+    return Composition(h, w, brushes, BackgroundSpec(draw(TEXT), draw(TEXT), image), draw(st.integers(0, 2**63 - 1)))
+
+
+@FAST
+@given(compositions())
+def test_a_valid_composition_round_trips_exactly(composition):
+    decoded = Composition.from_json(composition.to_json())
+    assert decoded == composition
+    for a, b in zip(decoded.brushes, composition.brushes, strict=True):
+        assert a.mask.dtype == np.uint8 and np.array_equal(a.mask, b.mask)  # bit for bit through PNG
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@FAST
+@given(JSON)
+def test_arbitrary_json_values_are_refused_with_the_contract_error(value):
+    with contextlib.suppress(ContractError):
+        Composition.from_dict(value)
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_are_refused_with_the_contract_error(data):
+    with pytest.raises(ContractError):
+        Composition.from_json(data)
+
+
+@FAST
+@given(compositions(), st.data())
+def test_a_valid_composition_with_one_value_replaced_decodes_or_is_refused_cleanly(composition, data):
+    doc = composition.to_dict()
+    path = [doc]
+    node = doc
+    while isinstance(node, dict | list) and node and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(list(node) if isinstance(node, dict) else list(range(len(node)))))
+        path.append(key)
+        node = node[key]
+    parent = doc
+    for key in path[1:-1]:
+        parent = parent[key]
+    if len(path) > 1:
+        parent[path[-1]] = data.draw(JSON)
+    with contextlib.suppress(ContractError):
+        Composition.from_dict(json.loads(json.dumps(doc)))
+
+
+def _valid() -> dict:
+    mask = np.zeros((4, 6), np.uint8)
+    mask[1:3, 2:5] = 255
+    return Composition(4, 6, (BrushSpec("sky", "blue sky", mask, alpha=0.5),), BackgroundSpec("green grass"), 7).to_dict()
+
+
+def _edit(change) -> str:
+    doc = _valid()
+    change(doc)
+    return json.dumps(doc)
+
+
+BAD = [  # (how the valid document is spoiled, what the one error says)
+    (lambda d: d.update(colour="red"), "unknown key 'colour'"),
+    (lambda d: d["brushes"][0].update(alpha="high"), "brushes[0].alpha: expected a finite number"),
+    (lambda d: d["brushes"][0].update(alpha=2.0), "alpha must lie in [0, 1]"),
+    (lambda d: d.update(seed=True), "seed: expected a whole number"),
+    (lambda d: d.update(seed=-1), "seed must lie in"),
+    (lambda d: d.update(height=5), "the mask must be 5x6 uint8"),
+    (lambda d: d.update(format=99), "format 99 is newer"),
+    (lambda d: d["brushes"][0].update(mask="not base64!"), "not valid base64"),
+    (lambda d: d["brushes"][0].update(mask="aGVsbG8="), "not a readable PNG"),
+    (lambda d: d.update(brushes=[d["brushes"][0], d["brushes"][0]]), "brush names must be unique"),
+    (lambda d: d.update(width=100000, height=100000), "outside the limits"),
+    (lambda d: d["background"].update(prompt=None), "background.prompt: expected text"),
+]
+
+
+@pytest.mark.parametrize("spoil, says", BAD, ids=[b[1] for b in BAD])
+def test_each_way_a_composition_can_be_wrong_is_one_clear_error(spoil, says):
+    with pytest.raises(ContractError, match=None) as err:
+        Composition.from_json(_edit(spoil))
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_nan_and_oversized_payloads_are_refused():
+    with pytest.raises(ContractError, match="NaN is not a number"):
+        Composition.from_json(_edit(lambda d: None).replace('"alpha": 0.5', '"alpha": NaN'))
+    with pytest.raises(ContractError, match="over the 64 MiB limit"):
+        Composition.from_json(" " * (65 << 20))
+
+
+def test_a_composition_gives_the_library_its_enabled_painted_brushes():
+    composition = Composition.from_json(_edit(lambda d: None))
+    (brush,) = composition.brushes_for_semdraw()
+    assert (brush.prompt, brush.mask_strength, brush.name) == ("blue sky", 0.5, "sky")
+    assert composition.background_for_semdraw().prompt == "green grass"
+    off = Composition(4, 6, (BrushSpec("sky", "blue sky", composition.brushes[0].mask, enabled=False),))
+    assert off.brushes_for_semdraw() == []
