@@ -129,3 +129,37 @@ def test_a_composition_gives_the_library_its_enabled_painted_brushes():
     assert composition.background_for_semdraw().prompt == "green grass"
     off = Composition(4, 6, (BrushSpec("sky", "blue sky", composition.brushes[0].mask, enabled=False),))
     assert off.brushes_for_semdraw() == []
+
+
+def test_one_composition_gives_one_image_through_the_library_a_palette_file_and_a_stream(tmp_path):
+    """A composition made in the library, saved as the window saves palettes, rendered by semdraw-render
+    (from the palette file and from the composition's own JSON) and streamed by a Stream: the same image
+    as generate() of it (within 1/255)."""
+    from PIL import Image
+
+    import semdraw
+    from semdraw.toy import fidelity
+    from semdraw.viewer import Palette
+    from semdraw.viewer import render as render_cli
+
+    side = 128
+    sky = (fidelity.rect(0, 0, 0.5, 1) * 255).astype(np.uint8)
+    circle = (fidelity.disc(0.7, 0.35, 0.15) * 255).astype(np.uint8)
+    composition = Composition(side, side, (BrushSpec("sky", "blue sky", sky, blur=1.5),
+                                           BrushSpec("sun", "a red circle", circle)),
+                              BackgroundSpec("green grass"), seed=5).check()  # fmt: skip
+    toy = semdraw.load_model("toy", device="cpu")
+    reference = semdraw.generate(toy, composition.brushes_for_semdraw(), background=composition.background_for_semdraw(),
+                                 seed=composition.seed, output_type="np").astype(int)  # fmt: skip
+    palette_file = Palette.from_composition(composition).save(tmp_path / "drawing.json")
+    assert Palette.load(palette_file).to_composition() == composition  # the palette file holds it all
+    (tmp_path / "c.json").write_text(composition.to_json())
+    for source, out in ((palette_file, "from-palette.png"), (tmp_path / "c.json", "from-json.png")):
+        assert render_cli.main([str(source), "-o", str(tmp_path / out)]) == 0
+        assert np.abs(np.asarray(Image.open(tmp_path / out)).astype(int) - reference).max() <= 1, out
+    stream = semdraw.Stream(toy, layers=3, seed=composition.seed, seed_step=0)
+    for i, brush in enumerate(composition.brushes_for_semdraw()):
+        stream.set_brush(i, brush)
+    stream.set_background(composition.background_for_semdraw())
+    stream.flush()
+    assert np.abs(stream().astype(int) - reference).max() <= 1

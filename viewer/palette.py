@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from semdraw import Background, Brush
+from semdraw.api import BackgroundSpec, BrushSpec, Composition
 from semdraw.errors import SemdrawError
 from semdraw.limits import check_canvas
 
@@ -122,6 +123,7 @@ class Palette:
     background_negative_prompt: str = ""
     background_image: str | None = None  # a path (absolute, or relative to the palette file when loaded)
     brushes: dict[str, PaletteBrush] = field(default_factory=dict)
+    background_data: bytes | None = field(default=None, repr=False)  # an image not yet in a file (a composition's)
     # set by placed(): (anchor, scale, drawn height, drawn width), so the background image is placed alike
     placement: tuple[str, bool, int, int] | None = field(default=None, repr=False)
 
@@ -136,25 +138,51 @@ class Palette:
         """The same drawing on a ``height`` x ``width`` canvas (:func:`place`): every mask keeps its shape;
         the canvas around it holds the background."""
         out = Palette(height, width, self.seed, self.background_prompt, self.background_negative_prompt,
-                      self.background_image)  # fmt: skip
+                      self.background_image, background_data=self.background_data)  # fmt: skip
         for name, b in self.brushes.items():
             out.brushes[name] = PaletteBrush(b.name, b.color, place(b.mask, height, width, anchor, scale), b.prompt,
                                              b.negative_prompt, b.alpha, b.blur, b.strength, b.enabled)  # fmt: skip
         out.placement = (anchor, scale, self.height, self.width)
         return out
 
+    # ------------------------------------------------------------------ the request contract
+    def to_composition(self) -> Composition:
+        """The palette as the library's request contract (overlay colours are the window's own: dropped;
+        a background image file is read into the composition's bytes)."""
+        image = Path(self.background_image).read_bytes() if self.background_image else self.background_data
+        brushes = tuple(BrushSpec(b.name, b.prompt, b.mask.copy(), b.negative_prompt, float(b.alpha), float(b.blur),
+                                  float(b.strength), bool(b.enabled)) for b in self.brushes.values())  # fmt: skip
+        return Composition(self.height, self.width, brushes,
+                           BackgroundSpec(self.background_prompt, self.background_negative_prompt, image),
+                           int(self.seed)).check()  # fmt: skip
+
+    @staticmethod
+    def from_composition(composition: Composition) -> Palette:
+        """A palette for the window from a composition (its background image kept as bytes until saved)."""
+        composition.check()
+        bg = composition.background
+        pal = Palette(composition.height, composition.width, composition.seed, bg.prompt, bg.negative_prompt,
+                      background_data=bg.image)  # fmt: skip
+        for i, b in enumerate(composition.brushes):
+            pal.brushes[b.name] = PaletteBrush(b.name, overlay_color(b.prompt, i), b.mask.copy(), b.prompt,
+                                               b.negative_prompt, b.alpha, b.blur, b.strength, b.enabled)  # fmt: skip
+        return pal
+
     def brushes_for_semdraw(self) -> list[Brush]:
         return [b.to_brush() for b in self.brushes.values() if b.active and b.enabled]
 
     def background_for_semdraw(self) -> Background:
         image = None
-        if self.background_image:
+        if self.background_image or self.background_data:
+            import io
+
             from PIL import Image
 
+            source = self.background_image or io.BytesIO(self.background_data)
             try:
-                image = Image.open(self.background_image).convert("RGB")
+                image = Image.open(source).convert("RGB")
             except OSError as err:
-                raise PaletteError(f"cannot read the background image {self.background_image}: {err}") from err
+                raise PaletteError(f"cannot read the background image {self.background_image or '(bytes)'}: {err}") from err
             if self.placement is not None:  # as it was drawn under the masks, then placed as they are
                 anchor, scale, drawn_h, drawn_w = self.placement
                 drawn = np.asarray(image.resize((drawn_w, drawn_h), Image.Resampling.BILINEAR))
@@ -180,6 +208,9 @@ class Palette:
             entry["mask"] = png.relative_to(path.parent).as_posix()
             brushes.append(entry)
         image = self.background_image
+        if image is None and self.background_data is not None:  # a composition's image becomes a file beside it
+            image = str(path.parent / f"{path.stem}.background")
+            _atomic_write(Path(image), lambda f: f.write(self.background_data))
         if image is not None:
             image = os.path.relpath(Path(image).resolve(), path.parent.resolve())
         doc = {"format": FORMAT, "height": self.height, "width": self.width, "seed": self.seed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -50,10 +51,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_request(path: Path) -> Palette:
+    """A palette file, or a composition JSON (``semdraw.Composition.to_json()``) as one."""
+    from semdraw.api import MAX_JSON_BYTES, Composition
+
+    try:
+        text = path.read_bytes()
+        doc = json.loads(text) if len(text) <= MAX_JSON_BYTES else None
+    except OSError as err:
+        raise SemdrawError(f"cannot read {path}: {err.strerror}") from None
+    except ValueError:
+        doc = None  # Palette.load says what is wrong with it
+    brushes = doc.get("brushes") if isinstance(doc, dict) else None
+    inline = isinstance(brushes, list) and brushes and all(
+        isinstance(b, dict) and "color" not in b and not str(b.get("mask", "")).lower().endswith(".png") for b in brushes
+    )  # fmt: skip
+    if inline:  # masks inside the file: a composition (semdraw.Composition.to_json())
+        return Palette.from_composition(Composition.from_json(text))
+    return Palette.load(path)
+
+
 def render(args: argparse.Namespace) -> Path:
     import semdraw
 
-    palette = Palette.load(args.palette)
+    palette = load_request(args.palette)
     suffix = args.out.suffix.lower()
     video = args.frames is not None
     if video and suffix not in VIDEO_SUFFIXES:
