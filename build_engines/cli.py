@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from semdraw import backends, engines
+from semdraw.choices import CFG_MODES, DEFAULT_LAYERS
 from semdraw.engines import MANIFEST, BuildRequest, Manifest, NetworkEntry, sha256_file
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
@@ -26,7 +27,6 @@ from . import steps
 from .networks import describe
 
 log = logging.getLogger("semdraw.build_engines")
-DEFAULT_LAYERS = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--timesteps", default=None, help="explicit timesteps, e.g. 999,759,499,259")
     p.add_argument(
         "--cfg",
-        choices=("none", "full", "self", "initialize"),
+        choices=CFG_MODES,
         default="none",
         help="none: guidance 1 (few-step models); full: negative prompts, batch doubled (2·L·T rows); self / "
              "initialize: StreamDiffusion's residual CFG, L·T rows / L·T + L rows (a negative pass at the first "

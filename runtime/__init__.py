@@ -28,10 +28,11 @@ _EXPORTS = {
     "brushes_from": "generation", "generate": "generation", "panorama": "generation",
     "DEFAULT_MODEL": "loading", "PRESETS": "loading", "load_model": "loading", "parse_lora": "loading",
     "Model": "model", "SamplingDefaults": "model", "UnknownWordsWarning": "model",
-    "Stream": "stream",
+    "Stream": "stream", "StreamHost": "host", "Painter": "host", "HostFullError": "host",
+    "Networks": "networks", "DenoiserBatch": "networks",
 }  # fmt: skip
 _SUBMODULES = {"backends", "conditioning", "engines", "families", "generation", "loading", "masks", "model",
-               "prompts", "request", "sampling", "stream", "tiny", "toy"}  # fmt: skip
+               "prompts", "request", "sampling", "step", "stream", "tiny", "toy"}  # fmt: skip
 
 __all__ = sorted(_EXPORTS) + ["masks", "sampling"]
 

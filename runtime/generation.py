@@ -152,19 +152,6 @@ def to_output(pixels: torch.Tensor, output_type: OutputType) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ checks
-def guidance_for(cfg: str | None, guidance_scale: float) -> step.Guidance:
-    """The guidance mode asked for (default: ``full`` when guidance_scale > 1, else ``none``), checked
-    against the scale: a guided mode needs w > 1, ``none`` needs w = 1."""
-    if guidance_scale < 1:
-        raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
-    mode = step.guidance_mode(cfg or ("full" if guidance_scale > 1 else "none"))
-    if mode.guided and not guidance_scale > 1:
-        raise ConfigError(f"cfg={mode.name!r} needs guidance_scale > 1, got {guidance_scale}")
-    if not mode.guided and guidance_scale != 1:
-        raise ConfigError("guidance_scale needs cfg='full', 'self' or 'initialize' (cfg='none' runs no negative pass)")
-    return mode
-
-
 def _check_options(*, guidance_scale, latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
     if latent_averaging not in ("pre", "post"):
         raise ConfigError(f"latent_averaging must be 'pre' or 'post', got {latent_averaging!r}")
@@ -240,13 +227,12 @@ def generate(
         raise ConfigError(f"background must be a semdraw.Background, got {type(background).__name__}")
     height = model.native_size if height is None else height  # 0 is an error, not "the default"
     width = model.native_size if width is None else width
-    guidance_scale = model.family.default_guidance if guidance_scale is None else float(guidance_scale)
+    mode, guidance_scale = step.resolve_guidance(cfg, guidance_scale, model.family.default_guidance)
     opts = SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
                            centre_steps=centre_steps, mask_type=mask_type,
                            cover_alpha=cover_alpha).resolved(model.defaults)  # fmt: skip
     _check_options(guidance_scale=guidance_scale, latent_averaging=latent_averaging, output_type=output_type,
                    seed=seed, generator=generator)  # fmt: skip
-    mode = guidance_for(cfg, guidance_scale)
     if mode.residual and latent_averaging == "post":
         raise ConfigError("residual guidance (cfg='self' / 'initialize') needs latent_averaging='pre'")
     h, w = model.latent_size(height, width)

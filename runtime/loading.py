@@ -327,7 +327,7 @@ def load_model(
     model.sampler_params = dict(sampler_params if sampler_params is not None else
                                 (preset.sampler_params if preset else {}))  # fmt: skip
     if preset:
-        model.defaults = preset.defaults
+        model.defaults = preset.sampling_defaults()
     model.schedule()  # a bad sampler choice or parameter fails here, not at the first image
     if preset and preset.closed_vocabulary:
         model.vocabulary = preset.closed_vocabulary()
@@ -381,7 +381,7 @@ def source_fingerprint(name_or_path: str, loras: Sequence[LoraSpec] = ()) -> str
     sources = [] if preset and preset.build else [preset.source if preset else str(name_or_path)]
     if preset:
         sources += [src for src, _ in preset.loras] + ([preset.tiny_vae] if preset.tiny_vae else [])
-        parts.append(repr((preset.loras, preset.tiny_vae, preset.sampler, preset.defaults,
+        parts.append(repr((preset.loras, preset.tiny_vae, preset.sampler, preset.sampling_defaults(),
                            dict(preset.scheduler_overrides))))
     sources += [parse_lora(spec)[0] for spec in loras]
     for src in sources:

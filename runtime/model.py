@@ -10,10 +10,24 @@ import torch
 from . import limits, sampling
 from .conditioning import Conditioning
 from .errors import ConfigError, SizeError, UnknownWordsWarning
-from .families import FamilySpec, SamplingDefaults, get_family
+from .families import FAMILIES, FamilySpec, SamplingDefaults, get_family
+from .networks import from_latent, to_latent
 from .prompts import PromptEncoder
 
 __all__ = ["Model", "SamplingDefaults", "UnknownWordsWarning", "latent_size"]
+
+
+def family_of_pipeline(pipe: Any) -> FamilySpec | None:
+    """The family whose pipeline class ``pipe`` is, by class name along its bases, the longest match first
+    (``StableDiffusionXLInpaintPipeline`` is SDXL, not SD1.5); None for a class no family knows."""
+    stems = sorted(((f.pipeline_class.removesuffix("Pipeline"), f) for f in FAMILIES.values()),
+                   key=lambda item: -len(item[0]))  # fmt: skip
+    for klass in type(pipe).__mro__:
+        for stem, fam in stems:
+            rest = klass.__name__.removeprefix(stem)
+            if rest != klass.__name__ and rest.endswith("Pipeline") and not rest[:1].isdigit() and not rest.startswith("XL"):
+                return fam
+    return None
 
 
 def latent_size(height: int, width: int, factor: int, *, multiple: int | None = None,
@@ -83,10 +97,18 @@ class Model:
         self.prompts.to(output=(self.device, self.dtype))
 
     @classmethod
-    def from_pipeline(cls, pipe: Any, family: str | FamilySpec = "sd15", *, sampler: str | None = None,
+    def from_pipeline(cls, pipe: Any, family: str | FamilySpec | None = None, *, sampler: str | None = None,
                       name: str | None = None) -> Model:  # fmt: skip
-        """Wrap a diffusers pipeline's components (they are shared, not copied)."""
-        fam = get_family(family)
+        """Wrap a diffusers pipeline's components (they are shared, not copied). The family is the one whose
+        pipeline class ``pipe`` is (an SDXL pipeline is SDXL); ``family`` is needed only for a pipeline of
+        another class, and one that contradicts the pipeline's class is an error."""
+        known = family_of_pipeline(pipe)
+        if family is None and known is None:
+            raise ConfigError(f"cannot tell the model family of a {type(pipe).__name__}; pass family= (one of "
+                              f"{', '.join(FAMILIES)})")  # fmt: skip
+        fam = get_family(family if family is not None else known)  # type: ignore[arg-type]
+        if known is not None and known.pipeline_class != fam.pipeline_class:  # a family of its own class may share it
+            raise ConfigError(f"a {type(pipe).__name__} is a {known.name} pipeline, not {fam.name}: leave family= out")
         names = (*fam.text_components, fam.denoiser, "vae", "scheduler")
         missing = [c for c in names if getattr(pipe, c, None) is None and c not in fam.optional_components]
         if missing:
@@ -138,7 +160,11 @@ class Model:
 
     @property
     def latent_channels(self) -> int:
-        return self.family.latent_channels
+        """The denoiser's latent channels, read from its config as diffusers does (the family's usual
+        count when the config does not say)."""
+        config = getattr(self.denoiser, "config", None)
+        channels = getattr(config, "in_channels", None)
+        return int(channels) if isinstance(channels, int) else self.family.latent_channels
 
     @property
     def latent_scaling(self) -> tuple[float, float]:
@@ -189,14 +215,12 @@ class Model:
         vae = self.vae
         out = vae.encode(pixels.to(device=self.device, dtype=vae.dtype))
         lat = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
-        scale, shift = self.latent_scaling
-        return ((lat - shift) * scale).to(self.dtype)
+        return to_latent(lat, *self.latent_scaling).to(self.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels [B, 3, H, W] in about [-1, 1]."""
-        scale, shift = self.latent_scaling
-        z = latents.to(self.vae.dtype) / scale + shift
+        z = from_latent(latents.to(self.vae.dtype), *self.latent_scaling)
         return self.vae.decode(z, return_dict=False)[0]
 
     def white_latent(self, height: int, width: int) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 
 from . import masks as M
 from . import sampling as S
+from .choices import CFG_MODES
 from .conditioning import Conditioning
 from .errors import ConfigError
 from .families import SamplingDefaults
@@ -64,6 +65,32 @@ class Guidance:
 GUIDANCE_MODES = {g.name: g for g in (
     Guidance("none", 0, False), Guidance("full", None, False), Guidance("self", 0, True), Guidance("initialize", 1, True),
 )}  # fmt: skip
+
+
+assert tuple(GUIDANCE_MODES) == CFG_MODES, "the guidance modes are named once, in semdraw.choices"
+
+
+GUIDED_DEFAULT_SCALE = 2.0  # w of a guided mode when none is given (a distilled model wants little)
+
+
+def resolve_guidance(cfg: str | None, guidance_scale: float | None,
+                     default_scale: float = 1.0) -> tuple[Guidance, float]:  # fmt: skip
+    """The one guidance rule of ``generate()``, the stream and the tools: the mode and scale w.
+
+    w left out: 2 for a guided ``cfg`` (:data:`GUIDED_DEFAULT_SCALE`), 1 for ``none``, ``default_scale``
+    (the family's) when ``cfg`` is left out too. ``cfg`` left out: ``full`` when w > 1, else ``none``.
+    A guided mode needs w > 1 and ``none`` needs w = 1."""
+    if guidance_scale is None:
+        guidance_scale = default_scale if cfg is None else (GUIDED_DEFAULT_SCALE if guidance_mode(cfg).guided else 1.0)
+    w = float(guidance_scale)
+    if not w >= 1:
+        raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
+    mode = guidance_mode(cfg or ("full" if w > 1 else "none"))
+    if mode.guided and not w > 1:
+        raise ConfigError(f"cfg={mode.name!r} needs guidance_scale > 1, got {w}")
+    if not mode.guided and w != 1:
+        raise ConfigError("guidance_scale needs cfg='full', 'self' or 'initialize' (cfg='none' runs no negative pass)")
+    return mode, w
 
 
 def guidance_mode(name: str) -> Guidance:
@@ -160,22 +187,23 @@ def _pick(k: S.Step, rows: torch.Tensor) -> S.Step:
     return k if isinstance(k, int) else k.index_select(0, rows.to(k.device))
 
 
-def denoise(predict: Predict, x: torch.Tensor, k: S.Step, sched: S.SamplerSchedule, t: torch.Tensor,
-            cond: Conditioning, guidance_scale: float, *, negative_rows: torch.Tensor | None = None,
-            residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-    """D for rows x (inputs before c_in) at step(s) k with timesteps t [B], in one denoiser call; and, with
-    ``residual`` (the rows' noise parts n), D(n, out), the residual's step (else None).
-
-    ``negative_rows``: the rows that also run a real negative pass; ``cond`` then holds their negative
-    conditioning first, then every row's positive one. The other rows of a guided step take the virtual
-    negative of ``residual`` (RCFG); a row with a real negative pass and a residual gets its noise part
-    from that pass (``initialize``). With ``guidance_scale == 1`` only positive rows run.
-    """
+def denoiser_inputs(x: torch.Tensor, k: S.Step, sched: S.SamplerSchedule, t: torch.Tensor,
+                    negative_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Phase 1 of :func:`denoise`: the model inputs and timesteps of rows x (before c_in) at step(s) k, the
+    rows with a real negative pass first (``negative_rows``), then every row."""
     inp = S.model_input(x, k, sched)
+    if negative_rows is not None and len(negative_rows):
+        return torch.cat([inp.index_select(0, negative_rows), inp]), torch.cat([t.index_select(0, negative_rows), t])
+    return inp, t
+
+
+def denoiser_outputs(pred: torch.Tensor, x: torch.Tensor, k: S.Step, sched: S.SamplerSchedule,
+                     guidance_scale: float, *, negative_rows: torch.Tensor | None = None,
+                     residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Phase 2 of :func:`denoise`: D of rows x from the denoiser's prediction for :func:`denoiser_inputs`, and
+    with ``residual`` D(n, out), the residual's step (else None)."""
     neg = negative_rows if negative_rows is not None and len(negative_rows) else None
-    if neg is not None:
-        inp, t = torch.cat([inp.index_select(0, neg), inp]), torch.cat([t.index_select(0, neg), t])
-    pred = predict(inp, t, cond).to(device=x.device, dtype=x.dtype)
+    pred = pred.to(device=x.device, dtype=x.dtype)
     m = 0 if neg is None else len(neg)
     out = positive = pred[m:]
     if guidance_scale > 1:
@@ -189,6 +217,25 @@ def denoise(predict: Predict, x: torch.Tensor, k: S.Step, sched: S.SamplerSchedu
         out = guide(negative, positive, guidance_scale)
     d = S.deterministic_update(x, out, k, sched)
     return d, None if residual is None else S.deterministic_update(residual, out, k, sched)
+
+
+def denoise(predict: Predict, x: torch.Tensor, k: S.Step, sched: S.SamplerSchedule, t: torch.Tensor,
+            cond: Conditioning, guidance_scale: float, *, negative_rows: torch.Tensor | None = None,
+            residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """D for rows x (inputs before c_in) at step(s) k with timesteps t [B], in one denoiser call; and, with
+    ``residual`` (the rows' noise parts n), D(n, out), the residual's step (else None).
+
+    ``negative_rows``: the rows that also run a real negative pass; ``cond`` then holds their negative
+    conditioning first, then every row's positive one. The other rows of a guided step take the virtual
+    negative of ``residual`` (RCFG); a row with a real negative pass and a residual gets its noise part
+    from that pass (``initialize``). With ``guidance_scale == 1`` only positive rows run.
+
+    Two phases (:func:`denoiser_inputs`, then :func:`denoiser_outputs`) so that a caller can gather the
+    rows of several streams into one denoiser call between them (:class:`semdraw.StreamHost`).
+    """
+    inp, t_in = denoiser_inputs(x, k, sched, t, negative_rows)
+    pred = predict(inp, t_in, cond)
+    return denoiser_outputs(pred, x, k, sched, guidance_scale, negative_rows=negative_rows, residual=residual)
 
 
 def add_known(num: torch.Tensor, den: torch.Tensor, weight: torch.Tensor, known: torch.Tensor, z: torch.Tensor,

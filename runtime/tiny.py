@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .families import sd3, sd15, sdxl
+
 
 def make_tokenizer(folder: Path, max_length: int = 16):
     """A character-level CLIP BPE tokenizer written locally (no hub access)."""
@@ -54,9 +56,8 @@ def make_tiny_pipeline(folder: Path, scheduler: str = "lcm", prediction_type: st
         cross_attention_dim=32, attention_head_dim=8,
     )  # fmt: skip
     vae = diffusers.AutoencoderKL(**TINY_VAE, latent_channels=latent_channels)
-    from .families.sd15 import SCHEDULER_CONFIG
 
-    sched_config = {**SCHEDULER_CONFIG, "prediction_type": prediction_type}
+    sched_config = {**sd15.SCHEDULER_CONFIG, "prediction_type": prediction_type}
     sched = sampling.make_scheduler(scheduler, sched_config)
     return diffusers.StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
@@ -83,7 +84,6 @@ def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from . import sampling
-    from .families.sd15 import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +92,7 @@ def make_sd15_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
                                                 vocab_size=len(tokenizer), **SD15_TEXT))  # fmt: skip
     unet = diffusers.UNet2DConditionModel(**SD15_UNET)
     vae = diffusers.AutoencoderTiny()  # its defaults are TAESD's architecture
-    sched = sampling.make_scheduler("lcm", SCHEDULER_CONFIG)
+    sched = sampling.make_scheduler("lcm", sd15.SCHEDULER_CONFIG)
     pipe = diffusers.StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -118,7 +118,6 @@ def make_tiny_sdxl_pipeline(folder: Path, scheduler: str = "euler", prediction_t
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from . import sampling
-    from .families.sdxl import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = make_tokenizer(folder / "tokenizer"), make_tokenizer(folder / "tokenizer_2")
@@ -132,7 +131,7 @@ def make_tiny_sdxl_pipeline(folder: Path, scheduler: str = "euler", prediction_t
         projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
     )  # fmt: skip
     vae = diffusers.AutoencoderKL(**TINY_VAE, latent_channels=4, scaling_factor=0.13025)  # SDXL's scaling
-    sched = sampling.make_scheduler(scheduler, {**SCHEDULER_CONFIG, "prediction_type": prediction_type})
+    sched = sampling.make_scheduler(scheduler, {**sdxl.SCHEDULER_CONFIG, "prediction_type": prediction_type})
     return diffusers.StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
         tokenizer_2=tokenizer_2, unet=unet, scheduler=sched,
@@ -162,7 +161,6 @@ def make_sdxl_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from . import sampling
-    from .families.sdxl import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2, ids = _two_clip_tokenizers()
@@ -170,7 +168,7 @@ def make_sdxl_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT_2))
     unet = diffusers.UNet2DConditionModel(**SDXL_UNET)
     vae = diffusers.AutoencoderTiny()  # TAESDXL has TAESD's architecture
-    sched = sampling.make_scheduler("euler", SCHEDULER_CONFIG)
+    sched = sampling.make_scheduler("euler", sdxl.SCHEDULER_CONFIG)
     pipe = diffusers.StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
         tokenizer_2=tokenizer_2, unet=unet, scheduler=sched,
@@ -203,7 +201,6 @@ def make_tiny_sd3_pipeline(folder: Path, scheduler: str = "flow", prediction_typ
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from . import sampling
-    from .families.sd3 import SCHEDULER_CONFIG
 
     del prediction_type  # flow matching has one parameterisation (velocity)
     torch.manual_seed(seed)
@@ -223,7 +220,7 @@ def make_tiny_sd3_pipeline(folder: Path, scheduler: str = "flow", prediction_typ
     )  # fmt: skip
     vae = diffusers.AutoencoderKL(**TINY_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
                                   scaling_factor=1.5305, shift_factor=0.0609)  # SD3's: no quant convs, a shift
-    sched = sampling.make_scheduler(scheduler, SCHEDULER_CONFIG)
+    sched = sampling.make_scheduler(scheduler, sd3.SCHEDULER_CONFIG)
     return diffusers.StableDiffusion3Pipeline(
         transformer=transformer, scheduler=sched, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
@@ -246,7 +243,6 @@ def make_sd3_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     from . import sampling
-    from .families.sd3 import SCHEDULER_CONFIG
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2, ids = _two_clip_tokenizers()
@@ -254,7 +250,7 @@ def make_sd3_sized_pipeline(dtype: torch.dtype = torch.float32, seed: int = 0):
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **SDXL_TEXT_2))
     transformer = diffusers.SD3Transformer2DModel(**SD3_TRANSFORMER)
     vae = diffusers.AutoencoderTiny(latent_channels=16)  # TAESD3: TAESD's architecture with 16 channels
-    sched = sampling.make_scheduler("flow", SCHEDULER_CONFIG)
+    sched = sampling.make_scheduler("flow", sd3.SCHEDULER_CONFIG)
     pipe = diffusers.StableDiffusion3Pipeline(
         transformer=transformer, scheduler=sched, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=None, tokenizer_3=None,

@@ -218,7 +218,7 @@ def test_build_toy_engine_set(tmp_path, caplog):
     assert cli.main(args) == 0
     m = engines.read_manifest(out)
     # built for the toy model's default schedule: 3 layers x its 2 steps
-    assert m.request.timesteps == semdraw.toy.TIMESTEPS
+    assert m.request.timesteps == semdraw.toy.default_timesteps()
     assert m.request.batch == 3 * 2 and m.request.loras == () and m.vae_scaling_factor > 0
     assert (m.bootstrap_steps, m.bootstrap_mix_steps) == (2, 2.0)  # the preset's bootstrap, for streams of the set
     assert m.fused_loras == ((str(semdraw.toy.LORA_DIR), 1.0),)  # the preset's LCM-LoRA is baked in

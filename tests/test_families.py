@@ -95,3 +95,17 @@ def test_the_core_imports_no_command_line_tool():
             "'semdraw.viewer'))); print(bad); sys.exit(1 if bad else 0)")  # fmt: skip
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_step_maths_import_reads_no_file_and_the_families_import_no_builder():
+    """The families / tiny / toy circle is broken: the families name their random builders without
+    importing semdraw.tiny, and the toy's defaults.json is read on first use, not at import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, semdraw.step, semdraw.families, semdraw.toy; "
+            "assert 'semdraw.tiny' not in sys.modules, 'the families imported the builders'; "
+            "assert semdraw.toy._read_json.cache_info().currsize == 0, 'a toy file was read at import'; "
+            "assert semdraw.families.get_family('sd15').presets['toy'].sampling_defaults().timesteps")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

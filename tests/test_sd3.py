@@ -148,3 +148,27 @@ def test_sd35_architecture_variants_run_as_sd3(tmp_path):
     ref = pipe("a red circle", num_inference_steps=4, guidance_scale=1.0, height=64, width=64,
                generator=torch.Generator().manual_seed(2), output_type="latent").images  # fmt: skip
     torch.testing.assert_close(lat, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_latent_channels_come_from_the_transformers_config(tmp_path):
+    """An SD3 transformer with 8 latent channels (and a VAE to match) runs as diffusers' own pipeline runs it:
+    the channels are read from the denoiser's config, not fixed per family."""
+    pipe = make_tiny_sd3_pipeline(tmp_path / "sd3-8")
+    pipe.transformer = diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=8, out_channels=8, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=16,
+    )  # fmt: skip
+    vae_config = {**pipe.vae.config, "latent_channels": 8}
+    pipe.vae = diffusers.AutoencoderKL.from_config(vae_config)
+    model = semdraw.Model.from_pipeline(pipe)  # the family from the pipeline's class: SD3
+    assert model.family.name == "sd3" and model.latent_channels == 8
+    brush = semdraw.Brush("a red circle", np.ones((64, 64), np.float32))
+    lat = semdraw.generate(model, [brush], steps=4, bootstrap_steps=0, seed=2, output_type="latent")
+    ref = pipe("a red circle", num_inference_steps=4, guidance_scale=1.0, height=64, width=64,
+               generator=torch.Generator().manual_seed(2), output_type="latent").images  # fmt: skip
+    assert ref.shape[1] == 8
+    torch.testing.assert_close(lat, ref, rtol=1e-4, atol=1e-4)
+    stream = semdraw.Stream(model, layers=1, seed=2)
+    stream.set_brush(0, brush)
+    assert stream().shape == (64, 64, 3) and stream.last_latent.shape[1] == 8

@@ -152,3 +152,16 @@ def test_a_vae_that_asks_for_fp32_stays_fp32_in_a_half_model(tmp_path):
     model.to(dtype=torch.float16)
     assert model.dtype == torch.float16 and model.vae.dtype == torch.float32
     assert model.decode(torch.zeros(1, 4, 8, 8, dtype=torch.float16)).dtype == torch.float32
+
+
+def test_from_pipeline_knows_the_family_from_the_pipelines_class(sdxl):
+    """As diffusers' users call it: an SDXL pipeline without family= is SDXL (it used to be taken for SD1.5
+    and fail deep inside the UNet); a family= that contradicts the pipeline's class is one clear error."""
+    pipe, _ = sdxl
+    assert semdraw.Model.from_pipeline(pipe).family.name == "sdxl"
+    with pytest.raises(semdraw.ConfigError, match="is a sdxl pipeline, not sd15"):
+        semdraw.Model.from_pipeline(pipe, family="sd15")
+    inpaint = type("StableDiffusionXLInpaintPipeline", (), {})()  # a class name along the SDXL line
+    assert semdraw.model.family_of_pipeline(inpaint).name == "sdxl"
+    with pytest.raises(semdraw.ConfigError, match="pass family="):
+        semdraw.Model.from_pipeline(object())

@@ -231,13 +231,13 @@ def test_capacity_errors_are_clear(toy):
 def test_buffers_are_allocated_once(toy):
     s = stream_of(toy, scene(), layers=3, seed=0)
     s()
-    owned = {"x": s._x, "noise": s._noise, **s.buffers}
+    owned = {"x": s._ring.x, "noise": s._ring.noise, **s._tables.buffers}
     pointers = {k: v.data_ptr() for k, v in owned.items()}
     for i in range(3 * s.steps):
         if i % 4 == 0:
             s.set_mask(2, small_square(8 + i, 8 + i))
         s()
-    assert {k: v.data_ptr() for k, v in {"x": s._x, "noise": s._noise, **s.buffers}.items()} == pointers
+    assert {k: v.data_ptr() for k, v in {"x": s._ring.x, "noise": s._ring.noise, **s._tables.buffers}.items()} == pointers
 
 
 def rss_mb() -> float:
@@ -300,8 +300,11 @@ def test_onnxruntime_stream_equals_torch_stream(toy, tmp_path):
     full = Stream(out, backend="onnxruntime", model=toy, seed=4, live_rows_only=False)
     assert_streams_agree(live, full, soft_scene())
     assert live.rows_computed < full.rows_computed
-    with pytest.raises(semdraw.EngineSetError, match="--layers 4"):
-        Stream(out, backend="onnxruntime", model=toy, layers=4)
+    # the row axis is dynamic, so layers are the stream's choice, not the set's identity (built with 3)
+    assert_streams_agree(Stream(out, backend="onnxruntime", model=toy, layers=4, seed=4), Stream(toy, layers=4, seed=4),
+                         [*scene(), Brush("a yellow sun", small_square(8, 40))], frames=1)  # fmt: skip
+    with pytest.raises(semdraw.EngineSetError, match="--height 32"):  # the canvas is part of the set
+        Stream(out, backend="onnxruntime", model=toy, height=32)
 
 
 @pytest.mark.gpu
@@ -347,7 +350,7 @@ def test_bench_stream_reports_the_split_rows_and_ratios(tmp_path, capsys):
     for r in runs + payload["scaling"]:
         assert r["fps"] > 0 and r["denoiser_ms"] > 0 and r["decoder_ms"] > 0 and 0 <= r["other_share"] < 1
         assert r["ms_per_row"] > 0 and r["cpu_ms_per_frame"] > 0
-    T = len(semdraw.toy.TIMESTEPS)  # the engine set's steps: the toy model's default schedule
+    T = len(semdraw.toy.default_timesteps())  # the engine set's steps: the toy model's default schedule
     # an empty slot and a soft brush that joins at the second step: 2T - 1 of the 3T rows run, on both backends
     assert runs[0]["rows_per_frame"] == runs[3]["rows_per_frame"] == 2 * T - 1 and runs[2]["rows_per_frame"] == 3 * T
     assert payload["idle"]["rows_per_frame"] == 0  # an idle frame runs no network
@@ -398,5 +401,6 @@ def test_residual_cfg_engine_sets_give_the_torch_streams_frames(toy, tmp_path, c
     ort = Stream(out, backend="onnxruntime", model=toy, seed=3, cfg=cfg, guidance_scale=2.0)
     ref = Stream(toy, layers=2, seed=3, cfg=cfg, guidance_scale=2.0)
     assert_streams_agree(ort, ref, brushes)
-    with pytest.raises(semdraw.EngineSetError, match="--cfg full"):
-        Stream(out, backend="onnxruntime", model=toy, cfg="full")
+    # a dynamic row axis serves the other guidance modes too (cfg is the stream's choice, not the set's)
+    assert_streams_agree(Stream(out, backend="onnxruntime", model=toy, seed=3, cfg="full", guidance_scale=2.0),
+                         Stream(toy, layers=2, seed=3, cfg="full", guidance_scale=2.0), brushes, frames=1)  # fmt: skip

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semdraw.choices import BACKENDS, DEFAULT_LAYERS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
@@ -292,12 +293,14 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--engines", type=Path, default=None, help="an engine set folder from build-engines")
     p.add_argument("--height", type=canvas_side, default=None, help="canvas height (default: palette's, else native)")
     p.add_argument("--width", type=canvas_side, default=None, help="canvas width (default: palette's, else native)")
-    p.add_argument("--layers", type=int, default=4, help="stream prompt rows: brushes painted at once (default 4)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="stream prompt rows: brushes painted at once (default 4; with --engines the set's, and "
+                        "another count only where the set's denoiser has a row axis: onnxruntime sets)")
     p.add_argument("--background", type=Path, default=None, help="a background image to paint over (inpainting)")
     p.add_argument("--palette", type=Path, default=None, help="load this palette (w writes it back)")
     p.add_argument("--save-dir", type=Path, default=Path("semdraw-out"), help="where s and w write (default semdraw-out)")
     p.add_argument("--seed", type=seed_arg, default=None, help="noise seed (default: the palette's, else 0)")
-    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto: torch for --model, TensorRT else onnxruntime for --engines. onnxruntime or tensorrt "
                         "with --model build its engine set once (cached in $SEMDRAW_CACHE, else ~/.cache/semdraw) "
                         "and run it: on a CPU, onnxruntime streams the toy model about twice as fast as torch")  # fmt: skip
@@ -349,14 +352,16 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         width = args.width or (palette.width if palette else None)
         semdraw.loading.check_canvas(args.model, height, width)
         if args.backend in ENGINE_BACKENDS:  # on an engine backend: build the model's set once, then reuse it
-            engines = cached_engine_set(args.model, height, width, args.layers, args.backend)
+            engines = cached_engine_set(args.model, height, width, args.layers or DEFAULT_LAYERS, args.backend)
     if engines is not None:
-        # The set's own text encoders: the source model is not loaded.
-        stream = semdraw.Stream(engines, backend=args.backend, seed_step=0)
+        # The set's own text encoders: the source model is not loaded. An asked canvas or layer count is
+        # honoured where the set allows it, else refused in one line that says how to rebuild it.
+        stream = semdraw.Stream(engines, backend=args.backend, seed_step=0, height=args.height, width=args.width,
+                                layers=args.layers)  # fmt: skip
     else:
         model = semdraw.load_model(args.model)
         # seed_step=0: every image gets the same noise, so the picture holds still while nothing is edited.
-        stream = semdraw.Stream(model, height=height, width=width, layers=args.layers, backend=args.backend,
+        stream = semdraw.Stream(model, height=height, width=width, layers=args.layers or DEFAULT_LAYERS, backend=args.backend,
                                 seed_step=0)  # fmt: skip
     if palette is None:
         palette = Palette(stream.height, stream.width)

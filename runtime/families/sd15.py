@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from .. import tiny, toy
+from .. import toy
 from ..conditioning import TOKEN_EMBEDDINGS, Conditioning
 from . import clip
-from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults
+from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults, builder
 
 # SD1.5's training noise schedule (runwayml/stable-diffusion-v1-5's scheduler config).
 SCHEDULER_CONFIG = dict(
@@ -37,12 +37,16 @@ def call_unet(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tenso
 BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 def toy_preset(folder: Path) -> Preset:
     """A toy model folder (``semdraw-train-toy --out``): its base, its LCM-LoRA fused, its defaults.json."""
-    defaults = toy.sampling_defaults(folder)
     return Preset(source=str(folder / "base"), loras=((str(folder / "lcm_lora"), 1.0),), sampler="lcm",
-                  closed_vocabulary=partial(toy.known_words, folder),
-                  defaults=SamplingDefaults(timesteps=tuple(float(t) for t in defaults["timesteps"]),
-                                            bootstrap_steps=int(defaults["bootstrap_steps"]),
-                                            bootstrap_mix_steps=float(defaults.get("bootstrap_mix_steps", 1.0))))  # fmt: skip
+                  closed_vocabulary=partial(toy.known_words, folder), defaults=partial(toy_defaults, folder))  # fmt: skip
+
+
+def toy_defaults(folder: Path) -> SamplingDefaults:
+    """A toy folder's defaults.json, read on first use (importing the families reads no file)."""
+    defaults = toy.sampling_defaults(folder)
+    return SamplingDefaults(timesteps=tuple(float(t) for t in defaults["timesteps"]),
+                            bootstrap_steps=int(defaults["bootstrap_steps"]),
+                            bootstrap_mix_steps=float(defaults.get("bootstrap_mix_steps", 1.0)))  # fmt: skip
 
 
 def folder_preset(folder: Path) -> Preset | None:
@@ -75,7 +79,7 @@ PRESETS = {
     # region accuracy + object presence measured by `semdraw-bench fidelity --sweep` (weights/MODEL_CARD.md).
     "toy": toy_preset(toy.WEIGHTS_DIR),
     # SD1.5-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
-    "sd15-random": Preset(source="(random weights)", sampler="lcm", build=tiny.make_sd15_sized_pipeline),
+    "sd15-random": Preset(source="(random weights)", sampler="lcm", build=builder("make_sd15_sized_pipeline")),
 }
 
 SD15 = FamilySpec(
@@ -92,8 +96,8 @@ SD15 = FamilySpec(
     default_steps=4,
     default_guidance=1.0,
     scheduler_config=SCHEDULER_CONFIG,
-    make_tiny=tiny.make_tiny_pipeline,
-    make_sized=tiny.make_sd15_sized_pipeline,
+    make_tiny=builder("make_tiny_pipeline"),
+    make_sized=builder("make_sd15_sized_pipeline"),
     presets=PRESETS,
     folder_preset=folder_preset,
     load_kwargs={"safety_checker": None, "requires_safety_checker": False},

@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from .. import tiny
 from ..conditioning import TOKEN_EMBEDDINGS, Conditioning
 from . import clip
-from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults
+from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults, builder
 
 POOLED = "pooled_projections"
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length
@@ -96,7 +95,7 @@ PRESETS: dict[str, Preset] = {
         "guidance off (its model card)",
     ),
     # SD3-medium-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
-    "sd3-random": Preset(source="(random weights)", sampler="flow", build=tiny.make_sd3_sized_pipeline,
+    "sd3-random": Preset(source="(random weights)", sampler="flow", build=builder("make_sd3_sized_pipeline"),
                          defaults=SamplingDefaults()),  # fmt: skip
 }
 
@@ -118,8 +117,8 @@ SD3 = FamilySpec(
     default_steps=4,
     default_guidance=1.0,
     scheduler_config=SCHEDULER_CONFIG,
-    make_tiny=tiny.make_tiny_sd3_pipeline,
-    make_sized=tiny.make_sd3_sized_pipeline,
+    make_tiny=builder("make_tiny_sd3_pipeline"),
+    make_sized=builder("make_sd3_sized_pipeline"),
     presets=PRESETS,
     prompt_settings=prompt_settings,
     sample_input="hidden_states",

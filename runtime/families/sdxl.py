@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from .. import tiny
 from ..conditioning import TOKEN_EMBEDDINGS, Conditioning
 from . import clip
-from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults, TileGeometry
+from .spec import FamilySpec, InputSpec, Preset, SamplingDefaults, TileGeometry, builder
 
 POOLED, TIME_IDS = "text_embeds", "time_ids"
 
@@ -81,7 +80,7 @@ PRESETS: dict[str, Preset] = {
         "guidance off (its model card)",
     ),
     # SDXL-sized networks with random weights, built offline: for timing (semdraw-bench), never for images.
-    "sdxl-random": Preset(source="(random weights)", sampler="euler", build=tiny.make_sdxl_sized_pipeline),
+    "sdxl-random": Preset(source="(random weights)", sampler="euler", build=builder("make_sdxl_sized_pipeline")),
 }
 
 SDXL = FamilySpec(
@@ -102,8 +101,8 @@ SDXL = FamilySpec(
     default_steps=4,
     default_guidance=1.0,
     scheduler_config=SCHEDULER_CONFIG,
-    make_tiny=tiny.make_tiny_sdxl_pipeline,
-    make_sized=tiny.make_sdxl_sized_pipeline,
+    make_tiny=builder("make_tiny_sdxl_pipeline"),
+    make_sized=builder("make_sdxl_sized_pipeline"),
     presets=PRESETS,
     tile_conditioning=time_ids,
 )

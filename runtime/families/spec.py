@@ -65,10 +65,29 @@ class Preset:
     sampler: str | None = None
     closed_vocabulary: Callable[[], frozenset[str]] | None = None  # warn about words outside it
     build: Callable[[torch.dtype], Any] | None = None  # builds the pipeline in memory instead of loading
-    defaults: SamplingDefaults = SamplingDefaults()
+    # its sampling defaults, or a function that reads them on first use (a toy folder's defaults.json)
+    defaults: SamplingDefaults | Callable[[], SamplingDefaults] = SamplingDefaults()
     scheduler_overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"timestep_spacing": "trailing"}
     sampler_params: Mapping[str, float] = field(default_factory=dict)  # the sampler's step arguments (TCD: eta)
     accelerator: str = ""  # what makes it few-step, and where its settings come from (docs/library.md and the README table)
+
+    def sampling_defaults(self) -> SamplingDefaults:
+        return self.defaults() if callable(self.defaults) else self.defaults
+
+
+def builder(name: str) -> Callable[..., Any]:
+    """A random-pipeline builder of semdraw.tiny, imported on first call: the families describe which
+    builder makes their tiny and full-size random pipelines without importing it (tiny.py imports the
+    families' scheduler configs, so the import runs one way)."""
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        from .. import tiny
+
+        return getattr(tiny, name)(*args, **kwargs)
+
+    build.__name__ = build.__qualname__ = name
+    build.__module__ = "semdraw.tiny"  # what it runs (source fingerprints name it)
+    return build
 
 
 def unet_min_latent_side(config: Mapping[str, Any]) -> int:

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from semdraw.choices import BACKENDS, CFG_MODES
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
-from semdraw.tools import canvas_side, frames_arg, steps_arg
+from semdraw.tools import bench_host, canvas_side, frames_arg, steps_arg
 
 log = logging.getLogger("semdraw.bench")
 
@@ -302,10 +303,8 @@ def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, fram
 
     model.predict, model.decode = timed("denoiser", model.predict), timed("decoder", model.decode)
     try:
-        guided = args.cfg != "none"
         kwargs = dict(height=args.height, width=args.width, steps=args.steps, timesteps=args.timesteps,
-                      output_type="np", cfg=args.cfg,
-                      guidance_scale=(args.guidance_scale or 2.0) if guided else None)  # as the stream guides
+                      output_type="np", cfg=args.cfg, guidance_scale=args.guidance_scale)  # semdraw.step's one rule
         semdraw.generate(model, brushes, seed=0, **kwargs)  # warm-up (and the white latent's encoding)
         denoiser_rows[0] = 0
         total, den, dec, cpu = [], [], [], []
@@ -484,7 +483,7 @@ def _parser() -> argparse.ArgumentParser:
                                                                  "random weights, offline: for timing)")  # fmt: skip
     st.add_argument("--engines", type=Path, default=None, help="an engine set (from build-engines); sets model, "
                                                                "size, layers, steps and cfg")  # fmt: skip
-    st.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "tensorrt"), default="auto",
+    st.add_argument("--backend", choices=BACKENDS, default="auto",
                     help="auto: torch for --model, TensorRT (else onnxruntime) for --engines")  # fmt: skip
     st.add_argument("--compare", choices=("torch", "onnxruntime", "tensorrt"), default=None,
                     help="also time the stream on this backend, in the same run")  # fmt: skip
@@ -496,7 +495,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--steps", type=steps_arg, default=None, help="sampling steps (default: the model's)")
     st.add_argument("--guidance-scale", type=float, default=None,
                     help="guidance scale of the guided --cfg modes (default 2)")
-    st.add_argument("--cfg", choices=("none", "full", "self", "initialize"), default="none",
+    st.add_argument("--cfg", choices=CFG_MODES, default="none",
                     help="classifier-free guidance mode (self / initialize: residual CFG; with --model only, or an "
                          "engine set built for it)")
     st.add_argument("--frames", type=frames_arg, default=20, help="timed frames (default 20; fewer for big models)")
@@ -521,6 +520,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     st.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     st.set_defaults(run=stream)
+    bench_host.add_parser(sub, MODEL_HELP)
     return p
 
 

@@ -49,6 +49,7 @@ def sampling_defaults(folder: Path = WEIGHTS_DIR) -> dict:
     return _read_json(Path(folder) / DEFAULTS_FILE)
 
 
-# The shipped default schedule (LCM's own two steps), chosen by `semdraw-bench fidelity --sweep`: with the
-# fused LCM-LoRA, more steps lose off-centre objects (weights/MODEL_CARD.md).
-TIMESTEPS = tuple(float(t) for t in sampling_defaults()["timesteps"])
+def default_timesteps(folder: Path = WEIGHTS_DIR) -> tuple[float, ...]:
+    """The folder's default schedule, chosen on the tuning split by `semdraw-bench fidelity --choose-defaults`
+    (weights/MODEL_CARD.md); read on first use, so importing semdraw reads no file."""
+    return tuple(float(t) for t in sampling_defaults(folder)["timesteps"])

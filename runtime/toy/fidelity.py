@@ -444,7 +444,7 @@ def evaluate_choice(choice: SamplerChoice, seeds: list[int], weights: Path | Non
                                device="cpu", sampler=choice.sampler)  # fmt: skip
     c = choice.centred
     preset, _ = find_preset(str(weights))  # a toy model folder: its own preset
-    mix = preset.defaults.bootstrap_mix_steps  # the preset's fill, as generate() uses it
+    mix = preset.sampling_defaults().bootstrap_mix_steps  # the preset's fill, as generate() uses it
     options = dict(latent_averaging="pre", mask_type="discrete", bootstrap_steps=c, centre_steps=c,
                    bootstrap_mix_steps=mix)  # fmt: skip
     if "timesteps" in choice.schedule:
