@@ -276,9 +276,25 @@ def test_initialize_takes_its_residual_from_the_real_negative_pass():
         return torch.cat([eps_neg[:1], eps_pos])
 
     d, d_n = step.denoise(predict, x, k, table, torch.zeros(2), {}, 2.0, negative_rows=torch.tensor([0]), residual=n)
-    full = step.guide(eps_neg[:1], eps_pos[:1], 2.0)
-    torch.testing.assert_close(d[:1], sampling.deterministic_update(x[:1], full, 0, table))
-    n0 = table.level_z[0] * eps_neg[:1]  # the real negative's noise part (ε-prediction: ε̂ = out)
-    torch.testing.assert_close(d_n[:1], sampling.deterministic_update(n0, full, 0, table))
-    virtual = step.guide(n[1:] / table.level_z[1], eps_pos[1:], 2.0)  # ε-prediction: the residual noise itself
-    torch.testing.assert_close(d[1:], sampling.deterministic_update(x[1:], virtual, 1, table))
+
+    # Expected values from the definitions, with LCM's coefficients from diffusers' scheduler:
+    # guided ε̂ = ε_neg + w·(ε_pos − ε_neg); x̂0 = (x − √β·ε̂)/√α; D = c_out·x̂0 + c_skip·x.
+    ref = diffusers.LCMScheduler(**SD_CONFIG)
+    ref.set_timesteps(4)
+
+    def lcm_d(x_, eps, step_index):
+        t = ref.timesteps[step_index]
+        abar = ref.alphas_cumprod[t].double()
+        c_skip, c_out = ref.get_scalings_for_boundary_condition_discrete(t)
+        return (c_out * (x_.double() - (1 - abar).sqrt() * eps.double()) / abar.sqrt() + c_skip * x_.double()).float()
+
+    def sqrt_beta(step_index):
+        return (1 - ref.alphas_cumprod[ref.timesteps[step_index]].double()).sqrt().float()
+
+    full = eps_neg[:1] + 2.0 * (eps_pos[:1] - eps_neg[:1])
+    torch.testing.assert_close(d[:1], lcm_d(x[:1], full, 0), rtol=1e-4, atol=1e-4)
+    # the residual of row 0 becomes the real negative's noise part √β·ε_neg, and takes the same step
+    torch.testing.assert_close(d_n[:1], lcm_d(sqrt_beta(0) * eps_neg[:1], full, 0), rtol=1e-4, atol=1e-4)
+    # row 1's negative is virtual: the residual noise ε̄ = n/√β itself (ε-prediction)
+    virtual = n[1:] / sqrt_beta(1) + 2.0 * (eps_pos[1:] - n[1:] / sqrt_beta(1))
+    torch.testing.assert_close(d[1:], lcm_d(x[1:], virtual, 1), rtol=1e-4, atol=1e-4)
