@@ -8,17 +8,22 @@ Per step k (paper §3; the formulas are `semdraw.step`'s, shared with the stream
      guidance > 1);
   3. each item's deterministic update D is un-rolled and the D's are averaged under their weights
      (quantized latent masks × tile ramps; the background takes clip(1 - Σ M));
-  4. only then is fresh noise added (latent pre-averaging). ``latent_averaging="post"`` instead renoises
-     every item with its own noise and averages afterwards: naive MultiDiffusion, for the ablation.
+  4. only then is fresh noise added (latent pre-averaging, :class:`PreAveraging`). The ablation's naive
+     MultiDiffusion (every item renoised with its own noise, then averaged) is another
+     :class:`Averaging`, kept with the fidelity code (``semdraw.toy.fidelity.PostAveraging``).
+
+``generate()`` reads as check → prepare → loop → decode; it runs on a :class:`Model` or on an engine set
+(onnxruntime, whose denoiser takes any number of rows; at the set's canvas) through the one network
+contract of networks.py.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -28,67 +33,21 @@ from . import masks as M
 from . import sampling as S
 from . import step
 from .conditioning import Conditioning
+from .engines import EngineSet
 from .errors import ConfigError, MaskError
 from .families import TileGeometry
+from .layer_prompts import background_prompt, brush_prompts
 from .limits import check_seed
 from .model import Model
+from .networks import Networks
 from .request import Background, Brush
 from .step import SamplingOptions
+from .stream_source import StreamSource, open_source
+from .tiles import Tile, plan_tiles, uncrop_add
 
 log = logging.getLogger(__name__)
 
 OutputType = Literal["pil", "np", "latent"]
-
-
-# ------------------------------------------------------------------------------------------ tiles
-@dataclass(frozen=True)
-class Tile:
-    """A window of the latent canvas (latent pixels) with its seam-ramp weight [h, w]."""
-
-    y: int
-    x: int
-    h: int
-    w: int
-    ramp: torch.Tensor
-
-    def crop(self, t: torch.Tensor) -> torch.Tensor:
-        return t[..., self.y : self.y + self.h, self.x : self.x + self.w]
-
-
-def _axis_positions(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    stride = tile - overlap
-    pos = list(range(0, size - tile, stride))
-    return pos + [size - tile]
-
-
-def _ramp(n: int, length: int, start_seam: bool, end_seam: bool) -> torch.Tensor:
-    """1-D weights: linear ramps of ``length`` on sides facing a neighbour tile, 1 elsewhere (never 0)."""
-    w = torch.ones(n, dtype=torch.float64)
-    r = torch.arange(1, length + 1, dtype=torch.float64) / (length + 1)
-    if start_seam and length:
-        w[:length] = torch.minimum(w[:length], r)
-    if end_seam and length:
-        w[-length:] = torch.minimum(w[-length:], r.flip(0))
-    return w
-
-
-def plan_tiles(h: int, w: int, tile_h: int, tile_w: int, overlap: int) -> list[Tile]:
-    """Overlapping tiles covering an h x w latent, weights ramping across the seams."""
-    ys, xs = _axis_positions(h, tile_h, overlap), _axis_positions(w, tile_w, overlap)
-    th, tw = min(tile_h, h), min(tile_w, w)
-    tiles = []
-    for y in ys:
-        for x in xs:
-            ry = _ramp(th, overlap, y > 0, y + th < h)
-            rx = _ramp(tw, overlap, x > 0, x + tw < w)
-            tiles.append(Tile(y, x, th, tw, (ry[:, None] * rx[None, :]).float()))
-    return tiles
-
-
-def _uncrop_add(acc: torch.Tensor, tile: Tile, value: torch.Tensor) -> None:
-    acc[..., tile.y : tile.y + tile.h, tile.x : tile.x + tile.w] += value
 
 
 # ------------------------------------------------------------------------------------------ layers
@@ -152,9 +111,7 @@ def to_output(pixels: torch.Tensor, output_type: OutputType) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ checks
-def _check_options(*, guidance_scale, latent_averaging, output_type, seed, generator) -> None:  # fmt: skip
-    if latent_averaging not in ("pre", "post"):
-        raise ConfigError(f"latent_averaging must be 'pre' or 'post', got {latent_averaging!r}")
+def _check_options(*, output_type, seed, generator) -> None:  # fmt: skip
     if output_type not in ("pil", "np", "latent"):
         raise ConfigError(f"output_type must be 'pil', 'np' or 'latent', got {output_type!r}")
     if seed is not None and generator is not None:
@@ -181,10 +138,72 @@ def _check_brushes(brushes: Any) -> list[Brush]:
     return [b for b in brushes if b.prompt.strip()]
 
 
+# ------------------------------------------------------------------------------------------ averaging
+class Averaging(Protocol):
+    """How each step's items join the shared latent (the paper's Table 5 compares two ways)."""
+
+    residual_ok: bool  # the residual guidance modes can run under it
+
+    def item(self, d: torch.Tensor, k: int, sched: S.SamplerSchedule, draw: Draw) -> torch.Tensor:
+        """What an item's D (un-rolled) contributes to the weighted sum at step k."""
+        ...
+
+    def known(self, num: torch.Tensor, den: torch.Tensor, weight: torch.Tensor, known: torch.Tensor,
+              noise: torch.Tensor, k: int, sched: S.SamplerSchedule,
+              draw: Draw) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The known background's share of the sum under ``weight``."""
+        ...
+
+    def advance(self, averaged: torch.Tensor, k: int, sched: S.SamplerSchedule,
+                draw: Draw) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """The next latent from the average, and the noise it was given (None: none, or per item)."""
+        ...
+
+
+Draw = Callable[[int, tuple[int, ...]], "torch.Tensor | None"]  # (k, shape) -> a fresh draw, or None after k
+
+
+class PreAveraging:
+    """Latent pre-averaging (the method): the items' deterministic updates D are averaged under their
+    weights, and only then does the average get the next level's noise, one draw for the whole latent."""
+
+    residual_ok = True
+
+    def item(self, d: torch.Tensor, k: int, sched: S.SamplerSchedule, draw: Draw) -> torch.Tensor:
+        return d
+
+    def known(self, num: torch.Tensor, den: torch.Tensor, weight: torch.Tensor, known: torch.Tensor,
+              noise: torch.Tensor, k: int, sched: S.SamplerSchedule,
+              draw: Draw) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        return step.add_known(num, den, weight, known, noise, k, sched)
+
+    def advance(self, averaged: torch.Tensor, k: int, sched: S.SamplerSchedule,
+                draw: Draw) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        z = draw(k, tuple(averaged.shape))
+        return S.renoise(averaged, z, k, sched), z
+
+
 # ------------------------------------------------------------------------------------------ generate
+@dataclass
+class _Plan:
+    """A generate() call, checked and resolved: everything the loop reads but the latents."""
+
+    source: StreamSource
+    networks: Networks
+    sched: S.SamplerSchedule
+    options: SamplingOptions
+    mode: step.Guidance
+    guidance_scale: float
+    canvas: tuple[int, int]  # (H, W) pixels
+    latent: tuple[int, int]  # (h, w)
+    tiles: list[Tile]
+    max_batch: int | None
+    averaging: Averaging
+
+
 @torch.no_grad()
 def generate(
-    model: Model,
+    model: Model | EngineSet,
     brushes: Sequence[Brush] | Brush,
     *,
     background: Background | None = None,
@@ -201,149 +220,168 @@ def generate(
     centre_steps: int | None = None,
     mask_type: str = "discrete",
     cover_alpha: float | None = 0.3,
-    latent_averaging: str = "pre",
     tile_size: int | None = None,
     tile_overlap: int | None = None,
     max_batch: int | None = None,
     output_type: OutputType = "pil",
     progress: bool = False,
+    networks: Networks | None = None,
+    averaging: Averaging | None = None,
 ) -> Any:
     """Generate one image from semantic brushes (region-based multi-prompt generation).
 
-    Sizes default to the model's native size; the schedule to the model's (``model.defaults.timesteps``,
-    else the family's steps, timesteps as the model's diffusers scheduler picks them); ``guidance_scale``
-    to the family's (1: no negative pass); ``cfg`` picks how guidance gets its negative output (``full``,
-    the default when guidance_scale > 1: a negative pass per layer and step; ``self`` / ``initialize``:
-    StreamDiffusion's residual CFG, :class:`semdraw.step.Guidance`). A ``generator`` is consumed as diffusers' pipelines consume it
-    (initial latents, then one draw per re-noising). ``bootstrap_steps`` defaults to the model's
-    (``model.defaults``), as does ``bootstrap_mix_steps``; ``centre_steps`` to ``bootstrap_steps``. Canvases larger than ``tile_size``
-    (default: the native size) are split into overlapping tiles whose denoiser calls are batched
-    (``max_batch`` items at most per call; default all). Returns a PIL image (``output_type="np"``: HxWx3
-    uint8, ``"latent"``: the final latent).
+    ``model``: a :class:`Model`, or an :class:`EngineSet` whose denoiser takes any number of rows
+    (onnxruntime; it generates at the set's canvas, in one tile). Sizes default to the model's native size;
+    the schedule to the model's (``model.defaults.timesteps``, else the family's steps, timesteps as the
+    model's diffusers scheduler picks them); ``guidance_scale`` and ``cfg`` follow
+    :func:`semdraw.step.resolve_guidance` (1, no negative pass, unless asked; ``full`` is a negative pass
+    per layer and step; ``self`` / ``initialize`` StreamDiffusion's residual CFG). A ``generator`` is
+    consumed as diffusers' pipelines consume it (initial latents, then one draw per re-noising).
+    ``bootstrap_steps`` and ``bootstrap_mix_steps`` default to the model's (``model.defaults``);
+    ``centre_steps`` to ``bootstrap_steps``. Canvases larger than ``tile_size`` (default: the native
+    size) are split into overlapping tiles whose denoiser calls are batched (``max_batch`` items at most
+    per call; default all). ``networks``: the networks to run (default the model's; e.g.
+    ``Networks.from_model(model).timed(hook)`` times each call); ``averaging``: how items join the latent
+    (default :class:`PreAveraging`, the method). Returns a PIL image (``output_type="np"``: HxWx3 uint8,
+    ``"latent"``: the final latent).
     """
     brushes = _check_brushes(brushes)
     background = background or Background()
     if not isinstance(background, Background):
         raise ConfigError(f"background must be a semdraw.Background, got {type(background).__name__}")
-    height = model.native_size if height is None else height  # 0 is an error, not "the default"
-    width = model.native_size if width is None else width
-    mode, guidance_scale = step.resolve_guidance(cfg, guidance_scale, model.family.default_guidance)
-    opts = SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
-                           centre_steps=centre_steps, mask_type=mask_type,
-                           cover_alpha=cover_alpha).resolved(model.defaults)  # fmt: skip
-    _check_options(guidance_scale=guidance_scale, latent_averaging=latent_averaging, output_type=output_type,
-                   seed=seed, generator=generator)  # fmt: skip
-    if mode.residual and latent_averaging == "post":
-        raise ConfigError("residual guidance (cfg='self' / 'initialize') needs latent_averaging='pre'")
-    h, w = model.latent_size(height, width)
-    f = model.vae_scale_factor
-    tile_px = tile_size or model.native_size
-    if tile_px % f:
-        raise ConfigError(f"tile_size must be divisible by {f}, got {tile_px}")
-    tile_lat = tile_px // f
-    overlap = (tile_lat // 4) if tile_overlap is None else tile_overlap // f
-    if not 0 <= overlap < tile_lat:
-        raise ConfigError(f"tile_overlap must lie in [0, tile_size), got {tile_overlap}")
+    _check_options(output_type=output_type, seed=seed, generator=generator)
+    plan = _plan(model, height=height, width=width, steps=steps, timesteps=timesteps, guidance_scale=guidance_scale,
+                 cfg=cfg, options=SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
+                                                  centre_steps=centre_steps, mask_type=mask_type, cover_alpha=cover_alpha),
+                 tile_size=tile_size, tile_overlap=tile_overlap, max_batch=max_batch, networks=networks,
+                 averaging=averaging)  # fmt: skip
+    layers, known, background_pixels, paste_mask = _prepare(plan, brushes, background)
+    if generator is None:
+        generator = torch.Generator("cpu").manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    x = _sample(plan, layers, known, generator, progress)
+    if output_type == "latent":
+        return x
+    pixels = plan.networks.decode(x).float()
+    if background_pixels is not None:  # inpainting: paste the background back outside the (soft) masks
+        pixels = M.paste(pixels, background_pixels, paste_mask)
+    return to_output(pixels, output_type)
+
+
+def _plan(source: Model | EngineSet, *, height, width, steps, timesteps, guidance_scale, cfg, options,
+          tile_size, tile_overlap, max_batch, networks, averaging) -> _Plan:  # fmt: skip
+    """Check every option once and resolve it against the source (a clear error before any work)."""
+    default = source.family.default_guidance if isinstance(source, Model) else 1.0
+    mode, guidance_scale = step.resolve_guidance(cfg, guidance_scale, default)
+    src = open_source(source, height=height, width=width, layers=None, steps=steps, timesteps=timesteps,
+                      cfg=mode.name, backend="auto", device=None, model=None, cuda_graph=False)  # fmt: skip
+    net = networks or src.networks
+    if not net.any_batch:
+        raise ConfigError("generate() batches a varying number of items, but this engine set's denoiser has a "
+                          "fixed batch (TensorRT); use an onnxruntime set or the model")  # fmt: skip
+    averaging = averaging or PreAveraging()
+    if mode.residual and not averaging.residual_ok:
+        raise ConfigError(f"residual guidance (cfg={mode.name!r}) needs latent pre-averaging")
     if max_batch is not None and max_batch < 1:
         raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
-
-    sched = model.schedule(steps=steps, timesteps=timesteps)
-    dev, dt = model.device, model.dtype
-    prepared = M.prepare_masks(brushes, sched.noise_level, height, width, f, mask_type=opts.mask_type,
-                               cover_alpha=opts.cover_alpha)  # fmt: skip
-
-    # ---- conditioning (slow path: cached per prompt) and layers
-    negatives = mode.negative_steps != 0  # some step runs a real negative pass
-    bg_cond = model.encode_prompt(background.prompt)
-    layers: list[Layer] = []
-    for i, b in enumerate(brushes):
-        cond = bg_cond.lerp(model.encode_prompt(b.prompt), float(b.prompt_strength))
-        uncond = model.encode_prompt(b.negative_prompt) if negatives else None
-        layers.append(Layer(cond, uncond, prepared.quantized[i].to(dev, dt), prepared.soft_latent[i].to(dev)))
-    known_bg: torch.Tensor | None = None  # a clean latent the background is pinned to
-    bg_pixels = None
-    if background.image is not None:
-        bg_pixels = image_to_tensor(background.image, height, width).to(dev)
-        known_bg = model.encode_image(bg_pixels)
-    elif background.prompt:
-        uncond = model.encode_prompt(background.negative_prompt) if negatives else None
-        layers.insert(0, Layer(bg_cond, uncond, prepared.background.to(dev, dt), None))
+    (h, w), f = src.latent, src.latent_factor
+    if src.engines is not None:  # the set's networks have its canvas's shape: one tile, the canvas
+        if tile_size is not None and (tile_size, tile_size) != (src.height, src.width):
+            raise ConfigError(f"an engine set generates its own canvas ({src.height}x{src.width}) in one tile")
+        tile_h, tile_w, overlap = h, w, 0
     else:
-        known_bg = model.white_latent(height, width)
-    white = model.white_latent(height, width)
+        tile_px = tile_size or src.model.native_size  # type: ignore[union-attr]
+        if tile_px % f:
+            raise ConfigError(f"tile_size must be divisible by {f}, got {tile_px}")
+        tile_h = tile_w = tile_px // f
+        overlap = (tile_h // 4) if tile_overlap is None else tile_overlap // f
+        if not 0 <= overlap < tile_h:
+            raise ConfigError(f"tile_overlap must lie in [0, tile_size), got {tile_overlap}")
+    dev, dt = src.device, src.dtype
+    tiles = [Tile(t.y, t.x, t.h, t.w, t.ramp.to(dev, dt)) for t in plan_tiles(h, w, tile_h, tile_w, overlap)]
+    return _Plan(source=src, networks=net, sched=src.sched, options=options.resolved(src.defaults), mode=mode,
+                 guidance_scale=guidance_scale, canvas=(src.height, src.width), latent=(h, w), tiles=tiles,
+                 max_batch=max_batch, averaging=averaging)  # fmt: skip
 
-    tiles = [
-        Tile(t.y, t.x, t.h, t.w, t.ramp.to(dev, dt)) for t in plan_tiles(h, w, tile_lat, tile_lat, overlap)
-    ]
-    coverage = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
-    for tile in tiles:
-        _uncrop_add(coverage, tile, tile.ramp)
 
-    if generator is None:
-        generator = torch.Generator("cpu").manual_seed(
-            seed if seed is not None else int(torch.seed() % 2**63)
-        )
-    shape = (1, model.latent_channels, h, w)
-    noise = randn_tensor(shape, generator=generator, device=dev, dtype=dt)
-    x = noise * sched.init_noise_sigma
-    # RCFG: the noise part n = level_z·ε̄ the image carries; self: the initial noise (initialize: set at step 0)
-    residual = step.initial_residual(noise, sched) if mode.residual else None
+def _prepare(plan: _Plan, brushes: list[Brush], background: Background):  # type: ignore[no-untyped-def]
+    """The layers (conditioning, quantized weights, centring masks), the known background latent (white, an
+    image, or None under a background prompt) and, when inpainting, the pixels and mask to paste."""
+    src, opts, (H, W) = plan.source, plan.options, plan.canvas
+    dev, dt = src.device, src.dtype
+    prepared = M.prepare_masks(brushes, plan.sched.noise_level, H, W, src.latent_factor, mask_type=opts.mask_type,
+                               cover_alpha=opts.cover_alpha)  # fmt: skip
+    negatives = plan.mode.negative_steps != 0  # some step runs a real negative pass
+    layers = [Layer(p.cond, p.uncond, prepared.quantized[i].to(dev, dt), prepared.soft_latent[i].to(dev))
+              for i, p in enumerate(brush_prompts(brushes, background, src.prompts, negatives))]  # fmt: skip
+    under = background_prompt(background, src.prompts, negatives)
+    if under is not None:
+        layers.insert(0, Layer(under.cond, under.uncond, prepared.background.to(dev, dt), None))
+    known = pixels = paste_mask = None
+    if background.image is not None:
+        pixels = image_to_tensor(background.image, H, W).to(dev)
+        known = plan.networks.encode(pixels).to(dev, dt)
+        paste_mask = M.coverage(prepared.soft_pixels).to(dev)
+    elif under is None:
+        known = _white(plan)
+    known_weight = prepared.background.to(dev, dt)  # [T, 1, h, w]
+    return layers, (known, known_weight), pixels, paste_mask
 
-    background_weight = prepared.background.to(dev, dt)  # [T, 1, h, w], moved once
-    post = latent_averaging == "post"
 
-    def fresh_noise(k: int, like: tuple[int, ...]) -> torch.Tensor | None:
+def _white(plan: _Plan) -> torch.Tensor:
+    """The white canvas latent (a model caches it per size)."""
+    src, (H, W) = plan.source, plan.canvas
+    if src.engines is None and plan.networks is src.networks:
+        return src.model.white_latent(H, W)  # type: ignore[union-attr]
+    return plan.networks.encode(torch.ones(1, 3, H, W, device=src.device)).to(src.device, src.dtype)
+
+
+def _sample(plan: _Plan, layers: list[Layer], known: tuple[torch.Tensor | None, torch.Tensor],
+            generator: torch.Generator, progress: bool) -> torch.Tensor:  # fmt: skip
+    """The denoising loop over the steps: items → one batched denoise → averaging → the next level."""
+    src, sched, opts, avg = plan.source, plan.sched, plan.options, plan.averaging
+    (h, w), dev, dt = plan.latent, src.device, src.dtype
+    known_latent, known_weight = known
+    shape = (1, src.latent_channels, h, w)
+
+    def draw(k: int, like: tuple[int, ...]) -> torch.Tensor | None:
         """One generator draw when renoising after step k consumes noise (diffusers' order), else None."""
         return randn_tensor(like, generator=generator, device=dev, dtype=dt) if sched.draws_noise(k) else None
 
-    steps_iter = range(sched.steps)
+    coverage = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
+    for tile in plan.tiles:
+        uncrop_add(coverage, tile, tile.ramp)
+    noise = randn_tensor(shape, generator=generator, device=dev, dtype=dt)
+    x = noise * sched.init_noise_sigma
+    # RCFG: the noise part n = level_z·ε̄ the image carries; self: the initial noise (initialize: set at step 0)
+    residual = step.initial_residual(noise, sched) if plan.mode.residual else None
+    white = _white(plan)
+    steps_iter: Any = range(sched.steps)
     if progress:
         from tqdm.auto import tqdm
 
         steps_iter = tqdm(steps_iter, desc="generate", unit="step")
     for k in steps_iter:
-        items = _step_items(layers, tiles, x, noise, white, k, sched, opts, residual)
-        d_items = _denoise_items(model, items, k, sched, guidance_scale, mode.negative_at(k, sched.steps),
-                                 max_batch, (height, width))  # fmt: skip
-        num = torch.zeros_like(x)
+        items = _step_items(layers, plan.tiles, x, noise, white, k, sched, opts, residual)
+        d_items = _denoise_items(plan, items, k)
+        num, den = torch.zeros_like(x), torch.zeros(1, 1, h, w, device=dev, dtype=dt)
         num_n = torch.zeros_like(x) if residual is not None else None
-        den = torch.zeros(1, 1, h, w, device=dev, dtype=dt)
         for item, (d, d_n) in zip(items, d_items, strict=True):
-            d = M.shift(d, -item.dy, -item.dx)
-            if post:  # naive MultiDiffusion: each view takes its own step, noise included
-                d = S.renoise(d, fresh_noise(k, d.shape), k, sched)
-            _uncrop_add(num, item.tile, item.weight * d)
-            _uncrop_add(den, item.tile, item.weight)
+            d = avg.item(M.shift(d, -item.dy, -item.dx), k, sched, draw)
+            uncrop_add(num, item.tile, item.weight * d)
+            uncrop_add(den, item.tile, item.weight)
             if num_n is not None:
-                _uncrop_add(num_n, item.tile, item.weight * M.shift(d_n, -item.dy, -item.dx))
+                uncrop_add(num_n, item.tile, item.weight * M.shift(d_n, -item.dy, -item.dx))
+        wb = coverage * known_weight[k] if known_latent is not None else torch.zeros_like(den)
         if num_n is not None:  # the residual's step, averaged as the latent's (a known layer: its noise part)
-            wn = coverage * background_weight[k] if known_bg is not None else torch.zeros_like(den)
-            num_n = step.add_known_residual(num_n, wn, noise, k, sched)
-            averaged_n = M.normalize(num_n, den + wn, residual)
-        if known_bg is not None:
-            wb = coverage * background_weight[k]
-            if post:
-                target = S.renoise(S.known_target(known_bg, noise, k, sched), fresh_noise(k, shape), k, sched)
-                num, den = num + wb * target, den + wb
-            else:
-                num, den = step.add_known(num, den, wb, known_bg, noise, k, sched)
-        averaged = M.normalize(num, den, x)
-        if post:
-            x = averaged
-        else:
-            z = fresh_noise(k, shape)
-            if z is not None:
-                noise = z  # the noise of the next level (bootstrap fill and known targets use it)
-            x = S.renoise(averaged, z, k, sched)
-            if residual is not None:
-                residual = S.renoise(averaged_n, z, k, sched)
-
-    if output_type == "latent":
-        return x
-    pixels = model.decode(x).float()
-    if bg_pixels is not None:  # inpainting: paste the background back outside the (soft) masks
-        pixels = M.paste(pixels, bg_pixels, M.coverage(prepared.soft_pixels).to(dev))
-    return to_output(pixels, output_type)
+            averaged_n = M.normalize(step.add_known_residual(num_n, wb, noise, k, sched), den + wb, residual)
+        if known_latent is not None:
+            num, den = avg.known(num, den, wb, known_latent, noise, k, sched, draw)
+        x, z = avg.advance(M.normalize(num, den, x), k, sched, draw)
+        if z is not None:
+            noise = z  # the noise of the next level (bootstrap fill and known targets use it)
+        if residual is not None:
+            residual = S.renoise(averaged_n, z, k, sched)
+    return x
 
 
 @dataclass
@@ -382,19 +420,18 @@ def _step_items(layers, tiles, x, noise, white, k, sched, opts: SamplingOptions,
     return items
 
 
-def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: float, negative: bool,
-                   max_batch: int | None, canvas: tuple[int, int]):  # fmt: skip
+def _denoise_items(plan: _Plan, items: list[_Item], k: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """(D, D of the residual or None) for all items, in as few denoiser calls as ``max_batch`` allows.
 
     Items of one tile size share a call; with ``negative`` (a real negative pass at this step) each item
     also runs its negative prompt. Each item's conditioning is completed for its tile (size-dependent
     conditioning, e.g. SDXL's crop offsets).
     """
-    f = model.vae_scale_factor
+    f, family, (H, W), sched = plan.source.latent_factor, plan.source.family, plan.canvas, plan.sched
+    negative, max_batch = plan.mode.negative_at(k, sched.steps), plan.max_batch
 
     def tile_cond(cond: Conditioning, tile: Tile) -> Conditioning:
-        geometry = TileGeometry(canvas[0], canvas[1], tile.y * f, tile.x * f, tile.h * f, tile.w * f)
-        return model.family.conditioning_for(cond, geometry)
+        return family.conditioning_for(cond, TileGeometry(H, W, tile.y * f, tile.x * f, tile.h * f, tile.w * f))
 
     out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * len(items)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -413,15 +450,15 @@ def _denoise_items(model: Model, items: list[_Item], k: int, sched, guidance: fl
                 conds = [tile_cond(items[i].layer.uncond, items[i].tile) for i in chunk] + conds
                 rows = torch.arange(len(chunk), device=xs.device)
             t = sched.timesteps[k].expand(xs.shape[0])
-            d, d_n = step.denoise(model.predict, xs, k, sched, t, Conditioning.cat(conds), guidance,
-                                  negative_rows=rows, residual=residual)  # fmt: skip
+            d, d_n = step.denoise(plan.networks.denoise, xs, k, sched, t, Conditioning.cat(conds),
+                                  plan.guidance_scale, negative_rows=rows, residual=residual)  # fmt: skip
             for j, i in enumerate(chunk):
                 out[i] = (d[j : j + 1], None if d_n is None else d_n[j : j + 1])
-    return out
+    return out  # type: ignore[return-value]
 
 
 def panorama(
-    model: Model, prompt: str, *, height: int, width: int, negative_prompt: str = "", **kwargs: Any
+    model: Model | EngineSet, prompt: str, *, height: int, width: int, negative_prompt: str = "", **kwargs: Any
 ) -> Any:
     """One prompt over a large canvas: a full-canvas brush generated in overlapping, batched tiles."""
     if not prompt:

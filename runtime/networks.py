@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .model import Model
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]  # (sample, timestep, cond) -> out
-TimingHook = Callable[[str, float], None]  # (network name, seconds) after each call
+TimingHook = Callable[[str, float, int], None]  # (network name, seconds, rows of the call) after each call
 
 
 def to_latent(raw: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
@@ -85,8 +85,8 @@ class Networks:
         return [self.decode(latent) for latent in latents]
 
     def timed(self, hook: TimingHook) -> Networks:
-        """The same networks, calling ``hook(name, seconds)`` after each denoiser / decoder / encoder call
-        (the device synchronised around the call, so the seconds are the call's own)."""
+        """The same networks, calling ``hook(name, seconds, rows)`` after each denoiser / decoder / encoder
+        call (the device synchronised around the call, so the seconds are the call's own)."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
 
         def wrap(name: str, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -95,7 +95,7 @@ class Networks:
                 started = time.perf_counter()
                 out = fn(*args)
                 sync()
-                hook(name, time.perf_counter() - started)
+                hook(name, time.perf_counter() - started, int(args[0].shape[0]))
                 return out
 
             return call

@@ -16,6 +16,7 @@ import torch
 from . import masks as M
 from .conditioning import Conditioning
 from .families import FamilySpec, TileGeometry
+from .layer_prompts import background_prompt, brush_prompts
 from .request import Background, Brush
 from .row_layout import RowLayout
 from .step import Guidance, SamplingOptions
@@ -87,25 +88,27 @@ class RowCompiler:
         roll = base.flatten().repeat(R, 1).view(T, L, h * w)
         unroll = roll.clone()
         bg, encode = painted.background, self.prompts
-        bg_cond = encode(bg.prompt)
         cfg = self.guidance.negative_steps != 0  # some step runs a real negative pass
-        cond, uncond = [bg_cond] * L, [encode("")] * L
-        for j, (slot, brush) in enumerate(zip(slots, brushes, strict=True)):
+        cond, uncond = [encode(bg.prompt)] * L, [encode("")] * L  # an empty slot (its weight is 0 anyway)
+        layers = brush_prompts(brushes, bg, encode, cfg)
+        for j, slot in enumerate(slots):
             weights[:, slot] = prepared.quantized[j]
             fill_on[: opts.bootstrap_steps, slot] = True
             dy, dx = M.centring_shift(prepared.soft_latent[j])
             if dy or dx:
                 roll[: opts.centre_steps, slot] = M.shift(base, dy, dx).flatten()
                 unroll[: opts.centre_steps, slot] = M.shift(base, -dy, -dx).flatten()
-            cond[slot] = bg_cond.lerp(encode(brush.prompt), float(brush.prompt_strength))
+            cond[slot] = layers[j].cond
             if cfg:
-                uncond[slot] = encode(brush.negative_prompt)
+                uncond[slot] = layers[j].uncond
         known_weight = prepared.background.clone()
-        if painted.prompt_row:
+        background_layer = background_prompt(bg, encode, cfg)
+        if background_layer is not None:  # the background prompt's row: the highest free slot
             free = max(set(range(L)) - set(slots))
             weights[:, free] = prepared.background
+            cond[free] = background_layer.cond
             if cfg:
-                uncond[free] = encode(bg.negative_prompt)
+                uncond[free] = background_layer.uncond
             known_weight.zero_()
         known = painted.background_latent if painted.background_latent is not None else self.white
         batch = self._step_major(cond)

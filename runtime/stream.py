@@ -48,7 +48,7 @@ from .generation import image_to_tensor, to_output
 from .image_ring import ImageRing, StepInFlight
 from .limits import check_seed
 from .masks import paste
-from .model import Model, latent_size
+from .model import Model
 from .request import Background, Brush
 from .row_layout import RowLayout
 from .row_tables import DeviceTables, Painted, RowCompiler, RowTables, has_prompt_row
@@ -119,7 +119,7 @@ class Stream:
         if self.layers < 1:
             raise ConfigError(f"layers must be >= 1, got {self.layers}")
         self.options = opts = asked.resolved(src.defaults)
-        h, w = latent_size(self.height, self.width, src.latent_factor)
+        h, w = src.latent
         self.sched = src.sched.to(self.device)
         self.steps = self.sched.steps
         self.layout = RowLayout.build(self.sched, self.layers, (src.latent_channels, h, w), self.guidance, opts,

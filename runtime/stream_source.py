@@ -21,7 +21,7 @@ from .choices import BACKENDS, DEFAULT_LAYERS
 from .engines import EngineSet, load_engines, load_prompt_encoder, weights_fingerprint
 from .errors import ConfigError
 from .families import FamilySpec, SamplingDefaults, get_family
-from .model import Model, schedule_for
+from .model import Model, latent_size, schedule_for
 from .networks import Networks
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,13 @@ class StreamSource:
     dtype: torch.dtype
     model: Model | None = None
     engines: EngineSet | None = None
+
+    @property
+    def latent(self) -> tuple[int, int]:
+        """(h, w) of the latent, checked: a clear error for a canvas the denoiser cannot take."""
+        if self.engines is None and self.model is not None:
+            return self.model.latent_size(self.height, self.width)
+        return latent_size(self.height, self.width, self.latent_factor)
 
 
 def open_source(source: Model | EngineSet | str | Path, *, height: int | None, width: int | None,
@@ -83,7 +90,8 @@ def _from_model(model: Model, *, height: int | None, width: int | None, layers: 
         networks = replace(networks, denoise=CudaGraphed(networks.denoise), any_batch=False)
     return StreamSource(
         networks=networks, family=model.family, prompts=model.prompts, sched=model.schedule(steps=steps, timesteps=timesteps),
-        defaults=model.defaults, height=height or model.native_size, width=width or model.native_size,
+        defaults=model.defaults, height=model.native_size if height is None else height,
+        width=model.native_size if width is None else width,
         layers=DEFAULT_LAYERS if layers is None else int(layers), latent_factor=model.vae_scale_factor,
         latent_channels=model.latent_channels,
         device=model.device, dtype=model.dtype, model=model,
@@ -94,7 +102,9 @@ def _from_engines(engines: EngineSet, *, height: int | None, width: int | None, 
                   steps: int | None, timesteps: Any, cfg: str, model: Model | None) -> StreamSource:  # fmt: skip
     man, req = engines.manifest, engines.manifest.request
     networks = Networks.from_engines(engines)
-    height, width, layers = height or req.height, width or req.width, layers or req.layers
+    height = req.height if height is None else height
+    width = req.width if width is None else width
+    layers = req.layers if layers is None else layers
     # A denoiser with a row axis takes any number of rows: then layers and cfg are the stream's own choice.
     asked, built = (height, width, layers, cfg), (req.height, req.width, req.layers, req.cfg)
     if networks.any_batch:

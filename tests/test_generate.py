@@ -9,7 +9,9 @@ import torch
 import semdraw
 from semdraw import masks as M
 from semdraw import sampling as S
-from semdraw.generation import image_to_tensor, plan_tiles
+from semdraw.generation import image_to_tensor
+from semdraw.tiles import plan_tiles
+from semdraw.toy.fidelity import PostAveraging
 
 from .conftest import make_tiny_pipeline
 
@@ -183,7 +185,7 @@ def test_stabilizations_change_the_result(tiny_model):
     base = dict(seed=0, output_type="latent")
     full_method = semdraw.generate(tiny_model, brushes, **base)
     variants = [
-        dict(latent_averaging="post", bootstrap_steps=0, mask_type="plain"),
+        dict(averaging=PostAveraging(), bootstrap_steps=0, mask_type="plain"),
         dict(bootstrap_steps=0),
         dict(mask_type="plain"),
         dict(centre_steps=0),

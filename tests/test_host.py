@@ -196,3 +196,24 @@ def test_host_soak_with_concurrent_edits(toy):
     assert not errors, errors
     print(f"resident memory (MB) every 1000 ticks: {curve}")
     assert curve[-1] - curve[1] < 50, f"memory grew from {curve[1]} to {curve[-1]} MB"
+
+
+def test_generate_runs_on_an_engine_set_through_the_same_network_contract(toy, tmp_path):
+    """One network contract: generate() on an onnxruntime engine set gives the torch model's image, and the
+    timing hook sees every network call (what semdraw-bench times with, instead of patching the model)."""
+    out = tmp_path / "toy"
+    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "2", "--out", str(out)]) == 0
+    engines = semdraw.load_engines(out, "onnxruntime")
+    top, bottom = halves()
+    brushes = [Brush("blue sky", top), Brush("a red circle", square(36, 8), mask_std=2.0)]
+    on_set = semdraw.generate(engines, brushes, seed=5, output_type="latent")
+    on_torch = semdraw.generate(toy, brushes, seed=5, output_type="latent")
+    torch.testing.assert_close(on_set, on_torch, rtol=0, atol=1e-3)
+    calls: list[tuple[str, int]] = []
+    timed = semdraw.Networks.from_model(toy).timed(lambda name, seconds, rows: calls.append((name, rows)))
+    image = semdraw.generate(toy, brushes, seed=5, output_type="np", networks=timed)
+    steps = toy.schedule().steps
+    assert [c for c in calls if c[0] == "denoiser"] == [("denoiser", 2)] * steps  # two brushes, one call a step
+    assert calls[-1] == ("decoder", 1) and image.shape == (H, W, 3)
+    with pytest.raises(semdraw.ConfigError, match="one tile"):
+        semdraw.generate(engines, brushes, tile_size=32)

@@ -11,7 +11,7 @@ import torch
 import semdraw
 from semdraw.families import TileGeometry
 from semdraw.families.sdxl import SCHEDULER_CONFIG, time_ids
-from semdraw.generation import plan_tiles
+from semdraw.tiles import plan_tiles
 from semdraw.tiny import make_tiny_sdxl_pipeline
 
 from .conftest import (

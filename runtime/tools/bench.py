@@ -279,45 +279,32 @@ def time_idle(stream: Any, frames: int) -> dict[str, float]:
 
 def time_one_shot(model: Any, brushes: list[Any], args: argparse.Namespace, frames: int) -> dict[str, Any]:
     """generate() once per frame (same brushes, steps and options), with its network calls timed."""
-    import torch
     from tqdm.auto import tqdm
 
     import semdraw
 
-    sections = {"denoiser": 0.0, "decoder": 0.0}
+    sections = {"denoiser": 0.0, "decoder": 0.0, "encoder": 0.0}
     denoiser_rows = [0]
-    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
 
-    def timed(section: str, fn: Any) -> Any:
-        def run(*a: Any, **kw: Any) -> Any:
-            if section == "denoiser":
-                denoiser_rows[0] += int(a[0].shape[0])  # the batch of this call
-            sync()
-            t0 = time.perf_counter()
-            out = fn(*a, **kw)
-            sync()
-            sections[section] += time.perf_counter() - t0
-            return out
+    def hook(name: str, seconds: float, rows: int) -> None:
+        sections[name] += seconds
+        denoiser_rows[0] += rows if name == "denoiser" else 0  # every step's layer rows (x2 with a negative pass)
 
-        return run
-
-    model.predict, model.decode = timed("denoiser", model.predict), timed("decoder", model.decode)
-    try:
-        kwargs = dict(height=args.height, width=args.width, steps=args.steps, timesteps=args.timesteps,
-                      output_type="np", cfg=args.cfg, guidance_scale=args.guidance_scale)  # semdraw.step's one rule
-        semdraw.generate(model, brushes, seed=0, **kwargs)  # warm-up (and the white latent's encoding)
-        denoiser_rows[0] = 0
-        total, den, dec, cpu = [], [], [], []
-        for i in tqdm(range(frames), desc="one-shot", unit="frame", leave=False):
-            before = dict(sections)
-            c0, t0 = time.process_time(), time.perf_counter()
-            semdraw.generate(model, brushes, seed=i, **kwargs)
-            total.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-            den.append(sections["denoiser"] - before["denoiser"])
-            dec.append(sections["decoder"] - before["decoder"])
-    finally:
-        del model.predict, model.decode  # back to the class's methods
+    networks = semdraw.Networks.from_model(model).timed(hook)
+    kwargs = dict(height=args.height, width=args.width, steps=args.steps, timesteps=args.timesteps,
+                  output_type="np", cfg=args.cfg, guidance_scale=args.guidance_scale,  # semdraw.step's one rule
+                  networks=networks)  # fmt: skip
+    semdraw.generate(model, brushes, seed=0, **kwargs)  # warm-up (and the white latent's encoding)
+    denoiser_rows[0] = 0
+    total, den, dec, cpu = [], [], [], []
+    for i in tqdm(range(frames), desc="one-shot", unit="frame", leave=False):
+        before = dict(sections)
+        c0, t0 = time.process_time(), time.perf_counter()
+        semdraw.generate(model, brushes, seed=i, **kwargs)
+        total.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        den.append(sections["denoiser"] - before["denoiser"])
+        dec.append(sections["decoder"] - before["decoder"])
     per_image = denoiser_rows[0] / frames  # every step's layer rows (x2 with a negative pass)
     return _row("one-shot generate()", "torch", total, den, dec, round(per_image), per_image, cpu)
 
