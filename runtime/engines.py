@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,39 @@ def load_prompt_encoder(folder: str | Path, manifest: Manifest | None = None) ->
                          vocabulary=None if vocab is None else frozenset(vocab), settings=manifest.text.settings)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class EngineBackend:
+    """How one backend runs an engine set: which files of a network entry it reads and how it opens them.
+    A new backend is one more entry in :data:`ENGINE_BACKENDS`, not another branch."""
+
+    name: str
+    files: str  # what it reads, in words
+    file_of: Callable[[NetworkEntry], str | None]  # the entry's file for this backend (None: not built)
+    runner: Callable[..., Any]  # (path, input names, output name, device=, [cuda_graph=]) -> a runner
+    default_device: str
+    available: Callable[[], bool]  # this machine can run it
+    build_backend: str  # build-engines --backend that produces its files
+    rebuild_hint: str
+    graphs: bool = False  # the runner takes cuda_graph=
+
+    def usable(self, manifest: Manifest) -> bool:
+        return all(self.file_of(n) for n in manifest.networks.values())
+
+    def open(self, folder: Path, net: NetworkEntry, device: torch.device, cuda_graph: bool) -> Any:
+        names = [i.name for i in net.inputs]
+        extra = {"cuda_graph": cuda_graph} if self.graphs else {}
+        return self.runner(folder / str(self.file_of(net)), names, net.output.name, device=device, **extra)
+
+
+# In "auto" order: the first this set has files for and this machine can run.
+ENGINE_BACKENDS = {b.name: b for b in (
+    EngineBackend("tensorrt", "TensorRT plans", lambda n: n.tensorrt, lambda *a, **k: backends.TensorRTRunner(*a, **k),
+                  "cuda", lambda: backends.tensorrt_available(), "all", "on a CUDA machine rebuild with", graphs=True),
+    EngineBackend("onnxruntime", "ONNX files", lambda n: n.onnx, lambda *a, **k: backends.OrtRunner(*a, **k), "cpu",
+                  lambda: True, "onnx", "rebuild with"),
+)}  # fmt: skip
+
+
 def load_engines(
     path: str | Path,
     backend: str = "auto",
@@ -311,15 +345,15 @@ def load_engines(
         _check_expected(folder, manifest, expect)
     if verify:
         verify_files(folder, manifest, full=False)
-    if backend not in ("auto", "tensorrt", "onnxruntime"):
-        raise EngineSetError(f"unknown backend {backend!r}; choose auto, tensorrt or onnxruntime")
-    has_plans = all(n.tensorrt for n in manifest.networks.values())
-    if backend == "auto":
-        backend = "tensorrt" if has_plans and backends.tensorrt_available() else "onnxruntime"
-    if backend == "tensorrt" and not has_plans:
-        raise EngineSetError(f"{folder} has no TensorRT plans; on a CUDA machine rebuild with: "
-                             f"{manifest.rebuild_line(folder, backend='all')}")  # fmt: skip
-    dev = torch.device(device) if device else torch.device("cuda" if backend == "tensorrt" else "cpu")
+    if backend != "auto" and backend not in ENGINE_BACKENDS:
+        raise EngineSetError(f"unknown backend {backend!r}; choose auto, {', '.join(ENGINE_BACKENDS)}")
+    if backend == "auto":  # the first that this set has files for and this machine can run
+        backend = next(b.name for b in ENGINE_BACKENDS.values() if b.usable(manifest) and b.available())
+    chosen = ENGINE_BACKENDS[backend]
+    if not chosen.usable(manifest):
+        raise EngineSetError(f"{folder} has no {chosen.files}; {chosen.rebuild_hint}: "
+                             f"{manifest.rebuild_line(folder, backend=chosen.build_backend)}")  # fmt: skip
+    dev = torch.device(device) if device else torch.device(chosen.default_device)
     runners = {}
     for role in NETWORK_ROLES:
         net = manifest.networks.get(role)
@@ -327,12 +361,7 @@ def load_engines(
             raise EngineSetError(
                 f"{folder} lacks the {role} network; rebuild with: {manifest.rebuild_line(folder)}"
             )
-        names = [i.name for i in net.inputs]
-        if backend == "tensorrt":
-            runners[role] = backends.TensorRTRunner(folder / net.tensorrt, names, net.output.name, device=dev,
-                                                    cuda_graph=cuda_graph)  # fmt: skip
-        else:
-            runners[role] = backends.OrtRunner(folder / net.onnx, names, net.output.name, device=dev)
+        runners[role] = chosen.open(folder, net, dev, cuda_graph)
     prompts = load_prompt_encoder(folder, manifest) if text else None
     return EngineSet(folder, manifest, backend, runners["denoiser"], runners["vae_encoder"], runners["vae_decoder"],
                      prompts)  # fmt: skip
