@@ -372,18 +372,18 @@ def test_bands_touching_the_canvas_edge_have_no_edge_stripe(toy):
 
 def test_an_object_against_the_canvas_edge_is_centred_and_drawn(toy):
     """A brush cut by one canvas edge is centred like any object (only scenery cut on both axes keeps its
-    place), so the object's colour fills its mask; uncentred, the model paints its usual centred object
-    elsewhere and the edge region stays empty."""
+    place), so the object's colour fills its mask. Uncentred, the model often paints its object elsewhere
+    (the second-generation weights, which saw edge objects in training, still miss half of them)."""
     mask = fidelity.rect(0.3, 0.0, 0.6, 0.3)  # against the left edge only
     scene = fidelity.Scene("edge", (fidelity._scene("green grass", ~mask), fidelity._obj("red", "square", mask)))
     brushes = [semdraw.Brush(b.prompt, b.mask) for b in scene.brushes]
 
     def present(**options):
         return [fidelity.score_image(semdraw.generate(toy, brushes, seed=seed, output_type="np", **options),
-                                     scene)["presence"][0] for seed in range(4)]  # fmt: skip
+                                     scene)["presence"][0] for seed in range(6)]  # fmt: skip
 
-    assert sum(present()) >= 3
-    assert sum(present(centre_steps=0)) <= 1
+    centred, uncentred = sum(present()), sum(present(centre_steps=0))
+    assert centred >= 5 and uncentred <= centred - 2, (centred, uncentred)
 
 
 def test_an_interrupted_training_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
@@ -449,4 +449,5 @@ def test_the_model_card_describes_the_world_its_weights_were_trained_on():
     training = json.loads((WEIGHTS_DIR / "training.json").read_text())
     section = data_grammar(training.get("world", "first"), training["images"], training["size"])
     assert section in (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
-    assert "second object" in data_grammar("extended", 10, 128) and "second object" not in section
+    assert "second object" in data_grammar("extended", 10, 128) and "second object" not in data_grammar("first", 10, 128)
+    assert ("second object" in section) == (training.get("world", "first") == "extended")

@@ -90,6 +90,13 @@ def _chosen_choice(weights: Path) -> str | None:
     return fidelity.pick_sampler(tuple(by_name[n] for n in tuning["sweep_choices"]), tuning["sweep"]).name
 
 
+def _vae_loss(weights: Path, t: dict) -> str:
+    loss = t["final_losses"].get("vae")
+    if loss is None and (weights / "previous.json").exists():  # reused: the loss of the run that trained it
+        loss = json.loads((weights / "previous.json").read_text()).get("vae_final_mse")
+    return "-" if loss is None else f"{loss:.4f}"
+
+
 def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
     t = json.loads((weights / "training.json").read_text())
     vocab = json.loads((weights / "vocabulary.json").read_text())
@@ -112,7 +119,9 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
         images=t["images"], size=t["size"], latent=t["size"] // 8, vocab=_token_count(weights),
         tokens=architecture.MAX_TOKENS, te_params=f"{t['params']['text_encoder']:,}",
         unet_params=f"{t['params']['unet']:,}", vae_params=f"{t['params']['vae']:,}", scale=t["vae_scaling_factor"],
-        seed=t["seed"], threads=t["torch_threads"], vae_steps=t["vae_steps"], vae_loss=t["final_losses"]["vae"],
+        seed=t["seed"], threads=t["torch_threads"], vae_steps=t["vae_steps"], vae_loss=_vae_loss(weights, t),
+        vae_origin="reused unchanged from the previous weights (`--vae-from`), which trained it: " if t.get("vae_from")
+        else "",
         vae_crop=t.get("vae_crop", t["size"]),
         base_steps=t["base_steps"], batch=t["batch"], base_loss=t["final_losses"]["base_v"], rank=t["lora_rank"],
         distill_steps=t["distill_steps"], distill_loss=t["final_losses"]["distill"], timings=timings,
@@ -123,9 +132,44 @@ def render(weights: Path, fid: dict, comparison: list[dict]) -> str:
         distill_table=distill, bench_seeds=len(fid["seeds"]), fidelity_tables=fidelity_tables(fid),
         bench_scenes=fid["scenes"], held_scenes=held.get("scenes", "-"),
         held_seeds=f"{held['seeds'][0]}-{held['seeds'][-1]}" if held else "-",
+        defaults_sentence=f"{fid['steps']} LCM steps {fid.get('timesteps', '')} with {fid.get('bootstrap_steps', 1)} "
+                          f"centred bootstrap steps and a bootstrap fill fading over "
+                          f"{fid.get('bootstrap_mix_steps', 1):g} steps",
+        fill_steps=f"{fid.get('bootstrap_mix_steps', 1):g}", previous_section=previous_section(weights, fid),
         bench_schedule=f"{fid['steps']} LCM steps {fid.get('timesteps', '')}, {fid.get('bootstrap_steps', 1)} bootstrap "
                        f"steps, the fill fading over {fid.get('bootstrap_mix_steps', 1):g} steps",
     )  # fmt: skip
+
+
+def previous_section(weights: Path, fid: dict) -> str:
+    """The figures of the weights these replaced (``previous.json``, transcribed from their card) beside
+    this run's, on the same splits and seeds."""
+    file = weights / "previous.json"
+    if not file.exists():
+        return ""
+    prev = json.loads(file.read_text())
+    now, held = fid["ablation"][-1], (fid.get("held_out") or {}).get("ablation", [{}])[-1]
+
+    def cells(row: dict) -> str:
+        return " | ".join("-" if row.get(k) is None else f"{row[k]:.3f}"
+                          for k in ("region_accuracy", "object_presence", "off_centre_presence"))  # fmt: skip
+
+    rows = ["| weights | split | per-region accuracy | object presence | small off-centre objects present |",
+            "|---|---|---|---|---|",
+            f"| previous ({prev['world']} world; {prev['defaults']}) | tuning | {cells(prev['tuning'])} |",
+            f"| these ({fid.get('bootstrap_mix_steps', 1):g}-step fill defaults above) | tuning | {cells(now)} |",
+            f"| previous | held-out | {cells(prev['held_out'])} |", f"| these | held-out | {cells(held)} |"]  # fmt: skip
+    kinds = held.get("kinds", {})
+    per_kind = ["| scene kind (held-out) | previous: regions / objects | these: regions / objects |", "|---|---|---|"]
+    for kind, old in prev.get("held_out_kinds", {}).items():
+        new = kinds.get(kind, {})
+
+        def pair(r: dict) -> str:
+            return " / ".join("-" if r.get(k) is None else f"{r[k]:.3f}" for k in ("region_accuracy", "object_presence"))
+
+        per_kind.append(f"| {kind} | {pair(old)} | {pair(new)} |")
+    return ("## Compared with the previous weights\n\n" + f"{prev['what']}.\n\n" + "\n".join(rows) + "\n\n"
+            + "\n".join(per_kind))
 
 
 def main(argv: list[str] | None = None) -> int:
