@@ -220,7 +220,8 @@ def test_build_toy_engine_set(tmp_path, caplog):
     # built for the toy model's default schedule: 3 layers x its 2 steps
     assert m.request.timesteps == semdraw.toy.default_timesteps()
     assert m.request.batch == 3 * 2 and m.request.loras == () and m.vae_scaling_factor > 0
-    assert (m.bootstrap_steps, m.bootstrap_mix_steps) == (2, 2.0)  # the preset's bootstrap, for streams of the set
+    chosen = semdraw.toy.sampling_defaults()  # the preset's bootstrap (its defaults.json), for streams of the set
+    assert (m.bootstrap_steps, m.bootstrap_mix_steps) == (chosen["bootstrap_steps"], chosen["bootstrap_mix_steps"])
     assert m.fused_loras == ((str(semdraw.toy.LORA_DIR), 1.0),)  # the preset's LCM-LoRA is baked in
     n = SIZE // 8  # the toy model's native latent side
     assert m.networks["denoiser"].inputs[0].shape == (6, 4, n, n)
