@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT precision (default fp16)"
     )
+    p.add_argument(
+        "--max-rows", type=int, default=0,
+        help="TensorRT: build the denoiser plan for any row count from 1 to this (an optimisation profile, tuned "
+             "for the stream batch), so one set serves a StreamHost's varying rows and any --layers/--cfg up to "
+             "it (default 0: the fixed stream batch; ONNX files always take any row count)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="output folder (default: engines/<model name>)")
     p.add_argument(
         "--workspace-gb", type=float, default=8.0, help="TensorRT builder workspace cap in GB (default 8)"
@@ -122,7 +128,7 @@ def _tools(with_tensorrt: bool) -> dict[str, str]:
 # Request fields and the argparse destinations that set them (the field is "loras", the flag --lora).
 _FIELD_DEST = {"model": "model", "family": "family", "loras": "lora", "height": "height", "width": "width", "layers": "layers",
                "timesteps": "timesteps", "cfg": "cfg", "backend": "backend", "precision": "precision",
-               "out": "out", "workspace_gb": "workspace_gb"}  # fmt: skip
+               "out": "out", "workspace_gb": "workspace_gb", "max_rows": "max_rows"}  # fmt: skip
 
 
 def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> engines.RebuildCommand:
@@ -142,6 +148,8 @@ def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> en
         argv += [by_field[field], str(value)]
     if request.backend != "onnx":
         argv += [by_field["workspace_gb"], f"{workspace_gb:g}"]
+    if request.max_rows:
+        argv += [by_field["max_rows"], str(request.max_rows)]
     return engines.RebuildCommand(tuple(argv), by_field)
 
 
@@ -149,7 +157,8 @@ def _source_key(args: argparse.Namespace, backend: str, tools: dict[str, str], s
     """A cache key known before loading anything: the request as given, the source files, the tools."""
     asked = {"model": args.model, "family": args.family, "loras": list(args.lora), "height": args.height, "width": args.width,
              "layers": args.layers, "steps": args.steps, "timesteps": args.timesteps, "cfg": args.cfg,
-             "backend": backend, "precision": args.precision}  # fmt: skip
+             "backend": backend, "precision": args.precision,
+             "max_rows": args.max_rows if backend != "onnx" else 0}  # fmt: skip
     blob = json.dumps({"asked": asked, "source": source, "tools": tools, "format": engines.FORMAT_VERSION},
                       sort_keys=True)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -225,6 +234,8 @@ def build(args: argparse.Namespace) -> Path:
         raise SemdrawError(f"--layers must be >= 1, got {args.layers}")
     if args.workspace_gb <= 0:
         raise SemdrawError(f"--workspace-gb must be > 0, got {args.workspace_gb}")
+    if args.max_rows < 0:
+        raise SemdrawError(f"--max-rows must be >= 0 (0: the fixed stream batch), got {args.max_rows}")
     started = time.perf_counter()
     want_trt = args.backend in ("tensorrt", "all")
     trt_ok = want_trt and backends.tensorrt_available()
@@ -255,10 +266,13 @@ def build(args: argparse.Namespace) -> Path:
         model=args.model, family=args.family or "", loras=tuple(semdraw.parse_lora(x) for x in args.lora),
         height=height, width=width,
         layers=args.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=args.cfg,
-        backend=backend, precision=args.precision,
+        backend=backend, precision=args.precision, max_rows=args.max_rows if backend != "onnx" else 0,
         networks_weights=engines.weights_fingerprint(model.denoiser, model.vae),
         text_encoder_weights=engines.weights_fingerprint(*model.prompts.modules()),
     )  # fmt: skip
+    if request.max_rows and request.max_rows < request.batch:
+        raise SemdrawError(f"--max-rows {request.max_rows} is below the stream batch of {request.batch} rows "
+                           f"({request.layers} layers x {len(request.timesteps)} steps, cfg {request.cfg})")
     key = request.key(tools)
     if (out / MANIFEST).exists():
         try:
@@ -325,6 +339,14 @@ def _save_text(model, folder: Path) -> engines.TextEntry:
                              {str(p.relative_to(folder)): p.stat().st_size for p in files})  # fmt: skip
 
 
+def row_range(request: BuildRequest) -> tuple[int, int, int] | None:
+    """The denoiser plan's (min, opt, max) rows: 1 to ``--max-rows``, tuned for the stream batch (None: a
+    fixed batch)."""
+    if not request.max_rows:
+        return None
+    return 1, request.batch, request.max_rows
+
+
 def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
                     workspace_gb: float) -> dict[str, NetworkEntry]:  # fmt: skip
     from tqdm.auto import tqdm
@@ -341,15 +363,16 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
             part = slice(0, max(1, ref.shape[0] // 2))
             validation["onnx_fp32_rows"] = steps.validate(net, steps.run_onnx(net, folder / onnx_file, part), ref[part],
                                                           precision="fp32", artifact="fp32 ONNX on part of the rows")  # fmt: skip
-        fp16_file = plan_file = None
+        fp16_file = plan_file = rows = None
         if trt_ok:
             # A network that is not fp16-safe (the full SDXL VAE overflows) keeps an fp32 plan.
             precision = request.precision if net.fp16_safe else "fp32"
             # the TensorRT source, named by its precision (an fp32 plan's source is not "fp16")
             fp16_file, plan_file = f"{net.role}.{precision}.onnx", f"{net.role}.{steps.tensorrt_tag()}.plan"
-            steps.export_onnx(net, folder / fp16_file, fp16=precision == "fp16")
+            rows = row_range(request) if net.any_batch else None
+            steps.export_onnx(net, folder / fp16_file, fp16=precision == "fp16", any_batch=rows is not None)
             steps.build_tensorrt(folder / fp16_file, folder / plan_file, steps.timing_cache(folder.parent),
-                                 workspace_gb=workspace_gb)
+                                 workspace_gb=workspace_gb, rows=rows)
             validation["tensorrt"] = steps.validate(net, steps.run_tensorrt(net, folder / plan_file), ref,
                                                     precision=precision, artifact="TensorRT plan")  # fmt: skip
         files = [f for f in (onnx_file, fp16_file, plan_file) if f] + [
@@ -359,6 +382,7 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
             inputs=net.inputs, output=net.output, onnx=onnx_file, onnx_fp16=fp16_file, tensorrt=plan_file,
             sha256={f: sha256_file(folder / f) for f in files}, validation=validation,
             sizes={f: (folder / f).stat().st_size for f in files},
+            rows=dict(zip(("min", "opt", "max"), rows, strict=True)) if trt_ok and rows else None,
         )  # fmt: skip
         log.info("%s: fp32 ONNX max abs error vs torch %.1e", net.role, validation["onnx_fp32"]["max_abs"])
     return entries

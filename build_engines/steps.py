@@ -140,10 +140,19 @@ class _TqdmProgress:
         return Monitor()
 
 
-def build_tensorrt(onnx_path: Path, plan_path: Path, cache_path: Path, *, workspace_gb: float = 8.0) -> None:
+def row_profile(shape: tuple[int, ...], rows: tuple[int, int, int]) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) shapes of an input whose axis 0 is the row axis, over the row range (min, opt, max)."""
+    return tuple((r, *shape[1:]) for r in rows)
+
+
+def build_tensorrt(onnx_path: Path, plan_path: Path, cache_path: Path, *, workspace_gb: float = 8.0,
+                   rows: tuple[int, int, int] | None = None) -> None:  # fmt: skip
     """Build a TensorRT 10/11 plan from an ONNX file (fp16, or fp32 for a VAE that needs it) as a strongly
     typed network, with TF32 off: an fp32 plan is validated at fp32 tolerances (1e-4), which TF32 math
     does not meet (3.4e-3 on the tiny AutoencoderKL halves, emulated).
+
+    ``rows`` (min, opt, max): the ONNX file has a symbolic row axis and the plan gets one optimisation
+    profile over it, so it takes any row count in the range (tuned for ``opt``).
 
     The timing cache at ``cache_path`` (its name carries the TensorRT version and GPU: :func:`timing_cache`)
     is read if present and written back, so rebuilds are fast. GPU-only: not exercised in this project's CI.
@@ -160,6 +169,12 @@ def build_tensorrt(onnx_path: Path, plan_path: Path, cache_path: Path, *, worksp
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     config.clear_flag(trt.BuilderFlag.TF32)
+    if rows is not None:
+        profile = builder.create_optimization_profile()
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            profile.set_shape(tensor.name, *row_profile(tuple(tensor.shape), rows))
+        config.add_optimization_profile(profile)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         raise BuildError(f"TensorRT refused the timing cache {cache_path}: delete it and build again")

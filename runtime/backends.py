@@ -188,11 +188,15 @@ class TensorRTRunner:
 
     Not run in this project's CI (no GPU there); see docs/testing.md, "GPU status".
 
-    Plans are built for the full stream batch (a fixed shape, which CUDA graphs need), so a stream on
-    TensorRT runs every row: ``any_batch`` is False.
+    A plan built for the stream batch alone has one fixed shape, so a stream on it runs every row
+    (``any_batch`` False). A plan built with a row range (``build-engines --max-rows N``: an optimisation
+    profile over axis 0, min 1 to max N) takes any row count up to N (``any_batch`` True, ``max_rows`` N):
+    buffers are allocated at N rows and each call sets the input shapes; with ``cuda_graph=True`` each row
+    count is captured once and replayed.
     """
 
     any_batch = False
+    max_rows: int | None = None
 
     def __init__(self, path: str | Path, input_names: Sequence[str], output_name: str, *,
                  device: torch.device | str = "cuda", cuda_graph: bool = False) -> None:  # fmt: skip
@@ -209,37 +213,47 @@ class TensorRTRunner:
         check_io(Path(path).name, [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)],
                  [*self.input_names, output_name])  # fmt: skip
         self.stream = torch.cuda.Stream(device=self.device)
+        shapes = {n: tuple(self.engine.get_tensor_shape(n)) for n in [*self.input_names, output_name]}
+        if any(-1 in shapes[n] for n in self.input_names):  # a row range: sized at the profile's max
+            self.max_rows = int(self.engine.get_tensor_profile_shape(self.input_names[0], 0)[2][0])
+            self.any_batch = True
+            shapes = {n: (self.max_rows, *s[1:]) if s and s[0] == -1 else s for n, s in shapes.items()}
         self.buffers: dict[str, torch.Tensor] = {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(self.engine.get_tensor_shape(name))
+        for name, shape in shapes.items():
             dtype = _trt_to_torch(trt, self.engine.get_tensor_dtype(name))
             self.buffers[name] = torch.empty(shape, dtype=dtype, device=self.device)
-            self.context.set_tensor_address(name, self.buffers[name].data_ptr())
-        self._graph: torch.cuda.CUDAGraph | None = None
+            self.context.set_tensor_address(name, self.buffers[name].data_ptr())  # rows are a prefix: same address
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}  # per row count
         self._use_graph = cuda_graph
 
     def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
-        for name, t in ordered_inputs(self.input_names, inputs, named).items():
-            self.buffers[name].copy_(t, non_blocking=True)
+        ordered = ordered_inputs(self.input_names, inputs, named)
+        rows = int(next(iter(ordered.values())).shape[0])
+        if self.max_rows is not None and rows > self.max_rows:
+            raise BackendError(f"{rows} rows exceed this plan's row range (at most {self.max_rows}): rebuild it with "
+                               f"a larger --max-rows")  # fmt: skip
+        for name, t in ordered.items():
+            if self.max_rows is not None:
+                self.context.set_input_shape(name, tuple(t.shape))
+            self.buffers[name][: t.shape[0]].copy_(t, non_blocking=True)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            if self._use_graph and self._graph is None:
-                self._graph = self._capture()
-            elif self._graph is not None:
-                self._graph.replay()
+            if self._use_graph and rows not in self._graphs:
+                self._graphs[rows] = self._capture(rows)
+            elif rows in self._graphs:
+                self._graphs[rows].replay()
             elif not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError("TensorRT execution failed")
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
-        return self.buffers[self.output_name].clone()
+        return self.buffers[self.output_name][:rows].clone()
 
-    def _capture(self) -> torch.cuda.CUDAGraph:
+    def _capture(self, rows: int) -> torch.cuda.CUDAGraph:
         """Capture the enqueue into a CUDA graph, checked: the warm-up and the captured enqueue must both be
         accepted (a refused capture would replay an empty graph and return stale outputs), and the first
         replay must give the eager run's output (the inputs are the same)."""
         if not self.context.execute_async_v3(self.stream.cuda_stream):  # warm-up: lazy setup is not captured
             raise BackendError("TensorRT execution failed (the run before CUDA-graph capture)")
-        eager = self.buffers[self.output_name].clone()
+        eager = self.buffers[self.output_name][:rows].clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self.stream):
             accepted = self.context.execute_async_v3(self.stream.cuda_stream)
@@ -247,7 +261,7 @@ class TensorRTRunner:
             raise BackendError("TensorRT refused to enqueue into a CUDA-graph capture: run without cuda_graph")
         graph.replay()
         self.stream.synchronize()
-        replayed = self.buffers[self.output_name]
+        replayed = self.buffers[self.output_name][:rows]
         if not torch.allclose(replayed.float(), eager.float(), rtol=1e-3, atol=1e-3):
             raise BackendError("the CUDA graph's first replay differs from the eager TensorRT run: run without "
                                "cuda_graph")  # fmt: skip

@@ -73,6 +73,7 @@ class NetworkEntry:
     tensorrt: str | None = None
     validation: dict[str, Any] = field(default_factory=dict)  # measured errors vs torch per artifact
     sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes (the cheap check at load)
+    rows: dict[str, int] | None = None  # the TensorRT plan's row range {"min", "opt", "max"} (None: fixed batch)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class BuildRequest:
     # paired with: a model retrained or re-downloaded under the same name is a different build.
     networks_weights: str = ""
     text_encoder_weights: str = ""
+    max_rows: int = 0  # TensorRT denoiser: a row range 1..max_rows (0: the fixed stream batch)
 
     @property
     def batch(self) -> int:

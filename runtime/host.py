@@ -90,10 +90,14 @@ class StreamHost:
         self.height, self.width, self.device = probe.height, probe.width, probe.device
         self._shared.update(height=self.height, width=self.width)
         self.networks: Networks = probe.networks
+        bound = self.networks.max_rows  # a TensorRT plan's row range
+        if bound is not None and (capacity_rows or bound) > bound:
+            raise ConfigError(f"capacity_rows {capacity_rows} exceeds the plan's row range (at most {bound} rows)")
+        self.capacity_rows = capacity_rows if capacity_rows is not None else bound
         if not self.networks.any_batch:
             raise ConfigError(
                 "a host gathers a varying number of rows into one denoiser call, but this denoiser has a fixed "
-                "batch; use a torch model or an engine set whose ONNX denoiser has a row axis (onnxruntime)"
+                "batch; use a torch model, an onnxruntime engine set, or a TensorRT set built with --max-rows"
             )  # fmt: skip
         self._painters: dict[str, Painter] = {}
         self._lock = threading.Lock()  # guards the painter table (join / leave / tick's snapshot)

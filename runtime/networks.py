@@ -52,6 +52,8 @@ class DenoiserBatch:
     @staticmethod
     def cat(batches: Sequence[DenoiserBatch]) -> DenoiserBatch:
         """The rows of several batches in one (same conditioning names and shapes but the row count)."""
+        if len(batches) == 1:
+            return batches[0]
         return DenoiserBatch(torch.cat([b.sample for b in batches]), torch.cat([b.timestep for b in batches]),
                              Conditioning.cat([b.conditioning for b in batches]))  # fmt: skip
 
@@ -72,6 +74,7 @@ class Networks:
     any_batch: bool = False  # the denoiser takes any number of rows (so rows without weight can be left out)
     device: torch.device = torch.device("cpu")
     decoder_any_batch: bool = False  # the decoder takes several images in one call
+    max_rows: int | None = None  # the most rows one denoiser call takes (a TensorRT row range; None: no bound)
 
     def run(self, batch: DenoiserBatch) -> torch.Tensor:
         """The denoiser's prediction for a batch."""
@@ -127,4 +130,5 @@ class Networks:
         any_batch = bool(getattr(engines.denoiser, "any_batch", False))  # an ONNX file with a dynamic row axis
         device = torch.device(getattr(engines.denoiser, "device", "cpu"))
         return Networks(engines.backend, denoise, encode, decode, any_batch=any_batch, device=device,
-                        decoder_any_batch=bool(getattr(engines.decoder, "any_batch", False)))  # fmt: skip
+                        decoder_any_batch=bool(getattr(engines.decoder, "any_batch", False)),
+                        max_rows=getattr(engines.denoiser, "max_rows", None))  # fmt: skip

@@ -105,7 +105,8 @@ def _from_engines(engines: EngineSet, *, height: int | None, width: int | None, 
     height = req.height if height is None else height
     width = req.width if width is None else width
     layers = req.layers if layers is None else layers
-    # A denoiser with a row axis takes any number of rows: then layers and cfg are the stream's own choice.
+    # A denoiser with a row axis takes any number of rows (up to a TensorRT plan's range, which the runner
+    # checks per call): then layers and cfg are the stream's own choice.
     asked, built = (height, width, layers, cfg), (req.height, req.width, req.layers, req.cfg)
     if networks.any_batch:
         asked, built = asked[:2], built[:2]

@@ -329,3 +329,20 @@ def test_a_start_checks_sizes_and_the_build_checks_hashes(built, tmp_path):
     (flipped / "denoiser.onnx").write_bytes(bytes(data[:-10]))
     with pytest.raises(engines.EngineSetError, match="size mismatch"):
         engines.verify_files(flipped, manifest, full=False)
+
+
+def test_a_row_range_is_one_profile_over_axis_0_and_recorded_for_the_rebuild(tmp_path):
+    """What can be checked without TensorRT: the profile's shapes over the row axis, the range a request
+    asks for (1 .. --max-rows, tuned for the stream batch), a range below the batch refused before any
+    model loads, and the flag in the recorded rebuild command. (Building and running such a plan is
+    GPU-only: docs/testing.md.)"""
+    from semdraw.build_engines import steps
+
+    assert steps.row_profile((-1, 4, 16, 16), (1, 6, 64)) == ((1, 4, 16, 16), (6, 4, 16, 16), (64, 4, 16, 16))
+    request = engines.BuildRequest(model="toy", loras=(), height=128, width=128, layers=3, timesteps=(999.0, 499.0),
+                                   cfg="none", backend="all", precision="fp16", max_rows=64)  # fmt: skip
+    assert cli.row_range(request) == (1, 6, 64)
+    assert cli.row_range(dataclasses.replace(request, max_rows=0)) is None
+    line = cli.rebuild_command(request, tmp_path / "set", 8.0).line()
+    assert "--max-rows 64" in line and "--layers 3" in line
+    assert cli.main(["--model", "toy", "--max-rows", "-1", "--out", str(tmp_path / "bad")]) == 2
