@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -153,12 +154,10 @@ def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> en
     return engines.RebuildCommand(tuple(argv), by_field)
 
 
-def _source_key(args: argparse.Namespace, backend: str, tools: dict[str, str], source: str) -> str:
+def _source_key(options: BuildOptions, backend: str, tools: dict[str, str], source: str) -> str:
     """A cache key known before loading anything: the request as given, the source files, the tools."""
-    asked = {"model": args.model, "family": args.family, "loras": list(args.lora), "height": args.height, "width": args.width,
-             "layers": args.layers, "steps": args.steps, "timesteps": args.timesteps, "cfg": args.cfg,
-             "backend": backend, "precision": args.precision,
-             "max_rows": args.max_rows if backend != "onnx" else 0}  # fmt: skip
+    asked = {**asdict(options), "backend": backend, "out": None, "workspace_gb": None,
+             "max_rows": options.max_rows if backend != "onnx" else 0}  # fmt: skip
     blob = json.dumps({"asked": asked, "source": source, "tools": tools, "format": engines.FORMAT_VERSION},
                       sort_keys=True)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -226,18 +225,52 @@ def _cached(out: Path, source_key: str) -> bool:
     return True
 
 
-def build(args: argparse.Namespace) -> Path:
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build: the library's way to ask for an engine set (``build-engines``' flags are the same
+    fields). ``loras``: "ID_OR_PATH[:SCALE]" entries; ``timesteps`` overrides ``steps``; ``max_rows``: a
+    TensorRT row range (0: the fixed stream batch)."""
+
+    model: str = "toy"
+    family: str | None = None
+    loras: tuple[str, ...] = ()
+    height: int | None = None
+    width: int | None = None
+    layers: int = DEFAULT_LAYERS
+    steps: int | None = None
+    timesteps: tuple[float, ...] | None = None
+    cfg: str = "none"
+    backend: str = "all"  # "onnx" | "tensorrt" | "all" (TensorRT where it and CUDA exist)
+    precision: str = "fp16"
+    out: Path | None = None  # default: engines/<model name>
+    workspace_gb: float = 8.0
+    max_rows: int = 0
+
+    @staticmethod
+    def from_args(args: argparse.Namespace) -> BuildOptions:
+        timesteps = tuple(float(t) for t in args.timesteps.split(",")) if args.timesteps else None
+        return BuildOptions(model=args.model, family=args.family, loras=tuple(args.lora), height=args.height,
+                            width=args.width, layers=args.layers, steps=args.steps, timesteps=timesteps,
+                            cfg=args.cfg, backend=args.backend, precision=args.precision, out=args.out,
+                            workspace_gb=args.workspace_gb, max_rows=args.max_rows)  # fmt: skip
+
+
+def build(options: BuildOptions) -> Path:
+    """Build (or reuse, when nothing changed) the engine set ``options`` describes; returns its folder.
+    Errors are :class:`semdraw.SemdrawError` with one line that says what to do (``BuildError`` when an
+    artifact fails its validation); nothing half-written is left, and an existing set is replaced only by a
+    complete one."""
     import semdraw
     from semdraw.loading import check_canvas, source_fingerprint
 
-    if args.layers < 1:
-        raise SemdrawError(f"--layers must be >= 1, got {args.layers}")
-    if args.workspace_gb <= 0:
-        raise SemdrawError(f"--workspace-gb must be > 0, got {args.workspace_gb}")
-    if args.max_rows < 0:
-        raise SemdrawError(f"--max-rows must be >= 0 (0: the fixed stream batch), got {args.max_rows}")
+    if options.layers < 1:
+        raise SemdrawError(f"--layers must be >= 1, got {options.layers}")
+    if options.workspace_gb <= 0:
+        raise SemdrawError(f"--workspace-gb must be > 0, got {options.workspace_gb}")
+    if options.max_rows < 0:
+        raise SemdrawError(f"--max-rows must be >= 0 (0: the fixed stream batch), got {options.max_rows}")
     started = time.perf_counter()
-    want_trt = args.backend in ("tensorrt", "all")
+    want_trt = options.backend in ("tensorrt", "all")
     trt_ok = want_trt and backends.tensorrt_available()
     if want_trt and not trt_ok:
         try:
@@ -246,27 +279,27 @@ def build(args: argparse.Namespace) -> Path:
         except backends.BackendError:
             why = "tensorrt is not installed"
         log.info("TensorRT skipped (%s); building ONNX only", why)
-    backend = args.backend if trt_ok else "onnx"
-    check_canvas(args.model, args.height, args.width, family=args.family)  # before any weights load
+    backend = options.backend if trt_ok else "onnx"
+    check_canvas(options.model, options.height, options.width, family=options.family)  # before any weights load
     tools = _tools(trt_ok)
-    out = args.out or Path("engines") / Path(args.model.rstrip("/")).name.removesuffix(".safetensors")
+    out = options.out or Path("engines") / Path(options.model.rstrip("/")).name.removesuffix(".safetensors")
     check_output(out)
-    source = source_fingerprint(args.model, args.lora)
-    source_key = _source_key(args, backend, tools, source) if source is not None else ""
+    source = source_fingerprint(options.model, options.loras)
+    source_key = _source_key(options, backend, tools, source) if source is not None else ""
     if _cached(out, source_key):
         log.info("cache hit: %s is up to date (source key %s); nothing loaded or rebuilt", out, source_key)
         return out
 
-    model = semdraw.load_model(args.model, loras=args.lora, device="cpu", dtype=torch.float32, family=args.family)
-    height, width = args.height or model.native_size, args.width or model.native_size
+    model = semdraw.load_model(options.model, loras=options.loras, device="cpu", dtype=torch.float32, family=options.family)
+    height, width = options.height or model.native_size, options.width or model.native_size
     model.latent_size(height, width)  # what only the loaded model knows (a hub model's denoiser config)
-    timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
-    sched = model.schedule(steps=args.steps, timesteps=timesteps)
+    timesteps = [float(t) for t in options.timesteps] if options.timesteps else None
+    sched = model.schedule(steps=options.steps, timesteps=timesteps)
     request = BuildRequest(
-        model=args.model, family=args.family or "", loras=tuple(semdraw.parse_lora(x) for x in args.lora),
+        model=options.model, family=options.family or "", loras=tuple(semdraw.parse_lora(x) for x in options.loras),
         height=height, width=width,
-        layers=args.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=args.cfg,
-        backend=backend, precision=args.precision, max_rows=args.max_rows if backend != "onnx" else 0,
+        layers=options.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=options.cfg,
+        backend=backend, precision=options.precision, max_rows=options.max_rows if backend != "onnx" else 0,
         networks_weights=engines.weights_fingerprint(model.denoiser, model.vae),
         text_encoder_weights=engines.weights_fingerprint(*model.prompts.modules()),
     )  # fmt: skip
@@ -291,7 +324,7 @@ def build(args: argparse.Namespace) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        entries = _build_networks(model, request, tmp, trt_ok, args.workspace_gb)
+        entries = _build_networks(model, request, tmp, trt_ok, options.workspace_gb)
         text = _save_text(model, tmp)
         scale, shift = model.latent_scaling
         manifest = Manifest(
@@ -299,7 +332,7 @@ def build(args: argparse.Namespace) -> Path:
             scheduler_config=dict(model.scheduler_config), latent_channels=model.latent_channels,
             latent_height=height // model.vae_scale_factor, latent_width=width // model.vae_scale_factor,
             vae_scaling_factor=scale, vae_shift_factor=shift, tools=tools, networks=entries,
-            rebuild=rebuild_command(request, out, args.workspace_gb), text=text,
+            rebuild=rebuild_command(request, out, options.workspace_gb), text=text,
             bootstrap_steps=model.defaults.bootstrap_steps, source_key=source_key, fused_loras=tuple(model.loras),
             sampler_params=dict(model.sampler_params), bootstrap_mix_steps=model.defaults.bootstrap_mix_steps,
         )  # fmt: skip
@@ -406,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
     args = _parser().parse_args(argv)
     try:
-        build(args)
+        build(BuildOptions.from_args(args))
     except SemdrawError as err:
         log.error("build-engines: %s", err)
         return 2 if not isinstance(err, steps.BuildError) else 1

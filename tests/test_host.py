@@ -13,7 +13,7 @@ import torch
 
 import semdraw
 from semdraw import Background, Brush, Stream, StreamHost
-from semdraw.build_engines import cli
+from semdraw.build_engines import BuildOptions, build
 from semdraw.toy.architecture import SIZE
 
 H = W = SIZE
@@ -127,7 +127,7 @@ def test_each_painter_gets_its_own_streams_frames_torch(toy):
 
 def test_each_painter_gets_its_own_streams_frames_onnxruntime(toy, tmp_path):
     out = tmp_path / "toy"
-    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]) == 0
+    build(BuildOptions(model="toy", backend="onnx", layers=3, out=out))
     engines = semdraw.load_engines(out, "onnxruntime", text=False)
     host = run_painters_against_own_streams(engines, toy)
     assert host.networks.backend == "onnxruntime"
@@ -202,7 +202,7 @@ def test_generate_runs_on_an_engine_set_through_the_same_network_contract(toy, t
     """One network contract: generate() on an onnxruntime engine set gives the torch model's image, and the
     timing hook sees every network call (what semdraw-bench times with, instead of patching the model)."""
     out = tmp_path / "toy"
-    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "2", "--out", str(out)]) == 0
+    build(BuildOptions(model="toy", backend="onnx", layers=2, out=out))
     engines = semdraw.load_engines(out, "onnxruntime")
     top, bottom = halves()
     brushes = [Brush("blue sky", top), Brush("a red circle", square(36, 8), mask_std=2.0)]

@@ -14,7 +14,7 @@ import torch
 
 import semdraw
 from semdraw import Background, Brush, Model, Stream
-from semdraw.build_engines import cli
+from semdraw.build_engines import BuildOptions, build
 from semdraw.toy.architecture import SIZE
 
 from .conftest import assert_streams_agree, make_tiny_pipeline
@@ -291,7 +291,7 @@ def test_soak_with_concurrent_edits(toy):
 # ---------------------------------------------------------------- engines
 def test_onnxruntime_stream_equals_torch_stream(toy, tmp_path):
     out = tmp_path / "toy"
-    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]) == 0
+    build(BuildOptions(model="toy", backend="onnx", layers=3, out=out))
     ort = Stream(out, backend="onnxruntime", model=toy, seed=4)
     assert_streams_agree(ort, Stream(toy, layers=3, seed=4), scene())
     assert ort.networks.backend == "onnxruntime" and ort.networks.any_batch  # the set's ONNX has a row axis
@@ -335,7 +335,7 @@ def test_bench_stream_reports_the_split_rows_and_ratios(tmp_path, capsys):
     from semdraw.tools import bench
 
     out = tmp_path / "toy"
-    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]) == 0
+    build(BuildOptions(model="toy", backend="onnx", layers=3, out=out))
     report = tmp_path / "bench.json"
     args = ["stream", "--engines", str(out), "--brushes", "2", "--soft", "0.9", "--all-rows", "--painting", "--compare", "torch",
             "--frames", "3", "--warmup", "1", "--baseline-frames", "1", "--scaling", "1,2", "--json", str(report)]  # fmt: skip
@@ -393,7 +393,7 @@ def test_idle_frames_run_no_network_and_an_edit_resumes_as_before(toy):
 def test_residual_cfg_engine_sets_give_the_torch_streams_frames(toy, tmp_path, cfg):
     """An engine set built for a residual mode has its batch (L·T, or L·T + L) and streams as torch does."""
     out = tmp_path / cfg
-    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "2", "--cfg", cfg, "--out", str(out)]) == 0
+    build(BuildOptions(model="toy", backend="onnx", layers=2, cfg=cfg, out=out))
     man = semdraw.engines.read_manifest(out)
     T = len(man.request.timesteps)
     assert man.request.batch == 2 * T + (2 if cfg == "initialize" else 0)

@@ -355,11 +355,11 @@ def test_live_window_end_to_end(xserver, tmp_path):
 
 def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
     """The command line's choices (engine set, palette, background image) reach the stream; mismatches are errors."""
-    from semdraw.build_engines import cli
+    from semdraw.build_engines import BuildOptions, build
     from semdraw.viewer.live import _parser, build_session
 
     engines = tmp_path / "toy"
-    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(engines)]) == 0
+    build(BuildOptions(model="toy", backend="onnx", layers=3, out=engines))
     palette = painted_palette().save(tmp_path / "p.json")
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((H, W, 3), 200, np.uint8)).save(photo)

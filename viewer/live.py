@@ -318,17 +318,14 @@ def engine_cache_dir() -> Path:
 def cached_engine_set(model: str, height: int | None, width: int | None, layers: int, backend: str) -> Path:
     """The engine set of ``model`` for this canvas and --layers, built by build-engines the first time (about
     5 s for toy on a CPU) and reused while its source is unchanged (build-engines' own cache check)."""
-    from semdraw.build_engines import cli as build_cli
+    from semdraw.build_engines import BuildOptions, build
 
     size = "native" if height is None and width is None else f"{height or 'native'}x{width or 'native'}"
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model.rstrip("/")).name)
     out = engine_cache_dir() / f"{name}-{size}-{layers}"
-    argv = ["--model", model, "--layers", str(layers), "--backend", ENGINE_BACKENDS[backend], "--out", str(out)]
-    argv += (["--height", str(height)] if height else []) + (["--width", str(width)] if width else [])
     log.info("semdraw-live: --backend %s runs an engine set of %s: building or reusing %s", backend, model, out)
-    if build_cli.main(argv) != 0:
-        raise SemdrawError(f"could not build the engine set for --backend {backend} (see the messages above)")
-    return out
+    return build(BuildOptions(model=model, height=height, width=width, layers=layers,
+                              backend=ENGINE_BACKENDS[backend], out=out))  # fmt: skip
 
 
 def build_session(args: argparse.Namespace) -> LiveSession:
