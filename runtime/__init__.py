@@ -30,9 +30,10 @@ _EXPORTS = {
     "Model": "model", "SamplingDefaults": "model", "UnknownWordsWarning": "model",
     "Stream": "stream", "StreamHost": "host", "Painter": "host", "HostFullError": "host",
     "Networks": "networks", "DenoiserBatch": "networks",
+    "StreamSync": "stream_sync", "assign_rows": "stream_sync",
 }  # fmt: skip
 _SUBMODULES = {"backends", "conditioning", "engines", "families", "generation", "loading", "masks", "model",
-               "prompts", "request", "sampling", "step", "stream", "tiny", "toy"}  # fmt: skip
+               "prompts", "request", "sampling", "step", "stream", "tiny", "toy", "edits", "api"}  # fmt: skip
 
 __all__ = sorted(_EXPORTS) + ["masks", "sampling"]
 

@@ -1,0 +1,151 @@
+"""Edits as values and the row rule: pure edits on compositions (fuzzed), their wire form, stable rows and
+refusals, and a stream kept equal to a composition."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import semdraw
+from semdraw.api import BackgroundSpec, BrushSpec, Composition, ContractError
+from semdraw.edits import (
+    MoveBrush,
+    RemoveBrush,
+    SetBackground,
+    SetBrush,
+    SetMask,
+    SetSeed,
+    apply,
+    edit_from_dict,
+    edit_to_dict,
+)
+from semdraw.stream_sync import StreamSync, assign_rows
+
+H = W = 16
+
+
+def mask(y0: int, y1: int, x0: int = 0, x1: int = W, size: tuple[int, int] = (H, W)) -> np.ndarray:
+    m = np.zeros(size, np.uint8)
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
+def spec(name: str, prompt: str = "blue sky", m: np.ndarray | None = None, **kw) -> BrushSpec:
+    return BrushSpec(name, prompt, mask(0, 8) if m is None else m, **kw)
+
+
+def test_edits_are_pure_and_keep_the_paint_order():
+    start = Composition(H, W, (spec("a"), spec("b", "green grass")))
+    replaced = apply(start, SetBrush(spec("a", "a red circle")))
+    assert [b.name for b in replaced.brushes] == ["a", "b"] and replaced.brushes[0].prompt == "a red circle"
+    assert start.brushes[0].prompt == "blue sky"  # the old value is untouched
+    added = apply(replaced, SetBrush(spec("c", "a yellow sun")))
+    assert [b.name for b in apply(added, MoveBrush("c", 0)).brushes] == ["c", "a", "b"]
+    assert [b.name for b in apply(added, RemoveBrush("a")).brushes] == ["b", "c"]
+    painted = apply(added, SetMask("b", mask(4, 12)))
+    assert np.array_equal(painted.brushes[1].mask, mask(4, 12)) and painted.brushes[1].prompt == "green grass"
+    assert apply(added, SetSeed(7)).seed == 7
+    assert apply(added, SetBackground(BackgroundSpec(prompt="white snow"))).background.prompt == "white snow"
+    with pytest.raises(ContractError, match="no brush named 'x'"):
+        apply(added, RemoveBrush("x"))
+    with pytest.raises(ContractError, match="places 0-2"):
+        apply(added, MoveBrush("a", 5))
+    with pytest.raises(ContractError, match="16x16 uint8"):
+        apply(added, SetMask("a", mask(0, 4, size=(8, 8))))
+    with pytest.raises(ContractError, match="seed"):
+        apply(added, SetSeed(-1))
+
+
+EDITS = [SetBrush(spec("a", negative_prompt="blurry", alpha=0.5)), SetMask("a", mask(2, 5)), RemoveBrush("a"),
+         MoveBrush("a", 1), SetBackground(BackgroundSpec("white snow", "", b"\x89PNG")), SetSeed(3)]  # fmt: skip
+
+
+@pytest.mark.parametrize("edit", EDITS, ids=lambda e: type(e).__name__)
+def test_every_edit_travels_as_json_data_and_back(edit):
+    import json
+
+    data = json.loads(json.dumps(edit_to_dict(edit)))
+    back = edit_from_dict(data)
+    assert type(back) is type(edit)
+    if isinstance(edit, SetMask):
+        assert back.name == edit.name and np.array_equal(back.mask, edit.mask)
+    else:
+        assert back == edit
+
+
+def test_a_bad_edit_is_one_contract_error():
+    for bad in ({"edit": "paint_everything"}, {"edit": "set_seed", "seed": "7"}, {"edit": "set_seed"},
+                {"edit": "remove_brush", "name": "a", "extra": 1}, [], None):  # fmt: skip
+        with pytest.raises(ContractError):
+            edit_from_dict(bad)
+
+
+names = st.sampled_from(["a", "b", "c", "d"])
+edit_values = st.one_of(
+    st.builds(lambda n, p, y: SetBrush(spec(n, p, mask(y, y + 4))), names, st.sampled_from(["blue sky", "", "red"]),
+              st.integers(0, 12)),
+    st.builds(lambda n, y: SetMask(n, mask(y, y + 2)), names, st.integers(0, 14)),
+    st.builds(RemoveBrush, names), st.builds(MoveBrush, names, st.integers(-1, 5)),
+    st.builds(SetSeed, st.integers(-2, 2**63)), st.builds(lambda p: SetBackground(BackgroundSpec(p)), st.text(max_size=5)),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(edit_values, max_size=12), st.integers(1, 4))
+def test_any_edit_sequence_gives_a_valid_composition_or_one_contract_error(edits, layers):
+    """Fuzzed: every edit either yields a composition that passes every check and round-trips through JSON,
+    or is refused with the contract error and leaves the composition as it was; the row rule then holds:
+    no two brushes share a row, rows lie within the stream, and every brush asking for a row has one or is
+    named as refused."""
+    composition = Composition(H, W)
+    rows: dict[str, int] = {}
+    for edit in edits:
+        with contextlib.suppress(ContractError):
+            composition = apply(composition, edit)
+        assert Composition.from_json(composition.to_json()) == composition
+        assignment = assign_rows(composition, layers, rows)
+        rows = assignment.rows
+        used = list(rows.values()) + ([-1] if assignment.background_row else [])
+        assert len(set(used)) == len(used) and all(0 <= r < layers for r in rows.values())
+        assert len(rows) + int(assignment.background_row) <= layers
+        asking = [b.name for b in composition.brushes if b.enabled and b.prompt.strip() and b.mask.any()]
+        assert sorted(assignment.refused) == sorted(set(asking) - set(rows))
+
+
+def test_rows_are_stable_and_refusals_are_named_in_paint_order():
+    c = Composition(H, W, tuple(spec(n) for n in "abc"))
+    first = assign_rows(c, 2)
+    assert first.rows == {"a": 0, "b": 1} and first.refused == ("c",)
+    assert "brush c not generated" in first.message(2) and "3 would fit them all" in first.message(2)
+    without_a = apply(c, RemoveBrush("a"))
+    second = assign_rows(without_a, 2, first.rows)
+    assert second.rows == {"b": 1, "c": 0}  # b keeps its row; c takes the freed one
+    with_prompt = apply(without_a, SetBackground(BackgroundSpec("white snow")))
+    third = assign_rows(with_prompt, 2, second.rows)
+    assert third.background_row and third.rows == {"b": 1} and third.refused == ("c",)  # the last painted waits
+
+
+def test_a_synced_stream_makes_what_a_stream_set_by_hand_makes(toy):
+    """StreamSync against the stream API used directly: the same rows, the same frames, after edits."""
+    n = toy.native_size
+    sky, grass, circle = (mask(0, n // 2, size=(n, n)), mask(n // 2, n, size=(n, n)),
+                          mask(20, 44, 16, 40, size=(n, n)))  # fmt: skip
+    composition = Composition(n, n, (BrushSpec("sky", "blue sky", sky), BrushSpec("grass", "green grass", grass),
+                                     BrushSpec("sun", "a yellow sun", circle, blur=2.0)), seed=3)  # fmt: skip
+    synced = semdraw.Stream(toy, layers=2, seed=0)
+    sync = StreamSync(synced)
+    assert sync.apply(composition).refused == ("sun",)
+    composition = apply(composition, RemoveBrush("grass"))
+    assert sync.apply(composition).rows == {"sky": 0, "sun": 1}
+    by_hand = semdraw.Stream(toy, layers=2, seed=3)
+    by_hand.set_brush(0, semdraw.Brush("blue sky", sky))
+    by_hand.set_brush(1, semdraw.Brush("a yellow sun", circle, mask_std=2.0))
+    assert set(synced.brushes) == {0, 1} and synced.seed == 3
+    for _ in range(2):
+        assert np.array_equal(synced(), by_hand())
+    with pytest.raises(semdraw.SemdrawError, match="canvas"):
+        sync.apply(Composition(8, 8))
