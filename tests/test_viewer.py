@@ -375,6 +375,12 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
     big = Palette(2 * H, 2 * W).save(tmp_path / "big.json")
     with pytest.raises(semdraw.SemdrawError, match=f"{2 * H}x{2 * W}"):
         build_session(_parser().parse_args(["--palette", str(big), "--height", str(H), "--width", str(W)]))
+    # --engines with --layers/--height: honoured where the set allows it (its ONNX denoiser takes any rows),
+    # else one error that names the rebuild (the canvas is part of the set); never silently ignored
+    more = build_session(_parser().parse_args(["--engines", str(engines), "--layers", "5"]))
+    assert more.stream.layers == 5
+    with pytest.raises(semdraw.SemdrawError, match=f"--height {H // 2}"):
+        build_session(_parser().parse_args(["--engines", str(engines), "--height", str(H // 2)]))
 
 
 def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp_path, monkeypatch):
