@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 
@@ -174,7 +175,7 @@ def test_host_soak_with_concurrent_edits(toy):
                 stream.set_mask(0, square(y, x), mask_std=float(rng.uniform(0, 3)))
                 if rng.random() < 0.1:
                     stream.set_seed(int(rng.integers(0, 1000)))
-                time.sleep(0.002)
+                time.sleep(0.01)  # a painter's stroke sends an edit every few ms; the window, once a tick
         except BaseException as err:  # reported by the main thread
             errors.append(err)
 
@@ -188,6 +189,7 @@ def test_host_soak_with_concurrent_edits(toy):
             assert set(frames) == set("abc")
             if tick % 1000 == 999:
                 curve.append(round(rss_mb()))
+                print(f"tick {tick + 1}: {curve[-1]} MB resident", file=sys.stderr, flush=True)
     finally:
         stop.set()
         for t in threads:
