@@ -28,9 +28,9 @@ from typing import Any, Union
 import numpy as np
 
 from .errors import SemdrawError
-from .limits import MAX_PIXELS, MAX_SIDE, SEED_MAX
+from .limits import MAX_PIXELS, MAX_SIDE, MAX_STEPS, SEED_MAX
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the sampling options (format 1 files read as the defaults)
 MAX_JSON_BYTES = 64 << 20  # a composition with every mask of a 16-megapixel canvas fits well below this
 MAX_BRUSHES = 64
 MAX_TEXT = 2000  # characters of a prompt
@@ -105,14 +105,54 @@ class BackgroundSpec:
 
 
 @dataclass(frozen=True)
+class SamplingSpec:
+    """How to sample: the options ``generate()`` and the stream share. ``None``: the model's default
+    (its steps or timesteps, bootstrap steps and fill); ``guidance_scale`` None follows the one guidance
+    rule (semdraw.step.resolve_guidance)."""
+
+    steps: int | None = None
+    timesteps: tuple[float, ...] | None = None
+    cfg: str = "none"
+    guidance_scale: float | None = None
+    bootstrap_steps: int | None = None
+    bootstrap_mix_steps: float | None = None
+    centre_steps: int | None = None
+    mask_type: str = "discrete"
+    cover_alpha: float | None = 0.3
+
+    def check(self, where: str = "sampling") -> SamplingSpec:
+        from .errors import ConfigError
+        from .step import SamplingOptions, resolve_guidance
+
+        try:
+            resolve_guidance(self.cfg, self.guidance_scale)
+            SamplingOptions(self.bootstrap_steps, self.bootstrap_mix_steps, self.centre_steps, self.mask_type,
+                            self.cover_alpha).check()  # fmt: skip
+        except ConfigError as err:
+            raise ContractError(f"{where}: {err}") from None
+        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
+            raise ContractError(f"{where}: steps must lie in [1, {MAX_STEPS}], got {self.steps}")
+        if self.steps is not None and self.timesteps is not None:
+            raise ContractError(f"{where}: give steps or timesteps, not both")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``semdraw.generate()`` and ``semdraw.Stream()``."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        options["timesteps"] = None if self.timesteps is None else list(self.timesteps)
+        return options
+
+
+@dataclass(frozen=True)
 class Composition:
-    """A painter's whole request: canvas, brushes in paint order, background and seed."""
+    """A painter's whole request: canvas, brushes in paint order, background, seed and sampling."""
 
     height: int
     width: int
     brushes: tuple[BrushSpec, ...] = ()
     background: BackgroundSpec = BackgroundSpec()
     seed: int = 0
+    sampling: SamplingSpec = SamplingSpec()
 
     def check(self) -> Composition:
         """Every rule a decoded composition must meet (the same for one built in code); returns self."""
@@ -128,6 +168,7 @@ class Composition:
             raise ContractError(f"brush names must be unique, got {names}")
         for i, b in enumerate(self.brushes):
             b.check(self.height, self.width, f"brush {i} ({b.name!r})")
+        self.sampling.check()
         return self
 
     def brushes_for_semdraw(self) -> list:

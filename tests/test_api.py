@@ -163,3 +163,24 @@ def test_one_composition_gives_one_image_through_the_library_a_palette_file_and_
     stream.set_background(composition.background_for_semdraw())
     stream.flush()
     assert np.abs(stream().astype(int) - reference).max() <= 1
+
+
+def test_sampling_options_travel_with_the_composition_and_are_checked():
+    """Format 2 carries the sampling options; a format-1 file (none) reads as the defaults; a bad option is
+    one contract error that names the field's rule."""
+    from semdraw.api import SamplingSpec
+
+    sampling = SamplingSpec(timesteps=(999.0, 499.0), cfg="self", guidance_scale=1.2, bootstrap_steps=1,
+                            bootstrap_mix_steps=0.5, centre_steps=1, mask_type="continuous", cover_alpha=None)  # fmt: skip
+    c = Composition(8, 8, sampling=sampling)
+    data = json.loads(c.to_json())
+    assert data["format"] == 2 and Composition.from_dict(data) == c
+    old = {"format": 1, "height": 8, "width": 8}
+    assert Composition.from_dict(old).sampling == SamplingSpec()
+    for bad, match in (({"cfg": "loud"}, "cfg must be one of"), ({"cfg": "full", "guidance_scale": 1.0}, "> 1"),
+                       ({"mask_type": "fuzzy"}, "mask_type"), ({"steps": 0}, "steps must lie"),
+                       ({"steps": 2, "timesteps": [999.0]}, "not both"), ({"cover_alpha": 2.0}, "cover_alpha")):  # fmt: skip
+        with pytest.raises(ContractError, match=match):
+            Composition.from_dict({**old, "sampling": bad})
+    options = sampling.options()
+    assert options["timesteps"] == [999.0, 499.0] and options["cfg"] == "self" and options["cover_alpha"] is None

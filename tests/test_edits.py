@@ -149,3 +149,22 @@ def test_a_synced_stream_makes_what_a_stream_set_by_hand_makes(toy):
         assert np.array_equal(synced(), by_hand())
     with pytest.raises(semdraw.SemdrawError, match="canvas"):
         sync.apply(Composition(8, 8))
+
+
+def test_a_compositions_sampling_options_drive_generate_and_the_stream_alike(toy):
+    """The contract's sampling options are keyword arguments both entry points take: a stream made with
+    them flushes to the image generate() makes with them (oracle 3, through the contract)."""
+    from semdraw.api import SamplingSpec
+
+    n = toy.native_size
+    composition = Composition(n, n, (BrushSpec("sky", "blue sky", mask(0, n // 2, size=(n, n))),
+                                     BrushSpec("dot", "a red circle", mask(70, 100, 10, 40, size=(n, n)), blur=2.0)),
+                              seed=4, sampling=SamplingSpec(timesteps=(999.0, 699.0, 299.0), bootstrap_steps=1,
+                                                            bootstrap_mix_steps=1.0, mask_type="continuous"))  # fmt: skip
+    options = composition.sampling.options()
+    stream = semdraw.Stream(toy, layers=2, seed=composition.seed, **options)
+    assert stream.steps == 3 and stream.bootstrap_steps == 1
+    StreamSync(stream).apply(composition)
+    frame = stream()
+    image = semdraw.generate(toy, composition.brushes_for_semdraw(), seed=composition.seed, output_type="np", **options)
+    assert np.abs(frame.astype(int) - image.astype(int)).max() <= 1
