@@ -199,6 +199,7 @@ class _Plan:
     tiles: list[Tile]
     max_batch: int | None
     averaging: Averaging
+    white: torch.Tensor  # [1, C, h, w] the white canvas latent (bootstrap fill; the known background)
 
 
 @torch.no_grad()
@@ -300,7 +301,7 @@ def _plan(source: Model | EngineSet, *, height, width, steps, timesteps, guidanc
     tiles = [Tile(t.y, t.x, t.h, t.w, t.ramp.to(dev, dt)) for t in plan_tiles(h, w, tile_h, tile_w, overlap)]
     return _Plan(source=src, networks=net, sched=src.sched, options=options.resolved(src.defaults), mode=mode,
                  guidance_scale=guidance_scale, canvas=(src.height, src.width), latent=(h, w), tiles=tiles,
-                 max_batch=max_batch, averaging=averaging)  # fmt: skip
+                 max_batch=max_batch, averaging=averaging, white=_white(src, net))  # fmt: skip
 
 
 def _prepare(plan: _Plan, brushes: list[Brush], background: Background):  # type: ignore[no-untyped-def]
@@ -322,17 +323,17 @@ def _prepare(plan: _Plan, brushes: list[Brush], background: Background):  # type
         known = plan.networks.encode(pixels).to(dev, dt)
         paste_mask = M.coverage(prepared.soft_pixels).to(dev)
     elif under is None:
-        known = _white(plan)
+        known = plan.white
     known_weight = prepared.background.to(dev, dt)  # [T, 1, h, w]
     return layers, (known, known_weight), pixels, paste_mask
 
 
-def _white(plan: _Plan) -> torch.Tensor:
-    """The white canvas latent (a model caches it per size)."""
-    src, (H, W) = plan.source, plan.canvas
-    if src.engines is None and plan.networks is src.networks:
+def _white(src: StreamSource, networks: Networks) -> torch.Tensor:
+    """The white canvas latent, encoded once per call (a model caches it per size)."""
+    H, W = src.height, src.width
+    if src.engines is None and networks is src.networks:
         return src.model.white_latent(H, W)  # type: ignore[union-attr]
-    return plan.networks.encode(torch.ones(1, 3, H, W, device=src.device)).to(src.device, src.dtype)
+    return networks.encode(torch.ones(1, 3, H, W, device=src.device)).to(src.device, src.dtype)
 
 
 def _sample(plan: _Plan, layers: list[Layer], known: tuple[torch.Tensor | None, torch.Tensor],
@@ -354,7 +355,7 @@ def _sample(plan: _Plan, layers: list[Layer], known: tuple[torch.Tensor | None, 
     x = noise * sched.init_noise_sigma
     # RCFG: the noise part n = level_z·ε̄ the image carries; self: the initial noise (initialize: set at step 0)
     residual = step.initial_residual(noise, sched) if plan.mode.residual else None
-    white = _white(plan)
+    white = plan.white
     steps_iter: Any = range(sched.steps)
     if progress:
         from tqdm.auto import tqdm

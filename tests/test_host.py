@@ -17,6 +17,8 @@ from semdraw import Background, Brush, Stream, StreamHost
 from semdraw.build_engines import BuildOptions, build
 from semdraw.toy.architecture import SIZE
 
+from .test_stream import rss_mb
+
 H = W = SIZE
 
 
@@ -179,11 +181,6 @@ def test_painters_join_and_leave_from_another_thread_between_ticks(toy):
         thread.join(timeout=10)
     assert not thread.is_alive() and not errors, errors
     assert joins[0] > 3 and host.painters["a"].counters.ticks == 40
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @pytest.mark.slow
