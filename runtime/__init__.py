@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Background": "request", "Brush": "request",
     "BackgroundSpec": "api", "BrushSpec": "api", "Composition": "api", "ContractError": "api",
+    "SamplingSpec": "api", "StreamConfig": "api",
     "Conditioning": "conditioning",
     "ConfigError": "errors", "LoraError": "errors", "MaskError": "errors", "ModelNotFoundError": "errors",
     "SemdrawError": "errors", "SizeError": "errors", "UnsupportedFamilyError": "errors",

@@ -34,6 +34,7 @@ FORMAT_VERSION = 2  # 2: the sampling options (format 1 files read as the defaul
 MAX_JSON_BYTES = 64 << 20  # a composition with every mask of a 16-megapixel canvas fits well below this
 MAX_BRUSHES = 64
 MAX_TEXT = 2000  # characters of a prompt
+MAX_LIST = 4096  # entries of any list (brushes are bounded again by MAX_BRUSHES; a stroke's points by this)
 
 
 class ContractError(SemdrawError):
@@ -207,6 +208,8 @@ class Composition:
             raise ContractError(f"format must be an integer, got {version!r}")
         if version > FORMAT_VERSION:
             raise ContractError(f"format {version} is newer than this semdraw reads ({FORMAT_VERSION}): update semdraw")
+        if isinstance(data.get("brushes"), list) and len(data["brushes"]) > MAX_BRUSHES:  # before any mask decodes
+            raise ContractError(f"at most {MAX_BRUSHES} brushes, got {len(data['brushes'])}")
         return from_dict(Composition, data, "composition").check()
 
     @staticmethod
@@ -218,6 +221,35 @@ class Composition:
         except (ValueError, RecursionError) as err:
             raise ContractError(f"not valid JSON: {str(err).splitlines()[0][:200]}") from None
         return Composition.from_dict(data)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """What a stream needs beyond a composition: its prompt rows (``layers``; None: the model's or engine
+    set's default) and ``seed_step`` (image n uses seed + n·seed_step; 0: every image the same noise, so a
+    still composition gives a still picture). Canvas, sampling and seed come from the composition."""
+
+    layers: int | None = None
+    seed_step: int = 1
+
+    def check(self) -> StreamConfig:
+        if self.layers is not None and not 1 <= self.layers <= MAX_BRUSHES:
+            raise ContractError(f"layers must lie in [1, {MAX_BRUSHES}], got {self.layers}")
+        if not 0 <= self.seed_step <= SEED_MAX:
+            raise ContractError(f"seed_step must lie in [0, 2**63 - 1], got {self.seed_step}")
+        return self
+
+    def stream_options(self, composition: Composition) -> dict[str, Any]:
+        """Keyword arguments for ``semdraw.Stream(source, **options)`` that generate ``composition``."""
+        return {"height": composition.height, "width": composition.width, "layers": self.layers,
+                "seed": composition.seed, "seed_step": self.seed_step, **composition.sampling.options()}  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @staticmethod
+    def from_dict(data: Any) -> StreamConfig:
+        return from_dict(StreamConfig, data, "stream").check()
 
 
 def _same_fields(a: BrushSpec, b: BrushSpec) -> bool:
@@ -271,9 +303,13 @@ def _decode(hint: Any, value: Any, where: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list):
             raise ContractError(f"{where}: expected a list, got {type(value).__name__}")
-        if len(value) > MAX_BRUSHES:
-            raise ContractError(f"{where}: at most {MAX_BRUSHES} entries, got {len(value)}")
-        return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) > MAX_LIST:
+            raise ContractError(f"{where}: at most {MAX_LIST} entries, got {len(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ContractError(f"{where}: expected {len(args)} entries, got {len(value)}")
+        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
     if hint is np.ndarray:

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .api import BackgroundSpec, BrushSpec, Composition, ContractError, from_dict, to_dict
+from .api import BackgroundSpec, BrushSpec, Composition, ContractError, SamplingSpec, from_dict, to_dict
+from .limits import MAX_SIDE
+
+MAX_STROKE_POINTS = 4096  # one edit's polyline; a longer stroke travels as several edits
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,31 @@ class SetMask:
 
     name: str
     mask: np.ndarray = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Stroke:
+    """Paint (or, with ``erase``, clear) a brush's mask along a polyline of canvas pixels ``points``
+    ((x, y), ...) with a round pen of ``radius`` pixels: every pixel whose centre lies within ``radius`` of
+    the polyline. A few numbers instead of a mask: what a window sends per mouse move."""
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+    radius: float
+    erase: bool = False
+
+
+@dataclass(frozen=True)
+class UpdateBrush:
+    """Change some of a brush's settings (``None``: keep); the mask is left alone."""
+
+    name: str
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    alpha: float | None = None
+    blur: float | None = None
+    strength: float | None = None
+    enabled: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -54,9 +82,15 @@ class SetSeed:
     seed: int
 
 
-Edit = SetBrush | SetMask | RemoveBrush | MoveBrush | SetBackground | SetSeed
-EDIT_KINDS: dict[str, type] = {"set_brush": SetBrush, "set_mask": SetMask, "remove_brush": RemoveBrush,
-                               "move_brush": MoveBrush, "set_background": SetBackground, "set_seed": SetSeed}  # fmt: skip
+@dataclass(frozen=True)
+class SetSampling:
+    sampling: SamplingSpec
+
+
+Edit = SetBrush | SetMask | Stroke | UpdateBrush | RemoveBrush | MoveBrush | SetBackground | SetSeed | SetSampling
+EDIT_KINDS: dict[str, type] = {"set_brush": SetBrush, "set_mask": SetMask, "stroke": Stroke, "update_brush": UpdateBrush,
+                               "remove_brush": RemoveBrush, "move_brush": MoveBrush, "set_background": SetBackground,
+                               "set_seed": SetSeed, "set_sampling": SetSampling}  # fmt: skip
 _KIND_OF = {cls: kind for kind, cls in EDIT_KINDS.items()}
 
 
@@ -79,6 +113,13 @@ def apply(composition: Composition, edit: Edit) -> Composition:
     elif isinstance(edit, SetMask):
         i = _index(composition, edit.name)
         brushes[i] = replace(brushes[i], mask=edit.mask)
+    elif isinstance(edit, Stroke):
+        i = _index(composition, edit.name)
+        brushes[i] = replace(brushes[i], mask=stroked(brushes[i].mask, edit))
+    elif isinstance(edit, UpdateBrush):
+        i = _index(composition, edit.name)
+        changes = {k: getattr(edit, k) for k in _UPDATABLE if getattr(edit, k) is not None}
+        brushes[i] = replace(brushes[i], **changes)
     elif isinstance(edit, RemoveBrush):
         del brushes[_index(composition, edit.name)]
     elif isinstance(edit, MoveBrush):
@@ -90,9 +131,41 @@ def apply(composition: Composition, edit: Edit) -> Composition:
         return replace(composition, background=edit.background).check()
     elif isinstance(edit, SetSeed):
         return replace(composition, seed=edit.seed).check()
+    elif isinstance(edit, SetSampling):
+        return replace(composition, sampling=edit.sampling).check()
     else:
         raise ContractError(f"not an edit: {type(edit).__name__}")
     return replace(composition, brushes=tuple(brushes)).check()
+
+
+_UPDATABLE = ("prompt", "negative_prompt", "alpha", "blur", "strength", "enabled")
+
+
+def stroked(mask: np.ndarray, stroke: Stroke) -> np.ndarray:
+    """``mask`` (HxW uint8) with ``stroke`` painted (255) or erased (0): a new array, ``mask`` untouched."""
+    points = np.asarray(stroke.points, np.float64).reshape(-1, 2)
+    if not 1 <= len(points) <= MAX_STROKE_POINTS:
+        raise ContractError(f"stroke {stroke.name!r}: 1-{MAX_STROKE_POINTS} points, got {len(points)}")
+    if not (np.isfinite(points).all() and np.abs(points).max() <= 4 * MAX_SIDE):
+        raise ContractError(f"stroke {stroke.name!r}: points must be finite canvas coordinates")
+    if not 0.0 < stroke.radius <= MAX_SIDE:
+        raise ContractError(f"stroke {stroke.name!r}: the radius must lie in (0, {MAX_SIDE}] pixels, got {stroke.radius}")
+    out = mask.copy()
+    h, w = out.shape
+    r = stroke.radius
+    ends = np.concatenate([points[:1], points]) if len(points) == 1 else points
+    for a, b in zip(ends[:-1], ends[1:], strict=True):  # a capsule per segment, within its bounding box
+        x0, x1 = max(int(np.floor(min(a[0], b[0]) - r)), 0), min(int(np.ceil(max(a[0], b[0]) + r)) + 1, w)
+        y0, y1 = max(int(np.floor(min(a[1], b[1]) - r)), 0), min(int(np.ceil(max(a[1], b[1]) + r)) + 1, h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        d = b - a
+        length2 = float(d @ d)
+        t = 0.0 if length2 == 0 else np.clip(((xs - a[0]) * d[0] + (ys - a[1]) * d[1]) / length2, 0.0, 1.0)
+        inside = (xs - a[0] - t * d[0]) ** 2 + (ys - a[1] - t * d[1]) ** 2 <= r * r
+        out[y0:y1, x0:x1][inside] = 0 if stroke.erase else 255
+    return out
 
 
 def edit_to_dict(edit: Edit) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from semdraw.api import BackgroundSpec, BrushSpec, Composition, ContractError
+from semdraw.api import BackgroundSpec, BrushSpec, Composition, ContractError, StreamConfig
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(max_size=40)
@@ -139,7 +139,7 @@ def test_one_composition_gives_one_image_through_the_library_a_palette_file_and_
 
     import semdraw
     from semdraw.toy import fidelity
-    from semdraw.viewer import Palette
+    from semdraw.viewer import load_palette, save_palette
     from semdraw.viewer import render as render_cli
 
     side = 128
@@ -151,16 +151,14 @@ def test_one_composition_gives_one_image_through_the_library_a_palette_file_and_
     toy = semdraw.load_model("toy", device="cpu")
     reference = semdraw.generate(toy, composition.brushes_for_semdraw(), background=composition.background_for_semdraw(),
                                  seed=composition.seed, output_type="np").astype(int)  # fmt: skip
-    palette_file = Palette.from_composition(composition).save(tmp_path / "drawing.json")
-    assert Palette.load(palette_file).to_composition() == composition  # the palette file holds it all
+    palette_file = save_palette(composition, tmp_path / "drawing.json")
+    assert load_palette(palette_file) == composition  # the palette file holds it all
     (tmp_path / "c.json").write_text(composition.to_json())
     for source, out in ((palette_file, "from-palette.png"), (tmp_path / "c.json", "from-json.png")):
         assert render_cli.main([str(source), "-o", str(tmp_path / out)]) == 0
         assert np.abs(np.asarray(Image.open(tmp_path / out)).astype(int) - reference).max() <= 1, out
-    stream = semdraw.Stream(toy, layers=3, seed=composition.seed, seed_step=0)
-    for i, brush in enumerate(composition.brushes_for_semdraw()):
-        stream.set_brush(i, brush)
-    stream.set_background(composition.background_for_semdraw())
+    stream = semdraw.Stream(toy, **StreamConfig(layers=3, seed_step=0).stream_options(composition))
+    semdraw.StreamSync(stream).apply(composition)
     stream.flush()
     assert np.abs(stream().astype(int) - reference).max() <= 1
 
@@ -184,3 +182,61 @@ def test_sampling_options_travel_with_the_composition_and_are_checked():
             Composition.from_dict({**old, "sampling": bad})
     options = sampling.options()
     assert options["timesteps"] == [999.0, 499.0] and options["cfg"] == "self" and options["cover_alpha"] is None
+
+
+# ---------------------------------------------------------------- palette files are compositions: fuzzed too
+def _palette_decoders(tmp_path_factory):
+    from semdraw.viewer import PaletteError, load_palette
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    return folder, PaletteError, load_palette
+
+
+@FAST
+@given(st.binary(max_size=300) | JSON.map(lambda v: json.dumps(v).encode()))
+def test_any_palette_file_opens_or_is_one_palette_error(tmp_path_factory, data):
+    """Arbitrary bytes and JSON as a palette file, including first-release shapes (mask file names): only
+    the documented PaletteError escapes."""
+    folder, PaletteError, load_palette = _palette_decoders(tmp_path_factory)
+    path = folder / "p.json"
+    path.write_bytes(data)
+    with contextlib.suppress(PaletteError):
+        assert isinstance(load_palette(path), Composition)
+
+
+LEGACY = st.fixed_dictionaries({"format": st.just(1), "height": st.integers(-2, 40) | st.text(max_size=3),
+                                "width": st.integers(-2, 40), "seed": st.integers(-1, 3) | st.none(),
+                                "background": st.none() | st.fixed_dictionaries({"image": st.sampled_from(
+                                    [None, "photo.png", "../x.png", "missing.jpg"])}),
+                                "brushes": st.lists(st.fixed_dictionaries(
+                                    {"name": st.text(max_size=3), "color": st.just([1, 2, 3]),
+                                     "mask": st.sampled_from(["m.png", "photo.png", "nope.png", "p.json", 7])},
+                                    optional={"alpha": st.floats() | st.text(max_size=2), "prompt": TEXT,
+                                              "enabled": st.booleans() | st.integers()}), max_size=3)})  # fmt: skip
+
+
+@FAST
+@given(LEGACY)
+def test_fuzzed_first_release_palettes_migrate_or_are_one_palette_error(tmp_path_factory, doc):
+    from PIL import Image
+
+    folder, PaletteError, load_palette = _palette_decoders(tmp_path_factory)
+    Image.new("L", (16, 16), 255).save(folder / "m.png")
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "photo.png")
+    path = folder / "p.json"
+    path.write_text(json.dumps(doc))
+    with contextlib.suppress(PaletteError):
+        migrated = load_palette(path)
+        assert Composition.from_json(migrated.to_json()) == migrated
+
+
+def test_a_stream_config_is_checked_and_drives_a_stream(toy):
+    import semdraw
+
+    for bad in ({"layers": 0}, {"seed_step": -1}, {"layers": 2, "extra": 1}, {"layers": "2"}):
+        with pytest.raises(ContractError):
+            StreamConfig.from_dict(bad)
+    config = StreamConfig.from_dict({"layers": 2, "seed_step": 0})
+    composition = Composition(64, 96, seed=9, sampling=semdraw.api.SamplingSpec(steps=3))
+    stream = semdraw.Stream(toy, **config.stream_options(composition))
+    assert (stream.height, stream.width, stream.layers, stream.seed, stream.seed_step, stream.steps) == (64, 96, 2, 9, 0, 3)

@@ -76,20 +76,19 @@ def test_a_failed_save_is_a_status_message_and_the_drawing_stays(toy, tmp_path):
     import numpy as np
 
     import semdraw
-    from semdraw.viewer import Palette
     from semdraw.viewer.session import LiveSession
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128), blocker / "saves",
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), None, blocker / "saves",
                           blocker / "palette.json")  # fmt: skip
     session.paint(40, 40, stroke_start=True)
     session.end_stroke()
-    drawn = session.palette.brushes["1"].mask.copy()
+    drawn = session.brush.mask.copy()
     assert session.save_frame(np.zeros((128, 128, 3), np.uint8)) is None
     assert session.message.startswith("could not save the frame")
     assert session.write_palette() is None and session.message.startswith("could not save the palette")
-    np.testing.assert_array_equal(session.palette.brushes["1"].mask, drawn)
+    np.testing.assert_array_equal(session.brush.mask, drawn)
     assert blocker.read_text() == "not a folder"
 
 
@@ -100,16 +99,14 @@ def test_rendering_twice_as_wide_keeps_the_circle_round(tmp_path):
     import numpy as np
     from PIL import Image
 
+    from semdraw.api import BackgroundSpec, BrushSpec, Composition
     from semdraw.toy import fidelity
-    from semdraw.viewer import Palette
     from semdraw.viewer import render as render_cli
+    from semdraw.viewer import save_palette
     from semdraw.viewer.palette import place
 
-    pal = Palette(128, 128, seed=1, background_prompt="green grass")
-    circle = pal.brush("1")
-    circle.mask[fidelity.disc(0.5, 0.5, 0.25)] = 255
-    circle.prompt = "a red circle"
-    path = pal.save(tmp_path / "p.json")
+    circle = BrushSpec("1", "a red circle", (fidelity.disc(0.5, 0.5, 0.25) * 255).astype(np.uint8))
+    path = save_palette(Composition(128, 128, (circle,), BackgroundSpec("green grass"), seed=1), tmp_path / "p.json")
     out = tmp_path / "wide.png"
     assert render_cli.main([str(path), "-o", str(out), "--width", "256"]) == 0
     image = np.asarray(Image.open(out))
@@ -244,7 +241,7 @@ def test_overlays_take_the_colour_their_prompt_names(prompt, expected):
 
 def test_the_panel_tells_refused_from_unpainted_and_shows_the_background_and_idle(toy, tmp_path):
     import semdraw
-    from semdraw.viewer import Palette
+    from semdraw.api import BackgroundSpec, Composition
     from semdraw.viewer.panel import PanelBrush, PanelState
     from semdraw.viewer.session import LiveSession
 
@@ -253,7 +250,7 @@ def test_the_panel_tells_refused_from_unpainted_and_shows_the_background_and_idl
     assert PanelBrush("1", (0, 0, 0), "", "", 1, 0, 1, None).status == "no prompt"
     assert PanelBrush("1", (0, 0, 0), "blue sky", "", 1, 0, 1, 2).status == "slot 2"
     assert PanelState("toy", 0, 2, 31.0, 4, "1", (), idle=True).rate == "idle"
-    pal = Palette(128, 128, background_prompt="white snow")
+    pal = Composition(128, 128, background=BackgroundSpec("white snow"))
     session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), pal, tmp_path)
     state = session.panel_state(0.0)
     assert state.background == "white snow"
@@ -264,11 +261,11 @@ def test_typed_fields_open_selected_and_accept_every_letter(toy, tmp_path):
     """The seed field opens with the seed selected: typing replaces it (it used to append: "1611430230abc");
     Delete clears; accented letters are typed, keys that type nothing say so instead of vanishing."""
     import semdraw
-    from semdraw.viewer import Palette
+    from semdraw.api import Composition
     from semdraw.viewer.live import KEY_DELETE, Window
     from semdraw.viewer.session import LiveSession
 
-    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128, seed=1611430230), tmp_path)
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Composition(128, 128, seed=1611430230), tmp_path)
     window = Window.__new__(Window)  # the key handling alone: no OpenCV window is opened
     window.session = session
     window._sync_seed = lambda: None
@@ -276,7 +273,7 @@ def test_typed_fields_open_selected_and_accept_every_letter(toy, tmp_path):
     for ch in "42":
         window.handle_key(ord(ch))
     window.handle_key(13)
-    assert session.palette.seed == 42
+    assert session.composition.seed == 42
     session.begin_text("prompt")
     window.handle_key(ord("x"))
     window.handle_key(KEY_DELETE[1])
@@ -292,11 +289,10 @@ def test_a_ctrl_press_says_which_keys_undo_and_redo(toy, tmp_path):
     """OpenCV's Qt window reports Ctrl+Z only as the Ctrl key (0xffe3, seen under Xvfb): the status line
     says what to press instead of nothing happening."""
     import semdraw
-    from semdraw.viewer import Palette
     from semdraw.viewer.live import Window
     from semdraw.viewer.session import LiveSession
 
-    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128), tmp_path)
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), None, tmp_path)
     window = Window.__new__(Window)
     window.session = session
     assert window.handle_key(0xFFE3) and "undo is z" in session.message
@@ -308,11 +304,10 @@ def test_a_wheel_event_resizes_the_brush_on_this_opencv(toy, tmp_path):
     import cv2
 
     import semdraw
-    from semdraw.viewer import Palette
     from semdraw.viewer.live import Window
     from semdraw.viewer.session import LiveSession
 
-    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(128, 128), tmp_path)
+    session = LiveSession(semdraw.Stream(toy, layers=2, seed=0), None, tmp_path)
     window = Window.__new__(Window)
     window.session, window.cv2, window._inputs, window.side_w, window.side_h = session, cv2, 0, 512, 512
     size = session.size

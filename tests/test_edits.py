@@ -11,14 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import semdraw
-from semdraw.api import BackgroundSpec, BrushSpec, Composition, ContractError
+from semdraw.api import BackgroundSpec, BrushSpec, Composition, ContractError, SamplingSpec
 from semdraw.edits import (
     MoveBrush,
     RemoveBrush,
     SetBackground,
     SetBrush,
     SetMask,
+    SetSampling,
     SetSeed,
+    Stroke,
+    UpdateBrush,
     apply,
     edit_from_dict,
     edit_to_dict,
@@ -61,7 +64,51 @@ def test_edits_are_pure_and_keep_the_paint_order():
 
 
 EDITS = [SetBrush(spec("a", negative_prompt="blurry", alpha=0.5)), SetMask("a", mask(2, 5)), RemoveBrush("a"),
-         MoveBrush("a", 1), SetBackground(BackgroundSpec("white snow", "", b"\x89PNG")), SetSeed(3)]  # fmt: skip
+         MoveBrush("a", 1), SetBackground(BackgroundSpec("white snow", "", b"\x89PNG")), SetSeed(3),
+         Stroke("a", ((1.0, 2.0), (7.5, 3.0)), 1.5, erase=True), UpdateBrush("a", prompt="red", alpha=0.25),
+         UpdateBrush("a", enabled=False), SetSampling(SamplingSpec(steps=3, cfg="self"))]  # fmt: skip
+
+
+def naive_stroke(m: np.ndarray, points, radius: float, value: int) -> np.ndarray:
+    """The stroke by its definition, pixel by pixel: every pixel centre within ``radius`` of the polyline."""
+    out = m.copy()
+    segments = list(zip(points[:-1], points[1:], strict=True)) or [(points[0], points[0])]
+    for y in range(m.shape[0]):
+        for x in range(m.shape[1]):
+            for (ax, ay), (bx, by) in segments:
+                dx, dy = bx - ax, by - ay
+                t = 0.0 if dx == dy == 0 else min(1.0, max(0.0, ((x - ax) * dx + (y - ay) * dy) / (dx * dx + dy * dy)))
+                if (x - ax - t * dx) ** 2 + (y - ay - t * dy) ** 2 <= radius * radius:
+                    out[y, x] = value
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-6, 22, allow_nan=False), st.floats(-6, 22, allow_nan=False)), min_size=1,
+                max_size=4), st.floats(0.3, 6), st.booleans())  # fmt: skip
+def test_a_stroke_paints_exactly_the_pixels_its_definition_names(points, radius, erase):
+    start = Composition(H, W, (spec("a", m=mask(3, 9, 2, 11)),))
+    after = apply(start, Stroke("a", tuple(points), radius, erase=erase))
+    expected = naive_stroke(start.brushes[0].mask, points, radius, 0 if erase else 255)
+    assert np.array_equal(after.brushes[0].mask, expected)
+    assert np.array_equal(start.brushes[0].mask, mask(3, 9, 2, 11))  # the old value is untouched
+
+
+def test_updates_change_only_what_they_name_and_bad_strokes_are_refused():
+    start = Composition(H, W, (spec("a", negative_prompt="blurry", blur=2.0),))
+    after = apply(start, UpdateBrush("a", prompt="a red circle", strength=0.5))
+    b = after.brushes[0]
+    assert (b.prompt, b.strength, b.negative_prompt, b.blur) == ("a red circle", 0.5, "blurry", 2.0)
+    assert np.array_equal(b.mask, start.brushes[0].mask)
+    assert apply(start, SetSampling(SamplingSpec(steps=2))).sampling.steps == 2
+    for bad, says in ((UpdateBrush("a", alpha=2.0), "alpha"), (Stroke("a", (), 1.0), "1-4096 points"),
+                      (Stroke("a", ((0.0, 0.0),), 0.0), "radius"), (Stroke("x", ((0.0, 0.0),), 1.0), "no brush"),
+                      (Stroke("a", ((float("inf"), 0.0),), 1.0), "finite"),
+                      (SetSampling(SamplingSpec(steps=0)), "steps")):  # fmt: skip
+        with pytest.raises(ContractError, match=says):
+            apply(start, bad)
+    with pytest.raises(ContractError, match="expected 2 entries"):
+        edit_from_dict({"edit": "stroke", "name": "a", "points": [[1.0, 2.0, 3.0]], "radius": 1.0})
 
 
 @pytest.mark.parametrize("edit", EDITS, ids=lambda e: type(e).__name__)
@@ -91,6 +138,10 @@ edit_values = st.one_of(
     st.builds(lambda n, y: SetMask(n, mask(y, y + 2)), names, st.integers(0, 14)),
     st.builds(RemoveBrush, names), st.builds(MoveBrush, names, st.integers(-1, 5)),
     st.builds(SetSeed, st.integers(-2, 2**63)), st.builds(lambda p: SetBackground(BackgroundSpec(p)), st.text(max_size=5)),
+    st.builds(lambda n, x, r, e: Stroke(n, ((x, 2.0), (x + 3, 9.0)), r, e), names, st.floats(-4, 20), st.floats(-1, 4),
+              st.booleans()),
+    st.builds(UpdateBrush, names, st.none() | st.sampled_from(["green grass", ""]), st.none(), st.none() | st.floats(-1, 2),
+              st.none(), st.none(), st.none() | st.booleans()),
 )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,10 @@ import pytest
 from PIL import Image
 
 import semdraw
+from semdraw.api import BackgroundSpec, BrushSpec, Composition
 from semdraw.toy import fidelity
 from semdraw.toy.architecture import SIZE
-from semdraw.viewer import Palette, PaletteError
+from semdraw.viewer import PaletteError, load_palette, save_palette
 from semdraw.viewer import render as render_cli
 from semdraw.viewer.live import DISPLAY_SIDE, NO_DISPLAY, display_scale, render_canvas
 from semdraw.viewer.session import LiveSession
@@ -26,62 +29,77 @@ from semdraw.viewer.session import LiveSession
 H = W = SIZE  # the toy model's native size: what semdraw-live opens with no arguments
 
 
-def painted_palette() -> Palette:
-    pal = Palette(H, W, seed=3, background_prompt="white snow")
-    sky = pal.brush("1")
-    sky.mask[: H // 2] = 255
-    sky.prompt, sky.blur = "blue sky", 1.5
-    grass = pal.brush("2")
-    grass.mask[H // 2 :] = 255
-    grass.prompt, grass.alpha = "green grass", 0.999
-    return pal
+def band(rows: slice) -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    m[rows] = 255
+    return m
+
+
+def painted_palette() -> Composition:
+    return Composition(H, W, (BrushSpec("1", "blue sky", band(slice(0, H // 2)), blur=1.5),
+                              BrushSpec("2", "green grass", band(slice(H // 2, H)), alpha=0.999)),
+                       BackgroundSpec(prompt="white snow"), seed=3).check()  # fmt: skip
+
+
+def by_name(composition: Composition) -> dict[str, BrushSpec]:
+    return {b.name: b for b in composition.brushes}
 
 
 # ---------------------------------------------------------------- palette files
-def test_palette_round_trip_with_relative_mask_paths(tmp_path):
-    pal = painted_palette()
-    photo = tmp_path / "photo.png"
-    Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(photo)
-    pal.background_image = str(photo)
-    path = pal.save(tmp_path / "sub" / "drawing.json")
-    doc = json.loads(path.read_text())
-    assert doc["brushes"][0]["mask"] == "drawing.masks/1.png" and doc["background"]["image"] == "../photo.png"
-    assert not [p for p in path.parent.rglob("*.tmp")]  # atomic writes leave nothing behind
-    moved = tmp_path / "moved"
-    shutil.copytree(tmp_path / "sub", moved / "sub")
-    shutil.copy(photo, moved / "photo.png")
-    back = Palette.load(moved / "sub" / "drawing.json")
-    assert (back.height, back.width, back.seed, back.background_prompt) == (H, W, 3, "white snow")
-    assert Path(back.background_image).resolve() == (moved / "photo.png").resolve()
-    for name in ("1", "2"):
-        a, b = pal.brushes[name], back.brushes[name]
-        assert np.array_equal(a.mask, b.mask)
-        assert (a.prompt, a.alpha, a.blur, a.strength, tuple(a.color)) == (b.prompt, b.alpha, b.blur, b.strength,
-                                                                           tuple(b.color))  # fmt: skip
+def test_a_palette_file_is_one_self_contained_composition(tmp_path):
+    photo = io.BytesIO()
+    Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(photo, format="PNG")
+    pal = replace(painted_palette(), background=BackgroundSpec(image=photo.getvalue()))
+    path = save_palette(pal, tmp_path / "sub" / "drawing.json")
+    assert [p.name for p in path.parent.iterdir()] == ["drawing.json"]  # one file, nothing half-written beside it
+    moved = tmp_path / "moved.json"
+    shutil.copy(path, moved)
+    back = load_palette(moved)
+    assert back == pal and back.background.image == photo.getvalue()  # masks bit for bit, the image's own bytes
+    assert json.loads(path.read_text())["format"] == semdraw.api.FORMAT_VERSION
     brushes = back.brushes_for_semdraw()
     assert [b.prompt for b in brushes] == ["blue sky", "green grass"] and brushes[1].mask_strength == 0.999
 
 
+def test_a_palette_written_by_the_first_release_opens_migrated(tmp_path):
+    """tests/data/palette-v1 was written by the first release's Palette.save (JSON beside a masks folder,
+    brush colours, a background image path, brush 2 disabled): it opens as the composition it describes."""
+    source = Path(__file__).parent / "data" / "palette-v1"
+    shutil.copytree(source, tmp_path / "old")
+    old = load_palette(tmp_path / "old" / "drawing.json")
+    doc = json.loads((source / "drawing.json").read_text())
+    assert (old.height, old.width, old.seed) == (doc["height"], doc["width"], doc["seed"]) == (32, 32, 7)
+    assert old.background.image == (source / "photo.png").read_bytes() and old.background.prompt == ""
+    for brush, entry in zip(old.brushes, doc["brushes"], strict=True):
+        assert np.array_equal(brush.mask, np.asarray(Image.open(source / entry["mask"]).convert("L")))
+        assert (brush.name, brush.prompt, brush.negative_prompt, brush.alpha, brush.blur, brush.strength,
+                brush.enabled) == tuple(entry[k] for k in ("name", "prompt", "negative_prompt", "alpha", "blur",
+                                                           "strength", "enabled"))  # fmt: skip
+    again = save_palette(old, tmp_path / "new.json")  # written back in the current format, read back equal
+    assert load_palette(again) == old and "color" not in again.read_text()
+
+
 def test_bad_palettes_are_clear_errors(tmp_path):
     with pytest.raises(PaletteError, match="cannot read"):
-        Palette.load(tmp_path / "missing.json")
+        load_palette(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(PaletteError, match="invalid JSON"):
-        Palette.load(bad)
-    bad.write_text(json.dumps({"height": 64, "width": 64, "brushes": [{"name": "1", "mask": "nope.png"}]}))
+        load_palette(bad)
+    bad.write_text(json.dumps({"format": 1, "height": 64, "width": 64,
+                               "brushes": [{"name": "1", "color": [1, 2, 3], "mask": "nope.png"}]}))  # fmt: skip
     with pytest.raises(PaletteError, match="cannot read mask"):
-        Palette.load(bad)
+        load_palette(bad)
     bad.write_text(json.dumps({"width": 64}))
     with pytest.raises(PaletteError, match="not a valid palette"):
-        Palette.load(bad)
+        load_palette(bad)
 
 
 def test_canvas_shows_brushes_as_translucent_colours():
     pal = painted_palette()
     img = render_canvas(pal, "1")
     top, bottom = img[H // 4, 5].astype(int), img[3 * H // 4, 5].astype(int)
-    assert np.argmax(top) == 0 and np.argmax(bottom) == 2  # brush 1 red overlay, brush 2 blue overlay
+    assert np.argmax(top) == 2 and np.argmax(bottom) == 1  # the colours the prompts name: blue sky, green grass
     for side in (64, H, 300):  # small canvases are enlarged to at least DISPLAY_SIDE, never beyond 2x that
         assert DISPLAY_SIDE <= display_scale(side, side) * side < 2 * DISPLAY_SIDE
     assert display_scale(512, 512) == 1
@@ -96,13 +114,13 @@ def test_canvas_shows_brushes_as_translucent_colours():
 # ---------------------------------------------------------------- the session (no window)
 def test_session_mirrors_active_brushes_into_stream_slots(toy, tmp_path):
     stream = semdraw.Stream(toy, layers=2, seed=0)
-    pal = Palette(H, W)
-    s = LiveSession(stream, pal, tmp_path)
+    s = LiveSession(stream, None, tmp_path)
     s.size = 3
     s.paint(10, 10, stroke_start=True)
     s.paint(30, 10)
     s.end_stroke()
-    assert pal.brushes["1"].mask[10, 10:31].min() == 255 and pal.brushes["1"].mask[40].max() == 0
+    mask = s.brush_named("1").mask
+    assert mask[10, 10:31].min() == 255 and mask[40].max() == 0 and mask[8:13, 20].sum() == 5 * 255  # 2·3 - 1 px
     s.flush_edits()
     assert stream.brushes == {}  # painted but no prompt yet: not generated
     s.begin_text("prompt")
@@ -110,7 +128,7 @@ def test_session_mirrors_active_brushes_into_stream_slots(toy, tmp_path):
     s.commit_text()
     s.flush_edits()
     assert stream.brushes[0].prompt == "a red circle"
-    assert np.array_equal(np.asarray(stream.brushes[0].mask), pal.brushes["1"].mask)
+    assert np.array_equal(np.asarray(stream.brushes[0].mask), s.brush_named("1").mask)
     s.paint(10, 10, erase=True, stroke_start=True)
     assert np.asarray(stream.brushes[0].mask)[10, 10] == 255  # the stream holds its own copy until the push
     s.flush_edits()
@@ -125,10 +143,7 @@ def test_session_mirrors_active_brushes_into_stream_slots(toy, tmp_path):
     assert "--layers 3" in s.message  # a third active brush does not fit two rows: said, not raised
     s.select("1")
     s.clear()
-    s.flush_edits()
-    s.select("3")
-    s._dirty.add("3")
-    s.flush_edits()
+    s.flush_edits()  # the row brush 1 leaves is taken by the brush that waited
     assert sorted(b.prompt for b in stream.brushes.values()) == ["blue sky", "green grass"]
     frame = stream()
     first, second = s.save_frame(frame), s.save_frame(frame)
@@ -137,7 +152,7 @@ def test_session_mirrors_active_brushes_into_stream_slots(toy, tmp_path):
 
 # ---------------------------------------------------------------- semdraw-render
 def test_render_image_at_a_larger_size_and_a_video(tmp_path, caplog):
-    path = painted_palette().save(tmp_path / "p.json")
+    path = save_palette(painted_palette(), tmp_path / "p.json")
     out = tmp_path / "wide.png"
     assert render_cli.main([str(path), "-o", str(out), "--width", str(2 * W)]) == 0
     img = np.asarray(Image.open(out))
@@ -236,10 +251,8 @@ def test_live_window_end_to_end(xserver, tmp_path):
 
     save = tmp_path / "out"
     save.write_text("a file where the save folder should be")  # the first `s` fails
-    start = Palette(H, W, seed=0)
-    first = start.brush("1")
-    first.alpha, first.blur, first.strength = 0.9, 3.0, 0.9
-    opened = start.save(tmp_path / "drawing.json")
+    start = Composition(H, W, (BrushSpec("1", "", np.zeros((H, W), np.uint8), alpha=0.9, blur=3.0, strength=0.9),))
+    opened = save_palette(start, tmp_path / "drawing.json")
     live = Path(sys.executable).parent / "semdraw-live"
     env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}
     proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened)], env=env,
@@ -276,7 +289,7 @@ def test_live_window_end_to_end(xserver, tmp_path):
         time.sleep(4)  # let images that entered after the last edit finish
         x.key("w")
         time.sleep(1)
-        written = {n: b.mask.copy() for n, b in Palette.load(opened).brushes.items()}
+        written = {b.name: b.mask for b in load_palette(opened).brushes}
         x.drag(top_rows[2], 0, W * scale - 1)  # brush 2 over the sky ...
         x.key("z")  # ... undone
         x.key("1")  # the sliders (and the panel's slider line) show brush 1's values
@@ -305,15 +318,14 @@ def test_live_window_end_to_end(xserver, tmp_path):
     log = proc.stdout.read()
     redraws = re.search(r"\((\d+) UI ticks per second\)", log)
     assert redraws and int(redraws.group(1)) >= 30, log  # the window stays responsive while the model runs
-    pal = Palette.load(opened)
-    sky, grass = pal.brushes["1"], pal.brushes["2"]
+    pal = load_palette(opened)
+    sky, grass = by_name(pal)["1"], by_name(pal)["2"]
     assert (sky.prompt, grass.prompt) == ("blue sky", "green grass"), log
-    assert all(np.array_equal(pal.brushes[n].mask, m) for n, m in written.items())  # the undo, bit for bit
+    assert all(np.array_equal(by_name(pal)[n].mask, m) for n, m in written.items())  # the undo, bit for bit
     assert "Traceback" not in log, log  # no callback failed (the wheel raised on every notch with opencv 5.1)
-    wide = pal.brushes["3"].mask[:, W // 2] > 0
-    # the default size plus three notches (cv2 draws a line of thickness t up to t + 2 px wide): 21-23 px,
-    # where the default brush paints 15-17
-    assert 2 * (H // 16 + 3) - 1 <= wide.sum() <= 2 * (H // 16 + 3) + 1, wide.sum()
+    wide = by_name(pal)["3"].mask[:, W // 2] > 0
+    # the default size plus three notches: a round pen 2·size - 1 px across (21 px, where the default paints 15)
+    assert wide.sum() == 2 * (H // 16 + 3) - 1, wide.sum()
     for y in top_rows:
         for xd in (0, W * scale // 3, 2 * W * scale // 3, W * scale - 1):
             assert sky.mask[y // scale, xd // scale] == 255 and grass.mask[y // scale, xd // scale] == 0
@@ -360,7 +372,7 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
 
     engines = tmp_path / "toy"
     build(BuildOptions(model="toy", backend="onnx", layers=3, out=engines))
-    palette = painted_palette().save(tmp_path / "p.json")
+    palette = save_palette(painted_palette(), tmp_path / "p.json")
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((H, W, 3), 200, np.uint8)).save(photo)
     args = _parser().parse_args(["--engines", str(engines), "--palette", str(palette), "--background", str(photo),
@@ -372,7 +384,7 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
     assert stream.background.image is not None  # the photo replaced the palette's background prompt row
     assert stream().shape == (H, W, 3)
     assert session.palette_path == palette  # w writes back to the loaded palette
-    big = Palette(2 * H, 2 * W).save(tmp_path / "big.json")
+    big = save_palette(Composition(2 * H, 2 * W), tmp_path / "big.json")
     with pytest.raises(semdraw.SemdrawError, match=f"{2 * H}x{2 * W}"):
         build_session(_parser().parse_args(["--palette", str(big), "--height", str(H), "--width", str(W)]))
     # --engines with --layers/--height: honoured where the set allows it (its ONNX denoiser takes any rows),
@@ -426,7 +438,7 @@ def test_render_refuses_json_that_is_not_a_palette_and_makes_still_videos(tmp_pa
     bad.write_text("[1, 2, 3]")
     assert render_cli.main([str(bad), "-o", str(tmp_path / "x.png")]) == 2
     assert "is not a palette: its JSON is a list" in caplog.text
-    path = painted_palette().save(tmp_path / "p.json")
+    path = save_palette(painted_palette(), tmp_path / "p.json")
 
     def frames(*extra):
         video = tmp_path / f"v{len(extra)}.avi"
@@ -446,7 +458,7 @@ def test_render_refuses_json_that_is_not_a_palette_and_makes_still_videos(tmp_pa
 
 
 def test_commands_are_quiet_by_default_and_verbose_on_request(tmp_path):
-    path = painted_palette().save(tmp_path / "p.json")
+    path = save_palette(painted_palette(), tmp_path / "p.json")
     render = Path(sys.executable).parent / "semdraw-render"
     env = {k: v for k, v in os.environ.items() if k not in ("SEMDRAW_VERBOSE", "TRANSFORMERS_VERBOSITY",
                                                             "DIFFUSERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}  # fmt: skip
@@ -462,57 +474,58 @@ def test_commands_are_quiet_by_default_and_verbose_on_request(tmp_path):
 
 def test_undo_and_redo_restore_masks_bit_for_bit_and_reach_the_stream(toy, tmp_path):
     stream = semdraw.Stream(toy, layers=2, seed=0)
-    pal = Palette(H, W)
-    s = LiveSession(stream, pal, tmp_path)
+    s = LiveSession(stream, None, tmp_path)
     s.begin_text("prompt")
     s.text.text = "blue sky"
     s.commit_text()
     s.paint(10, 10, stroke_start=True)
     s.paint(40, 10)
     s.end_stroke()
-    one = pal.brushes["1"].mask.copy()
+    one = s.brush.mask.copy()
     s.paint(60, 60, stroke_start=True)
     s.end_stroke()
-    two = pal.brushes["1"].mask.copy()
+    two = s.brush.mask.copy()
     s.clear()
-    assert not pal.brushes["1"].mask.any()
+    assert not s.brush.mask.any()
     s.undo()
-    assert np.array_equal(pal.brushes["1"].mask, two)  # the clear is undone
+    assert np.array_equal(s.brush.mask, two)  # the clear is undone
     s.undo()
-    assert np.array_equal(pal.brushes["1"].mask, one)  # then the second stroke
+    assert np.array_equal(s.brush.mask, one)  # then the second stroke
     s.flush_edits()
     assert np.array_equal(np.asarray(stream.brushes[0].mask), one)  # and the stream follows
     s.redo()
-    assert np.array_equal(pal.brushes["1"].mask, two)
+    assert np.array_equal(s.brush.mask, two)
     s.paint(5, 5, stroke_start=True)  # a new edit drops the redo history
     s.redo()
     assert s.message == "nothing to redo"
 
 
-def test_seeds_are_typed_or_random_and_a_refused_background_is_not_kept(toy, tmp_path):
+def test_seeds_are_typed_or_random_and_a_background_prompt_takes_its_row(toy, tmp_path):
     stream = semdraw.Stream(toy, layers=1, seed=0)
-    s = LiveSession(stream, Palette(H, W), tmp_path)
+    s = LiveSession(stream, None, tmp_path)
     s.begin_text("seed")
     s.text.text = "123456"
     s.commit_text()
-    assert s.palette.seed == 123456 and stream.seed == 123456
+    assert s.composition.seed == 123456 and stream.seed == 123456
     s.begin_text("seed")
     s.text.text = "twelve"
     s.commit_text()
-    assert s.palette.seed == 123456 and "whole number" in s.message
-    assert s.random_seed() == s.palette.seed == stream.seed
-    # one row, taken by a brush: a typed background prompt is refused, and the palette does not keep it,
-    # so what `w` writes renders as what the window shows
+    assert s.composition.seed == 123456 and "whole number" in s.message
+    assert s.random_seed() == s.composition.seed == stream.seed
+    # one row, taken by a brush: a typed background prompt takes it (the core's rule), the brush waits, and
+    # what `w` writes has it disabled, so it renders as what the window shows
     s.begin_text("prompt")
     s.text.text = "blue sky"
     s.commit_text()
     s.paint(20, 20, stroke_start=True)
     s.flush_edits()
+    assert [b.prompt for b in stream.brushes.values()] == ["blue sky"]
     s.begin_text("background")
     s.text.text = "white snow"
     s.commit_text()
-    assert "prompt rows" in s.message and s.palette.background_prompt == "" and stream.background.prompt == ""
-    assert "--layers 2" in s.message and "layers=" not in s.message  # the command's words, not the library's
+    assert stream.background.prompt == "white snow" and stream.brushes == {}
+    assert "brush 1 not generated" in s.message and "--layers 2" in s.message
+    assert [b.enabled for b in s.shown().brushes] == [False] and s.brush.enabled  # kept, waiting for a row
 
 
 def test_the_side_panel_lists_every_brush_its_settings_and_slot(toy, tmp_path):
@@ -542,17 +555,17 @@ def test_the_side_panel_lists_every_brush_its_settings_and_slot(toy, tmp_path):
 
 
 def test_a_palette_with_more_brushes_than_rows_says_so_with_the_right_layers(toy, tmp_path):
-    pal = painted_palette()  # a background prompt and two brushes: three rows
-    extra = pal.brush("3")
-    extra.prompt, extra.mask[:10, :10] = "a red circle", 255
+    corner = np.zeros((H, W), np.uint8)
+    corner[:10, :10] = 255
+    pal = replace(painted_palette(), brushes=(*painted_palette().brushes, BrushSpec("3", "a red circle", corner)))
     stream = semdraw.Stream(toy, layers=2, seed=0)
     s = LiveSession(stream, pal, tmp_path)  # the message is there from the start (shown at the first redraw)
-    assert "brushes 2, 3 not generated" in s.message and "--layers 4 for all of them" in s.message
+    assert "brushes 2, 3 not generated" in s.message and "--layers 4" in s.message
     assert sorted(b.prompt for b in stream.brushes.values()) == ["blue sky"]
 
 
 def test_prompt_warnings_reach_the_status_line_and_stay_while_the_prompt_does(toy, tmp_path):
-    s = LiveSession(semdraw.Stream(toy, layers=2, seed=0), Palette(H, W), tmp_path)
+    s = LiveSession(semdraw.Stream(toy, layers=2, seed=0), None, tmp_path)
     s.begin_text("prompt")
     s.text.text = "a mountain range"
     s.commit_text()
@@ -575,10 +588,10 @@ def test_a_refused_brush_is_kept_disabled_so_the_written_palette_renders_as_show
     up, it is generated and enabled again."""
     stream = semdraw.Stream(toy, layers=2, seed=0, seed_step=0)
     s = LiveSession(stream, painted_palette(), tmp_path)
-    assert not s.palette.brushes["2"].enabled and "brush 2 not generated" in s.message
+    assert "2" in s.refused and "brush 2 not generated" in s.message
     path = s.write_palette()
     assert [b["enabled"] for b in json.loads(path.read_text())["brushes"]] == [True, False]
-    back = Palette.load(path)
+    back = load_palette(path)
     assert [b.prompt for b in back.brushes_for_semdraw()] == ["blue sky"]  # what the stream generates
     stream.flush()
     shown = stream()
@@ -589,4 +602,5 @@ def test_a_refused_brush_is_kept_disabled_so_the_written_palette_renders_as_show
     s.clear()  # brush 1 leaves its row: brush 2 takes it at the next tick
     s.flush_edits()
     s.flush_edits()
-    assert s.palette.brushes["2"].enabled and [b.prompt for b in stream.brushes.values()] == ["green grass"]
+    assert not s.refused and [b.prompt for b in stream.brushes.values()] == ["green grass"]
+    assert [b.enabled for b in s.shown().brushes] == [True, True]

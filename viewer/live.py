@@ -15,17 +15,19 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from semdraw.api import BackgroundSpec, Composition
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
 from semdraw.tools import canvas_side, seed_arg
 
-from .palette import Palette
+from .palette import brush_colors, load_palette
 from .panel import PANEL_WIDTH, draw_help, render_panel, wrap_status
 from .session import FrameThread, LiveSession
 
@@ -68,13 +70,13 @@ def display_scale(height: int, width: int, max_window_width: int = MAX_WINDOW_WI
     return scale
 
 
-def render_canvas(palette: Palette, current: str, background: np.ndarray | None = None) -> np.ndarray:
-    """The canvas as RGB uint8 at palette size: background (image or light grey) + translucent brush colours."""
-    h, w = palette.height, palette.width
+def render_canvas(composition: Composition, current: str, background: np.ndarray | None = None) -> np.ndarray:
+    """The canvas as RGB uint8 at its size: background (image or light grey) + translucent brush colours."""
+    h, w = composition.height, composition.width
     canvas = np.full((h, w, 3), 235, np.float32) if background is None else background.astype(np.float32)
-    for name, b in palette.brushes.items():
-        a = (b.mask.astype(np.float32) / 255)[..., None] * (0.6 if name == current else 0.4)
-        canvas = canvas * (1 - a) + np.asarray(b.color, np.float32) * a
+    for b, color in zip(composition.brushes, brush_colors(composition).values(), strict=True):
+        a = (b.mask.astype(np.float32) / 255)[..., None] * (0.6 if b.name == current else 0.4)
+        canvas = canvas * (1 - a) + np.asarray(color, np.float32) * a
     return canvas.clip(0, 255).astype(np.uint8)
 
 
@@ -86,13 +88,14 @@ class Window:
 
         self.cv2 = cv2
         self.session, self.frames = session, frames
-        pal = session.palette
+        pal = session.composition
         self.scale = display_scale(pal.height, pal.width)
         self.side_w, self.side_h = round(pal.width * self.scale), round(pal.height * self.scale)
         self.show_help = False
         self._inputs = 0  # input events seen: a change the window must show
         self._cursor: tuple[int, int] | None = None  # mouse position on the canvas (window pixels)
         self._button: int | None = None
+        self._background_of = session.composition.background
         self._background = self._load_background()
         cv2.namedWindow(TITLE, cv2.WINDOW_GUI_NORMAL | cv2.WINDOW_AUTOSIZE)
         cv2.setMouseCallback(TITLE, self._on_mouse)
@@ -111,7 +114,8 @@ class Window:
             cv2.createTrackbar(name, TITLE, value, top, lambda v, name=name, edit=edit: self._on_trackbar(name, v, edit))
 
     def _load_background(self) -> np.ndarray | None:
-        pal = self.session.palette
+        pal = self.session.composition
+        self._background_of = pal.background
         image = pal.background_for_semdraw().image
         return None if image is None else np.asarray(image.resize((pal.width, pal.height)))
 
@@ -147,7 +151,7 @@ class Window:
 
     def _sync_seed(self) -> None:
         """The seed trackbar follows a typed or random seed (it shows seed mod 1000), without feeding back."""
-        self._set_trackbar("seed", self.session.palette.seed % 1000)
+        self._set_trackbar("seed", self.session.composition.seed % 1000)
 
     def _sync_trackbars(self) -> None:
         """Show the current brush's values (without feeding them back as edits)."""
@@ -222,7 +226,9 @@ class Window:
     def compose(self) -> np.ndarray:
         """The whole window image (BGR)."""
         cv2, s = self.cv2, self.session
-        pal = s.palette
+        pal = s.composition
+        if pal.background is not self._background_of:  # a new background image: decoded once
+            self._background = self._load_background()
         canvas = render_canvas(pal, s.current, self._background)
         frame = self.frames.frame
         if frame is None or frame.shape[:2] != (pal.height, pal.width):
@@ -342,7 +348,7 @@ def build_session(args: argparse.Namespace) -> LiveSession:
                 image.verify()  # reads the header and checks the file: no model loaded yet
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             raise SemdrawError(f"--background {args.background}: not an image PIL can read ({err})") from None
-    palette = Palette.load(args.palette) if args.palette else None
+    palette = load_palette(args.palette) if args.palette else None
     engines = args.engines
     if engines is None:  # a model: its canvas is checked before any weights load or any set is built
         height = args.height or (palette.height if palette else None)
@@ -361,14 +367,14 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         stream = semdraw.Stream(model, height=height, width=width, layers=args.layers or DEFAULT_LAYERS, backend=args.backend,
                                 seed_step=0)  # fmt: skip
     if palette is None:
-        palette = Palette(stream.height, stream.width)
+        palette = Composition(stream.height, stream.width)
     elif (palette.height, palette.width) != (stream.height, stream.width):
         raise SemdrawError(f"the palette is {palette.height}x{palette.width} but the stream is "
                            f"{stream.height}x{stream.width}; pass matching --height/--width or another engine set")  # fmt: skip
     if args.seed is not None:
-        palette.seed = args.seed
-    if args.background is not None:
-        palette.background_image = str(args.background.resolve())
+        palette = replace(palette, seed=args.seed)
+    if args.background is not None:  # the photo replaces a background prompt
+        palette = replace(palette, background=BackgroundSpec(image=args.background.read_bytes()))
     return LiveSession(stream, palette, args.save_dir, args.palette)
 
 
@@ -446,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         window = Window(session, frames)
         log.info("semdraw-live: window ready (%dx%d canvas shown at %gx); press h for help",
-                 session.palette.width, session.palette.height, window.scale)  # fmt: skip
+                 session.composition.width, session.composition.height, window.scale)  # fmt: skip
         redraw_rate = window.run()
     except KeyboardInterrupt:  # Ctrl-C in the terminal: the window closes; what was written stays written
         log.error("semdraw-live: interrupted (the palette is as last written with w)")

@@ -1,39 +1,36 @@
-"""Palette files: the paper's import/export of a drawing, as one JSON document plus one PNG per mask.
+"""Palette files: the paper's import/export of a drawing. A palette file *is* a serialised composition.
 
-```json
-{"format": 1, "height": 64, "width": 64, "seed": 0,
- "background": {"prompt": "blue sky", "negative_prompt": "", "image": null},
- "brushes": [{"name": "1", "color": [255, 80, 80], "prompt": "a red circle", "negative_prompt": "",
-              "alpha": 1.0, "blur": 2.0, "strength": 1.0, "enabled": true, "mask": "drawing.masks/1.png"}]}
-```
+A palette is ``semdraw.Composition.to_json()`` in one self-contained file (masks as 8-bit PNG and the
+background image as its own bytes, base64 inside the JSON): the window, ``semdraw-render``, the server and
+the browser page read and write the same thing through the request contract (``semdraw.api``).
+``enabled: false`` marks a brush that is not generated (the window's stream had no row for it): the file
+keeps its paint and prompt, and ``semdraw-render`` leaves it out, as the window's image did.
 
-``enabled: false`` marks a brush the window could not generate (no free stream row): the file keeps its
-paint and prompt, and :meth:`Palette.brushes_for_semdraw` (so ``semdraw-render``) leaves it out, as the
-window's image did. The window tries every brush again when it opens a palette.
-
-Paths (mask PNGs, the background image) are relative to the JSON file. Writing is atomic: masks go to
-fresh files first, then the JSON replaces the old one in one rename, so a crash leaves the old palette
-or the new one, never a mix. The window edits a :class:`Palette`; :meth:`Palette.brushes_for_semdraw`
-and :meth:`Palette.background_for_semdraw` turn it into the library's request objects.
+Palette files of semdraw's first release (``"format": 1``: a JSON document beside a ``<stem>.masks/``
+folder of PNGs, brush colours, a background image path) are migrated on read (:func:`load_palette`);
+writing always gives the current format. Writing is atomic (a temporary file renamed over the old one),
+so a crash leaves the old palette or the new one, never a mix. Overlay colours are the window's own and
+are not stored: a brush is shown in the colour its prompt names (:func:`overlay_color`).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from semdraw import Background, Brush
-from semdraw.api import BackgroundSpec, BrushSpec, Composition
+from semdraw.api import MAX_JSON_BYTES, Composition, ContractError
 from semdraw.errors import SemdrawError
 from semdraw.limits import check_canvas
 
-FORMAT = 1
+LEGACY_FORMAT = 1  # palette files of the first release: JSON + a folder of mask PNGs
 
 # Distinct, readable overlay colours (RGB) for brushes 1-9.
 BRUSH_COLORS: tuple[tuple[int, int, int], ...] = (
@@ -90,187 +87,137 @@ def place(array: np.ndarray, height: int, width: int, anchor: str = "center", sc
     return out
 
 
-@dataclass
-class PaletteBrush:
-    """One brush of a palette; ``mask`` is an HxW uint8 array (255 = painted) at the palette's size."""
-
-    name: str
-    color: tuple[int, int, int]
-    mask: np.ndarray
-    prompt: str = ""
-    negative_prompt: str = ""
-    alpha: float = 1.0
-    blur: float = 0.0
-    strength: float = 1.0
-    enabled: bool = True  # False: left out of generation (the stream had no row for it when last shown)
-
-    def to_brush(self) -> Brush:
-        return Brush(self.prompt, self.mask, negative_prompt=self.negative_prompt, mask_strength=self.alpha,
-                     mask_std=self.blur, prompt_strength=self.strength, name=self.name)  # fmt: skip
-
-    @property
-    def active(self) -> bool:
-        """A brush takes part in generation once it has a prompt and some paint."""
-        return bool(self.prompt.strip()) and bool(self.mask.any())
+def brush_colors(composition: Composition) -> dict[str, tuple[int, int, int]]:
+    """Each brush's overlay colour (the colour its prompt names, else a distinct one by paint order)."""
+    return {b.name: overlay_color(b.prompt, i) for i, b in enumerate(composition.brushes)}
 
 
-@dataclass
-class Palette:
-    height: int
-    width: int
-    seed: int = 0
-    background_prompt: str = ""
-    background_negative_prompt: str = ""
-    background_image: str | None = None  # a path (absolute, or relative to the palette file when loaded)
-    brushes: dict[str, PaletteBrush] = field(default_factory=dict)
-    background_data: bytes | None = field(default=None, repr=False)  # an image not yet in a file (a composition's)
-    # set by placed(): (anchor, scale, drawn height, drawn width), so the background image is placed alike
-    placement: tuple[str, bool, int, int] | None = field(default=None, repr=False)
+def placed(composition: Composition, height: int, width: int, anchor: str = "center",
+           scale: bool = False) -> Composition:  # fmt: skip
+    """The same drawing on a ``height`` x ``width`` canvas (:func:`place`): every mask keeps its shape, and a
+    background image is placed as it lay under them (the canvas around it white)."""
+    from PIL import Image
 
-    def brush(self, name: str) -> PaletteBrush:
-        """The brush called ``name``, created empty (with the next overlay colour) if new."""
-        if name not in self.brushes:
-            color = BRUSH_COLORS[len(self.brushes) % len(BRUSH_COLORS)]
-            self.brushes[name] = PaletteBrush(name, color, np.zeros((self.height, self.width), np.uint8))
-        return self.brushes[name]
+    bg = composition.background
+    if bg.image is not None:
+        with Image.open(io.BytesIO(bg.image)) as img:
+            drawn = np.asarray(img.convert("RGB").resize((composition.width, composition.height),
+                                                         Image.Resampling.BILINEAR))  # fmt: skip
+        out = io.BytesIO()
+        Image.fromarray(place(drawn, height, width, anchor, scale, fill=255)).save(out, format="PNG")
+        bg = replace(bg, image=out.getvalue())
+    brushes = tuple(replace(b, mask=place(b.mask, height, width, anchor, scale)) for b in composition.brushes)
+    return replace(composition, height=height, width=width, brushes=brushes, background=bg).check()
 
-    def placed(self, height: int, width: int, anchor: str = "center", scale: bool = False) -> Palette:
-        """The same drawing on a ``height`` x ``width`` canvas (:func:`place`): every mask keeps its shape;
-        the canvas around it holds the background."""
-        out = Palette(height, width, self.seed, self.background_prompt, self.background_negative_prompt,
-                      self.background_image, background_data=self.background_data)  # fmt: skip
-        for name, b in self.brushes.items():
-            out.brushes[name] = PaletteBrush(b.name, b.color, place(b.mask, height, width, anchor, scale), b.prompt,
-                                             b.negative_prompt, b.alpha, b.blur, b.strength, b.enabled)  # fmt: skip
-        out.placement = (anchor, scale, self.height, self.width)
-        return out
 
-    # ------------------------------------------------------------------ the request contract
-    def to_composition(self) -> Composition:
-        """The palette as the library's request contract (overlay colours are the window's own: dropped;
-        a background image file is read into the composition's bytes)."""
-        image = Path(self.background_image).read_bytes() if self.background_image else self.background_data
-        brushes = tuple(BrushSpec(b.name, b.prompt, b.mask.copy(), b.negative_prompt, float(b.alpha), float(b.blur),
-                                  float(b.strength), bool(b.enabled)) for b in self.brushes.values())  # fmt: skip
-        return Composition(self.height, self.width, brushes,
-                           BackgroundSpec(self.background_prompt, self.background_negative_prompt, image),
-                           int(self.seed)).check()  # fmt: skip
+# ------------------------------------------------------------------------------------------ files
+def save_palette(composition: Composition, path: str | Path) -> Path:
+    """Write ``composition`` to ``path`` as a palette file (atomically); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = composition.check().to_json()
+    _atomic_write(path, lambda f: f.write((text + "\n").encode()))
+    return path
 
-    @staticmethod
-    def from_composition(composition: Composition) -> Palette:
-        """A palette for the window from a composition (its background image kept as bytes until saved)."""
-        composition.check()
-        bg = composition.background
-        pal = Palette(composition.height, composition.width, composition.seed, bg.prompt, bg.negative_prompt,
-                      background_data=bg.image)  # fmt: skip
-        for i, b in enumerate(composition.brushes):
-            pal.brushes[b.name] = PaletteBrush(b.name, overlay_color(b.prompt, i), b.mask.copy(), b.prompt,
-                                               b.negative_prompt, b.alpha, b.blur, b.strength, b.enabled)  # fmt: skip
-        return pal
 
-    def brushes_for_semdraw(self) -> list[Brush]:
-        return [b.to_brush() for b in self.brushes.values() if b.active and b.enabled]
+def load_palette(path: str | Path) -> Composition:
+    """A palette file (or any composition JSON) as a composition; a first-release palette is migrated.
+    Every failure is one :class:`PaletteError` that names the file."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise PaletteError(f"{path} is over the {MAX_JSON_BYTES >> 20} MiB limit of a palette")
+        text = path.read_bytes()
+    except OSError as err:
+        raise PaletteError(f"cannot read palette {path}: {err.strerror}") from err
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise PaletteError(f"{path} is not a palette (invalid JSON: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(doc, dict):
+        raise PaletteError(f"{path} is not a palette: its JSON is a {type(doc).__name__}, not an object with "
+                           "height, width and brushes")  # fmt: skip
+    try:
+        if _is_legacy(doc):
+            return _migrate_legacy(doc, path)
+        return Composition.from_json(text)
+    except ContractError as err:
+        raise PaletteError(f"{path} is not a valid palette: {err}") from None
 
-    def background_for_semdraw(self) -> Background:
-        image = None
-        if self.background_image or self.background_data:
-            import io
 
-            from PIL import Image
+def _is_legacy(doc: dict) -> bool:
+    """A first-release palette: brush colours, or masks and a background image named by file (a file name
+    has a dot; base64 has none)."""
+    if doc.get("format", LEGACY_FORMAT) != LEGACY_FORMAT:
+        return False
+    brushes = doc.get("brushes")
+    named = [b for b in brushes if isinstance(b, dict)] if isinstance(brushes, list) else []
+    bg = doc.get("background")
+    image = bg.get("image") if isinstance(bg, dict) else None
+    return any("color" in b or (isinstance(b.get("mask"), str) and "." in b["mask"]) for b in named) or (
+        isinstance(image, str) and "." in image
+    )
 
-            source = self.background_image or io.BytesIO(self.background_data)
-            try:
-                image = Image.open(source).convert("RGB")
-            except OSError as err:
-                raise PaletteError(f"cannot read the background image {self.background_image or '(bytes)'}: {err}") from err
-            if self.placement is not None:  # as it was drawn under the masks, then placed as they are
-                anchor, scale, drawn_h, drawn_w = self.placement
-                drawn = np.asarray(image.resize((drawn_w, drawn_h), Image.Resampling.BILINEAR))
-                image = place(drawn, self.height, self.width, anchor, scale, fill=255)
-        return Background(prompt=self.background_prompt, image=image,
-                          negative_prompt=self.background_negative_prompt)  # fmt: skip
 
-    # ------------------------------------------------------------------ files
-    def save(self, path: str | Path) -> Path:
-        """Write the palette atomically: ``path`` (JSON) and ``<stem>.masks/<name>.png``."""
-        from PIL import Image
+def _migrate_legacy(doc: dict, path: Path) -> Composition:
+    """A first-release palette (JSON + mask PNGs + an image path) read into a composition. Masks of another
+    size but the same shape are resized to the canvas, as that release did."""
+    from PIL import Image
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mask_dir = path.parent / f"{path.stem}.masks"
-        mask_dir.mkdir(exist_ok=True)
-        brushes = []
-        for b in self.brushes.values():
-            png = mask_dir / f"{_safe(b.name)}.png"
-            _atomic_write(png, lambda f, b=b: Image.fromarray(b.mask).save(f, format="PNG"))
-            entry = {k: v for k, v in asdict(b).items() if k != "mask"}
-            entry["color"] = list(b.color)
-            entry["mask"] = png.relative_to(path.parent).as_posix()
-            brushes.append(entry)
-        image = self.background_image
-        if image is None and self.background_data is not None:  # a composition's image becomes a file beside it
-            image = str(path.parent / f"{path.stem}.background")
-            _atomic_write(Path(image), lambda f: f.write(self.background_data))
-        if image is not None:
-            image = os.path.relpath(Path(image).resolve(), path.parent.resolve())
-        doc = {"format": FORMAT, "height": self.height, "width": self.width, "seed": self.seed,
-               "background": {"prompt": self.background_prompt, "negative_prompt": self.background_negative_prompt,
-                              "image": image},
-               "brushes": brushes}  # fmt: skip
-        _atomic_write(path, lambda f: f.write((json.dumps(doc, indent=2) + "\n").encode()))
-        return path
+    def fail(why: str) -> PaletteError:
+        return PaletteError(f"{path} is not a valid palette: {why}")
 
-    @staticmethod
-    def load(path: str | Path) -> Palette:
-        """Read a palette; masks of another size are resized to the palette's canvas."""
-        from PIL import Image
-
-        path = Path(path)
+    try:
+        height, width = int(doc["height"]), int(doc["width"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise fail(f"height and width must be whole numbers ({type(err).__name__}: {err})") from None
+    try:
+        check_canvas(height, width)  # before any mask is decoded: a huge palette fails in milliseconds
+    except SemdrawError as err:
+        raise PaletteError(f"{path}: {err}") from None
+    bg = doc.get("background") or {}
+    if not isinstance(bg, dict):
+        raise fail("background must be an object")
+    image = None
+    if bg.get("image"):
+        image_file = path.parent / str(bg["image"])
         try:
-            doc = json.loads(path.read_text())
+            image = image_file.read_bytes()
         except OSError as err:
-            raise PaletteError(f"cannot read palette {path}: {err.strerror}") from err
-        except json.JSONDecodeError as err:
-            raise PaletteError(f"{path} is not a palette (invalid JSON: {err})") from err
-        if not isinstance(doc, dict):
-            raise PaletteError(f"{path} is not a palette: its JSON is a {type(doc).__name__}, not an object with "
-                               "height, width and brushes")  # fmt: skip
+            raise PaletteError(f"{path}: cannot read the background image {image_file}: {err.strerror}") from None
+    data: dict[str, Any] = {"height": height, "width": width, "seed": doc.get("seed", 0), "brushes": [],
+                            "background": {"prompt": bg.get("prompt", ""), "negative_prompt": bg.get("negative_prompt", ""),
+                                           "image": None if image is None else base64.b64encode(image).decode()}}  # fmt: skip
+    entries = doc.get("brushes", [])
+    if not isinstance(entries, list):
+        raise fail("brushes must be a list")
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("mask"), str):
+            raise fail("each brush is an object with a mask file")
+        mask_file = path.parent / entry["mask"]
         try:
-            if doc.get("format", FORMAT) > FORMAT:
-                raise PaletteError(f"{path} has palette format {doc['format']}; this semdraw reads {FORMAT}")
-            height, width = int(doc["height"]), int(doc["width"])
-            try:
-                check_canvas(height, width)  # before any mask is decoded: a huge palette fails in milliseconds
-            except SemdrawError as err:
-                raise PaletteError(f"{path}: {err}") from None
-            bg = doc.get("background") or {}
-            image = bg.get("image")
-            pal = Palette(height, width, int(doc.get("seed", 0)), bg.get("prompt", ""), bg.get("negative_prompt", ""),
-                          str(path.parent / image) if image else None)  # fmt: skip
-            for entry in doc.get("brushes", []):
-                mask_file = path.parent / entry["mask"]
-                try:
-                    img = Image.open(mask_file).convert("L")
-                except OSError as err:
-                    raise PaletteError(f"{path}: cannot read mask {mask_file}: {err}") from err
-                if img.size != (width, height):
-                    w, h = img.size
+            with Image.open(mask_file) as img:
+                if img.width * img.height > 4 * height * width:
+                    raise fail(f"mask {mask_file.name} is {img.width}x{img.height}, far larger than the canvas")
+                mask = img.convert("L")
+                if mask.size != (width, height):
+                    w, h = mask.size
                     if abs(h * width - w * height) > 0.01 * h * width:
                         raise PaletteError(f"{path}: mask {mask_file.name} is {w}x{h}, the canvas {width}x{height} "
                                            "(another shape): repaint it or fix the file")  # fmt: skip
-                    img = img.resize((width, height), Image.Resampling.BILINEAR)
-                name = str(entry["name"])
-                pal.brushes[name] = PaletteBrush(
-                    name, tuple(int(c) for c in entry.get("color", BRUSH_COLORS[len(pal.brushes) % 9])),
-                    np.asarray(img, np.uint8).copy(), entry.get("prompt", ""), entry.get("negative_prompt", ""),
-                    float(entry.get("alpha", 1.0)), float(entry.get("blur", 0.0)), float(entry.get("strength", 1.0)),
-                    bool(entry.get("enabled", True)),
-                )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as err:
-            if isinstance(err, PaletteError):
-                raise
-            raise PaletteError(f"{path} is not a valid palette: {type(err).__name__}: {err}") from err
-        return pal
+                    mask = mask.resize((width, height), Image.Resampling.BILINEAR)
+                png = io.BytesIO()
+                mask.save(png, format="PNG")
+        except PaletteError:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise PaletteError(f"{path}: cannot read mask {mask_file}: {err}") from None
+        brush = {k: v for k, v in entry.items() if k not in ("color", "mask")}
+        brush["name"] = str(brush.get("name", len(data["brushes"]) + 1))
+        brush.setdefault("prompt", "")
+        brush["mask"] = base64.b64encode(png.getvalue()).decode()
+        data["brushes"].append(brush)
+    return Composition.from_dict(data)
 
 
 def _safe(name: str) -> str:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
+from semdraw.api import Composition, StreamConfig
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
+from semdraw.stream_sync import StreamSync
 from semdraw.tools import canvas_side, fps_arg, frames_arg, seed_arg, steps_arg
 
-from .palette import ANCHORS, Palette, _umask
+from .palette import ANCHORS, _umask, load_palette, placed
 
 log = logging.getLogger("semdraw.viewer")
 
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with another canvas size: scale the drawing by one factor (the largest that fits, aspect "
                         "kept) instead of keeping its size")
     p.add_argument("--seed", type=seed_arg, default=None, help="noise seed (default: the palette's)")
-    p.add_argument("--steps", type=steps_arg, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--steps", type=steps_arg, default=None, help="sampling steps (default: the palette's options, else the model's)")
     p.add_argument("--frames", type=frames_arg, default=None, help="stream this many frames into a video")
     p.add_argument("--fps", type=fps_arg, default=8.0, help="video frame rate (default 8)")
     p.add_argument("--seed-step", type=seed_arg, default=0,
@@ -51,30 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_request(path: Path) -> Palette:
-    """A palette file, or a composition JSON (``semdraw.Composition.to_json()``) as one."""
-    from semdraw.api import MAX_JSON_BYTES, Composition
-
-    try:
-        text = path.read_bytes()
-        doc = json.loads(text) if len(text) <= MAX_JSON_BYTES else None
-    except OSError as err:
-        raise SemdrawError(f"cannot read {path}: {err.strerror}") from None
-    except ValueError:
-        doc = None  # Palette.load says what is wrong with it
-    brushes = doc.get("brushes") if isinstance(doc, dict) else None
-    inline = isinstance(brushes, list) and brushes and all(
-        isinstance(b, dict) and "color" not in b and not str(b.get("mask", "")).lower().endswith(".png") for b in brushes
-    )  # fmt: skip
-    if inline:  # masks inside the file: a composition (semdraw.Composition.to_json())
-        return Palette.from_composition(Composition.from_json(text))
-    return Palette.load(path)
-
-
 def render(args: argparse.Namespace) -> Path:
     import semdraw
 
-    palette = load_request(args.palette)
+    composition = load_palette(args.palette)
     suffix = args.out.suffix.lower()
     video = args.frames is not None
     if video and suffix not in VIDEO_SUFFIXES:
@@ -83,25 +65,27 @@ def render(args: argparse.Namespace) -> Path:
         raise SemdrawError(f"name the output {'/'.join(IMAGE_SUFFIXES)} (or pass --frames N for a video)")
     if video and args.frames < 1:
         raise SemdrawError(f"--frames must be >= 1, got {args.frames}")
-    brushes = palette.brushes_for_semdraw()
+    height, width = args.height or composition.height, args.width or composition.width
+    if (height, width) != (composition.height, composition.width):
+        composition = placed(composition, height, width, args.anchor, args.scale)
+    if args.seed is not None:
+        composition = replace(composition, seed=args.seed)
+    if args.steps is not None:
+        composition = replace(composition, sampling=replace(composition.sampling, steps=args.steps, timesteps=None))
+    brushes = composition.brushes_for_semdraw()
     if not brushes:
         log.warning("the palette has no brush with both a prompt and paint: only the background is rendered")
-    height, width = args.height or palette.height, args.width or palette.width
-    if (height, width) != (palette.height, palette.width):
-        palette = palette.placed(height, width, args.anchor, args.scale)
-        brushes = palette.brushes_for_semdraw()
-    seed = palette.seed if args.seed is None else args.seed
     semdraw.loading.check_canvas(args.model, height, width)  # before any weights load
     model = semdraw.load_model(args.model)
-    background = palette.background_for_semdraw()
+    background = composition.background_for_semdraw()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.stem}.", suffix=suffix)[1])
     try:
         if video:
-            _write_video(model, brushes, background, height, width, seed, args, tmp)
+            _write_video(model, composition, args, tmp)
         else:
-            image = semdraw.generate(model, brushes, background=background, height=height, width=width, seed=seed,
-                                     steps=args.steps, progress=True)  # fmt: skip
+            image = semdraw.generate(model, brushes, background=background, height=height, width=width,
+                                     seed=composition.seed, progress=True, **composition.sampling.options())  # fmt: skip
             image.save(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, args.out)  # nothing half-written is ever left under the output name
@@ -111,20 +95,19 @@ def render(args: argparse.Namespace) -> Path:
     return args.out
 
 
-def _write_video(model, brushes, background, height, width, seed, args, path: Path) -> None:
+def _write_video(model, composition: Composition, args: argparse.Namespace, path: Path) -> None:
     import cv2
     from tqdm.auto import tqdm
 
     import semdraw
 
     # seed_step 0 (default): every frame the same noise, so a still palette is a still video
-    stream = semdraw.Stream(model, height=height, width=width, layers=max(1, len(brushes)) + bool(background.prompt),
-                            steps=args.steps, seed=seed, seed_step=args.seed_step)  # fmt: skip
-    for i, b in enumerate(brushes):
-        stream.set_brush(i, b)
-    stream.set_background(background)
+    rows = len(composition.brushes_for_semdraw()) + bool(composition.background.prompt)
+    config = StreamConfig(layers=max(1, rows), seed_step=args.seed_step).check()
+    stream = semdraw.Stream(model, **config.stream_options(composition))
+    StreamSync(stream).apply(composition)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[path.suffix.lower()]), args.fps,
-                             (width, height))  # fmt: skip
+                             (composition.width, composition.height))  # fmt: skip
     if not writer.isOpened():
         raise SemdrawError(f"OpenCV cannot write {path.suffix} video here; try .avi")
     try:

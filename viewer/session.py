@@ -1,7 +1,10 @@
-"""What the window drives, without the window: a palette being edited, a stream, and a frame thread.
+"""What the window drives, without the window: a composition under edit, a stream, and a frame thread.
 
 The window (``live.py``) only turns mouse, keys and trackbars into calls on :class:`LiveSession` and
-shows what it returns; everything here runs (and is tested) without a display.
+shows what it returns; everything here runs (and is tested) without a display. The session's state is a
+:class:`semdraw.Composition` changed only by the core's edits (``semdraw.edits``); which brush takes
+which stream row, what is refused and what the prompt encoder said are the core's
+(:class:`semdraw.StreamSync`), the same for every client.
 """
 
 from __future__ import annotations
@@ -9,18 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from semdraw import Stream
-from semdraw.errors import PromptWarning, SemdrawError
+from semdraw.api import BrushSpec, Composition, ContractError
+from semdraw.edits import Edit, SetBackground, SetBrush, SetMask, SetSeed, Stroke, UpdateBrush, apply
+from semdraw.errors import SemdrawError
 from semdraw.masks import alpha_for_steps, steps_on
+from semdraw.stream_sync import StreamSync
 
-from .palette import Palette, PaletteBrush, overlay_color, unique_path
+from .palette import overlay_color, save_palette, unique_path
 from .panel import PanelBrush, PanelState
 
 log = logging.getLogger("semdraw.viewer")
@@ -102,47 +106,57 @@ class FrameThread:
 
 
 class LiveSession:
-    """A palette under edit, mirrored into a stream: brushes with a prompt and paint occupy stream slots."""
+    """A composition under edit, mirrored into a stream: brushes with a prompt and paint occupy stream rows."""
 
-    def __init__(self, stream: Stream, palette: Palette, save_dir: Path, palette_path: Path | None = None) -> None:
+    def __init__(self, stream: Stream, composition: Composition | None, save_dir: Path,
+                 palette_path: Path | None = None) -> None:  # fmt: skip
         self.stream = stream
-        self.palette = palette
+        self.composition = (composition or Composition(stream.height, stream.width)).check()
+        self.sync = StreamSync(stream)
         self.save_dir = Path(save_dir)
         self.palette_path = palette_path or self.save_dir / "palette.json"
         self.current = "1"
-        self.size = max(1, min(palette.height, palette.width) // 16)
+        self.size = max(1, min(self.composition.height, self.composition.width) // 16)
         self.text: TextEntry | None = None
         self.message = ""
-        self._slots: dict[str, int] = {}  # brush name -> stream slot
-        self._notes: dict[str, tuple[str, list[str]]] = {}  # brush name -> (prompt, its prompt warnings)
-        self._dirty: set[str] = set()
+        self._said = ""  # the last message the stream's state gave (refusals, prompt warnings)
         self._last_point: tuple[int, int] | None = None
         self._undo: list[tuple[str, np.ndarray]] = []  # (brush, its mask before the edit), newest last
         self._redo: list[tuple[str, np.ndarray]] = []
-        palette.brush(self.current)
-        self.stream.set_seed(palette.seed)
-        self.apply_background()
-        for name in list(palette.brushes):
-            self._dirty.add(name)
+        self.select(self.current)
         self.flush_edits()
 
-    # ------------------------------------------------------------------ painting
-    @property
-    def brush(self) -> PaletteBrush:
-        return self.palette.brush(self.current)
+    # ------------------------------------------------------------------ the composition
+    def edit(self, edit: Edit) -> bool:
+        """Apply ``edit`` to the composition (the stream follows at the next :meth:`flush_edits`); a refused
+        edit leaves everything as it was and says why in the message."""
+        try:
+            self.composition = apply(self.composition, edit)
+        except ContractError as err:
+            self.message = str(err)
+            return False
+        return True
 
+    @property
+    def brush(self) -> BrushSpec:
+        return self.brush_named(self.current)
+
+    def brush_named(self, name: str) -> BrushSpec:
+        return next(b for b in self.composition.brushes if b.name == name)
+
+    @property
+    def colors(self) -> dict[str, tuple[int, int, int]]:
+        return {b.name: overlay_color(b.prompt, i) for i, b in enumerate(self.composition.brushes)}
+
+    # ------------------------------------------------------------------ painting
     def paint(self, x: int, y: int, *, erase: bool = False, stroke_start: bool = False) -> None:
         """A stroke segment to canvas pixel (x, y) with the current size (erase: the current brush only)."""
-        import cv2
-
-        value = 0 if erase else 255
         if stroke_start or self._last_point is None:  # a new stroke: one undo step
             self._remember(self.current)
         start = (x, y) if stroke_start or self._last_point is None else self._last_point
-        cv2.line(self.brush.mask, start, (x, y), value, thickness=2 * self.size - 1 if self.size > 1 else 1)
-        cv2.circle(self.brush.mask, (x, y), self.size - 1, value, thickness=-1)
+        # a round pen of diameter 2·size - 1 pixels: size 1 paints single pixels
+        self.edit(Stroke(self.current, (start, (x, y)), radius=self.size - 0.5, erase=erase))
         self._last_point = (x, y)
-        self._dirty.add(self.current)
 
     def end_stroke(self) -> None:
         self._last_point = None
@@ -151,18 +165,20 @@ class LiveSession:
         self.size = int(np.clip(self.size + delta, MIN_SIZE, MAX_SIZE))
 
     def select(self, name: str) -> None:
+        """Make ``name`` the current brush (an empty one is added to the composition if new)."""
         self.current = name
-        self.palette.brush(name)
+        if all(b.name != name for b in self.composition.brushes):
+            empty = np.zeros((self.composition.height, self.composition.width), np.uint8)
+            self.edit(SetBrush(BrushSpec(name, "", empty)))
         self._last_point = None
 
     def clear(self) -> None:
         self._remember(self.current)
-        self.brush.mask[:] = 0
-        self._dirty.add(self.current)
+        self.edit(SetMask(self.current, np.zeros_like(self.brush.mask)))
 
     # ------------------------------------------------------------------ undo / redo (strokes, erases, clears)
     def _remember(self, name: str) -> None:
-        self._undo.append((name, self.palette.brush(name).mask.copy()))
+        self._undo.append((name, self.brush_named(name).mask))  # masks are never changed in place: no copy
         self._redo.clear()
         while sum(m.nbytes for _, m in self._undo) > UNDO_BYTES and len(self._undo) > 1:
             self._undo.pop(0)
@@ -178,20 +194,16 @@ class LiveSession:
             self.message = empty
             return
         name, mask = source.pop()
-        brush = self.palette.brush(name)
-        target.append((name, brush.mask.copy()))
-        brush.mask[:] = mask  # in place: the window and the palette share this array
+        target.append((name, self.brush_named(name).mask))
+        self.edit(SetMask(name, mask))
         self._last_point = None
-        self._dirty.add(name)
         self.message = ""
 
     def set_params(self, *, alpha: float | None = None, blur: float | None = None,
                    strength: float | None = None) -> None:  # fmt: skip
-        b = self.brush
-        b.alpha = b.alpha if alpha is None else float(alpha)
-        b.blur = b.blur if blur is None else float(blur)
-        b.strength = b.strength if strength is None else float(strength)
-        self._dirty.add(self.current)
+        self.edit(UpdateBrush(self.current, alpha=None if alpha is None else float(alpha),
+                              blur=None if blur is None else float(blur),
+                              strength=None if strength is None else float(strength)))  # fmt: skip
 
     def alpha_steps(self, alpha: float) -> int:
         """How many of the stream's steps a brush of strength ``alpha`` takes part in (the alpha slider)."""
@@ -202,9 +214,9 @@ class LiveSession:
         return alpha_for_steps(on, self.stream.sched.noise_level.cpu())
 
     def set_seed(self, seed: int) -> None:
-        self.palette.seed = int(seed)
-        self.stream.set_seed(int(seed))
-        self.message = f"seed {int(seed)}"
+        if self.edit(SetSeed(int(seed))):
+            self.flush_edits()
+            self.message = f"seed {int(seed)}"
 
     def random_seed(self) -> int:
         seed = int(np.random.default_rng().integers(0, 2**31 - 1))
@@ -214,7 +226,7 @@ class LiveSession:
     # ------------------------------------------------------------------ typing
     def begin_text(self, field: str) -> None:
         current = {"prompt": self.brush.prompt, "negative_prompt": self.brush.negative_prompt,
-                   "background": self.palette.background_prompt, "seed": str(self.palette.seed)}[field]  # fmt: skip
+                   "background": self.composition.background.prompt, "seed": str(self.composition.seed)}[field]  # fmt: skip
         self.text = TextEntry(field, current)
 
     def commit_text(self) -> None:
@@ -232,92 +244,57 @@ class LiveSession:
                 return
             self.set_seed(seed)
         elif entry.field == "background":
-            before = self.palette.background_prompt
-            self.palette.background_prompt = entry.text.strip()
-            if not self.apply_background():  # refused (no free row): the palette keeps what the stream shows
-                self.palette.background_prompt = before
+            self.edit(SetBackground(replace(self.composition.background, prompt=entry.text.strip())))
+            self.flush_edits()
         else:
-            setattr(self.brush, entry.field, entry.text.strip())
-            if entry.field == "prompt":  # the overlay shows the colour the prompt names
-                self.brush.color = overlay_color(self.brush.prompt, list(self.palette.brushes).index(self.current))
-            self._dirty.add(self.current)
+            self.edit(UpdateBrush(self.current, **{entry.field: entry.text.strip()}))
+            self.flush_edits()
 
     # ------------------------------------------------------------------ into the stream
-    def apply_background(self) -> bool:
-        """Hand the palette's background to the stream; False (and the reason in the message) if refused."""
-        try:
-            notes = _prompt_warnings(self.stream.set_background, self.palette.background_for_semdraw())
-            self.message = "; ".join(f"background: {n}" for n in notes)
-            return True
-        except SemdrawError as err:
-            if not self.palette.background_prompt or len(self._slots) < self.stream.layers:
-                self.message = str(err)
-                return False
-            rows = len(self._slots) + 1
-            self.message = (f"background prompt not used: its row and {len(self._slots)} brushes need {rows} prompt "
-                            f"rows, the stream has {self.stream.layers}; clear a brush (c) or restart with "
-                            f"--layers {rows}")  # fmt: skip
-            return False
-
     def flush_edits(self) -> None:
-        """Push edited brushes into the stream (called once per window tick, not per mouse event).
+        """Make the stream generate the composition (called once per window tick, not per mouse event).
 
-        A brush that finds no free row is kept in the palette but marked ``enabled = False`` (so a written
-        palette renders as the window's image), and all such brushes are named together in the message with
-        the --layers that fits them all; they are tried again whenever a row frees up. Prompt warnings
-        (unknown words, truncation) go to the message too."""
-        dirty, self._dirty = self._dirty, set()
-        refused: list[str] = []
-        freed = False
-        for name in sorted(dirty):
-            b = self.palette.brushes.get(name)
-            try:
-                if b is None or not b.active:
-                    slot = self._slots.pop(name, None)
-                    if slot is not None:
-                        self.stream.remove_brush(slot)
-                        freed = True
-                    continue
-                slot = self._slots.get(name)
-                if slot is None:
-                    free = sorted(set(range(self.stream.layers)) - set(self._slots.values()))
-                    if not free or len(self._slots) >= self.stream.capacity:
-                        b.enabled = False
-                        refused.append(name)
-                        continue
-                    slot = free[0]
-                warned = _prompt_warnings(self.stream.set_brush, slot, b.to_brush())
-                if warned or self._notes.get(name, ("", []))[0] != b.prompt:  # encoded once: keep what it said
-                    self._notes[name] = (b.prompt, warned)
-                self._slots[name] = slot
-                b.enabled = True
-                self.message = ""
-            except SemdrawError as err:
-                self._slots.pop(name, None)
-                b.enabled = False
-                self.message = str(err)
-        if freed:  # a row came free: the brushes waiting for one are tried at the next tick
-            self._dirty |= {n for n, b in self.palette.brushes.items() if b.active and not b.enabled}
-        notes = [f"brush {n}: {w}" for n, (_, said) in sorted(self._notes.items()) if n in self._slots for w in said]
-        if notes and not self.message:  # standing prompt warnings, while no newer message says more
-            self.message = "; ".join(notes)
-        if refused:
-            rows = sum(b.active for b in self.palette.brushes.values()) + int(bool(self.palette.background_prompt))
-            which = "brush " + refused[0] if len(refused) == 1 else "brushes " + ", ".join(refused)
-            self.message = (f"{which} not generated: the stream has {self.stream.layers} prompt rows"
-                            f"{' (one is the background prompt)' if self.palette.background_prompt else ''}; "
-                            f"restart with --layers {rows} for all of them")  # fmt: skip
+        The core decides the rows (:class:`semdraw.StreamSync`): a brush that finds no free row stays in the
+        composition, is shown as refused and written disabled (so a written palette renders as the window's
+        image), and takes a row as soon as one frees up. Refusals and prompt warnings go to the message."""
+        if self.sync.applied is self.composition:
+            return
+        try:
+            self.sync.apply(self.composition)
+        except SemdrawError as err:  # e.g. a background image the stream cannot read: keep what it showed
+            self.message = str(err)
+            if self.sync.applied is not None:
+                self.composition = replace(self.composition, background=self.sync.applied.background)
+            return
+        said = "; ".join(self.sync.messages())
+        if self.sync.assignment.refused:  # the window's own words for the fix
+            said += f" (restart with --layers {self.sync.assignment.needed})"
+        if said != self._said:
+            if said or self.message == self._said:  # a newer message stays until the stream says something
+                self.message = said
+            self._said = said
+
+    @property
+    def refused(self) -> set[str]:
+        return set(self.sync.assignment.refused) | set(self.sync.failed)
 
     def panel_state(self, fps: float) -> PanelState:
-        """What the side panel shows (every brush, its settings and stream slot; seed, steps, fps, model)."""
+        """What the side panel shows (every brush, its settings and stream row; seed, steps, fps, model)."""
+        colors, rows, refused = self.colors, self.sync.assignment.rows, self.refused
         brushes = tuple(
-            PanelBrush(name, b.color, b.prompt, b.negative_prompt, b.alpha, b.blur, b.strength, self._slots.get(name),
-                       refused=not b.enabled, painted=bool(b.mask.any()), on_steps=self.alpha_steps(b.alpha))
-            for name, b in sorted(self.palette.brushes.items())
+            PanelBrush(b.name, colors[b.name], b.prompt, b.negative_prompt, b.alpha, b.blur, b.strength,
+                       rows.get(b.name), refused=b.name in refused, painted=bool(b.mask.any()),
+                       on_steps=self.alpha_steps(b.alpha))
+            for b in sorted(self.composition.brushes, key=lambda b: b.name)
         )  # fmt: skip
-        return PanelState(self.stream.prompts.name, self.palette.seed, self.stream.steps, fps, self.stream.layers,
-                          self.current, brushes, self.palette.background_prompt, self.stream.idle,
+        return PanelState(self.stream.prompts.name, self.composition.seed, self.stream.steps, fps, self.stream.layers,
+                          self.current, brushes, self.composition.background.prompt, self.stream.idle,
                           tuple(sorted(self.stream.prompts.vocabulary or ())))  # fmt: skip
+
+    def shown(self) -> Composition:
+        """The composition as the stream shows it: refused brushes disabled (what the palette file holds)."""
+        self.flush_edits()
+        return self.sync.shown() if self.sync.applied is self.composition else self.composition
 
     # ------------------------------------------------------------------ files
     def save_frame(self, frame: np.ndarray | None) -> Path | None:
@@ -340,7 +317,7 @@ class LiveSession:
     def write_palette(self) -> Path | None:
         """Writes the palette (atomically); a failure is a status message, the drawing is untouched."""
         try:
-            path = self.palette.save(self.palette_path)
+            path = save_palette(self.shown(), self.palette_path)
         except OSError as err:
             return self._write_failed("the palette", err)
         self.message = f"palette written to {path}"
@@ -352,19 +329,3 @@ class LiveSession:
         self.message = f"could not save {what} to {where}: {err.strerror or err} (nothing lost: fix it and retry)"
         log.error("%s", self.message)
         return None
-
-
-def _prompt_warnings(call: Callable[..., object], *args: object) -> list[str]:
-    """Run ``call``, returning the short form of the prompt warnings it raised (also logged for the
-    terminal); other warnings pass through as usual."""
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always", PromptWarning)
-        call(*args)
-    notes = []
-    for w in seen:
-        if isinstance(w.message, PromptWarning):
-            log.warning("%s", w.message)
-            notes.append(w.message.short)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return notes
