@@ -1,0 +1,86 @@
+"""The Ray Serve application: one deployment whose replicas each own a GPU's painters.
+
+Each replica holds one :class:`~semdraw.serve.replica.Replica` (a ``StreamHost`` over one set of
+networks and its tick loop). A painter is one WebSocket connection at ``/ws``, pinned to its replica
+for the connection's life (Serve keeps a socket on the replica that accepted it); ``max_ongoing_requests``
+is the painters per replica, so a full pool is refused at the handshake and clients retry with backoff.
+``GET /`` serves the page, ``GET /healthz`` the replicas, painters and rows per second. Replicas are
+restarted by Serve when their health check raises (networks that keep failing), and tell their clients to
+reconnect elsewhere when stopped gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any
+
+log = logging.getLogger("semdraw.serve")
+
+APP_NAME = "semdraw"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``semdraw-serve`` deploys (every field has the command's default)."""
+
+    model: str = "toy"
+    engines: str | None = None
+    backend: str = "auto"
+    device: str | None = None
+    height: int | None = None
+    width: int | None = None
+    token: str = ""
+    replicas: int = 1
+    max_replicas: int | None = None  # autoscaling on open painters, from `replicas` up to this
+    painters_per_replica: int = 8
+    capacity_rows: int | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Serve's options for the deployment: painters per replica, queueing, scaling, resources."""
+        options: dict[str, Any] = {
+            "max_ongoing_requests": self.painters_per_replica + 2,  # + room for /healthz and the page
+            "max_queued_requests": 2,  # beyond this a handshake is refused (503): the client backs off
+            "health_check_period_s": 2.0,
+            "health_check_timeout_s": 30.0,
+            "graceful_shutdown_timeout_s": 5.0,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+        }
+        if self.max_replicas is not None and self.max_replicas > self.replicas:
+            options["autoscaling_config"] = {"min_replicas": self.replicas, "max_replicas": self.max_replicas,
+                                             "target_ongoing_requests": max(1, self.painters_per_replica // 2)}  # fmt: skip
+        else:
+            options["num_replicas"] = self.replicas
+        return options
+
+
+def open_host(options: ServeOptions):
+    import semdraw
+    from semdraw.host import StreamHost
+
+    if options.engines:
+        source: Any = options.engines
+    else:
+        source = semdraw.load_model(options.model, device=options.device)
+    return StreamHost(source, height=options.height, width=options.width, capacity_rows=options.capacity_rows,
+                      backend=options.backend, device=options.device)  # fmt: skip
+
+
+def page() -> str:
+    return resources.files("semdraw.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def build_app(options: ServeOptions):
+    """The Serve application (``serve.run(build_app(options))``; config files use :func:`app_builder`)."""
+    from .deployment import Painters
+
+    return Painters.options(**options.deployment_options()).bind(asdict(options))
+
+
+def app_builder(args: dict[str, Any]):
+    """For ``serve deploy`` / ``serve run`` config files: ``import_path: semdraw.serve.app:app_builder``
+    with ``args`` holding :class:`ServeOptions` fields."""
+    return build_app(ServeOptions(**args))

@@ -1,0 +1,107 @@
+"""`semdraw-serve`: serve the painting page and painters' WebSockets from a local Ray instance or a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from semdraw.choices import BACKENDS
+from semdraw.errors import SemdrawError
+from semdraw.loading import MODEL_HELP
+from semdraw.quiet import quiet_libraries
+from semdraw.tools import canvas_side
+
+from .app import APP_NAME, ServeOptions, build_app
+
+log = logging.getLogger("semdraw.serve")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="semdraw-serve",
+        description="Serve semdraw to painters over the network (Ray Serve): a browser page at / and one "
+        "WebSocket per painter at /ws (docs/protocol.md). With no arguments: the embedded toy model on the "
+        "CPU, one replica on a local Ray instance, at http://127.0.0.1:8000/. Ctrl-C stops it.",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default="toy", help=MODEL_HELP)
+    src.add_argument("--engines", type=Path, default=None, help="an engine set folder from build-engines")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="how the networks run (default auto)")
+    p.add_argument("--height", type=canvas_side, default=None, help="the canvas every painter shares (default: native)")
+    p.add_argument("--width", type=canvas_side, default=None, help="the canvas every painter shares (default: native)")
+    p.add_argument("--replicas", type=_positive, default=1, help="replicas (one host each; one per GPU) (default 1)")
+    p.add_argument("--max-replicas", type=_positive, default=None,
+                   help="autoscale on open painters from --replicas up to this many")
+    p.add_argument("--painters-per-replica", type=_positive, default=8,
+                   help="WebSockets (painters) one replica takes; more are refused and retry (default 8)")
+    p.add_argument("--capacity-rows", type=_positive, default=None,
+                   help="the most denoiser rows of one call on a replica (default: unbounded)")
+    p.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs each replica asks Ray for (default 0)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="the HTTP port (default 8000)")
+    p.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of "
+                   "starting a local instance")  # fmt: skip
+    p.add_argument("--token", default=None, help="the token painters must present (default: $SEMDRAW_TOKEN, else a "
+                   "new random one, printed in the URL)")  # fmt: skip
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_libraries()
+    args = _parser().parse_args(argv)
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        log.error("semdraw-serve needs Ray Serve: pip install -e '.[serve]'")
+        return 2
+    token = args.token or os.environ.get("SEMDRAW_TOKEN") or secrets.token_urlsafe(18)
+    options = ServeOptions(model=args.model, engines=str(args.engines) if args.engines else None, backend=args.backend,
+                           height=args.height, width=args.width, token=token, replicas=args.replicas,
+                           max_replicas=args.max_replicas, painters_per_replica=args.painters_per_replica,
+                           capacity_rows=args.capacity_rows, num_gpus=args.gpus_per_replica)  # fmt: skip
+    if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
+        import semdraw
+
+        try:
+            semdraw.loading.check_canvas(args.model, args.height, args.width)
+        except SemdrawError as err:
+            log.error("semdraw-serve: %s", err)
+            return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        ray.init(address=args.address, namespace="semdraw", include_dashboard=False, logging_level=logging.WARNING)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(options), name=APP_NAME, route_prefix="/")
+        log.info("semdraw-serve: open http://%s:%d/?token=%s  (Ctrl-C stops)", args.host, args.port, token)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, ConnectionError, ValueError) as err:
+        log.error("semdraw-serve: %s", str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
+        return 2
+    finally:
+        if ray.is_initialized():
+            log.info("semdraw-serve: stopping")
+            serve.shutdown()
+            ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

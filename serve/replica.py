@@ -1,0 +1,375 @@
+"""One replica's painters: a host over one set of networks, the sessions it paints, and one tick loop.
+
+A :class:`Replica` is what one Serve replica (one GPU) holds; it knows WebSockets only as objects with
+``send_text``/``send_bytes``/``receive``/``close`` (Starlette's), and the session store only as an
+object whose methods return awaitables, so it runs (and is tested) with or without Ray. Per tick, every
+painter's live rows go through one denoiser call (``StreamHost.tick``), in a thread of its own; frames
+are encoded once per session and format and handed to each client's :class:`Outbox`, where the latest
+frame wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from semdraw.api import Composition, ContractError
+from semdraw.edits import apply, edit_from_dict
+from semdraw.errors import SemdrawError
+from semdraw.host import HostFullError, Painter, StreamHost
+from semdraw.stream_sync import StreamSync
+
+from .protocol import (
+    MAX_IN_FLIGHT,
+    Close,
+    Hello,
+    ProtocolError,
+    encode_image,
+    message,
+    pack_frame,
+    parse,
+    read_edit,
+)
+
+log = logging.getLogger("semdraw.serve")
+
+HELLO_TIMEOUT_S = 10.0
+STATUS_EVERY_S = 1.0
+IDLE_SLEEP_S = 0.02  # a tick loop with nothing to run waits this long instead of spinning
+
+
+class Outbox:
+    """What one client is sent: control messages in order, and at most one waiting frame (the newest
+    replaces an unsent one); frames wait while MAX_IN_FLIGHT are unacknowledged (latest-frame-wins
+    backpressure: a slow client gets fewer frames, never a growing queue)."""
+
+    def __init__(self) -> None:
+        self.control: collections.deque[str] = collections.deque()
+        self.frame: bytes | None = None
+        self.in_flight = 0
+        self.dropped = 0
+        self.wake = asyncio.Event()
+
+    def say(self, text: str) -> None:
+        self.control.append(text)
+        self.wake.set()
+
+    def offer(self, frame: bytes) -> None:
+        if self.frame is not None:
+            self.dropped += 1
+        self.frame = frame
+        self.wake.set()
+
+    def acked(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self.wake.set()
+
+    async def pump(self, ws: Any) -> None:
+        """Send until cancelled (or the socket fails)."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.control:
+                await ws.send_text(self.control.popleft())
+            if self.frame is not None and self.in_flight < MAX_IN_FLIGHT:
+                frame, self.frame = self.frame, None
+                self.in_flight += 1
+                await ws.send_bytes(frame)
+
+
+@dataclass
+class Client:
+    id: str
+    fmt: str
+    outbox: Outbox = field(default_factory=Outbox)
+
+
+@dataclass
+class LocalSession:
+    """A session painted on this replica: its painter, the composition after edit ``seq`` as replayed from
+    the store, and the clients connected here."""
+
+    id: str
+    painter: Painter
+    sync: StreamSync
+    composition: Composition
+    seq: int
+    clients: dict[str, Client] = field(default_factory=dict)
+    frames: int = 0
+    seq_at_tick: collections.deque = field(default_factory=collections.deque)  # seq when each image entered
+    last_frame: np.ndarray | None = None
+    follower: asyncio.Task | None = None
+
+
+class Replica:
+    """The painters of one replica. ``store``: the session store (an actor handle's methods, or any object
+    with the same async methods); ``token``: what a client's hello must carry."""
+
+    def __init__(self, host: StreamHost, store: Any, token: str, name: str = "replica") -> None:
+        self.host, self.store, self.token, self.name = host, store, token, name
+        self.sessions: dict[str, LocalSession] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.failures = 0  # consecutive failed ticks: the health check reports them
+        self.error: str | None = None
+        self.rows_per_second = 0.0
+        self.closing = False
+        self._ids = itertools.count()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ the tick loop (its own thread)
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="semdraw-ticks", daemon=True)
+        self._thread.start()
+        self._status = self.loop.create_task(self._report())
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._status is not None:
+            self._status.cancel()
+
+    def healthy(self) -> str | None:
+        """None if the networks run; else why not (the Serve health check raises it: the replica restarts)."""
+        return self.error if self.failures >= 3 else None
+
+    def _run(self) -> None:
+        window: collections.deque = collections.deque(maxlen=50)
+        while not self._stop.is_set():
+            if not self.host.painters:
+                time.sleep(IDLE_SLEEP_S)
+                continue
+            started = time.perf_counter()
+            try:
+                frames = self.host.tick()
+            except Exception as err:  # noqa: BLE001 - the networks failed: said in health, retried
+                self.failures += 1
+                self.error = f"{type(err).__name__}: {err}"
+                log.exception("a tick failed")
+                time.sleep(0.5)
+                continue
+            self.failures, self.error = 0, None
+            window.append((time.perf_counter(), self.host.rows_last_tick))
+            span = window[-1][0] - window[0][0]
+            self.rows_per_second = sum(r for _, r in window) / span if span > 0 else 0.0
+            for session in list(self.sessions.values()):
+                self._deliver(session, frames.get(session.painter.id))
+            if self.host.rows_last_tick == 0:
+                time.sleep(max(0.0, IDLE_SLEEP_S - (time.perf_counter() - started)))
+
+    def _deliver(self, session: LocalSession, frame: np.ndarray | None) -> None:
+        """A tick's frame to the session's clients: encoded once per format; the same picture again (an
+        idle painter) is not sent."""
+        ring = session.seq_at_tick
+        ring.append(session.seq)
+        while len(ring) > session.painter.stream.steps:
+            ring.popleft()
+        if frame is None or (session.last_frame is not None and np.array_equal(frame, session.last_frame)):
+            return
+        session.last_frame = frame.copy()
+        session.frames += 1
+        reflects = ring[0] if session.painter.stream.idle is False else session.seq
+        encoded: dict[str, bytes] = {}
+        for client in list(session.clients.values()):
+            if client.fmt not in encoded:
+                encoded[client.fmt] = pack_frame(session.frames, reflects, encode_image(frame, client.fmt), client.fmt)
+            self.loop.call_soon_threadsafe(client.outbox.offer, encoded[client.fmt])
+
+    async def _report(self) -> None:
+        """Each session's status (rows, refusals, prompt warnings) to its clients, and a heartbeat to the
+        store, once a second."""
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            for s in list(self.sessions.values()):
+                status = message("status", painters=len(self.host.painters), clients=len(s.clients),
+                                 rows=s.sync.assignment.rows, refused=sorted(s.sync.assignment.refused),
+                                 messages=s.sync.messages(), frames=s.frames,
+                                 rows_per_second=round(self.rows_per_second, 1))  # fmt: skip
+                for c in list(s.clients.values()):
+                    c.outbox.say(status)
+            with contextlib.suppress(Exception):
+                await self.store.report.remote(self.name, self.health())
+
+    def health(self) -> dict[str, Any]:
+        return {"painters": len(self.host.painters), "sessions": len(self.sessions),
+                "clients": sum(len(s.clients) for s in self.sessions.values()),
+                "rows_per_second": round(self.rows_per_second, 1), "capacity_rows": self.host.capacity_rows,
+                "rows_in_use": self.host.rows_in_use, "error": self.healthy()}  # fmt: skip
+
+    # ------------------------------------------------------------------ one client (one socket)
+    async def serve(self, ws: Any) -> None:
+        """A client's whole connection: handshake, then its edits and acknowledgements until it closes."""
+        await ws.accept()
+        if self.closing:
+            return await _refuse(ws, Close.UNAVAILABLE, "this replica is shutting down: reconnect")
+        try:
+            hello = Hello.from_message(parse(await asyncio.wait_for(_receive_text(ws), HELLO_TIMEOUT_S)))
+        except (TimeoutError, ProtocolError, ContractError) as err:
+            reason = "no hello within 10 s" if isinstance(err, TimeoutError) else str(err)
+            return await _refuse(ws, Close.BAD_HELLO, reason)
+        except _Disconnected:
+            return None
+        if not _same(hello.token, self.token):
+            return await _refuse(ws, Close.UNAUTHORIZED, "wrong or missing server token")
+        if (hello.composition.height, hello.composition.width) != (self.host.height, self.host.width):
+            return await _refuse(ws, Close.BAD_HELLO, f"this server paints {self.host.height}x{self.host.width} "
+                                 f"canvases, the composition is {hello.composition.height}x{hello.composition.width}")  # fmt: skip
+        try:
+            opened = await self.store.open.remote(hello.composition.to_json(), hello.session, hello.session_token)
+        except Exception as err:  # noqa: BLE001 - the store's refusal (Ray wraps it): its one line
+            return await _refuse(ws, Close.UNAUTHORIZED, _reason(err))
+        client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format)
+        try:
+            session = await self._session(opened, hello)
+        except HostFullError as err:
+            return await _refuse(ws, Close.FULL, str(err))
+        except SemdrawError as err:
+            return await _refuse(ws, Close.BAD_HELLO, str(err))
+        session.clients[client.id] = client
+        sender = asyncio.create_task(client.outbox.pump(ws))
+        client.outbox.say(message("welcome", protocol=1, session=opened["session"], session_token=opened["token"],
+                                  client=client.id, replica=self.name, seq=session.seq,
+                                  composition=session.composition.to_dict(), canvas=[self.host.height, self.host.width],
+                                  layers=session.painter.stream.layers, steps=session.painter.stream.steps))  # fmt: skip
+        try:
+            await self._receive(ws, session, client)
+        finally:
+            sender.cancel()
+            session.clients.pop(client.id, None)
+            if not session.clients:
+                self._close_session(session)
+
+    async def _session(self, opened: dict[str, Any], hello: Hello) -> LocalSession:
+        """The local painter of a session (joined on the host the first time a client of it comes here)."""
+        sid = opened["session"]
+        if sid in self.sessions:
+            return self.sessions[sid]
+        composition = Composition.from_json(opened["composition"])
+        options = {k: v for k, v in hello.stream.stream_options(composition).items() if k not in ("height", "width")}
+        painter = self.host.join(f"{sid}@{next(self._ids)}", **options)
+        session = LocalSession(sid, painter, StreamSync(painter.stream), composition, opened["seq"])
+        await asyncio.to_thread(session.sync.apply, composition)
+        self.sessions[sid] = session
+        session.follower = asyncio.create_task(self._follow(session))
+        return session
+
+    def _close_session(self, session: LocalSession) -> None:
+        self.sessions.pop(session.id, None)
+        if session.follower is not None:
+            session.follower.cancel()
+        with contextlib.suppress(SemdrawError):
+            self.host.leave(session.painter)
+
+    async def _receive(self, ws: Any, session: LocalSession, client: Client) -> None:
+        while True:
+            try:
+                text = await _receive_text(ws)
+                msg = parse(text)
+            except _Disconnected:
+                return
+            except ProtocolError as err:
+                return await _refuse(ws, Close.BAD_MESSAGE, str(err))
+            kind = msg["type"]
+            if kind == "ack":
+                client.outbox.acked()
+            elif kind == "edit":
+                try:
+                    yours, edit = read_edit(msg)
+                except ContractError as err:
+                    client.outbox.say(message("refused", yours=msg.get("seq"), message=str(err)))
+                    continue
+                data = msg["edit"]
+                try:
+                    await self.store.submit.remote(session.id, data, f"{client.id}#{yours}")
+                except Exception as err:  # noqa: BLE001 - the edit does not apply (Ray wraps the contract error)
+                    client.outbox.say(message("refused", yours=yours, message=_reason(err)))
+                del edit
+            else:
+                client.outbox.say(message("error", message=f"unknown message type {kind!r}"))
+
+    async def _follow(self, session: LocalSession) -> None:
+        """Replay the session's edits, in the store's order, into this replica's painter, and tell each
+        client here what it did not make (its own edits are acknowledged with their place in the order)."""
+        while True:
+            try:
+                news = await self.store.since.remote(session.id, session.seq, 5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the store restarts (Ray restarts it): ask again shortly
+                log.warning("session store unreachable; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if "composition" in news:
+                session.composition, session.seq = Composition.from_json(news["composition"]), news["seq"]
+                text = message("composition", seq=session.seq, composition=session.composition.to_dict())
+                for c in list(session.clients.values()):
+                    c.outbox.say(text)
+            for seq, data, author in news.get("edits", []):
+                if data is None:  # a whole composition (a resync): fetched as such next time
+                    session.seq = seq - 1
+                    break
+                session.composition = apply(session.composition, edit_from_dict(data))
+                session.seq = seq
+                who, _, yours = author.partition("#")
+                for c in list(session.clients.values()):
+                    c.outbox.say(message("ack", seq=seq, yours=int(yours)) if c.id == who
+                                 else message("edit", seq=seq, edit=data))  # fmt: skip
+            try:
+                await asyncio.to_thread(session.sync.apply, session.composition)
+            except SemdrawError as err:
+                for c in list(session.clients.values()):
+                    c.outbox.say(message("error", message=str(err)))
+
+    async def shutdown(self) -> None:
+        """A graceful stop: every client is told to reconnect elsewhere, then closed with 1001."""
+        self.closing = True
+        for s in list(self.sessions.values()):
+            for c in list(s.clients.values()):
+                c.outbox.say(message("reconnect", reason="this replica is shutting down"))
+        await asyncio.sleep(0.3)  # the outboxes send it
+        self.stop()
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _receive_text(ws: Any) -> str:
+    """The next text message (binary messages are not part of the client's side of the protocol)."""
+    msg = await ws.receive()
+    if msg["type"] == "websocket.disconnect":
+        raise _Disconnected
+    if msg.get("text") is None:
+        raise ProtocolError("clients send text messages only")
+    return msg["text"]
+
+
+async def _refuse(ws: Any, code: int, reason: str) -> None:
+    """Tell the client why (an error message it can show), then close with ``code``."""
+    with contextlib.suppress(Exception):
+        await ws.send_text(message("error", code=code, message=reason))
+        await ws.close(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
+
+
+def _same(a: str, b: str) -> bool:
+    import secrets
+
+    return secrets.compare_digest(a.encode(), b.encode())
+
+
+def _reason(err: BaseException) -> str:
+    """The one line a wrapped remote error carries (Ray puts the original exception in ``cause``)."""
+    cause = getattr(err, "cause", None) or err
+    return str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
