@@ -16,11 +16,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from semdraw.api import MAX_JSON_BYTES, Composition, ContractError, StreamConfig
+from semdraw.api import Composition, ContractError, StreamConfig
 from semdraw.edits import Edit, edit_from_dict, edit_to_dict
 
 PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = MAX_JSON_BYTES  # the largest text message a server reads (a composition with its masks)
+MAX_MESSAGE_BYTES = 16 << 20  # the largest message: uvicorn's own WebSocket limit under Serve (16 MiB)
 FRAME_HEADER = struct.Struct("<4sIIB3x")  # magic, frame number, edit seq, format; little-endian, 16 bytes
 FRAME_MAGIC = b"SDFR"
 FORMATS = {"jpeg": 0, "png": 1}

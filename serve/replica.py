@@ -15,6 +15,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class LocalSession:
     sync: StreamSync
     composition: Composition
     seq: int
+    applied: int | None = None  # the seq whose composition the stream has (None: not yet ready)
     clients: dict[str, Client] = field(default_factory=dict)
     frames: int = 0
     seq_at_tick: collections.deque = field(default_factory=collections.deque)  # seq when each image entered
@@ -152,6 +154,7 @@ class Replica:
                 time.sleep(IDLE_SLEEP_S)
                 continue
             started = time.perf_counter()
+            entering = {sid: s.applied for sid, s in list(self.sessions.items())}  # what this tick's images see
             try:
                 frames = self.host.tick()
             except Exception as err:  # noqa: BLE001 - the networks failed: said in health, retried
@@ -164,23 +167,31 @@ class Replica:
             window.append((time.perf_counter(), self.host.rows_last_tick))
             span = window[-1][0] - window[0][0]
             self.rows_per_second = sum(r for _, r in window) / span if span > 0 else 0.0
-            for session in list(self.sessions.values()):
-                self._deliver(session, frames.get(session.painter.id))
+            for sid, session in list(self.sessions.items()):
+                self._deliver(session, frames.get(session.painter.id), entering.get(sid))
             if self.host.rows_last_tick == 0:
                 time.sleep(max(0.0, IDLE_SLEEP_S - (time.perf_counter() - started)))
 
-    def _deliver(self, session: LocalSession, frame: np.ndarray | None) -> None:
-        """A tick's frame to the session's clients: encoded once per format; the same picture again (an
-        idle painter) is not sent."""
+    def _deliver(self, session: LocalSession, frame: np.ndarray | None, entered: int | None) -> None:
+        """A tick's frame to the session's clients, once every image in the pipeline entered after the
+        session's composition reached the stream; encoded once per format; the same picture again (an idle
+        painter) is not sent. The frame carries the seq of the edits it wholly reflects: the seq applied
+        when its image entered the pipeline ``steps`` ticks ago."""
         ring = session.seq_at_tick
-        ring.append(session.seq)
-        while len(ring) > session.painter.stream.steps:
+        if entered is None:  # the composition is not in the stream yet: these images are not the painter's
+            ring.clear()
+            return
+        ring.append(entered)
+        steps = session.painter.stream.steps
+        while len(ring) > steps:
             ring.popleft()
-        if frame is None or (session.last_frame is not None and np.array_equal(frame, session.last_frame)):
+        if frame is None or len(ring) < steps:
+            return
+        if session.last_frame is not None and np.array_equal(frame, session.last_frame):
             return
         session.last_frame = frame.copy()
         session.frames += 1
-        reflects = ring[0] if session.painter.stream.idle is False else session.seq
+        reflects = ring[0]
         encoded: dict[str, bytes] = {}
         for client in list(session.clients.values()):
             if client.fmt not in encoded:
@@ -206,7 +217,7 @@ class Replica:
         return {"painters": len(self.host.painters), "sessions": len(self.sessions),
                 "clients": sum(len(s.clients) for s in self.sessions.values()),
                 "rows_per_second": round(self.rows_per_second, 1), "capacity_rows": self.host.capacity_rows,
-                "rows_in_use": self.host.rows_in_use, "error": self.healthy()}  # fmt: skip
+                "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid()}  # fmt: skip
 
     # ------------------------------------------------------------------ one client (one socket)
     async def serve(self, ws: Any) -> None:
@@ -260,8 +271,9 @@ class Replica:
         options = {k: v for k, v in hello.stream.stream_options(composition).items() if k not in ("height", "width")}
         painter = self.host.join(f"{sid}@{next(self._ids)}", **options)
         session = LocalSession(sid, painter, StreamSync(painter.stream), composition, opened["seq"])
-        await asyncio.to_thread(session.sync.apply, composition)
         self.sessions[sid] = session
+        await asyncio.to_thread(session.sync.apply, composition)
+        session.applied = opened["seq"]
         session.follower = asyncio.create_task(self._follow(session))
         return session
 
@@ -327,7 +339,9 @@ class Replica:
                     c.outbox.say(message("ack", seq=seq, yours=int(yours)) if c.id == who
                                  else message("edit", seq=seq, edit=data))  # fmt: skip
             try:
+                seq = session.seq
                 await asyncio.to_thread(session.sync.apply, session.composition)
+                session.applied = seq
             except SemdrawError as err:
                 for c in list(session.clients.values()):
                     c.outbox.say(message("error", message=str(err)))

@@ -1,0 +1,222 @@
+"""semdraw-serve on a real local Ray Serve instance, with real WebSockets (oracle 8): a served painter gets
+the frames of an in-process Stream of the same composition; two clients share a canvas; bad handshakes
+and a full host are refused with a reason; a killed replica's painter reconnects and its frames resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="semdraw-serve needs ray[serve]: pip install -e '.[serve]'")
+websockets = pytest.importorskip("websockets")
+
+import semdraw  # noqa: E402
+from semdraw.api import BackgroundSpec, BrushSpec, Composition, StreamConfig  # noqa: E402
+from semdraw.edits import SetSeed, Stroke, UpdateBrush, apply  # noqa: E402
+from semdraw.serve.client import PainterClient  # noqa: E402
+from semdraw.serve.protocol import Close, Hello, parse  # noqa: E402
+
+TOKEN = "test-token-0123456789"
+SIDE = 128  # the toy's native canvas
+CONFIG = StreamConfig(layers=3, seed_step=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A local Ray instance (its token under a temporary HOME) serving the toy from two replicas."""
+    from ray import serve
+
+    from semdraw.serve.app import APP_NAME, ServeOptions, build_app
+
+    home, saved = tmp_path_factory.mktemp("home"), os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    port = _free_port()
+    try:
+        ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR",
+                 log_to_driver=False)  # fmt: skip
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        options = ServeOptions(token=TOKEN, replicas=2, painters_per_replica=4, capacity_rows=24, num_cpus=0.5)
+        serve.run(build_app(options), name=APP_NAME, route_prefix="/")
+        yield f"127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved
+
+
+def scene(seed: int = 4) -> Composition:
+    sky = np.zeros((SIDE, SIDE), np.uint8)
+    sky[: SIDE // 2] = 255
+    disc = np.zeros((SIDE, SIDE), np.uint8)
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    disc[(yy - 90) ** 2 + (xx - 64) ** 2 < 20**2] = 255
+    return Composition(SIDE, SIDE, (BrushSpec("sky", "blue sky", sky), BrushSpec("sun", "a red circle", disc)),
+                       BackgroundSpec("green grass"), seed=seed).check()  # fmt: skip
+
+
+def in_process(toy, composition: Composition) -> np.ndarray:
+    """The frame an in-process Stream shows for ``composition`` once its pipeline holds only it."""
+    stream = semdraw.Stream(toy, **CONFIG.stream_options(composition))
+    semdraw.StreamSync(stream).apply(composition)
+    stream.flush()
+    return stream()
+
+
+async def settled(client: PainterClient, timeout: float = 60.0) -> np.ndarray:
+    """The first frame made wholly after every edit the client has seen (its seq), no edit pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        f = client.frame
+        if f is not None and not client.pending and f.seq >= client.seq:
+            return f.image
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no settled frame: seq {client.seq}, frame {client.frame and client.frame.seq}, "
+                         f"pending {list(client.pending)}, errors {client.errors}")  # fmt: skip
+
+
+async def edit(client: PainterClient, e) -> None:
+    await client.edit(e)
+
+
+def run(coroutine, timeout: float = 240.0):
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+def test_a_served_painter_gets_the_frames_of_an_in_process_stream(server, toy):
+    async def go():
+        client = PainterClient(f"ws://{server}/ws", TOKEN, scene(), CONFIG)
+        task = asyncio.create_task(client.run())
+        await client.wait_connected()
+        first = await settled(client)
+        await edit(client, Stroke("sun", ((20.0, 20.0), (60.0, 30.0)), 8.0))
+        await edit(client, UpdateBrush("sky", prompt="white snow"))
+        second = await settled(client)
+        for _ in range(100):  # a status comes once a second
+            if client.status.get("rows") == {"sky": 0, "sun": 1}:
+                break
+            await asyncio.sleep(0.1)
+        status = client.status
+        await client.close()
+        await task
+        return client, first, second, status
+
+    client, first, second, status = run(go())
+    assert np.abs(first.astype(int) - in_process(toy, scene()).astype(int)).max() <= 1  # PNG frames: exact pixels
+    painted = apply(apply(scene(), Stroke("sun", ((20.0, 20.0), (60.0, 30.0)), 8.0)),
+                    UpdateBrush("sky", prompt="white snow"))  # fmt: skip
+    assert client.composition == painted and client.seq == 2
+    assert np.abs(second.astype(int) - in_process(toy, painted).astype(int)).max() <= 1
+    assert status.get("rows") == {"sky": 0, "sun": 1} and status.get("refused") == []
+
+
+def test_two_clients_share_a_canvas_and_converge(server, toy):
+    async def go():
+        a = PainterClient(f"ws://{server}/ws", TOKEN, scene(7), CONFIG)
+        ta = asyncio.create_task(a.run())
+        await a.wait_connected()
+        b = PainterClient(f"ws://{server}/ws", TOKEN, Composition(SIDE, SIDE), CONFIG, session=a.session,
+                          session_token=a.session_token)  # fmt: skip
+        tb = asyncio.create_task(b.run())
+        await b.wait_connected()
+        assert b.composition == a.composition  # the joiner takes the session's composition
+        await asyncio.gather(edit(a, Stroke("sky", ((0.0, 100.0), (127.0, 100.0)), 5.0)),
+                             edit(b, Stroke("sun", ((100.0, 20.0),), 12.0)), edit(b, SetSeed(11)))  # fmt: skip
+        for _ in range(100):  # each has heard of the other's edits
+            if a.seq == b.seq == 3:
+                break
+            await asyncio.sleep(0.05)
+        fa, fb = await settled(a), await settled(b)
+        await a.close()
+        await b.close()
+        await asyncio.gather(ta, tb)
+        return a, b, fa, fb
+
+    a, b, fa, fb = run(go())
+    assert a.composition == b.composition and a.seq == b.seq == 3 and a.composition.seed == 11
+    assert np.abs(fa.astype(int) - fb.astype(int)).max() <= 1
+    assert np.abs(fa.astype(int) - in_process(toy, a.composition).astype(int)).max() <= 1
+
+
+def test_bad_handshakes_and_a_full_host_are_refused_with_a_reason(server):
+    async def attempt(hello_text: str) -> tuple[int | None, str]:
+        async with websockets.connect(f"ws://{server}/ws") as ws:
+            await ws.send(hello_text)
+            said = ""
+            try:
+                async for data in ws:
+                    if isinstance(data, str) and parse(data)["type"] == "error":
+                        said = parse(data)["message"]
+            except websockets.exceptions.ConnectionClosed:
+                pass
+            return ws.close_code, said
+
+    hello = json.loads(Hello(TOKEN, scene(), CONFIG).to_json())
+    cases = [({**hello, "token": "nope"}, Close.UNAUTHORIZED, "token"),
+             ({**hello, "protocol": 99}, Close.BAD_HELLO, "protocol 1"),
+             ({**hello, "composition": Composition(64, 64).to_dict()}, Close.BAD_HELLO, "128x128"),
+             ({**hello, "session": "made-up", "session_token": "short"}, Close.UNAUTHORIZED, "unknown session"),
+             ({**hello, "stream": {"layers": 16}}, Close.FULL, "full")]  # 32 rows > the host's 24  # fmt: skip
+    for doc, code, says in cases:
+        got, said = run(attempt(json.dumps(doc)), 60)
+        assert got == code and says in said, (doc.get("stream"), got, said)
+    got, said = run(attempt("not json"), 60)
+    assert got == Close.BAD_HELLO and "JSON" in said
+
+    async def refused_client():
+        client = PainterClient(f"ws://{server}/ws", "wrong", scene(), CONFIG)
+        await client.run()  # returns: a wrong token is not retried
+        return client
+
+    assert "4001" in run(refused_client(), 60).refused
+    health = json.loads(urllib.request.urlopen(f"http://{server}/healthz", timeout=30).read())
+    assert health["canvas"] == [SIDE, SIDE] and health["replicas"] >= 1 and "rows_per_second" in health
+
+
+def test_a_killed_replica_loses_no_painting(server, toy):
+    """Kill the painter's replica process mid-stroke: the client reconnects by itself (to another replica or
+    the restarted one), re-sends its composition and its unacknowledged edits, and the frames resume as
+    the in-process stream of that composition makes them."""
+
+    async def go():
+        client = PainterClient(f"ws://{server}/ws", TOKEN, scene(5), CONFIG, backoff_s=0.1)
+        task = asyncio.create_task(client.run())
+        await client.wait_connected()
+        await settled(client)
+        await asyncio.sleep(1.5)  # every replica has reported (pid included) to the session store
+        health = json.loads(urllib.request.urlopen(f"http://{server}/healthz", timeout=30).read())
+        before = client.connections
+        await edit(client, Stroke("sun", ((30.0, 30.0), (50.0, 40.0)), 6.0))
+        os.kill(health["by_replica"][client.replica]["pid"], signal.SIGKILL)
+        await edit(client, Stroke("sun", ((50.0, 40.0), (70.0, 50.0)), 6.0))  # mid-stroke, the replica gone
+        deadline = time.monotonic() + 90
+        while client.connections == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert client.connections > before, client.errors
+        frame = await settled(client, 120)
+        await client.close()
+        await task
+        return client, frame
+
+    client, frame = run(go(), 300)
+    stroke = apply(apply(scene(5), Stroke("sun", ((30.0, 30.0), (50.0, 40.0)), 6.0)),
+                   Stroke("sun", ((50.0, 40.0), (70.0, 50.0)), 6.0))  # fmt: skip
+    assert client.composition == stroke
+    assert np.abs(frame.astype(int) - in_process(toy, stroke).astype(int)).max() <= 1
+

@@ -1,0 +1,124 @@
+"""semdraw-serve without Ray: the protocol values, the session order, the outbox's backpressure (fuzzed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from semdraw.api import BrushSpec, Composition, ContractError, StreamConfig
+from semdraw.edits import SetSeed, Stroke, edit_to_dict
+from semdraw.serve.protocol import (
+    FRAME_HEADER,
+    MAX_IN_FLIGHT,
+    Hello,
+    ProtocolError,
+    pack_frame,
+    parse,
+    read_edit,
+    unpack_frame,
+)
+from semdraw.serve.replica import Outbox
+from semdraw.serve.sessions import SessionDenied, SessionTable
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def composition() -> Composition:
+    m = np.zeros((8, 8), np.uint8)
+    m[:4] = 255
+    return Composition(8, 8, (BrushSpec("sky", "blue sky", m),), seed=2)
+
+
+def test_frames_and_hellos_round_trip_and_say_what_is_wrong():
+    data = pack_frame(7, 3, b"\x89PNG...", "png")
+    assert len(data) == FRAME_HEADER.size + 7 and unpack_frame(data) == (7, 3, "png", b"\x89PNG...")
+    hello = Hello("t", composition(), StreamConfig(layers=2, seed_step=0), "s", "k", "png")
+    assert Hello.from_message(parse(hello.to_json())) == hello
+    for spoil, says in (({"protocol": 2}, "protocol 1"), ({"frame_format": "gif"}, "frame_format"),
+                        ({"token": 5}, "token must be text"), ({"composition": {"height": 8}}, "missing")):  # fmt: skip
+        with pytest.raises(ContractError, match=says):
+            Hello.from_message({**json.loads(hello.to_json()), **spoil})
+    with pytest.raises(ProtocolError, match="bad magic"):
+        unpack_frame(b"XXXX" + data[4:])
+    with pytest.raises(ProtocolError, match="seq"):
+        read_edit({"type": "edit", "seq": -1, "edit": edit_to_dict(SetSeed(1))})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["type", "protocol", "token", "composition", "stream", "seq", "edit", "frame_format", "x"]), inner, max_size=5),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@FAST
+@given(st.binary(max_size=200) | JSON.map(lambda v: json.dumps(v).encode()))
+def test_any_client_message_is_read_or_refused_with_the_contract_error(data):
+    """What a server reads from a client (fuzzed): the only exception that escapes is ContractError (of
+    which ProtocolError is one), so a bad client is answered, never a crashed handler."""
+    with contextlib.suppress(ContractError):
+        message = parse(data)
+        with contextlib.suppress(ContractError):
+            Hello.from_message(message)
+        read_edit(message)
+
+
+def test_a_session_orders_edits_once_and_lagging_readers_catch_up_or_take_the_composition():
+    table = SessionTable()
+    opened = table.open(composition().to_json())
+    sid, token = opened["session"], opened["token"]
+    log = table.get(sid)
+    stroke = edit_to_dict(Stroke("sky", ((1.0, 6.0),), 1.0))
+    assert [log.submit(stroke, "a#1"), log.submit(edit_to_dict(SetSeed(9)), "b#1")] == [1, 2]
+    assert [e[0] for e in log.since(0)] == [1, 2] and log.since(2) == []
+    with pytest.raises(ContractError):
+        log.submit({"edit": "remove_brush", "name": "nope"}, "a#2")
+    assert log.seq == 2 and log.composition.seed == 9  # a refused edit takes no place in the order
+    joined = table.open(composition().to_json(), sid, token)  # a joiner gets the session's composition, not its own
+    assert Composition.from_json(joined["composition"]) == log.composition and joined["seq"] == 2
+    with pytest.raises(SessionDenied, match="wrong session token"):
+        table.open(composition().to_json(), sid, "x" * 24)
+    restored = SessionTable().open(composition().to_json(), sid, token)  # a lost store: restored from the client
+    assert restored["session"] == sid and Composition.from_json(restored["composition"]) == composition()
+    with pytest.raises(SessionDenied):
+        SessionTable().open(composition().to_json(), sid, "short")
+    log.edits.clear()
+    log.seq += 5
+    assert log.since(1) is None  # edits no longer kept: the reader takes the composition
+
+
+def test_an_outbox_keeps_only_the_newest_frame_and_waits_for_acknowledgements():
+    class Socket:
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        async def send_text(self, text: str) -> None:
+            self.sent.append(text)
+
+        async def send_bytes(self, data: bytes) -> None:
+            self.sent.append(data)
+
+    async def run() -> list:
+        box, ws = Outbox(), Socket()
+        pump = asyncio.create_task(box.pump(ws))
+        for i in range(10):  # a client that never acknowledges: two frames go out, the rest wait or are dropped
+            box.offer(bytes([i]))
+            await asyncio.sleep(0)
+        box.say("status")
+        await asyncio.sleep(0.01)
+        assert [m for m in ws.sent if isinstance(m, bytes)] == [b"\x00", b"\x01"][:MAX_IN_FLIGHT]
+        assert box.frame == b"\x09" and box.dropped == 7 and "status" in ws.sent
+        box.acked()
+        await asyncio.sleep(0.01)
+        pump.cancel()
+        return ws.sent
+
+    sent = asyncio.run(run())
+    assert sent[-1] == b"\x09"  # after an acknowledgement, the newest frame, never the stale ones
