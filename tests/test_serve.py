@@ -220,3 +220,57 @@ def test_a_killed_replica_loses_no_painting(server, toy):
     assert client.composition == stroke
     assert np.abs(frame.astype(int) - in_process(toy, stroke).astype(int)).max() <= 1
 
+
+
+def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():
+    """serve/config.example.yaml is what `serve deploy` reads: Ray's own schema accepts it, and its args
+    build the application (on the toy here; sd15 needs its weights)."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from semdraw.serve.app import ServeOptions, app_builder
+
+    doc = yaml.safe_load((Path(__file__).parents[1] / "serve" / "config.example.yaml").read_text())
+    ServeDeploySchema.model_validate(doc)
+    (spec,) = doc["applications"]
+    module, name = spec["import_path"].split(":")
+    assert (module, name) == ("semdraw.serve.app", "app_builder")
+    options = ServeOptions(**spec["args"])
+    assert options.deployment_options()["ray_actor_options"]["num_gpus"] == 1
+    assert options.deployment_options()["autoscaling_config"]["max_replicas"] == 8
+    assert app_builder({**spec["args"], "model": "toy", "num_gpus": 0}) is not None
+
+
+def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = _free_port()
+    command = Path(sys.executable).parent / "semdraw-serve"
+    env = {**os.environ, "HOME": str(tmp_path), "SEMDRAW_TOKEN": TOKEN}
+    proc = subprocess.Popen([str(command), "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            if "open http://" in line:
+                break
+        assert f"http://127.0.0.1:{port}/?token={TOKEN}" in "".join(lines), "".join(lines)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+        assert "semdraw" in page
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(lines) + proc.stdout.read()
+    assert "Traceback" not in log, log
+    with pytest.raises(OSError):  # nothing is left listening
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
