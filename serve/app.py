@@ -38,6 +38,7 @@ class ServeOptions:
     capacity_rows: int | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    origins: tuple[str, ...] = ()  # pages on other sites allowed to paint (their Origin, e.g. https://a.b)
 
     def deployment_options(self) -> dict[str, Any]:
         """Serve's options for the deployment: painters per replica, queueing, scaling, resources."""
@@ -46,7 +47,7 @@ class ServeOptions:
             "max_queued_requests": 2,  # beyond this a handshake is refused (503): the client backs off
             "health_check_period_s": 2.0,
             "health_check_timeout_s": 30.0,
-            "graceful_shutdown_timeout_s": 5.0,
+            "graceful_shutdown_timeout_s": 3.0,  # a stopping replica's sockets drain this long, then close
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
         }
         if self.max_replicas is not None and self.max_replicas > self.replicas:

@@ -59,9 +59,11 @@ class PainterClient:
         self.errors: list[str] = []
         self.replica: str | None = None
         self.connections = 0  # how many times it connected (1 + reconnects)
+        self.told_to_reconnect = 0  # graceful shutdowns it was told of
         self.refused: str | None = None
         self._next = 0
-        self._ws: Any = None
+        self._ws: Any = None  # the socket once welcomed (edits go out on it)
+        self._socket: Any = None  # the socket as soon as it is open (close() closes it)
         self._closing = False
         self._connected = asyncio.Event()
 
@@ -91,6 +93,9 @@ class PainterClient:
         while not self._closing:
             try:
                 async with websockets.connect(self.url, max_size=None, open_timeout=10) as ws:
+                    self._socket = ws
+                    if self._closing:
+                        return
                     failures = 0 if await self._session(ws) else failures + 1
             except ServerRefused as err:
                 self.refused = str(err)
@@ -99,7 +104,7 @@ class PainterClient:
                 log.info("connection to %s failed: %s", self.url, err)
                 failures += 1
             finally:
-                self._ws = None
+                self._ws = self._socket = None
                 self._connected.clear()
             if self._closing:
                 return
@@ -108,8 +113,8 @@ class PainterClient:
 
     async def close(self) -> None:
         self._closing = True
-        if self._ws is not None:
-            await self._ws.close()
+        if self._socket is not None:
+            await self._socket.close()
 
     async def wait_connected(self, timeout: float = 60.0) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout)
@@ -156,6 +161,7 @@ class PainterClient:
                 elif kind == "error":
                     self.errors.append(msg["message"])
                 elif kind == "reconnect":
+                    self.told_to_reconnect += 1
                     break
         except websockets.exceptions.ConnectionClosed:
             pass

@@ -116,8 +116,9 @@ class Replica:
     """The painters of one replica. ``store``: the session store (an actor handle's methods, or any object
     with the same async methods); ``token``: what a client's hello must carry."""
 
-    def __init__(self, host: StreamHost, store: Any, token: str, name: str = "replica") -> None:
-        self.host, self.store, self.token, self.name = host, store, token, name
+    def __init__(self, host: StreamHost, store: Any, token: str, name: str = "replica",
+                 origins: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.host, self.store, self.token, self.name, self.origins = host, store, token, name, origins
         self.sessions: dict[str, LocalSession] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.failures = 0  # consecutive failed ticks: the health check reports them
@@ -223,6 +224,8 @@ class Replica:
     async def serve(self, ws: Any) -> None:
         """A client's whole connection: handshake, then its edits and acknowledgements until it closes."""
         await ws.accept()
+        if not self._origin_allowed(ws):
+            return await _refuse(ws, Close.UNAUTHORIZED, "a page from another site may not paint here")
         if self.closing:
             return await _refuse(ws, Close.UNAVAILABLE, "this replica is shutting down: reconnect")
         try:
@@ -261,6 +264,16 @@ class Replica:
             session.clients.pop(client.id, None)
             if not session.clients:
                 self._close_session(session)
+
+    def _origin_allowed(self, ws: Any) -> bool:
+        """A browser names the page's site (Origin): only this server's own page, or the listed origins, may
+        open a painter (a page elsewhere cannot use a painter's browser to paint here). Non-browser
+        clients send no Origin."""
+        from urllib.parse import urlsplit
+
+        headers = getattr(ws, "headers", {}) or {}
+        origin = headers.get("origin")
+        return origin is None or origin in self.origins or urlsplit(origin).netloc == headers.get("host")
 
     async def _session(self, opened: dict[str, Any], hello: Hello) -> LocalSession:
         """The local painter of a session (joined on the host the first time a client of it comes here)."""

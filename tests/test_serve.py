@@ -155,17 +155,17 @@ def test_two_clients_share_a_canvas_and_converge(server, toy):
 
 
 def test_bad_handshakes_and_a_full_host_are_refused_with_a_reason(server):
-    async def attempt(hello_text: str) -> tuple[int | None, str]:
-        async with websockets.connect(f"ws://{server}/ws") as ws:
-            await ws.send(hello_text)
+    async def attempt(hello_text: str, **headers) -> tuple[int | None, str]:
+        async with websockets.connect(f"ws://{server}/ws", **headers) as ws:
             said = ""
             try:
+                await ws.send(hello_text)
                 async for data in ws:
                     if isinstance(data, str) and parse(data)["type"] == "error":
                         said = parse(data)["message"]
             except websockets.exceptions.ConnectionClosed:
                 pass
-            return ws.close_code, said
+            return ws.close_code, said or ws.close_reason or ""
 
     hello = json.loads(Hello(TOKEN, scene(), CONFIG).to_json())
     cases = [({**hello, "token": "nope"}, Close.UNAUTHORIZED, "token"),
@@ -178,6 +178,8 @@ def test_bad_handshakes_and_a_full_host_are_refused_with_a_reason(server):
         assert got == code and says in said, (doc.get("stream"), got, said)
     got, said = run(attempt("not json"), 60)
     assert got == Close.BAD_HELLO and "JSON" in said
+    got, said = run(attempt(json.dumps(hello), origin="http://evil.example"), 60)  # a page on another site
+    assert got == Close.UNAUTHORIZED and "another site" in said
 
     async def refused_client():
         client = PainterClient(f"ws://{server}/ws", "wrong", scene(), CONFIG)
@@ -220,6 +222,34 @@ def test_a_killed_replica_loses_no_painting(server, toy):
     assert client.composition == stroke
     assert np.abs(frame.astype(int) - in_process(toy, stroke).astype(int)).max() <= 1
 
+
+
+def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server, toy):
+    """Redeploy the application (every replica is stopped gracefully and replaced): the painter reconnects
+    by itself and its frames resume as they were. Last of the served tests: it redeploys the shared server."""
+    from ray import serve
+
+    from semdraw.serve.app import APP_NAME, ServeOptions, build_app
+
+    async def go():
+        client = PainterClient(f"ws://{server}/ws", TOKEN, scene(6), CONFIG, backoff_s=0.1)
+        task = asyncio.create_task(client.run())
+        await client.wait_connected()
+        before = await settled(client)
+        options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=4, capacity_rows=24, num_cpus=0.5)
+        await asyncio.to_thread(serve.run, build_app(options), name=APP_NAME, route_prefix="/")
+        deadline = time.monotonic() + 90
+        while client.connections < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert client.connections >= 2, client.errors  # (a replica still draining may take it first)
+        client.frame = None  # a frame from the new replica
+        after = await settled(client, 120)
+        await client.close()
+        await task
+        return client, before, after
+
+    client, before, after = run(go(), 300)
+    assert np.array_equal(before, after)  # same composition, same seed: the same picture
 
 
 def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():
