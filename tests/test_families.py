@@ -90,9 +90,9 @@ def test_its_engine_set_runs_by_its_own_input_names(wide):
 
 def test_the_core_imports_no_command_line_tool():
     code = ("import sys, semdraw; from semdraw import generation, stream, engines, loading, model, step, masks, "
-            "sampling, backends, prompts, families; semdraw.load_model; semdraw.Stream; "
+            "sampling, backends, prompts, families, api, edits, stream_sync, host; semdraw.load_model; semdraw.Stream; "
             "bad = sorted(m for m in sys.modules if m.startswith(('semdraw.tools', 'semdraw.build_engines', "
-            "'semdraw.viewer'))); print(bad); sys.exit(1 if bad else 0)")  # fmt: skip
+            "'semdraw.viewer', 'semdraw.serve', 'ray', 'fastapi'))); print(bad); sys.exit(1 if bad else 0)")  # fmt: skip
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
 
