@@ -127,6 +127,15 @@ class StreamSync:
         self.applied, self.assignment = composition, replace(new, rows=rows)
         return self.assignment
 
+    def edit(self, edit: Any) -> RowAssignment:
+        """Apply one edit (``semdraw.edits``) to the composition last applied, and that to the stream: a
+        bad edit is one ContractError and changes nothing."""
+        from .edits import apply
+
+        if self.applied is None:
+            raise SemdrawError("apply a composition first: an edit changes one")
+        return self.apply(apply(self.applied, edit))
+
     def shown(self) -> Composition | None:
         """The composition the stream shows: the last applied, with the brushes that found no row (or that
         the stream refused) marked disabled, so that rendering it (``semdraw-render``) gives the stream's image."""

@@ -200,6 +200,12 @@ def test_a_synced_stream_makes_what_a_stream_set_by_hand_makes(toy):
         assert np.array_equal(synced(), by_hand())
     with pytest.raises(semdraw.SemdrawError, match="canvas"):
         sync.apply(Composition(8, 8))
+    # one edit at a time, on the stream (what a host painter takes): the stroke reaches the stream's mask
+    sync.edit(Stroke("sun", ((30.0, 30.0),), 3.0, erase=True))
+    assert np.asarray(synced.brushes[1].mask)[30, 30] == 0 and sync.applied.brushes[1].mask[30, 30] == 0
+    with pytest.raises(ContractError, match="no brush"):
+        sync.edit(UpdateBrush("grass", prompt="x"))
+    assert sync.applied.brushes[0].name == "sky"  # unchanged by the refused edit
 
 
 def test_a_compositions_sampling_options_drive_generate_and_the_stream_alike(toy):
@@ -219,3 +225,32 @@ def test_a_compositions_sampling_options_drive_generate_and_the_stream_alike(toy
     frame = stream()
     image = semdraw.generate(toy, composition.brushes_for_semdraw(), seed=composition.seed, output_type="np", **options)
     assert np.abs(frame.astype(int) - image.astype(int)).max() <= 1
+
+
+def test_an_edit_sequence_on_a_stream_gives_what_the_final_composition_gives_directly(toy):
+    """Edits applied one by one to a stream (a stroke, a prompt, a brush refused for want of a row, then
+    admitted when another leaves) end in the composition and the frames of that final composition applied
+    to a fresh stream at once."""
+    n = toy.native_size
+    start = Composition(n, n, (BrushSpec("sky", "blue sky", mask(0, n // 2, size=(n, n))),), seed=4)
+    edits = [SetBrush(BrushSpec("grass", "green grass", mask(n // 2, n, size=(n, n)))),
+             SetBrush(BrushSpec("sun", "a red circle", mask(10, 40, 70, 100, size=(n, n)))),  # no row: refused
+             Stroke("grass", ((0.0, 60.0), (127.0, 60.0)), 4.0),
+             UpdateBrush("sky", prompt="white snow"),
+             RemoveBrush("grass"),  # its row frees: the sun takes it
+             Stroke("sun", ((20.0, 20.0), (90.0, 30.0)), 6.0)]  # fmt: skip
+    stepped = semdraw.Stream(toy, layers=2, seed=0, seed_step=0)
+    sync = StreamSync(stepped)
+    sync.apply(start)
+    refusals = []
+    for e in edits:
+        refusals.append(sync.edit(e).refused)
+    final = start
+    for e in edits:
+        final = apply(final, e)
+    assert sync.applied == final and refusals[1] == ("sun",) and refusals[-1] == ()
+    direct = semdraw.Stream(toy, layers=2, seed=0, seed_step=0)
+    StreamSync(direct).apply(final)
+    stepped.flush()
+    direct.flush()
+    assert np.abs(stepped().astype(int) - direct().astype(int)).max() <= 1
