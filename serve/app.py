@@ -38,6 +38,7 @@ class ServeOptions:
     capacity_rows: int | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    resources: dict[str, float] | None = None  # Ray custom resources each replica needs (e.g. {"painter": 1})
     origins: tuple[str, ...] = ()  # pages on other sites allowed to paint (their Origin, e.g. https://a.b)
 
     def deployment_options(self) -> dict[str, Any]:
@@ -48,7 +49,8 @@ class ServeOptions:
             "health_check_period_s": 2.0,
             "health_check_timeout_s": 30.0,
             "graceful_shutdown_timeout_s": 3.0,  # a stopping replica's sockets drain this long, then close
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
+                                  **({"resources": dict(self.resources)} if self.resources else {})},
         }
         if self.max_replicas is not None and self.max_replicas > self.replicas:
             options["autoscaling_config"] = {"min_replicas": self.replicas, "max_replicas": self.max_replicas,

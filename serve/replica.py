@@ -218,7 +218,8 @@ class Replica:
         return {"painters": len(self.host.painters), "sessions": len(self.sessions),
                 "clients": sum(len(s.clients) for s in self.sessions.values()),
                 "rows_per_second": round(self.rows_per_second, 1), "capacity_rows": self.host.capacity_rows,
-                "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid()}  # fmt: skip
+                "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid(),
+                "node": _node_id()}  # fmt: skip
 
     # ------------------------------------------------------------------ one client (one socket)
     async def serve(self, ws: Any) -> None:
@@ -388,6 +389,16 @@ async def _refuse(ws: Any, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):
         await ws.send_text(message("error", code=code, message=reason))
         await ws.close(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
+
+
+def _node_id() -> str | None:
+    """The Ray node this replica runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except ImportError:
+        return None
 
 
 def _same(a: str, b: str) -> bool:
