@@ -72,8 +72,12 @@ def open_host(options: ServeOptions):
                       backend=options.backend, device=options.device)  # fmt: skip
 
 
-def page() -> str:
-    return resources.files("semdraw.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}  # what / serves
+
+
+def page(name: str = "index.html") -> tuple[bytes, str]:
+    """A file of the page (package data: works offline, no build step) and its media type."""
+    return resources.files("semdraw.serve").joinpath("static", name).read_bytes(), STATIC[name]
 
 
 def build_app(options: ServeOptions):

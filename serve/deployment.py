@@ -8,7 +8,7 @@ annotations (``WebSocket``) as classes through Serve's class-based view, and Ray
 from typing import Any
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import HTMLResponse
+from fastapi.responses import Response
 from ray import serve
 
 from .app import ServeOptions, open_host, page
@@ -36,9 +36,20 @@ class Painters:
             self.replica.start()
             self.started = True
 
-    @web.get("/", response_class=HTMLResponse)
-    async def index(self) -> str:
-        return page()
+    @web.get("/")
+    async def index(self) -> Response:
+        body, media = page()
+        return Response(body, media_type=media)
+
+    @web.get("/app.js")
+    async def script(self) -> Response:
+        body, media = page("app.js")
+        return Response(body, media_type=media)
+
+    @web.get("/style.css")
+    async def style(self) -> Response:
+        body, media = page("style.css")
+        return Response(body, media_type=media)
 
     @web.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

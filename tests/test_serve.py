@@ -79,12 +79,14 @@ def in_process(toy, composition: Composition) -> np.ndarray:
     return stream()
 
 
-async def settled(client: PainterClient, timeout: float = 60.0) -> np.ndarray:
-    """The first frame made wholly after every edit the client has seen (its seq), no edit pending."""
+async def settled(client: PainterClient, timeout: float = 60.0, since_welcome: bool = False) -> np.ndarray:
+    """The first frame made wholly after every edit the client has seen (its seq), no edit pending (and,
+    with ``since_welcome``, received on the current connection)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         f = client.frame
-        if f is not None and not client.pending and f.seq >= client.seq:
+        fresh = not since_welcome or (f is not None and f.received > client.welcomed_at)
+        if f is not None and not client.pending and f.seq >= client.seq and fresh:
             return f.image
         await asyncio.sleep(0.05)
     raise AssertionError(f"no settled frame: seq {client.seq}, frame {client.frame and client.frame.seq}, "
@@ -211,7 +213,7 @@ def test_a_killed_replica_loses_no_painting(server, toy):
         while client.connections == before and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert client.connections > before, client.errors
-        frame = await settled(client, 120)
+        frame = await settled(client, 120, since_welcome=True)
         await client.close()
         await task
         return client, frame
@@ -242,8 +244,7 @@ def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server,
         while client.connections < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert client.connections >= 2, client.errors  # (a replica still draining may take it first)
-        client.frame = None  # a frame from the new replica
-        after = await settled(client, 120)
+        after = await settled(client, 120, since_welcome=True)
         await client.close()
         await task
         return client, before, after

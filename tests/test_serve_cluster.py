@@ -52,8 +52,7 @@ def test_a_lost_node_loses_no_painting(tmp_path):
             while client.connections == connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             assert client.connections > connections, client.errors
-            client.frame = None
-            after = await settled(client, 120)
+            after = await settled(client, 120, since_welcome=True)
             await client.close()
             await task
             return before, after, node
