@@ -109,6 +109,7 @@ class LocalSession:
     frames: int = 0
     seq_at_tick: collections.deque = field(default_factory=collections.deque)  # seq when each image entered
     last_frame: np.ndarray | None = None
+    last_reflects: int = 0  # the seq the last frame wholly reflects
     follower: asyncio.Task | None = None
 
 
@@ -192,7 +193,7 @@ class Replica:
             return
         session.last_frame = frame.copy()
         session.frames += 1
-        reflects = ring[0]
+        reflects = session.last_reflects = ring[0]
         encoded: dict[str, bytes] = {}
         for client in list(session.clients.values()):
             if client.fmt not in encoded:
@@ -254,6 +255,9 @@ class Replica:
             return await _refuse(ws, Close.BAD_HELLO, str(err))
         session.clients[client.id] = client
         sender = asyncio.create_task(client.outbox.pump(ws))
+        if session.last_frame is not None:  # a client joining a painting canvas sees its picture at once
+            image = encode_image(session.last_frame, client.fmt)
+            client.outbox.offer(pack_frame(session.frames, session.last_reflects, image, client.fmt))
         client.outbox.say(message("welcome", protocol=1, session=opened["session"], session_token=opened["token"],
                                   client=client.id, replica=self.name, seq=session.seq,
                                   composition=session.composition.to_dict(), canvas=[self.host.height, self.host.width],
