@@ -182,3 +182,40 @@ def edit_from_dict(data: Any) -> Edit:
         raise ContractError(f"unknown edit {kind!r} (known: {', '.join(EDIT_KINDS)})")
     return from_dict(EDIT_KINDS[kind], data, kind)
 
+
+
+def diff(before: Composition, after: Composition) -> list[Edit]:
+    """Edits that turn ``before`` into ``after`` (``apply`` them in order): what a client that keeps whole
+    compositions (the window) sends to a server that takes edits. Unchanged brushes cost nothing; a
+    changed mask travels whole (``SetMask``), changed settings as one ``UpdateBrush``."""
+    if (before.height, before.width) != (after.height, after.width):
+        raise ContractError(f"a {before.height}x{before.width} composition cannot become {after.height}x{after.width}")
+    edits: list[Edit] = []
+    old = {b.name: b for b in before.brushes}
+    new_names = [b.name for b in after.brushes]
+    order = [b.name for b in before.brushes if b.name in new_names]
+    for name in [b.name for b in before.brushes if b.name not in new_names]:
+        edits.append(RemoveBrush(name))
+    for b in after.brushes:
+        was = old.get(b.name)
+        if was is None:
+            edits.append(SetBrush(b))
+            order.append(b.name)
+            continue
+        if not np.array_equal(was.mask, b.mask):
+            edits.append(SetMask(b.name, b.mask))
+        changes = {k: getattr(b, k) for k in _UPDATABLE if getattr(b, k) != getattr(was, k)}
+        if changes:
+            edits.append(UpdateBrush(b.name, **changes))
+    for index, name in enumerate(new_names):  # the paint order, one move at a time
+        if order[index] != name:
+            order.remove(name)
+            order.insert(index, name)
+            edits.append(MoveBrush(name, index))
+    if before.background != after.background:
+        edits.append(SetBackground(after.background))
+    if before.seed != after.seed:
+        edits.append(SetSeed(after.seed))
+    if before.sampling != after.sampling:
+        edits.append(SetSampling(after.sampling))
+    return edits

@@ -61,6 +61,7 @@ class PainterClient:
         self.connections = 0  # how many times it connected (1 + reconnects)
         self.told_to_reconnect = 0  # graceful shutdowns it was told of
         self.welcomed_at = 0.0  # when the current connection was welcomed (perf_counter)
+        self.welcome: dict[str, Any] = {}  # the last welcome message (steps, layers, noise levels, ...)
         self.refused: str | None = None
         self._next = 0
         self._ws: Any = None  # the socket once welcomed (edits go out on it)
@@ -176,6 +177,7 @@ class PainterClient:
     def _welcome(self, msg: dict[str, Any]) -> None:
         self.connections += 1
         self.welcomed_at = time.perf_counter()
+        self.welcome = msg
         self.session, self.session_token, self.replica = msg["session"], msg["session_token"], msg["replica"]
         self.confirmed, self.seq = Composition.from_dict(msg["composition"]), msg["seq"]
 

@@ -261,7 +261,8 @@ class Replica:
         client.outbox.say(message("welcome", protocol=1, session=opened["session"], session_token=opened["token"],
                                   client=client.id, replica=self.name, seq=session.seq,
                                   composition=session.composition.to_dict(), canvas=[self.host.height, self.host.width],
-                                  layers=session.painter.stream.layers, steps=session.painter.stream.steps))  # fmt: skip
+                                  layers=session.painter.stream.layers, steps=session.painter.stream.steps,
+                                  noise_levels=session.painter.stream.sched.noise_level.cpu().tolist()))  # fmt: skip
         try:
             await self._receive(ws, session, client)
         finally:

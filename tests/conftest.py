@@ -111,3 +111,20 @@ def add_random_lora(module: torch.nn.Module, seed: int) -> None:
     torch.manual_seed(seed)
     module.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
                                   init_lora_weights=False))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ray_token():
+    """One Ray auth token for every Ray instance this test process starts: Ray 2.60 turns token auth on and
+    a process keeps the first token it read, so a second instance with a new token would never start.
+    Each test module still gives Ray a temporary HOME (where it would write ~/.ray/auth_token)."""
+    import os
+    import secrets
+
+    saved = os.environ.get("RAY_AUTH_TOKEN")
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    yield os.environ["RAY_AUTH_TOKEN"]
+    if saved is None:
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+    else:
+        os.environ["RAY_AUTH_TOKEN"] = saved

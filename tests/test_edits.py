@@ -254,3 +254,25 @@ def test_an_edit_sequence_on_a_stream_gives_what_the_final_composition_gives_dir
     stepped.flush()
     direct.flush()
     assert np.abs(stepped().astype(int) - direct().astype(int)).max() <= 1
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(edit_values, max_size=8), st.lists(edit_values, max_size=8))
+def test_a_diff_of_two_compositions_applied_gives_the_second(first, second):
+    """Fuzzed: whatever two compositions the edits make, ``diff(a, b)`` applied to a gives b exactly."""
+    from semdraw.edits import diff
+
+    a = b = Composition(H, W)
+    for edit in first:
+        with contextlib.suppress(ContractError):
+            a = apply(a, edit)
+    b = a
+    for edit in second:
+        with contextlib.suppress(ContractError):
+            b = apply(b, edit)
+    for start, end in ((a, b), (b, a), (Composition(H, W), b)):
+        out = start
+        for edit in diff(start, end):
+            out = apply(out, edit)
+        assert out == end
+    assert diff(a, a) == []

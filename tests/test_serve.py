@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, ray_token):
     """A local Ray instance (its token under a temporary HOME) serving the toy from two replicas."""
     from ray import serve
 
@@ -274,7 +274,7 @@ def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():
     assert app_builder({**spec["args"], "model": "toy", "num_gpus": 0}) is not None
 
 
-def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
+def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
     import subprocess
     import sys
     from pathlib import Path
