@@ -297,6 +297,10 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="toy", help=MODEL_HELP)
     src.add_argument("--engines", type=Path, default=None, help="an engine set folder from build-engines")
+    src.add_argument("--server", default=None, help="paint here, generate on a semdraw-serve server: the URL it printed "
+                     "(http://host:port/?token=...); the canvas is the server's")  # fmt: skip
+    p.add_argument("--token", default=None, help="with --server: the server's token (default: the URL's, else "
+                   "$SEMDRAW_TOKEN)")  # fmt: skip
     p.add_argument("--height", type=canvas_side, default=None, help="canvas height (default: palette's, else native)")
     p.add_argument("--width", type=canvas_side, default=None, help="canvas width (default: palette's, else native)")
     p.add_argument("--layers", type=int, default=None,
@@ -349,6 +353,8 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             raise SemdrawError(f"--background {args.background}: not an image PIL can read ({err})") from None
     palette = load_palette(args.palette) if args.palette else None
+    if args.server is not None:
+        return _remote_session(args, palette)
     engines = args.engines
     if engines is None:  # a model: its canvas is checked before any weights load or any set is built
         height = args.height or (palette.height if palette else None)
@@ -376,6 +382,27 @@ def build_session(args: argparse.Namespace) -> LiveSession:
     if args.background is not None:  # the photo replaces a background prompt
         palette = replace(palette, background=BackgroundSpec(image=args.background.read_bytes()))
     return LiveSession(stream, palette, args.save_dir, args.palette)
+
+
+def _remote_session(args: argparse.Namespace, palette: Composition | None) -> LiveSession:
+    """The window as a client of ``--server``: its frames, our composition (sent as edits)."""
+    from semdraw.api import StreamConfig
+
+    from .remote import RemoteStream, RemoteSync, parse_server, server_canvas
+
+    base, ws_url, token = parse_server(args.server, args.token or os.environ.get("SEMDRAW_TOKEN"))
+    height, width = server_canvas(base)
+    if palette is None:
+        palette = Composition(height, width)
+    elif (palette.height, palette.width) != (height, width):
+        raise SemdrawError(f"the palette is {palette.height}x{palette.width} but the server paints {height}x{width}")
+    if args.seed is not None:
+        palette = replace(palette, seed=args.seed)
+    if args.background is not None:
+        palette = replace(palette, background=BackgroundSpec(image=args.background.read_bytes()))
+    # seed_step 0, as the local window: the picture holds still while nothing is edited
+    stream = RemoteStream(base, ws_url, token, palette, StreamConfig(layers=args.layers, seed_step=0))
+    return LiveSession(stream, palette, args.save_dir, args.palette, sync=RemoteSync(stream))
 
 
 def _point_qt_at_system_fonts() -> None:
@@ -459,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         frames.stop()
+        if hasattr(session.stream, "close"):  # a server's stream: the connection closes cleanly
+            session.stream.close()
     log.info("semdraw-live: closed after %.0f s (%.0f UI ticks per second)", time.perf_counter() - started,
              redraw_rate)  # fmt: skip
     return 0

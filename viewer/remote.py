@@ -120,8 +120,14 @@ class RemoteStream:
         return None if self.client.frame is None else self.client.frame.image
 
     def close(self) -> None:
-        self.call(self.client.close())
-        self._thread.join(timeout=10)
+        """Close the connection (a bounded wait: quitting the window never hangs on the network)."""
+        import concurrent.futures
+
+        try:
+            self.call(self.client.close(), timeout=5)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
 
 
 class RemoteSync:

@@ -109,10 +109,10 @@ class LiveSession:
     """A composition under edit, mirrored into a stream: brushes with a prompt and paint occupy stream rows."""
 
     def __init__(self, stream: Stream, composition: Composition | None, save_dir: Path,
-                 palette_path: Path | None = None) -> None:  # fmt: skip
+                 palette_path: Path | None = None, sync: StreamSync | None = None) -> None:  # fmt: skip
         self.stream = stream
         self.composition = (composition or Composition(stream.height, stream.width)).check()
-        self.sync = StreamSync(stream)
+        self.sync = sync or StreamSync(stream)  # a remote stream brings its own (viewer/remote.py)
         self.save_dir = Path(save_dir)
         self.palette_path = palette_path or self.save_dir / "palette.json"
         self.current = "1"
