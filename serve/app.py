@@ -39,6 +39,7 @@ class ServeOptions:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] | None = None  # Ray custom resources each replica needs (e.g. {"painter": 1})
+    edits_per_second: float = 240.0  # each client's edit budget (bursts of twice that); beyond, refused
     origins: tuple[str, ...] = ()  # pages on other sites allowed to paint (their Origin, e.g. https://a.b)
 
     def deployment_options(self) -> dict[str, Any]:

@@ -62,6 +62,10 @@ class PainterClient:
         self.told_to_reconnect = 0  # graceful shutdowns it was told of
         self.welcomed_at = 0.0  # when the current connection was welcomed (perf_counter)
         self.welcome: dict[str, Any] = {}  # the last welcome message (steps, layers, noise levels, ...)
+        self.latencies: list[float] = []  # seconds from sending an edit to the first frame that reflects it
+        self.frames = 0  # frames received
+        self._sent: dict[int, float] = {}  # own edit number -> when it was sent
+        self._awaiting: dict[int, float] = {}  # session seq of an own edit -> when it was sent
         self.refused: str | None = None
         self._next = 0
         self._ws: Any = None  # the socket once welcomed (edits go out on it)
@@ -82,6 +86,7 @@ class PainterClient:
         apply(self.composition, edit)
         self._next += 1
         self.pending[self._next] = edit
+        self._sent[self._next] = time.perf_counter()
         if self._ws is not None:
             with contextlib.suppress(Exception):  # the connection dropped: re-sent after the reconnect
                 await self._ws.send(edit_message(edit, self._next))
@@ -134,6 +139,9 @@ class PainterClient:
                 if isinstance(data, bytes):
                     number, seq, _, image = unpack_frame(data)
                     self.frame = Frame(number, seq, _decode(image))
+                    self.frames += 1
+                    for done in [s for s in self._awaiting if s <= seq]:
+                        self.latencies.append(self.frame.received - self._awaiting.pop(done))
                     await ws.send('{"type": "ack"}')
                     continue
                 msg = parse(data)
@@ -149,12 +157,16 @@ class PainterClient:
                     edit = self.pending.pop(msg["yours"], None)
                     if edit is not None:
                         self.confirmed = apply(self.confirmed, edit)
+                    sent = self._sent.pop(msg["yours"], None)
+                    if sent is not None:
+                        self._awaiting[msg["seq"]] = sent
                     self.seq = msg["seq"]
                 elif kind == "edit":
                     self.confirmed = apply(self.confirmed, edit_from_dict(msg["edit"]))
                     self.seq = msg["seq"]
                 elif kind == "refused":
                     self.pending.pop(msg.get("yours"), None)
+                    self._sent.pop(msg.get("yours"), None)
                     self.errors.append(msg["message"])
                 elif kind == "composition":
                     self.confirmed, self.seq = Composition.from_dict(msg["composition"]), msg["seq"]

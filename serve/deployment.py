@@ -28,7 +28,8 @@ class Painters:
         context = serve.get_replica_context()
         name = context.replica_id.unique_id if context is not None else "replica"
         self.replica = Replica(open_host(self.options), session_store(), self.options.token, name=name,
-                               origins=tuple(self.options.origins))  # fmt: skip
+                               origins=tuple(self.options.origins),
+                               edits_per_second=self.options.edits_per_second)  # fmt: skip
         self.started = False
 
     def _start(self) -> None:

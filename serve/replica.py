@@ -44,6 +44,8 @@ from .protocol import (
 log = logging.getLogger("semdraw.serve")
 
 HELLO_TIMEOUT_S = 10.0
+EDITS_PER_SECOND = 240.0  # a client's sustained edit rate (bursts of twice that); beyond, edits are refused
+EDIT_BURST = 2 * EDITS_PER_SECOND
 STATUS_EVERY_S = 1.0
 IDLE_SLEEP_S = 0.02  # a tick loop with nothing to run waits this long instead of spinning
 
@@ -88,10 +90,35 @@ class Outbox:
 
 
 @dataclass
+class EditBudget:
+    """A token bucket: ``rate`` edits a second, up to ``burst`` (2 s worth) at once; a flood is refused,
+    not queued."""
+
+    rate: float = EDITS_PER_SECOND
+    burst: float = EDIT_BURST
+    tokens: float = EDIT_BURST
+    at: float = field(default_factory=time.monotonic)
+
+    @staticmethod
+    def per_second(rate: float) -> EditBudget:
+        return EditBudget(rate, 2 * rate, 2 * rate)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
 class Client:
     id: str
     fmt: str
     outbox: Outbox = field(default_factory=Outbox)
+    budget: EditBudget = field(default_factory=EditBudget)
 
 
 @dataclass
@@ -118,8 +145,9 @@ class Replica:
     with the same async methods); ``token``: what a client's hello must carry."""
 
     def __init__(self, host: StreamHost, store: Any, token: str, name: str = "replica",
-                 origins: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 origins: tuple[str, ...] = (), edits_per_second: float = EDITS_PER_SECOND) -> None:  # fmt: skip
         self.host, self.store, self.token, self.name, self.origins = host, store, token, name, origins
+        self.edits_per_second = edits_per_second
         self.sessions: dict[str, LocalSession] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.failures = 0  # consecutive failed ticks: the health check reports them
@@ -246,7 +274,8 @@ class Replica:
             opened = await self.store.open.remote(hello.composition.to_json(), hello.session, hello.session_token)
         except Exception as err:  # noqa: BLE001 - the store's refusal (Ray wraps it): its one line
             return await _refuse(ws, Close.UNAUTHORIZED, _reason(err))
-        client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format)
+        client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format,
+                        budget=EditBudget.per_second(self.edits_per_second))
         try:
             session = await self._session(opened, hello)
         except HostFullError as err:
@@ -320,6 +349,10 @@ class Replica:
                     yours, edit = read_edit(msg)
                 except ContractError as err:
                     client.outbox.say(message("refused", yours=msg.get("seq"), message=str(err)))
+                    continue
+                if not client.budget.take():
+                    client.outbox.say(message("refused", yours=yours, message=f"too many edits: at most "
+                                              f"{client.budget.rate:g} a second (bursts of {client.budget.burst:g})"))  # fmt: skip
                     continue
                 data = msg["edit"]
                 try:

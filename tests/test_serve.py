@@ -5,6 +5,7 @@ and a full host are refused with a reason; a killed replica's painter reconnects
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -49,7 +50,8 @@ def server(tmp_path_factory, ray_token):
         ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR",
                  log_to_driver=False)  # fmt: skip
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        options = ServeOptions(token=TOKEN, replicas=2, painters_per_replica=4, capacity_rows=24, num_cpus=0.5)
+        options = ServeOptions(token=TOKEN, replicas=2, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
+                               edits_per_second=50)  # a small budget, so that a test's flood exceeds it
         serve.run(build_app(options), name=APP_NAME, route_prefix="/")
         yield f"127.0.0.1:{port}"
     finally:
@@ -101,31 +103,106 @@ def run(coroutine, timeout: float = 240.0):
     return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
-def test_a_served_painter_gets_the_frames_of_an_in_process_stream(server, toy):
+def test_served_painters_get_the_frames_of_in_process_streams(server, toy):
+    """Three painters with different compositions at once (one replica's host batches those that land on
+    it): each one's PNG frames are those of an in-process Stream of its composition, before and after edits."""
+    scenes = [scene(4), apply(scene(9), UpdateBrush("sun", prompt="a yellow sun")),
+              apply(scene(2), SetSeed(13))]  # fmt: skip
+    strokes = [Stroke("sun", ((20.0, 20.0), (60.0, 30.0)), 8.0), UpdateBrush("sky", prompt="white snow"),
+               Stroke("sky", ((0.0, 90.0), (127.0, 90.0)), 5.0)]  # fmt: skip
+
     async def go():
-        client = PainterClient(f"ws://{server}/ws", TOKEN, scene(), CONFIG)
-        task = asyncio.create_task(client.run())
-        await client.wait_connected()
-        first = await settled(client)
-        await edit(client, Stroke("sun", ((20.0, 20.0), (60.0, 30.0)), 8.0))
-        await edit(client, UpdateBrush("sky", prompt="white snow"))
-        second = await settled(client)
+        clients = [PainterClient(f"ws://{server}/ws", TOKEN, c, CONFIG) for c in scenes]
+        tasks = [asyncio.create_task(c.run()) for c in clients]
+        for c in clients:
+            await c.wait_connected()
+        firsts = [await settled(c) for c in clients]
+        for c, e in zip(clients, strokes, strict=True):
+            await edit(c, e)
+        seconds = [await settled(c) for c in clients]
         for _ in range(100):  # a status comes once a second
-            if client.status.get("rows") == {"sky": 0, "sun": 1}:
+            if clients[0].status.get("rows") == {"sky": 0, "sun": 1}:
                 break
             await asyncio.sleep(0.1)
-        status = client.status
-        await client.close()
-        await task
-        return client, first, second, status
+        status = clients[0].status
+        for c in clients:
+            await c.close()
+        await asyncio.gather(*tasks)
+        return clients, firsts, seconds, status
 
-    client, first, second, status = run(go())
-    assert np.abs(first.astype(int) - in_process(toy, scene()).astype(int)).max() <= 1  # PNG frames: exact pixels
-    painted = apply(apply(scene(), Stroke("sun", ((20.0, 20.0), (60.0, 30.0)), 8.0)),
-                    UpdateBrush("sky", prompt="white snow"))  # fmt: skip
-    assert client.composition == painted and client.seq == 2
-    assert np.abs(second.astype(int) - in_process(toy, painted).astype(int)).max() <= 1
+    clients, firsts, seconds, status = run(go())
+    for c, composition, e, first, second in zip(clients, scenes, strokes, firsts, seconds, strict=True):
+        assert np.abs(first.astype(int) - in_process(toy, composition).astype(int)).max() <= 1
+        assert c.composition == apply(composition, e) and c.seq == 1
+        assert np.abs(second.astype(int) - in_process(toy, c.composition).astype(int)).max() <= 1
     assert status.get("rows") == {"sky": 0, "sun": 1} and status.get("refused") == []
+
+
+def test_a_full_server_refuses_the_next_painter_with_the_reason(server):
+    """Two replicas of 24 rows each and painters of 12 rows: four painters fill both (a painter that lands
+    on a full replica is refused with 4002 and retries by itself); the fifth is refused, with the reason."""
+    wide = StreamConfig(layers=6, seed_step=0)  # 6 layers x 2 steps = 12 rows
+
+    async def go():
+        clients = [PainterClient(f"ws://{server}/ws", TOKEN, scene(k), wide, backoff_s=0.1) for k in range(4)]
+        tasks = [asyncio.create_task(c.run()) for c in clients]
+        for c in clients:
+            await c.wait_connected(120)
+        async with websockets.connect(f"ws://{server}/ws") as ws:
+            await ws.send(Hello(TOKEN, scene(7), wide).to_json())
+            said = ""
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                async for data in ws:
+                    if isinstance(data, str) and parse(data)["type"] == "error":
+                        said = parse(data)["message"]
+            code = ws.close_code
+        for c in clients:
+            await c.close()
+        await asyncio.gather(*tasks)
+        return code, said, {c.replica for c in clients}
+
+    code, said, replicas = run(go())
+    assert code == Close.FULL and "full" in said and "rows" in said, said
+    assert len(replicas) == 2  # both replicas took painters
+
+
+def test_malformed_oversized_and_flooding_clients_are_refused_and_others_keep_painting(server, toy):
+    async def go():
+        calm = PainterClient(f"ws://{server}/ws", TOKEN, scene(3), CONFIG)
+        calm_task = asyncio.create_task(calm.run())
+        await calm.wait_connected()
+        await settled(calm)
+        closes = []
+        for payload in ("not json", "x" * (17 << 20)):  # after a welcome: a message not of the protocol; too large
+            async with websockets.connect(f"ws://{server}/ws", max_size=None) as ws:
+                await ws.send(Hello(TOKEN, scene(5), CONFIG).to_json())
+                await ws.recv()  # welcome
+                with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                    await ws.send(payload)
+                    async for _ in ws:
+                        pass
+                closes.append(ws.close_code)
+        flood = PainterClient(f"ws://{server}/ws", TOKEN, scene(6), CONFIG)
+        flood_task = asyncio.create_task(flood.run())
+        await flood.wait_connected()
+        for k in range(600):  # an edit flood: far beyond the budget (50 a second, bursts of 100)
+            await flood.edit(SetSeed(k))
+        await edit(calm, Stroke("sun", ((10.0, 10.0),), 5.0))  # meanwhile the calm painter paints on
+        calm_frame = await settled(calm, 120)
+        for _ in range(200):
+            if not flood.pending:
+                break
+            await asyncio.sleep(0.05)
+        for c in (calm, flood):
+            await c.close()
+        await asyncio.gather(calm_task, flood_task)
+        return closes, flood, calm, calm_frame
+
+    closes, flood, calm, calm_frame = run(go(), 300)
+    assert closes == [Close.BAD_MESSAGE, 1009]  # uvicorn's own limit (16 MiB) closes with "message too big"
+    refused = [m for m in flood.errors if "too many edits" in m]
+    assert refused and flood.seq + len(refused) == 600 and not flood.pending  # each edit: ordered or refused
+    assert np.abs(calm_frame.astype(int) - in_process(toy, calm.composition).astype(int)).max() <= 1
 
 
 def test_two_clients_share_a_canvas_and_converge(server, toy):
@@ -238,7 +315,8 @@ def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server,
         task = asyncio.create_task(client.run())
         await client.wait_connected()
         before = await settled(client)
-        options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=4, capacity_rows=24, num_cpus=0.5)
+        options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
+                               edits_per_second=50)
         await asyncio.to_thread(serve.run, build_app(options), name=APP_NAME, route_prefix="/")
         deadline = time.monotonic() + 90
         while client.connections < 2 and time.monotonic() < deadline:

@@ -1,0 +1,163 @@
+"""``semdraw-bench serve``: N painters over real WebSockets on a local Ray Serve instance, each painting
+strokes, against the same N painters on an in-process host, measured in one run on the same machine:
+frames per second per painter, edit-to-frame latency, and the denoiser rows per second of both."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import secrets
+import socket
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _composition(i: int, side: int) -> Any:
+    from semdraw.api import BackgroundSpec, BrushSpec, Composition
+
+    from .bench import BENCH_PROMPTS
+
+    bands = []
+    for j in range(3):
+        m = np.zeros((side, side), np.uint8)
+        m[j * side // 3 : (j + 1) * side // 3] = 255
+        bands.append(BrushSpec(str(j), BENCH_PROMPTS[(i + j) % len(BENCH_PROMPTS)], m))
+    return Composition(side, side, tuple(bands), BackgroundSpec(), seed=100 + i)
+
+
+async def _painters(url: str, token: str, n: int, side: int, seconds: float, edit_hz: float) -> list[dict[str, Any]]:
+    """N painters that each stroke back and forth across the canvas ``edit_hz`` times a second."""
+    from semdraw.api import StreamConfig
+    from semdraw.edits import Stroke
+    from semdraw.serve.client import PainterClient
+
+    clients = [PainterClient(url, token, _composition(i, side), StreamConfig(layers=3, seed_step=0)) for i in range(n)]
+    tasks = [asyncio.create_task(c.run()) for c in clients]
+    for c in clients:
+        await c.wait_connected(120)
+
+    async def paint(c: Any, i: int, until: float) -> None:
+        k = 0
+        while time.perf_counter() < until:
+            x = (k * 7) % side
+            await c.edit(Stroke("0", ((float(x), 10.0), (float(x), 30.0)), 3.0, erase=bool((k // side) % 2)))
+            k += 1
+            await asyncio.sleep(1 / edit_hz)
+
+    warm = time.perf_counter() + 3
+    await asyncio.gather(*(paint(c, i, warm) for i, c in enumerate(clients)))  # fill pipelines, warm up
+    counts = [c.frames for c in clients]
+    for c in clients:
+        c.latencies.clear()
+    started = time.perf_counter()
+    await asyncio.gather(*(paint(c, i, started + seconds) for i, c in enumerate(clients)))
+    elapsed = time.perf_counter() - started
+    out = [{"fps": (c.frames - f0) / elapsed, "latencies": list(c.latencies)} for c, f0 in zip(clients, counts, strict=True)]
+    for c in clients:
+        await c.close()
+    await asyncio.gather(*tasks)
+    return out
+
+
+def _in_process_rows(n: int, side: int, ticks: int) -> float:
+    """Rows per second of the same N painters (same compositions, painting) on an in-process host."""
+    import semdraw
+    from semdraw.edits import Stroke
+
+    host = semdraw.StreamHost(semdraw.load_model("toy"), layers=3, seed_step=0)
+    syncs = []
+    for i in range(n):
+        p = host.join(seed=100 + i)
+        sync = semdraw.StreamSync(p.stream)
+        sync.apply(_composition(i, side))
+        syncs.append(sync)
+    for _ in range(5):
+        host.tick()
+    rows, started = 0, time.perf_counter()
+    for k in range(ticks):
+        x = (k * 7) % side
+        for sync in syncs:
+            sync.edit(Stroke("0", ((float(x), 10.0), (float(x), 30.0)), 3.0, erase=bool((k // side) % 2)))
+        host.tick()
+        rows += host.rows_last_tick
+    return rows / (time.perf_counter() - started)
+
+
+def serve_bench(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from semdraw.serve.app import APP_NAME, ServeOptions, build_app
+
+    token = secrets.token_urlsafe(18)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tempfile.mkdtemp(prefix="semdraw-bench-ray-")  # Ray's token file goes here, not in ~/.ray
+    saved_home, os.environ["HOME"] = os.environ.get("HOME", home), home
+    results = []
+    try:
+        ray.init(namespace="semdraw", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        most = max(args.painters)
+        serve.run(build_app(ServeOptions(token=token, replicas=1, painters_per_replica=most + 1, num_cpus=0)),
+                  name=APP_NAME, route_prefix="/")  # fmt: skip
+        side = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())["canvas"][0]
+        for n in args.painters:
+            painters = asyncio.run(_painters(f"ws://127.0.0.1:{port}/ws", token, n, side, args.seconds, args.edit_hz))
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())
+            latencies = sorted(x for p in painters for x in p["latencies"])
+            p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
+            local = _in_process_rows(n, side, args.ticks)
+            row = {"painters": n, "fps_median": statistics.median(p["fps"] for p in painters),
+                   "fps_min": min(p["fps"] for p in painters), "latency_p50_ms": (latencies[len(latencies) // 2] * 1000
+                   if latencies else float("nan")), "latency_p95_ms": p95, "served_rows_per_s": health["rows_per_second"],
+                   "in_process_rows_per_s": local}  # fmt: skip
+            row["rows_ratio"] = row["served_rows_per_s"] / local if local else float("nan")
+            results.append(row)
+            log.info("%d painters: %.1f fps each (min %.1f), edit->frame p95 %.0f ms, rows/s served %.0f vs "
+                     "in-process %.0f", n, row["fps_median"], row["fps_min"], p95, row["served_rows_per_s"], local)  # fmt: skip
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        os.environ["HOME"] = saved_home
+    machine = f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU threads".strip()
+    print(f"\nServed: toy, 1 replica, 3 brushes per painter, each painter stroking {args.edit_hz:g} times a second, "
+          f"{args.seconds:g} s per count; {machine}\n")  # fmt: skip
+    print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s | served / in-process |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['painters']} | {r['fps_median']:.1f} / {r['fps_min']:.1f} | {r['latency_p50_ms']:.0f} / "
+              f"{r['latency_p95_ms']:.0f} ms | {r['served_rows_per_s']:.0f} | {r['in_process_rows_per_s']:.0f} | "
+              f"{r['rows_ratio']:.2f} |")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine, "runs": results}, indent=2) + "\n")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("serve", help="N painters over WebSockets on a local semdraw-serve vs an in-process host",
+                       description="Starts a local Ray Serve instance with one replica of the toy, connects N "
+                                   "painters over real WebSockets, each stroking a mask several times a second, and "
+                                   "measures frames per second per painter, edit-to-frame latency (send to the first "
+                                   "frame that reflects the edit) and the replica's denoiser rows per second; then "
+                                   "times the same N painters on an in-process host in the same run.")  # fmt: skip
+    s.add_argument("--painters", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4, 8],
+                   metavar="N1,N2,..", help="painter counts (default 1,2,4,8)")
+    s.add_argument("--seconds", type=float, default=10.0, help="measured seconds per count (default 10)")
+    s.add_argument("--edit-hz", type=float, default=10.0, help="strokes per second per painter (default 10)")
+    s.add_argument("--ticks", type=int, default=40, help="in-process host ticks per count (default 40)")
+    s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    s.set_defaults(run=serve_bench)
