@@ -298,6 +298,8 @@ def test_live_window_end_to_end(xserver, tmp_path):
         x.key("s")
         time.sleep(1)
         window_pixels = _grab_window(xserver, window)
+        if os.environ.get("SEMDRAW_SCREENSHOTS"):  # the README's picture of the window, from this real run
+            Image.fromarray(window_pixels).save(Path(os.environ["SEMDRAW_SCREENSHOTS"]) / "window.png")
         # The wheel, as a real pointer turns it over the canvas: three notches up widen brush 3's next stroke.
         # (Last: OpenCV's Qt view also zooms on the wheel, which would move the panel the grab above reads.)
         geometry = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env=env, capture_output=True,

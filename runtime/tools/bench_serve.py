@@ -37,10 +37,19 @@ def _composition(i: int, side: int) -> Any:
     return Composition(side, side, tuple(bands), BackgroundSpec(), seed=100 + i)
 
 
+def _stroke(k: int, side: int) -> Any:
+    """Edit k of a painter: a wide stroke of the last brush (painted over by none, so never dimmed) across
+    the first brush's band, painted on even k and erased on odd k: every edit changes the picture (a stroke
+    that changes nothing visible would leave the stream idle and send no frames)."""
+    from semdraw.edits import Stroke
+
+    x = float((k // 2 * 5) % side)
+    return Stroke("2", ((x, side * 0.05), (x, side * 0.3)), side / 12, erase=bool(k % 2))
+
+
 async def _painters(url: str, token: str, n: int, side: int, seconds: float, edit_hz: float) -> list[dict[str, Any]]:
     """N painters that each stroke back and forth across the canvas ``edit_hz`` times a second."""
     from semdraw.api import StreamConfig
-    from semdraw.edits import Stroke
     from semdraw.serve.client import PainterClient
 
     clients = [PainterClient(url, token, _composition(i, side), StreamConfig(layers=3, seed_step=0)) for i in range(n)]
@@ -51,8 +60,7 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float, edi
     async def paint(c: Any, i: int, until: float) -> None:
         k = 0
         while time.perf_counter() < until:
-            x = (k * 7) % side
-            await c.edit(Stroke("0", ((float(x), 10.0), (float(x), 30.0)), 3.0, erase=bool((k // side) % 2)))
+            await c.edit(_stroke(k, side))
             k += 1
             await asyncio.sleep(1 / edit_hz)
 
@@ -74,7 +82,6 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float, edi
 def _in_process_rows(n: int, side: int, ticks: int) -> float:
     """Rows per second of the same N painters (same compositions, painting) on an in-process host."""
     import semdraw
-    from semdraw.edits import Stroke
 
     host = semdraw.StreamHost(semdraw.load_model("toy"), layers=3, seed_step=0)
     syncs = []
@@ -87,9 +94,8 @@ def _in_process_rows(n: int, side: int, ticks: int) -> float:
         host.tick()
     rows, started = 0, time.perf_counter()
     for k in range(ticks):
-        x = (k * 7) % side
         for sync in syncs:
-            sync.edit(Stroke("0", ((float(x), 10.0), (float(x), 30.0)), 3.0, erase=bool((k // side) % 2)))
+            sync.edit(_stroke(k, side))
         host.tick()
         rows += host.rows_last_tick
     return rows / (time.perf_counter() - started)
