@@ -40,6 +40,7 @@ from .protocol import (
     parse,
     read_edit,
 )
+from .sessions import SessionDenied
 
 log = logging.getLogger("semdraw.serve")
 
@@ -272,8 +273,10 @@ class Replica:
                                  f"canvases, the composition is {hello.composition.height}x{hello.composition.width}")  # fmt: skip
         try:
             opened = await self.store.open.remote(hello.composition.to_json(), hello.session, hello.session_token)
-        except Exception as err:  # noqa: BLE001 - the store's refusal (Ray wraps it): its one line
-            return await _refuse(ws, Close.UNAUTHORIZED, _reason(err))
+        except Exception as err:  # noqa: BLE001 - Ray wraps the store's own refusal; anything else: it restarts
+            if isinstance(getattr(err, "cause", err), SessionDenied):
+                return await _refuse(ws, Close.UNAUTHORIZED, _reason(err))
+            return await _refuse(ws, Close.UNAVAILABLE, f"the session store is not reachable now (retry): {_reason(err)}")
         client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format,
                         budget=EditBudget.per_second(self.edits_per_second))
         try:
@@ -346,7 +349,7 @@ class Replica:
                 client.outbox.acked()
             elif kind == "edit":
                 try:
-                    yours, edit = read_edit(msg)
+                    yours, _ = read_edit(msg)  # checked here; the store applies it in the session's order
                 except ContractError as err:
                     client.outbox.say(message("refused", yours=msg.get("seq"), message=str(err)))
                     continue
@@ -359,7 +362,6 @@ class Replica:
                     await self.store.submit.remote(session.id, data, f"{client.id}#{yours}")
                 except Exception as err:  # noqa: BLE001 - the edit does not apply (Ray wraps the contract error)
                     client.outbox.say(message("refused", yours=yours, message=_reason(err)))
-                del edit
             else:
                 client.outbox.say(message("error", message=f"unknown message type {kind!r}"))
 

@@ -220,6 +220,20 @@ class X:
         self.do("mouseup", "1")
 
 
+def find_window(proc: subprocess.Popen, env: dict[str, str], timeout: float = 90.0) -> str:
+    """The id of semdraw-live's window once it is shown (the process must stay alive meanwhile)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        found = subprocess.run(["xdotool", "search", "--name", "semdraw-live"], env=env, capture_output=True,
+                               text=True)  # fmt: skip
+        if found.stdout.split():
+            time.sleep(2)  # the toolkit finishes mapping it
+            return found.stdout.split()[0]
+        time.sleep(0.5)
+    raise AssertionError("the window never appeared")
+
+
 def _grab_window(display: str, window: str) -> np.ndarray:
     """The window's pixels on the X server, RGB."""
     from PIL import ImageGrab
@@ -258,16 +272,7 @@ def test_live_window_end_to_end(xserver, tmp_path):
     proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        window = ""
-        deadline = time.time() + 90
-        while not window and time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            found = subprocess.run(["xdotool", "search", "--name", "semdraw-live"], env=env, capture_output=True,
-                                   text=True)  # fmt: skip
-            window = found.stdout.split()[0] if found.stdout.split() else ""
-            time.sleep(0.5)
-        assert window, "the window never appeared"
-        time.sleep(2)
+        window = find_window(proc, env)
         x = X(xserver, window)
         scale = display_scale(H, W)
         # Display rows of horizontal strokes; the default brush (2 * H // 16 - 1 canvas px wide) fills the gaps.

@@ -20,7 +20,7 @@ from semdraw.api import Composition, StreamConfig  # noqa: E402
 from semdraw.viewer import load_palette  # noqa: E402
 
 from .test_serve import SIDE, TOKEN, server  # noqa: E402, F401  (the module's own Ray Serve instance)
-from .test_viewer import X, xserver  # noqa: E402, F401
+from .test_viewer import X, find_window, xserver  # noqa: E402, F401
 
 
 def in_process(toy, composition: Composition) -> np.ndarray:
@@ -80,16 +80,7 @@ def test_the_window_paints_against_a_server(server, toy, xserver, tmp_path):  # 
     proc = subprocess.Popen([str(live), "--server", f"http://{server}/?token={TOKEN}", "--save-dir", str(save)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        window, deadline = "", time.time() + 90
-        while not window and time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            found = subprocess.run(["xdotool", "search", "--name", "semdraw-live"], env=env, capture_output=True,
-                                   text=True)  # fmt: skip
-            window = found.stdout.split()[0] if found.stdout.split() else ""
-            time.sleep(0.5)
-        assert window, "the window never appeared"
-        time.sleep(2)
-        x = X(xserver, window)
+        x = X(xserver, find_window(proc, env))
         from semdraw.viewer.live import display_scale
 
         scale = display_scale(SIDE, SIDE)
