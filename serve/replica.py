@@ -45,6 +45,7 @@ from .sessions import SessionDenied
 log = logging.getLogger("semdraw.serve")
 
 HELLO_TIMEOUT_S = 10.0
+MAX_MALFORMED = 10  # messages not of the protocol a client may send (each answered) before it is closed
 EDITS_PER_SECOND = 240.0  # a client's sustained edit rate (bursts of twice that); beyond, edits are refused
 EDIT_BURST = 2 * EDITS_PER_SECOND
 STATUS_EVERY_S = 1.0
@@ -336,14 +337,19 @@ class Replica:
             self.host.leave(session.painter)
 
     async def _receive(self, ws: Any, session: LocalSession, client: Client) -> None:
+        malformed = 0
         while True:
             try:
                 text = await _receive_text(ws)
                 msg = parse(text)
             except _Disconnected:
                 return
-            except ProtocolError as err:
-                return await _refuse(ws, Close.BAD_MESSAGE, str(err))
+            except ProtocolError as err:  # answered, and the connection stays usable; a stream of them is abuse
+                malformed += 1
+                if malformed > MAX_MALFORMED:
+                    return await _refuse(ws, Close.BAD_MESSAGE, f"{malformed} messages not of the protocol: {err}")
+                client.outbox.say(message("error", message=f"not a protocol message: {err}"))
+                continue
             kind = msg["type"]
             if kind == "ack":
                 client.outbox.acked()

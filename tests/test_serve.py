@@ -172,16 +172,25 @@ def test_malformed_oversized_and_flooding_clients_are_refused_and_others_keep_pa
         calm_task = asyncio.create_task(calm.run())
         await calm.wait_connected()
         await settled(calm)
-        closes = []
-        for payload in ("not json", "x" * (17 << 20)):  # after a welcome: a message not of the protocol; too large
+        closes, answers = [], []
+        for payloads in (["not json"] * 3 + ['{"type": "edit", "seq": 1, "edit": {"edit": "set_seed", "seed": 4}}'],
+                         ["not json"] * 12, ["x" * (17 << 20)]):  # fmt: skip
+            # after a welcome: a few messages not of the protocol (answered; the connection stays usable), a
+            # stream of them (closed), one too large (closed by uvicorn)
             async with websockets.connect(f"ws://{server}/ws", max_size=None) as ws:
                 await ws.send(Hello(TOKEN, scene(5), CONFIG).to_json())
                 await ws.recv()  # welcome
+                said = []
                 with contextlib.suppress(websockets.exceptions.ConnectionClosed):
-                    await ws.send(payload)
-                    async for _ in ws:
-                        pass
-                closes.append(ws.close_code)
+                    for payload in payloads:
+                        await ws.send(payload)
+                    async for data in ws:
+                        if isinstance(data, str):
+                            said.append(parse(data)["type"])
+                            if "ack" in said:
+                                break
+                closes.append(ws.close_code if "ack" not in said else None)
+                answers.append(said)
         flood = PainterClient(f"ws://{server}/ws", TOKEN, scene(6), CONFIG)
         flood_task = asyncio.create_task(flood.run())
         await flood.wait_connected()
@@ -196,10 +205,11 @@ def test_malformed_oversized_and_flooding_clients_are_refused_and_others_keep_pa
         for c in (calm, flood):
             await c.close()
         await asyncio.gather(calm_task, flood_task)
-        return closes, flood, calm, calm_frame
+        return closes, answers, flood, calm, calm_frame
 
-    closes, flood, calm, calm_frame = run(go(), 300)
-    assert closes == [Close.BAD_MESSAGE, 1009]  # uvicorn's own limit (16 MiB) closes with "message too big"
+    closes, answers, flood, calm, calm_frame = run(go(), 300)
+    assert closes == [None, Close.BAD_MESSAGE, 1009]  # uvicorn's own limit (16 MiB) closes with "message too big"
+    assert answers[0][:3] == ["error"] * 3 and "ack" in answers[0]  # answered, then the edit was taken
     refused = [m for m in flood.errors if "too many edits" in m]
     assert refused and flood.seq + len(refused) == 600 and not flood.pending  # each edit: ordered or refused
     assert np.abs(calm_frame.astype(int) - in_process(toy, calm.composition).astype(int)).max() <= 1
