@@ -77,7 +77,8 @@ def naive_stroke(m: np.ndarray, points, radius: float, value: int) -> np.ndarray
         for x in range(m.shape[1]):
             for (ax, ay), (bx, by) in segments:
                 dx, dy = bx - ax, by - ay
-                t = 0.0 if dx == dy == 0 else min(1.0, max(0.0, ((x - ax) * dx + (y - ay) * dy) / (dx * dx + dy * dy)))
+                length2 = dx * dx + dy * dy  # a segment too short for a float (underflow) is a point
+                t = 0.0 if length2 == 0 else min(1.0, max(0.0, ((x - ax) * dx + (y - ay) * dy) / length2))
                 if (x - ax - t * dx) ** 2 + (y - ay - t * dy) ** 2 <= radius * radius:
                     out[y, x] = value
     return out
