@@ -24,7 +24,7 @@ from semdraw.errors import SemdrawError
 from semdraw.masks import alpha_for_steps, steps_on
 from semdraw.stream_sync import StreamSync
 
-from .palette import overlay_color, save_palette, unique_path
+from .palette import brush_colors, save_palette, unique_path
 from .panel import PanelBrush, PanelState
 
 log = logging.getLogger("semdraw.viewer")
@@ -146,7 +146,7 @@ class LiveSession:
 
     @property
     def colors(self) -> dict[str, tuple[int, int, int]]:
-        return {b.name: overlay_color(b.prompt, i) for i, b in enumerate(self.composition.brushes)}
+        return brush_colors(self.composition)
 
     # ------------------------------------------------------------------ painting
     def paint(self, x: int, y: int, *, erase: bool = False, stroke_start: bool = False) -> None:
