@@ -124,6 +124,42 @@ class Client:
 
 
 @dataclass
+class FrameGate:
+    """Which of a session's tick frames are sent, and the edit seq each one wholly reflects.
+
+    Each tick is told the seq the stream had applied when the tick began (``entered``: the label of the
+    image entering the pipeline then; conservative, since an edit applied during the tick is only claimed
+    by the next one). A frame leaves the pipeline ``steps`` ticks after its image entered, so it wholly
+    reflects the oldest label of the last ``steps`` ticks. The same picture again is not sent (an idle
+    painter), unless it reflects newer edits: a client waiting for its edit must learn that the picture
+    it already has is the answer (the edit changed nothing visible, or an earlier, conservatively
+    labelled frame already showed it)."""
+
+    frames: int = 0  # frames sent so far (the frame number on the wire)
+    last_frame: np.ndarray | None = None
+    last_reflects: int = 0
+    labels: collections.deque = field(default_factory=collections.deque)
+
+    def admit(self, frame: np.ndarray | None, entered: int | None, steps: int) -> int | None:
+        """The seq ``frame`` wholly reflects if it is to be sent, else None. ``entered`` None: the
+        session's composition is not in the stream yet (these images are not the painter's)."""
+        if entered is None:
+            self.labels.clear()
+            return None
+        self.labels.append(entered)
+        while len(self.labels) > steps:
+            self.labels.popleft()
+        if frame is None or len(self.labels) < steps:
+            return None
+        reflects = self.labels[0]
+        if self.last_frame is not None and reflects <= self.last_reflects and np.array_equal(frame, self.last_frame):
+            return None
+        self.last_frame, self.last_reflects = frame.copy(), max(reflects, self.last_reflects)
+        self.frames += 1
+        return self.last_reflects
+
+
+@dataclass
 class LocalSession:
     """A session painted on this replica: its painter, the composition after edit ``seq`` as replayed from
     the store, and the clients connected here."""
@@ -135,11 +171,14 @@ class LocalSession:
     seq: int
     applied: int | None = None  # the seq whose composition the stream has (None: not yet ready)
     clients: dict[str, Client] = field(default_factory=dict)
-    frames: int = 0
-    seq_at_tick: collections.deque = field(default_factory=collections.deque)  # seq when each image entered
-    last_frame: np.ndarray | None = None
-    last_reflects: int = 0  # the seq the last frame wholly reflects
+    gate: FrameGate = field(default_factory=FrameGate)
     follower: asyncio.Task | None = None
+
+    def catch_up(self, composition: Composition, seq: int) -> None:
+        """Put ``composition`` (the one after edit ``seq``) into the stream (blocking: run it in a thread);
+        ``applied`` moves as soon as the stream has it, so the next tick's images are labelled with it."""
+        self.sync.apply(composition)
+        self.applied = seq
 
 
 class Replica:
@@ -205,29 +244,15 @@ class Replica:
                 time.sleep(max(0.0, IDLE_SLEEP_S - (time.perf_counter() - started)))
 
     def _deliver(self, session: LocalSession, frame: np.ndarray | None, entered: int | None) -> None:
-        """A tick's frame to the session's clients, once every image in the pipeline entered after the
-        session's composition reached the stream; encoded once per format; the same picture again (an idle
-        painter) is not sent. The frame carries the seq of the edits it wholly reflects: the seq applied
-        when its image entered the pipeline ``steps`` ticks ago."""
-        ring = session.seq_at_tick
-        if entered is None:  # the composition is not in the stream yet: these images are not the painter's
-            ring.clear()
+        """A tick's frame to the session's clients if its gate admits it, encoded once per format."""
+        reflects = session.gate.admit(frame, entered, session.painter.stream.steps)
+        if reflects is None:
             return
-        ring.append(entered)
-        steps = session.painter.stream.steps
-        while len(ring) > steps:
-            ring.popleft()
-        if frame is None or len(ring) < steps:
-            return
-        if session.last_frame is not None and np.array_equal(frame, session.last_frame):
-            return
-        session.last_frame = frame.copy()
-        session.frames += 1
-        reflects = session.last_reflects = ring[0]
         encoded: dict[str, bytes] = {}
         for client in list(session.clients.values()):
             if client.fmt not in encoded:
-                encoded[client.fmt] = pack_frame(session.frames, reflects, encode_image(frame, client.fmt), client.fmt)
+                encoded[client.fmt] = pack_frame(session.gate.frames, reflects, encode_image(frame, client.fmt),
+                                                 client.fmt)  # fmt: skip
             self.loop.call_soon_threadsafe(client.outbox.offer, encoded[client.fmt])
 
     async def _report(self) -> None:
@@ -238,7 +263,7 @@ class Replica:
             for s in list(self.sessions.values()):
                 status = message("status", painters=len(self.host.painters), clients=len(s.clients),
                                  rows=s.sync.assignment.rows, refused=sorted(s.sync.assignment.refused),
-                                 messages=s.sync.messages(), frames=s.frames,
+                                 messages=s.sync.messages(), frames=s.gate.frames,
                                  rows_per_second=round(self.rows_per_second, 1))  # fmt: skip
                 for c in list(s.clients.values()):
                     c.outbox.say(status)
@@ -288,9 +313,10 @@ class Replica:
             return await _refuse(ws, Close.BAD_HELLO, str(err))
         session.clients[client.id] = client
         sender = asyncio.create_task(client.outbox.pump(ws))
-        if session.last_frame is not None:  # a client joining a painting canvas sees its picture at once
-            image = encode_image(session.last_frame, client.fmt)
-            client.outbox.offer(pack_frame(session.frames, session.last_reflects, image, client.fmt))
+        gate = session.gate
+        if gate.last_frame is not None:  # a client joining a painting canvas sees its picture at once
+            image = encode_image(gate.last_frame, client.fmt)
+            client.outbox.offer(pack_frame(gate.frames, gate.last_reflects, image, client.fmt))
         client.outbox.say(message("welcome", protocol=1, session=opened["session"], session_token=opened["token"],
                                   client=client.id, replica=self.name, seq=session.seq,
                                   composition=session.composition.to_dict(), canvas=[self.host.height, self.host.width],
@@ -324,8 +350,7 @@ class Replica:
         painter = self.host.join(f"{sid}@{next(self._ids)}", **options)
         session = LocalSession(sid, painter, StreamSync(painter.stream), composition, opened["seq"])
         self.sessions[sid] = session
-        await asyncio.to_thread(session.sync.apply, composition)
-        session.applied = opened["seq"]
+        await asyncio.to_thread(session.catch_up, composition, opened["seq"])
         session.follower = asyncio.create_task(self._follow(session))
         return session
 
@@ -399,9 +424,7 @@ class Replica:
                     c.outbox.say(message("ack", seq=seq, yours=int(yours)) if c.id == who
                                  else message("edit", seq=seq, edit=data))  # fmt: skip
             try:
-                seq = session.seq
-                await asyncio.to_thread(session.sync.apply, session.composition)
-                session.applied = seq
+                await asyncio.to_thread(session.catch_up, session.composition, session.seq)
             except SemdrawError as err:
                 for c in list(session.clients.values()):
                     c.outbox.say(message("error", message=str(err)))

@@ -23,7 +23,7 @@ from semdraw.serve.protocol import (
     read_edit,
     unpack_frame,
 )
-from semdraw.serve.replica import Outbox
+from semdraw.serve.replica import FrameGate, Outbox
 from semdraw.serve.sessions import SessionDenied, SessionTable
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,3 +122,21 @@ def test_an_outbox_keeps_only_the_newest_frame_and_waits_for_acknowledgements():
 
     sent = asyncio.run(run())
     assert sent[-1] == b"\x09"  # after an acknowledgement, the newest frame, never the stale ones
+
+
+def test_a_frame_gate_labels_frames_with_the_edits_they_wholly_reflect_and_never_hides_a_newer_one():
+    """A frame leaves the pipeline ``steps`` ticks after its image entered: it reflects the label of that
+    tick. An unchanged picture is not sent again, unless it reflects newer edits (a client waiting for
+    its edit would otherwise wait forever when an earlier, conservatively labelled frame already showed it)."""
+    a, b = np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 9, np.uint8)
+    gate, steps = FrameGate(), 3
+    assert [gate.admit(None, 0, steps), gate.admit(a, 0, steps)] == [None, None]  # the pipeline fills
+    assert gate.admit(a, 0, steps) == 0 and gate.frames == 1
+    assert gate.admit(a, 0, steps) is None  # an idle painter: nothing new to send
+    # edit 1 reached the stream during a tick that still claimed 0: its picture (b) leaves labelled 0 ...
+    assert [gate.admit(b, 0, steps), gate.admit(b, 1, steps), gate.admit(b, 1, steps)] == [0, None, None]
+    # ... and the same picture is sent once more when the window holds only images that entered after edit 1
+    assert gate.admit(b, 1, steps) == 1 and gate.frames == 3
+    assert gate.admit(b, 1, steps) is None
+    assert gate.admit(a, None, steps) is None and not gate.labels  # the stream was reset: start over
+    assert [gate.admit(a, 2, steps) for _ in range(3)] == [None, None, 2]
