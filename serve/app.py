@@ -41,6 +41,15 @@ class ServeOptions:
     resources: dict[str, float] | None = None  # Ray custom resources each replica needs (e.g. {"painter": 1})
     edits_per_second: float = 240.0  # each client's edit budget (bursts of twice that); beyond, refused
     origins: tuple[str, ...] = ()  # pages on other sites allowed to paint (their Origin, e.g. https://a.b)
+    threads: int | None = None  # torch CPU threads per replica (None: see torch_threads)
+
+    def torch_threads(self) -> int:
+        """The CPU threads a replica's networks use: ``threads``, else the whole CPUs it reserves (at least
+        1). Said explicitly because Ray starts a worker with OMP_NUM_THREADS set to its CPU reservation (1
+        when it reserves less than one), which would otherwise leave a CPU replica on one core."""
+        import math
+
+        return self.threads if self.threads is not None else max(1, math.floor(self.num_cpus))
 
     def deployment_options(self) -> dict[str, Any]:
         """Serve's options for the deployment: painters per replica, queueing, scaling, resources."""

@@ -29,6 +29,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _cpus_per_replica(args: argparse.Namespace) -> float:
+    """A local instance is this machine alone: its replicas share its cores (a CPU replica computes on
+    them); on a cluster, a replica asks for one CPU unless told (its GPU does the work)."""
+    if args.cpus_per_replica is not None:
+        return args.cpus_per_replica
+    return 1.0 if args.address else max(1.0, float((os.cpu_count() or 1) // (args.max_replicas or args.replicas)))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="semdraw-serve",
@@ -50,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity-rows", type=_positive, default=None,
                    help="the most denoiser rows of one call on a replica (default: unbounded)")
     p.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs each replica asks Ray for (default 0)")
+    p.add_argument("--cpus-per-replica", type=float, default=None,
+                   help="CPUs each replica asks Ray for (default: 1 on a cluster; on a local instance, this machine's "
+                   "cores shared among the replicas)")  # fmt: skip
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="torch CPU threads per replica (default: the whole CPUs it asks for)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="the HTTP port (default 8000)")
     p.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of "
@@ -73,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     options = ServeOptions(model=args.model, engines=str(args.engines) if args.engines else None, backend=args.backend,
                            height=args.height, width=args.width, token=token, replicas=args.replicas,
                            max_replicas=args.max_replicas, painters_per_replica=args.painters_per_replica,
-                           capacity_rows=args.capacity_rows, num_gpus=args.gpus_per_replica)  # fmt: skip
+                           capacity_rows=args.capacity_rows, num_gpus=args.gpus_per_replica,
+                           num_cpus=_cpus_per_replica(args), threads=args.threads)  # fmt: skip
     if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
         import semdraw
 

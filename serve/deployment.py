@@ -7,6 +7,7 @@ annotations (``WebSocket``) as classes through Serve's class-based view, and Ray
 
 from typing import Any
 
+import torch
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import Response
 from ray import serve
@@ -25,6 +26,7 @@ class Painters:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.options = ServeOptions(**config)
+        torch.set_num_threads(self.options.torch_threads())
         context = serve.get_replica_context()
         name = context.replica_id.unique_id if context is not None else "replica"
         self.replica = Replica(open_host(self.options), session_store(), self.options.token, name=name,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from semdraw.api import Composition, ContractError
 from semdraw.edits import apply, edit_from_dict
@@ -173,6 +174,7 @@ class LocalSession:
     clients: dict[str, Client] = field(default_factory=dict)
     gate: FrameGate = field(default_factory=FrameGate)
     follower: asyncio.Task | None = None
+    tick_began: asyncio.Event = field(default_factory=asyncio.Event)  # set (on the replica's loop) as a tick begins
 
     def catch_up(self, composition: Composition, seq: int) -> None:
         """Put ``composition`` (the one after edit ``seq``) into the stream (blocking: run it in a thread);
@@ -225,7 +227,11 @@ class Replica:
                 time.sleep(IDLE_SLEEP_S)
                 continue
             started = time.perf_counter()
-            entering = {sid: s.applied for sid, s in list(self.sessions.items())}  # what this tick's images see
+            sessions = list(self.sessions.items())
+            entering = {sid: s.applied for sid, s in sessions}  # what this tick's images see
+            with contextlib.suppress(RuntimeError):  # the loop closed: the replica is stopping
+                for _, s in sessions:  # compositions applied from now on are the next tick's
+                    self.loop.call_soon_threadsafe(s.tick_began.set)
             try:
                 frames = self.host.tick()
             except Exception as err:  # noqa: BLE001 - the networks failed: said in health, retried
@@ -275,6 +281,7 @@ class Replica:
                 "clients": sum(len(s.clients) for s in self.sessions.values()),
                 "rows_per_second": round(self.rows_per_second, 1), "capacity_rows": self.host.capacity_rows,
                 "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid(),
+                "threads": torch.get_num_threads(),
                 "node": _node_id()}  # fmt: skip
 
     # ------------------------------------------------------------------ one client (one socket)
@@ -424,10 +431,14 @@ class Replica:
                     c.outbox.say(message("ack", seq=seq, yours=int(yours)) if c.id == who
                                  else message("edit", seq=seq, edit=data))  # fmt: skip
             try:
+                session.tick_began.clear()
                 await asyncio.to_thread(session.catch_up, session.composition, session.seq)
             except SemdrawError as err:
                 for c in list(session.clients.values()):
                     c.outbox.say(message("error", message=str(err)))
+            # edits coalesce: no composition is applied again before a tick has taken this one (a tick sees
+            # only the last; applying each edit would spend the tick's CPU on pictures nobody sees)
+            await session.tick_began.wait()
 
     async def shutdown(self) -> None:
         """A graceful stop: every client is told to reconnect elsewhere, then closed with 1001."""

@@ -118,7 +118,8 @@ def serve_bench(args: argparse.Namespace) -> int:
         ray.init(namespace="semdraw", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         most = max(args.painters)
-        serve.run(build_app(ServeOptions(token=token, replicas=1, painters_per_replica=most + 1, num_cpus=0)),
+        serve.run(build_app(ServeOptions(token=token, replicas=1, painters_per_replica=most + 1, num_cpus=0,
+                                          threads=os.cpu_count())),
                   name=APP_NAME, route_prefix="/")  # fmt: skip
         side = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())["canvas"][0]
         for n in args.painters:
@@ -130,11 +131,13 @@ def serve_bench(args: argparse.Namespace) -> int:
             row = {"painters": n, "fps_median": statistics.median(p["fps"] for p in painters),
                    "fps_min": min(p["fps"] for p in painters), "latency_p50_ms": (latencies[len(latencies) // 2] * 1000
                    if latencies else float("nan")), "latency_p95_ms": p95, "served_rows_per_s": health["rows_per_second"],
-                   "in_process_rows_per_s": local}  # fmt: skip
+                   "in_process_rows_per_s": local,
+                   "replica_threads": [r.get("threads") for r in health["by_replica"].values()]}  # fmt: skip
             row["rows_ratio"] = row["served_rows_per_s"] / local if local else float("nan")
             results.append(row)
             log.info("%d painters: %.1f fps each (min %.1f), edit->frame p95 %.0f ms, rows/s served %.0f vs "
-                     "in-process %.0f", n, row["fps_median"], row["fps_min"], p95, row["served_rows_per_s"], local)  # fmt: skip
+                     "in-process %.0f (replica threads %s)", n, row["fps_median"], row["fps_min"], p95,
+                     row["served_rows_per_s"], local, row["replica_threads"])  # fmt: skip
     finally:
         serve.shutdown()
         ray.shutdown()
