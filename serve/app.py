@@ -42,6 +42,7 @@ class ServeOptions:
     edits_per_second: float = 240.0  # each client's edit budget (bursts of twice that); beyond, refused
     origins: tuple[str, ...] = ()  # pages on other sites allowed to paint (their Origin, e.g. https://a.b)
     threads: int | None = None  # torch CPU threads per replica (None: see torch_threads)
+    painters_per_address: int = 8  # painters one remote address may hold open on a replica (0: no limit)
 
     def torch_threads(self) -> int:
         """The CPU threads a replica's networks use: ``threads``, else the whole CPUs it reserves (at least

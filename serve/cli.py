@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                    "cores shared among the replicas)")  # fmt: skip
     p.add_argument("--threads", type=_positive, default=None,
                    help="torch CPU threads per replica (default: the whole CPUs it asks for)")
+    p.add_argument("--painters-per-address", type=int, default=8,
+                   help="painters one remote address may hold open on a replica; behind a reverse proxy every "
+                   "painter has the proxy's address: raise it or pass 0 for no limit (default 8)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="the HTTP port (default 8000)")
     p.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of "
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                            height=args.height, width=args.width, token=token, replicas=args.replicas,
                            max_replicas=args.max_replicas, painters_per_replica=args.painters_per_replica,
                            capacity_rows=args.capacity_rows, num_gpus=args.gpus_per_replica,
-                           num_cpus=_cpus_per_replica(args), threads=args.threads)  # fmt: skip
+                           num_cpus=_cpus_per_replica(args), threads=args.threads,
+                           painters_per_address=args.painters_per_address)  # fmt: skip
     if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
         import semdraw
 

@@ -31,7 +31,8 @@ class Painters:
         name = context.replica_id.unique_id if context is not None else "replica"
         self.replica = Replica(open_host(self.options), session_store(), self.options.token, name=name,
                                origins=tuple(self.options.origins),
-                               edits_per_second=self.options.edits_per_second)  # fmt: skip
+                               edits_per_second=self.options.edits_per_second,
+                               painters_per_address=self.options.painters_per_address)  # fmt: skip
         self.started = False
 
     def _start(self) -> None:

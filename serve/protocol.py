@@ -24,6 +24,8 @@ MAX_MESSAGE_BYTES = 16 << 20  # the largest message: uvicorn's own WebSocket lim
 FRAME_HEADER = struct.Struct("<4sIIB3x")  # magic, frame number, edit seq, format; little-endian, 16 bytes
 FRAME_MAGIC = b"SDFR"
 FORMATS = {"jpeg": 0, "png": 1}
+MAX_CONTROL_BYTES = 64 << 10  # a message's JSON beside the images it carries (mask PNGs, a background image)
+PAYLOAD_KEYS = frozenset({"mask", "image"})  # the fields that carry base64 images (api.py's contract)
 MAX_IN_FLIGHT = 2  # frames sent and not yet acknowledged: more and the server drops frames for the client
 
 
@@ -39,6 +41,7 @@ class Close:
     FULL = 4002  # no room for this painter here: retry with backoff
     UNAVAILABLE = 4003  # the replica is not ready (networks failing, shutting down): retry
     BAD_MESSAGE = 4004  # a message too large or not of the protocol
+    TOO_MANY = 4005  # this address already has as many painters on the replica as it may: close one
 
     RETRY = frozenset({GOING_AWAY, INTERNAL, FULL, UNAVAILABLE, 1006, 1012, 1013})
 
@@ -93,6 +96,47 @@ def parse(text: str | bytes) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("a message is a JSON object with a \"type\"")
     return message
+
+
+def mask_png_limit(height: int, width: int) -> int:
+    """The most bytes a mask PNG of a ``height`` x ``width`` canvas may take: the canvas's raw 8-bit mask,
+    plus PNG's per-row filter byte and a little for headers and zlib's blocks (a PNG that compresses
+    nothing, random noise, stays under it; a mask is never noise)."""
+    raw = height * (width + 1)
+    return raw + raw // 1000 + 1024
+
+
+def check_sizes(message: dict[str, Any], size: int, canvas: tuple[int, int]) -> None:
+    """The wire's limits beyond the contract's: a message's JSON beside its images at most
+    :data:`MAX_CONTROL_BYTES`, each mask PNG at most :func:`mask_png_limit` of the canvas. ``size``: the
+    message's length as received."""
+    images = _payloads(message)
+    control = size - sum(len(text) for _, text in images)
+    if control > MAX_CONTROL_BYTES:
+        raise ProtocolError(f"a message's JSON (beside its images) is {control} bytes, over the "
+                            f"{MAX_CONTROL_BYTES >> 10} KB limit")  # fmt: skip
+    limit = mask_png_limit(*canvas)
+    for key, text in images:
+        if key == "mask" and len(text) * 3 // 4 > limit:  # base64: 4 characters carry 3 bytes
+            raise ProtocolError(f"a mask PNG of {len(text) * 3 // 4} bytes is larger than a raw "
+                                f"{canvas[0]}x{canvas[1]} mask ({limit} bytes): send a PNG of the canvas's size")  # fmt: skip
+
+
+def _payloads(message: Any) -> list[tuple[str, str]]:
+    """Every (key, base64 text) under a :data:`PAYLOAD_KEYS` key, anywhere in the message (no recursion:
+    a parsed message may nest as deep as the JSON parser allowed)."""
+    found, todo = [], [message]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in PAYLOAD_KEYS and isinstance(value, str):
+                    found.append((key, value))
+                else:
+                    todo.append(value)
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
 
 
 def _no_constant(name: str) -> Any:

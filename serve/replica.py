@@ -35,6 +35,7 @@ from .protocol import (
     Close,
     Hello,
     ProtocolError,
+    check_sizes,
     encode_image,
     message,
     pack_frame,
@@ -49,6 +50,7 @@ HELLO_TIMEOUT_S = 10.0
 MAX_MALFORMED = 10  # messages not of the protocol a client may send (each answered) before it is closed
 EDITS_PER_SECOND = 240.0  # a client's sustained edit rate (bursts of twice that); beyond, edits are refused
 EDIT_BURST = 2 * EDITS_PER_SECOND
+PAINTERS_PER_ADDRESS = 8  # painters one remote address may hold open on a replica (0: no limit)
 STATUS_EVERY_S = 1.0
 IDLE_SLEEP_S = 0.02  # a tick loop with nothing to run waits this long instead of spinning
 
@@ -120,6 +122,7 @@ class EditBudget:
 class Client:
     id: str
     fmt: str
+    address: str | None = None  # the remote host as the socket reports it (None: unknown)
     outbox: Outbox = field(default_factory=Outbox)
     budget: EditBudget = field(default_factory=EditBudget)
 
@@ -188,8 +191,10 @@ class Replica:
     with the same async methods); ``token``: what a client's hello must carry."""
 
     def __init__(self, host: StreamHost, store: Any, token: str, name: str = "replica",
-                 origins: tuple[str, ...] = (), edits_per_second: float = EDITS_PER_SECOND) -> None:  # fmt: skip
+                 origins: tuple[str, ...] = (), edits_per_second: float = EDITS_PER_SECOND,
+                 painters_per_address: int = PAINTERS_PER_ADDRESS) -> None:  # fmt: skip
         self.host, self.store, self.token, self.name, self.origins = host, store, token, name, origins
+        self.painters_per_address = painters_per_address
         self.edits_per_second = edits_per_second
         self.sessions: dict[str, LocalSession] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -293,7 +298,10 @@ class Replica:
         if self.closing:
             return await _refuse(ws, Close.UNAVAILABLE, "this replica is shutting down: reconnect")
         try:
-            hello = Hello.from_message(parse(await asyncio.wait_for(_receive_text(ws), HELLO_TIMEOUT_S)))
+            text = await asyncio.wait_for(_receive_text(ws), HELLO_TIMEOUT_S)
+            msg = parse(text)
+            check_sizes(msg, len(text), (self.host.height, self.host.width))
+            hello = Hello.from_message(msg)
         except (TimeoutError, ProtocolError, ContractError) as err:
             reason = "no hello within 10 s" if isinstance(err, TimeoutError) else str(err)
             return await _refuse(ws, Close.BAD_HELLO, reason)
@@ -304,13 +312,19 @@ class Replica:
         if (hello.composition.height, hello.composition.width) != (self.host.height, self.host.width):
             return await _refuse(ws, Close.BAD_HELLO, f"this server paints {self.host.height}x{self.host.width} "
                                  f"canvases, the composition is {hello.composition.height}x{hello.composition.width}")  # fmt: skip
+        address = _address(ws)
+        if self.painters_per_address and address is not None:
+            held = sum(c.address == address for s in self.sessions.values() for c in s.clients.values())
+            if held >= self.painters_per_address:
+                return await _refuse(ws, Close.TOO_MANY, f"{address} already paints {held} canvases on this "
+                                     f"replica (at most {self.painters_per_address}): close one")  # fmt: skip
         try:
             opened = await self.store.open.remote(hello.composition.to_json(), hello.session, hello.session_token)
         except Exception as err:  # noqa: BLE001 - Ray wraps the store's own refusal; anything else: it restarts
             if isinstance(getattr(err, "cause", err), SessionDenied):
                 return await _refuse(ws, Close.UNAUTHORIZED, _reason(err))
             return await _refuse(ws, Close.UNAVAILABLE, f"the session store is not reachable now (retry): {_reason(err)}")
-        client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format,
+        client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format, address,
                         budget=EditBudget.per_second(self.edits_per_second))
         try:
             session = await self._session(opened, hello)
@@ -374,6 +388,7 @@ class Replica:
             try:
                 text = await _receive_text(ws)
                 msg = parse(text)
+                check_sizes(msg, len(text), (self.host.height, self.host.width))
             except _Disconnected:
                 return
             except ProtocolError as err:  # answered, and the connection stays usable; a stream of them is abuse
@@ -469,6 +484,12 @@ async def _refuse(ws: Any, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):
         await ws.send_text(message("error", code=code, message=reason))
         await ws.close(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
+
+
+def _address(ws: Any) -> str | None:
+    """The remote host of a socket (Starlette's ``client``), if it says."""
+    client = getattr(ws, "client", None)
+    return getattr(client, "host", None) if client is not None else None
 
 
 def _node_id() -> str | None:

@@ -172,8 +172,9 @@ def test_malformed_oversized_and_flooding_clients_are_refused_and_others_keep_pa
         calm_task = asyncio.create_task(calm.run())
         await calm.wait_connected()
         await settled(calm)
-        closes, answers = [], []
-        for payloads in (["not json"] * 3 + ['{"type": "edit", "seq": 1, "edit": {"edit": "set_seed", "seed": 4}}'],
+        closes, answers, texts = [], [], []
+        big = json.dumps({"type": "edit", "seq": 0, "note": "x" * (65 << 10)})  # control JSON over 64 KB
+        for payloads in (["not json"] * 3 + [big, '{"type": "edit", "seq": 1, "edit": {"edit": "set_seed", "seed": 4}}'],
                          ["not json"] * 12, ["x" * (17 << 20)]):  # fmt: skip
             # after a welcome: a few messages not of the protocol (answered; the connection stays usable), a
             # stream of them (closed), one too large (closed by uvicorn)
@@ -187,6 +188,7 @@ def test_malformed_oversized_and_flooding_clients_are_refused_and_others_keep_pa
                     async for data in ws:
                         if isinstance(data, str):
                             said.append(parse(data)["type"])
+                            texts.append(parse(data).get("message", ""))
                             if "ack" in said:
                                 break
                 closes.append(ws.close_code if "ack" not in said else None)
@@ -205,11 +207,12 @@ def test_malformed_oversized_and_flooding_clients_are_refused_and_others_keep_pa
         for c in (calm, flood):
             await c.close()
         await asyncio.gather(calm_task, flood_task)
-        return closes, answers, flood, calm, calm_frame
+        return closes, answers, texts, flood, calm, calm_frame
 
-    closes, answers, flood, calm, calm_frame = run(go(), 300)
+    closes, answers, texts, flood, calm, calm_frame = run(go(), 300)
     assert closes == [None, Close.BAD_MESSAGE, 1009]  # uvicorn's own limit (16 MiB) closes with "message too big"
-    assert answers[0][:3] == ["error"] * 3 and "ack" in answers[0]  # answered, then the edit was taken
+    assert answers[0][:4] == ["error"] * 4 and "ack" in answers[0]  # answered, then the edit was taken
+    assert "64 KB" in texts[3], texts
     refused = [m for m in flood.errors if "too many edits" in m]
     assert refused and flood.seq + len(refused) == 600 and not flood.pending  # each edit: ordered or refused
     assert np.abs(calm_frame.astype(int) - in_process(toy, calm.composition).astype(int)).max() <= 1
@@ -326,7 +329,7 @@ def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server,
         await client.wait_connected()
         before = await settled(client)
         options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
-                               edits_per_second=50)
+                               edits_per_second=50, painters_per_address=2)  # the next test's limit
         await asyncio.to_thread(serve.run, build_app(options), name=APP_NAME, route_prefix="/")
         deadline = time.monotonic() + 90
         while client.connections < 2 and time.monotonic() < deadline:
@@ -339,6 +342,31 @@ def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server,
 
     client, before, after = run(go(), 300)
     assert np.array_equal(before, after)  # same composition, same seed: the same picture
+
+
+def test_one_address_holds_only_so_many_painters(server):
+    """The redeployed server (previous test: one replica, two painters per address) refuses a third
+    painter from this machine with 4005 and the reason; once one closes, a new one is taken."""
+
+    async def go():
+        clients = [PainterClient(f"ws://{server}/ws", TOKEN, scene(k), CONFIG) for k in range(2)]
+        tasks = [asyncio.create_task(c.run()) for c in clients]
+        for c in clients:
+            await c.wait_connected(120)
+        third = PainterClient(f"ws://{server}/ws", TOKEN, scene(3), CONFIG)
+        await asyncio.wait_for(third.run(), 60)  # refused for good: run() returns
+        await clients[0].close()
+        await tasks[0]
+        fourth = PainterClient(f"ws://{server}/ws", TOKEN, scene(4), CONFIG)
+        fourth_task = asyncio.create_task(fourth.run())
+        await fourth.wait_connected(120)
+        for c in (clients[1], fourth):
+            await c.close()
+        await asyncio.gather(tasks[1], fourth_task)
+        return third
+
+    third = run(go())
+    assert third.connections == 0 and any("at most 2" in e for e in third.errors), third.errors
 
 
 def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():

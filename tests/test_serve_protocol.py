@@ -15,9 +15,12 @@ from semdraw.api import BrushSpec, Composition, ContractError, StreamConfig
 from semdraw.edits import SetSeed, Stroke, edit_to_dict
 from semdraw.serve.protocol import (
     FRAME_HEADER,
+    MAX_CONTROL_BYTES,
     MAX_IN_FLIGHT,
     Hello,
     ProtocolError,
+    check_sizes,
+    mask_png_limit,
     pack_frame,
     parse,
     read_edit,
@@ -140,3 +143,22 @@ def test_a_frame_gate_labels_frames_with_the_edits_they_wholly_reflect_and_never
     assert gate.admit(b, 1, steps) is None
     assert gate.admit(a, None, steps) is None and not gate.labels  # the stream was reset: start over
     assert [gate.admit(a, 2, steps) for _ in range(3)] == [None, None, 2]
+
+
+def test_the_wire_limits_count_the_json_beside_the_images_and_bound_each_mask_png_by_the_canvas():
+    """64 KB of JSON beside the images; a mask PNG at most a raw mask of the canvas. A composition whose
+    masks are noise (PNG compresses nothing) passes however large the message; a PNG of a larger picture,
+    or padded JSON, does not."""
+    rng = np.random.default_rng(0)
+    noise = [BrushSpec(f"b{i}", "blue sky", rng.integers(0, 256, (128, 128), np.uint8)) for i in range(8)]
+    hello = Hello("t", Composition(128, 128, tuple(noise))).to_json()
+    assert len(hello) > 2 * MAX_CONTROL_BYTES  # the images are most of it
+    check_sizes(parse(hello), len(hello), (128, 128))
+    with pytest.raises(ProtocolError, match="larger than a raw 64x64 mask"):
+        check_sizes(parse(hello), len(hello), (64, 64))  # the same PNGs, from a smaller canvas's client
+    padded = json.dumps({"type": "edit", "seq": 1, "edit": {"edit": "set_seed", "seed": 1}, "pad": "x" * MAX_CONTROL_BYTES})
+    with pytest.raises(ProtocolError, match="64 KB"):
+        check_sizes(parse(padded), len(padded), (128, 128))
+    nested = {"type": "x", "a": [{"b": {"mask": "A" * 4 * (mask_png_limit(8, 8) // 3 + 1)}}]}  # found at any depth
+    with pytest.raises(ProtocolError, match="mask PNG"):
+        check_sizes(nested, len(json.dumps(nested)), (8, 8))

@@ -8,7 +8,7 @@ const PROTOCOL = 1;
 const params = new URLSearchParams(location.search);
 const TOKEN = params.get("token") || "";
 const FORMAT = params.get("format") === "png" ? "png" : "jpeg";
-const NO_RETRY = new Set([4000, 4001, 4004]);
+const NO_RETRY = new Set([4000, 4001, 4004, 4005]);
 const NAMED = { red: [220, 40, 40], orange: [240, 140, 30], yellow: [235, 210, 40], green: [50, 180, 60],
   cyan: [30, 200, 210], blue: [50, 90, 230], purple: [150, 60, 200], violet: [150, 60, 200], pink: [240, 120, 190],
   brown: [140, 90, 50], gray: [128, 128, 128], grey: [128, 128, 128], black: [30, 30, 30], white: [235, 235, 235] };
