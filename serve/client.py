@@ -64,6 +64,8 @@ class PainterClient:
         self.welcome: dict[str, Any] = {}  # the last welcome message (steps, layers, noise levels, ...)
         self.latencies: list[float] = []  # seconds from sending an edit to the first frame that reflects it
         self.frames = 0  # frames received
+        self.edits_refused = 0  # own edits the server refused (a bad edit, over the edit budget)
+        self.attempts_refused = 0  # connection attempts that were not welcomed (full, not ready, unreachable)
         self._sent: dict[int, float] = {}  # own edit number -> when it was sent
         self._awaiting: dict[int, float] = {}  # session seq of an own edit -> when it was sent
         self.refused: str | None = None
@@ -103,13 +105,16 @@ class PainterClient:
                     self._socket = ws
                     if self._closing:
                         return
-                    failures = 0 if await self._session(ws) else failures + 1
+                    welcomed = await self._session(ws)
+                    failures = 0 if welcomed else failures + 1
+                    self.attempts_refused += not welcomed and not self._closing
             except ServerRefused as err:
                 self.refused = str(err)
                 return
             except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as err:
                 log.info("connection to %s failed: %s", self.url, err)
                 failures += 1
+                self.attempts_refused += 1
             finally:
                 self._ws = self._socket = None
                 self._connected.clear()
@@ -165,6 +170,7 @@ class PainterClient:
                     self.confirmed = apply(self.confirmed, edit_from_dict(msg["edit"]))
                     self.seq = msg["seq"]
                 elif kind == "refused":
+                    self.edits_refused += 1
                     self.pending.pop(msg.get("yours"), None)
                     self._sent.pop(msg.get("yours"), None)
                     self.errors.append(msg["message"])

@@ -246,6 +246,19 @@ def test_two_clients_share_a_canvas_and_converge(server, toy):
     assert np.abs(fa.astype(int) - in_process(toy, a.composition).astype(int)).max() <= 1
 
 
+def test_the_serve_bench_measures_a_running_server(server, tmp_path):
+    """`semdraw-bench serve --url`: painters over the real server, then the in-process host, in one JSON."""
+    from semdraw.tools.bench import main
+
+    out = tmp_path / "serve.json"
+    assert main(["serve", "--url", f"http://{server}", "--token", TOKEN, "--painters", "1", "--seconds", "3",
+                 "--ticks", "3", "--json", str(out)]) == 0  # fmt: skip
+    (row,) = json.loads(out.read_text())["runs"]
+    assert row["painters"] == 1 and row["fps_median"] > 0 and row["latency_p95_ms"] > 0
+    assert row["served_rows_per_s"] > 0 and row["in_process_rows_per_s"] > 0
+    assert (row["edits_refused"], row["attempts_refused"], row["reconnects"]) == (0, 0, 0)
+
+
 def test_bad_handshakes_and_a_full_host_are_refused_with_a_reason(server):
     async def attempt(hello_text: str, **headers) -> tuple[int | None, str]:
         async with websockets.connect(f"ws://{server}/ws", **headers) as ws:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import statistics
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,9 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float, edi
     started = time.perf_counter()
     await asyncio.gather(*(paint(c, i, started + seconds) for i, c in enumerate(clients)))
     elapsed = time.perf_counter() - started
-    out = [{"fps": (c.frames - f0) / elapsed, "latencies": list(c.latencies)} for c, f0 in zip(clients, counts, strict=True)]
+    out = [{"fps": (c.frames - f0) / elapsed, "latencies": list(c.latencies), "edits_refused": c.edits_refused,
+            "attempts_refused": c.attempts_refused, "reconnects": max(0, c.connections - 1)}
+           for c, f0 in zip(clients, counts, strict=True)]  # fmt: skip
     for c in clients:
         await c.close()
     await asyncio.gather(*tasks)
@@ -101,7 +105,10 @@ def _in_process_rows(n: int, side: int, ticks: int) -> float:
     return rows / (time.perf_counter() - started)
 
 
-def serve_bench(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _local_server(painters: int) -> Iterator[tuple[str, str]]:
+    """A local Ray Serve instance with one replica of the toy (its threads: this machine's cores, as the
+    in-process host's), Ray's token under a temporary HOME; yields (http base URL, server token)."""
     import ray
     from ray import serve
 
@@ -113,52 +120,84 @@ def serve_bench(args: argparse.Namespace) -> int:
         port = s.getsockname()[1]
     home = tempfile.mkdtemp(prefix="semdraw-bench-ray-")  # Ray's token file goes here, not in ~/.ray
     saved_home, os.environ["HOME"] = os.environ.get("HOME", home), home
-    results = []
     try:
         ray.init(namespace="semdraw", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        most = max(args.painters)
-        serve.run(build_app(ServeOptions(token=token, replicas=1, painters_per_replica=most + 1, num_cpus=0,
-                                          threads=os.cpu_count())),
-                  name=APP_NAME, route_prefix="/")  # fmt: skip
-        side = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())["canvas"][0]
-        for n in args.painters:
-            painters = asyncio.run(_painters(f"ws://127.0.0.1:{port}/ws", token, n, side, args.seconds, args.edit_hz))
-            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())
-            latencies = sorted(x for p in painters for x in p["latencies"])
-            p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
-            local = _in_process_rows(n, side, args.ticks)
-            row = {"painters": n, "fps_median": statistics.median(p["fps"] for p in painters),
-                   "fps_min": min(p["fps"] for p in painters), "latency_p50_ms": (latencies[len(latencies) // 2] * 1000
-                   if latencies else float("nan")), "latency_p95_ms": p95, "served_rows_per_s": health["rows_per_second"],
-                   "in_process_rows_per_s": local,
-                   "replica_threads": [r.get("threads") for r in health["by_replica"].values()]}  # fmt: skip
-            row["rows_ratio"] = row["served_rows_per_s"] / local if local else float("nan")
-            results.append(row)
-            log.info("%d painters: %.1f fps each (min %.1f), edit->frame p95 %.0f ms, rows/s served %.0f vs "
-                     "in-process %.0f (replica threads %s)", n, row["fps_median"], row["fps_min"], p95,
-                     row["served_rows_per_s"], local, row["replica_threads"])  # fmt: skip
+        options = ServeOptions(token=token, replicas=1, painters_per_replica=painters + 1, num_cpus=0,
+                               threads=os.cpu_count(), painters_per_address=painters + 1)  # fmt: skip
+        serve.run(build_app(options), name=APP_NAME, route_prefix="/")
+        yield f"http://127.0.0.1:{port}", token
     finally:
         serve.shutdown()
         ray.shutdown()
         os.environ["HOME"] = saved_home
+
+
+def _health(base: str) -> dict[str, Any]:
+    return json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=30).read())
+
+
+def _measure(args: argparse.Namespace, base: str, token: str) -> list[dict[str, Any]]:
+    """Each painter count against the server at ``base``, then on an in-process host here."""
+    ws = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/") + "/ws"
+    side = _health(base)["canvas"][0]
+    results = []
+    for n in args.painters:
+        painters = asyncio.run(_painters(ws, token, n, side, args.seconds, args.edit_hz))
+        health = _health(base)
+        latencies = sorted(x for p in painters for x in p["latencies"])
+        p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
+        local = _in_process_rows(n, side, args.ticks)
+        row = {"painters": n, "fps_median": statistics.median(p["fps"] for p in painters),
+               "fps_min": min(p["fps"] for p in painters),
+               "latency_p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
+               "latency_p95_ms": p95, "served_rows_per_s": health["rows_per_second"], "in_process_rows_per_s": local,
+               "edits_refused": sum(p["edits_refused"] for p in painters),
+               "attempts_refused": sum(p["attempts_refused"] for p in painters),
+               "reconnects": sum(p["reconnects"] for p in painters),
+               "replica_threads": [r.get("threads") for r in health["by_replica"].values()]}  # fmt: skip
+        row["rows_ratio"] = row["served_rows_per_s"] / local if local else float("nan")
+        results.append(row)
+        log.info("%d painters: %.1f fps each (min %.1f), edit->frame p95 %.0f ms, rows/s served %.0f vs in-process "
+                 "%.0f; refused %d edits, %d attempts; %d reconnects", n, row["fps_median"], row["fps_min"], p95,
+                 row["served_rows_per_s"], local, row["edits_refused"], row["attempts_refused"], row["reconnects"])  # fmt: skip
+    return results
+
+
+def serve_bench(args: argparse.Namespace) -> int:
+    if args.url:
+        token = args.token or os.environ.get("SEMDRAW_TOKEN")
+        if not token:
+            log.error("semdraw-bench serve --url needs the server's token: --token or $SEMDRAW_TOKEN")
+            return 2
+        where = f"the server at {args.url} (its rows/s from /healthz; the in-process host runs here)"
+        try:
+            results = _measure(args, args.url, token)
+        except (OSError, TimeoutError) as err:
+            log.error("semdraw-bench serve: %s does not answer: %s", args.url, err)
+            return 2
+    else:
+        where = "a local Ray Serve instance, 1 replica"
+        with _local_server(max(args.painters)) as (base, token):
+            results = _measure(args, base, token)
     machine = f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU threads".strip()
-    print(f"\nServed: toy, 1 replica, 3 brushes per painter, each painter stroking {args.edit_hz:g} times a second, "
-          f"{args.seconds:g} s per count; {machine}\n")  # fmt: skip
-    print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s | served / in-process |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nServed: toy on {where}; 3 brushes per painter, each painter stroking {args.edit_hz:g} times a "
+          f"second, {args.seconds:g} s per count; this machine: {machine}\n")  # fmt: skip
+    print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s "
+          "| served / in-process | refused edits / attempts | reconnects |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['painters']} | {r['fps_median']:.1f} / {r['fps_min']:.1f} | {r['latency_p50_ms']:.0f} / "
               f"{r['latency_p95_ms']:.0f} ms | {r['served_rows_per_s']:.0f} | {r['in_process_rows_per_s']:.0f} | "
-              f"{r['rows_ratio']:.2f} |")  # fmt: skip
+              f"{r['rows_ratio']:.2f} | {r['edits_refused']} / {r['attempts_refused']} | {r['reconnects']} |")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "runs": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"machine": machine, "server": where, "runs": results}, indent=2) + "\n")
     return 0
 
 
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("serve", help="N painters over WebSockets on a local semdraw-serve vs an in-process host",
-                       description="Starts a local Ray Serve instance with one replica of the toy, connects N "
+                       description="Starts a local Ray Serve instance with one replica of the toy (or measures --url), connects N "
                                    "painters over real WebSockets, each stroking a mask several times a second, and "
                                    "measures frames per second per painter, edit-to-frame latency (send to the first "
                                    "frame that reflects the edit) and the replica's denoiser rows per second; then "
@@ -168,5 +207,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--seconds", type=float, default=10.0, help="measured seconds per count (default 10)")
     s.add_argument("--edit-hz", type=float, default=10.0, help="strokes per second per painter (default 10)")
     s.add_argument("--ticks", type=int, default=40, help="in-process host ticks per count (default 40)")
+    s.add_argument("--url", default=None, help="measure the semdraw-serve at this address (http://host:port) instead "
+                   "of starting one; its token from --token or $SEMDRAW_TOKEN")  # fmt: skip
+    s.add_argument("--token", default=None, help="the server token for --url")
     s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     s.set_defaults(run=serve_bench)
