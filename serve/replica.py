@@ -177,11 +177,11 @@ class LocalSession:
     clients: dict[str, Client] = field(default_factory=dict)
     gate: FrameGate = field(default_factory=FrameGate)
     follower: asyncio.Task | None = None
-    tick_began: asyncio.Event = field(default_factory=asyncio.Event)  # set (on the replica's loop) as a tick begins
+    wanted: tuple[Composition, int] | None = None  # the newest (composition, seq) the tick loop is to apply
 
     def catch_up(self, composition: Composition, seq: int) -> None:
-        """Put ``composition`` (the one after edit ``seq``) into the stream (blocking: run it in a thread);
-        ``applied`` moves as soon as the stream has it, so the next tick's images are labelled with it."""
+        """Put ``composition`` (the one after edit ``seq``) into the stream (blocking); ``applied`` moves as
+        soon as the stream has it, so the next tick's images are labelled with it."""
         self.sync.apply(composition)
         self.applied = seq
 
@@ -201,6 +201,8 @@ class Replica:
         self.failures = 0  # consecutive failed ticks: the health check reports them
         self.error: str | None = None
         self.rows_per_second = 0.0
+        self.ticks_per_second = 0.0
+        self.tick_ms = 0.0  # the mean tick (catch-up, denoiser, decoder) over the last 50
         self.closing = False
         self._ids = itertools.count()
         self._stop = threading.Event()
@@ -233,10 +235,9 @@ class Replica:
                 continue
             started = time.perf_counter()
             sessions = list(self.sessions.items())
+            for _, s in sessions:
+                self._catch_up(s)
             entering = {sid: s.applied for sid, s in sessions}  # what this tick's images see
-            with contextlib.suppress(RuntimeError):  # the loop closed: the replica is stopping
-                for _, s in sessions:  # compositions applied from now on are the next tick's
-                    self.loop.call_soon_threadsafe(s.tick_began.set)
             try:
                 frames = self.host.tick()
             except Exception as err:  # noqa: BLE001 - the networks failed: said in health, retried
@@ -246,13 +247,32 @@ class Replica:
                 time.sleep(0.5)
                 continue
             self.failures, self.error = 0, None
-            window.append((time.perf_counter(), self.host.rows_last_tick))
+            now = time.perf_counter()
+            window.append((now, self.host.rows_last_tick, now - started))
             span = window[-1][0] - window[0][0]
-            self.rows_per_second = sum(r for _, r in window) / span if span > 0 else 0.0
+            self.rows_per_second = sum(r for _, r, _ in window) / span if span > 0 else 0.0
+            self.ticks_per_second = (len(window) - 1) / span if span > 0 else 0.0
+            self.tick_ms = 1000 * sum(d for _, _, d in window) / len(window)
             for sid, session in list(self.sessions.items()):
                 self._deliver(session, frames.get(session.painter.id), entering.get(sid))
             if self.host.rows_last_tick == 0:
                 time.sleep(max(0.0, IDLE_SLEEP_S - (time.perf_counter() - started)))
+
+    def _catch_up(self, session: LocalSession) -> None:
+        """Tick thread, between ticks: apply the session's newest composition, if any. Here rather than in
+        a thread of its own: edits coalesce (a tick sees only the last composition, so each one applied
+        is one a tick will use), and the stream's mask work never runs beside the denoiser's (two threads
+        in torch's CPU thread pool at once slow both, several times over on a small machine)."""
+        wanted, session.wanted = session.wanted, None
+        if wanted is None:
+            return
+        try:
+            session.catch_up(*wanted)
+        except SemdrawError as err:
+            text = message("error", message=str(err))
+            with contextlib.suppress(RuntimeError):  # the loop closed: the replica is stopping
+                for c in list(session.clients.values()):
+                    self.loop.call_soon_threadsafe(c.outbox.say, text)
 
     def _deliver(self, session: LocalSession, frame: np.ndarray | None, entered: int | None) -> None:
         """A tick's frame to the session's clients if its gate admits it, encoded once per format."""
@@ -284,7 +304,8 @@ class Replica:
     def health(self) -> dict[str, Any]:
         return {"painters": len(self.host.painters), "sessions": len(self.sessions),
                 "clients": sum(len(s.clients) for s in self.sessions.values()),
-                "rows_per_second": round(self.rows_per_second, 1), "capacity_rows": self.host.capacity_rows,
+                "rows_per_second": round(self.rows_per_second, 1), "ticks_per_second": round(self.ticks_per_second, 1),
+                "tick_ms": round(self.tick_ms, 1), "capacity_rows": self.host.capacity_rows,
                 "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid(),
                 "threads": torch.get_num_threads(),
                 "node": _node_id()}  # fmt: skip
@@ -445,15 +466,7 @@ class Replica:
                 for c in list(session.clients.values()):
                     c.outbox.say(message("ack", seq=seq, yours=int(yours)) if c.id == who
                                  else message("edit", seq=seq, edit=data))  # fmt: skip
-            try:
-                session.tick_began.clear()
-                await asyncio.to_thread(session.catch_up, session.composition, session.seq)
-            except SemdrawError as err:
-                for c in list(session.clients.values()):
-                    c.outbox.say(message("error", message=str(err)))
-            # edits coalesce: no composition is applied again before a tick has taken this one (a tick sees
-            # only the last; applying each edit would spend the tick's CPU on pictures nobody sees)
-            await session.tick_began.wait()
+            session.wanted = (session.composition, session.seq)  # the tick loop applies the newest
 
     async def shutdown(self) -> None:
         """A graceful stop: every client is told to reconnect elsewhere, then closed with 1001."""

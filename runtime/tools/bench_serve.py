@@ -49,8 +49,10 @@ def _stroke(k: int, side: int) -> Any:
     return Stroke("2", ((x, side * 0.05), (x, side * 0.3)), side / 12, erase=bool(k % 2))
 
 
-async def _painters(url: str, token: str, n: int, side: int, seconds: float, edit_hz: float) -> list[dict[str, Any]]:
-    """N painters that each stroke back and forth across the canvas ``edit_hz`` times a second."""
+async def _painters(url: str, token: str, n: int, side: int, seconds: float,
+                    edit_hz: float, base: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """N painters that each stroke back and forth across the canvas ``edit_hz`` times a second; with the
+    server's /healthz (at ``base``) read as the measured period ends, before they leave."""
     from semdraw.api import StreamConfig
     from semdraw.serve.client import PainterClient
 
@@ -74,17 +76,30 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float, edi
     started = time.perf_counter()
     await asyncio.gather(*(paint(c, i, started + seconds) for i, c in enumerate(clients)))
     elapsed = time.perf_counter() - started
+    health = await asyncio.to_thread(_health, base)
     out = [{"fps": (c.frames - f0) / elapsed, "latencies": list(c.latencies), "edits_refused": c.edits_refused,
             "attempts_refused": c.attempts_refused, "reconnects": max(0, c.connections - 1)}
            for c, f0 in zip(clients, counts, strict=True)]  # fmt: skip
     for c in clients:
         await c.close()
     await asyncio.gather(*tasks)
-    return out
+    return out, health
 
 
-def _in_process_rows(n: int, side: int, ticks: int) -> float:
-    """Rows per second of the same N painters (same compositions, painting) on an in-process host."""
+def _in_process_rows(n: int, side: int, ticks: int, threads: int) -> float:
+    """Rows per second of the same N painters (same compositions, painting) on an in-process host using
+    ``threads`` torch threads (the replica's: the same compute, so the ratio is the serving's cost)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _host_rows(n, side, ticks)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _host_rows(n: int, side: int, ticks: int) -> float:
     import semdraw
 
     host = semdraw.StreamHost(semdraw.load_model("toy"), layers=3, seed_step=0)
@@ -106,9 +121,9 @@ def _in_process_rows(n: int, side: int, ticks: int) -> float:
 
 
 @contextlib.contextmanager
-def _local_server(painters: int) -> Iterator[tuple[str, str]]:
-    """A local Ray Serve instance with one replica of the toy (its threads: this machine's cores, as the
-    in-process host's), Ray's token under a temporary HOME; yields (http base URL, server token)."""
+def _local_server(painters: int, threads: int) -> Iterator[tuple[str, str]]:
+    """A local Ray Serve instance with one replica of the toy using ``threads`` torch threads, Ray's token
+    under a temporary HOME; yields (http base URL, server token)."""
     import ray
     from ray import serve
 
@@ -124,7 +139,7 @@ def _local_server(painters: int) -> Iterator[tuple[str, str]]:
         ray.init(namespace="semdraw", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         options = ServeOptions(token=token, replicas=1, painters_per_replica=painters + 1, num_cpus=0,
-                               threads=os.cpu_count(), painters_per_address=painters + 1)  # fmt: skip
+                               threads=threads, painters_per_address=painters + 1)  # fmt: skip
         serve.run(build_app(options), name=APP_NAME, route_prefix="/")
         yield f"http://127.0.0.1:{port}", token
     finally:
@@ -143,11 +158,11 @@ def _measure(args: argparse.Namespace, base: str, token: str) -> list[dict[str, 
     side = _health(base)["canvas"][0]
     results = []
     for n in args.painters:
-        painters = asyncio.run(_painters(ws, token, n, side, args.seconds, args.edit_hz))
-        health = _health(base)
+        painters, health = asyncio.run(_painters(ws, token, n, side, args.seconds, args.edit_hz, base))
         latencies = sorted(x for p in painters for x in p["latencies"])
         p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
-        local = _in_process_rows(n, side, args.ticks)
+        threads = [r.get("threads") for r in health["by_replica"].values()]
+        local = _in_process_rows(n, side, args.ticks, min(t for t in threads if t) if any(threads) else 1)
         row = {"painters": n, "fps_median": statistics.median(p["fps"] for p in painters),
                "fps_min": min(p["fps"] for p in painters),
                "latency_p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
@@ -155,7 +170,8 @@ def _measure(args: argparse.Namespace, base: str, token: str) -> list[dict[str, 
                "edits_refused": sum(p["edits_refused"] for p in painters),
                "attempts_refused": sum(p["attempts_refused"] for p in painters),
                "reconnects": sum(p["reconnects"] for p in painters),
-               "replica_threads": [r.get("threads") for r in health["by_replica"].values()]}  # fmt: skip
+               "replica_threads": threads, "replica_ticks_per_s": [r.get("ticks_per_second") for r in health["by_replica"].values()],
+               "replica_tick_ms": [r.get("tick_ms") for r in health["by_replica"].values()]}  # fmt: skip
         row["rows_ratio"] = row["served_rows_per_s"] / local if local else float("nan")
         results.append(row)
         log.info("%d painters: %.1f fps each (min %.1f), edit->frame p95 %.0f ms, rows/s served %.0f vs in-process "
@@ -177,8 +193,8 @@ def serve_bench(args: argparse.Namespace) -> int:
             log.error("semdraw-bench serve: %s does not answer: %s", args.url, err)
             return 2
     else:
-        where = "a local Ray Serve instance, 1 replica"
-        with _local_server(max(args.painters)) as (base, token):
+        where = f"a local Ray Serve instance, 1 replica, {args.replica_threads or os.cpu_count()} torch threads"
+        with _local_server(max(args.painters), args.replica_threads or os.cpu_count() or 1) as (base, token):
             results = _measure(args, base, token)
     machine = f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU threads".strip()
     print(f"\nServed: toy on {where}; 3 brushes per painter, each painter stroking {args.edit_hz:g} times a "
@@ -210,5 +226,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--url", default=None, help="measure the semdraw-serve at this address (http://host:port) instead "
                    "of starting one; its token from --token or $SEMDRAW_TOKEN")  # fmt: skip
     s.add_argument("--token", default=None, help="the server token for --url")
+    s.add_argument("--replica-threads", type=int, default=None,
+                   help="torch threads of the local server's replica (default: this machine's cores, as the "
+                   "in-process host uses)")  # fmt: skip
     s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     s.set_defaults(run=serve_bench)
