@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -15,9 +16,10 @@ import secrets
 import socket
 import statistics
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,17 +154,28 @@ def _health(base: str) -> dict[str, Any]:
     return json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=30).read())
 
 
+def _in_low_priority_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a thread of its own at the lowest CPU priority (Linux: niceness is per thread): the
+    painters' clients, run here beside the server, take only the CPU it leaves (Ray's workers run at
+    nice 15), as if they were on other machines; the in-process host runs afterwards at normal priority."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_lowered, fn, *args).result()
+
+
+def _lowered(fn: Callable[..., Any], *args: Any) -> Any:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not permitted: normal priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    return fn(*args)
+
+
 def _measure(args: argparse.Namespace, base: str, token: str) -> list[dict[str, Any]]:
     """Each painter count against the server at ``base``, then on an in-process host here."""
-    if args.url is None:
-        # the clients run here, beside the server: at the lowest priority they take only the CPU the server
-        # leaves (Ray's workers run at nice 15), as if they were on other machines, as painters are
-        os.nice(19 - os.nice(0))
     ws = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/") + "/ws"
     side = _health(base)["canvas"][0]
     results = []
     for n in args.painters:
-        painters, health = asyncio.run(_painters(ws, token, n, side, args.seconds, args.edit_hz, base))
+        painters, health = _in_low_priority_thread(asyncio.run, _painters(ws, token, n, side, args.seconds,
+                                                                          args.edit_hz, base))  # fmt: skip
         latencies = sorted(x for p in painters for x in p["latencies"])
         p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
         threads = [r.get("threads") for r in health["by_replica"].values()]
