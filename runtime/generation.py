@@ -274,7 +274,7 @@ def _plan(source: Model | EngineSet, *, height, width, steps, timesteps, guidanc
     default = source.family.default_guidance if isinstance(source, Model) else 1.0
     mode, guidance_scale = step.resolve_guidance(cfg, guidance_scale, default)
     src = open_source(source, height=height, width=width, layers=None, steps=steps, timesteps=timesteps,
-                      cfg=mode.name, backend="auto", device=None, model=None, cuda_graph=False)  # fmt: skip
+                      cfg=mode.name, backend="auto", device=None, model=None, cuda_graph=False, compile=False)  # fmt: skip
     net = networks or src.networks
     if not net.any_batch:
         raise ConfigError("generate() batches a varying number of items, but this engine set's denoiser has a "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .conditioning import Conditioning
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .engines import EngineSet
@@ -105,6 +106,16 @@ class Networks:
 
         return replace(self, denoise=wrap("denoiser", self.denoise), encode=wrap("encoder", self.encode),
                        decode=wrap("decoder", self.decode))  # fmt: skip
+
+    def compiled(self) -> Networks:
+        """The same networks with the denoiser and the decoder through ``torch.compile`` (torch models
+        only: an engine set's runtime has compiled its networks already). The first calls compile (and
+        a new row count recompiles once for any count: ``dynamic`` is left to torch), which takes minutes
+        on a CPU; later calls run the generated kernels. The frame is the same to float rounding."""
+        if self.backend != "torch":
+            raise ConfigError(f"compile=True compiles torch models; the {self.backend} backend runs an engine "
+                              "set, which its runtime compiled already")  # fmt: skip
+        return replace(self, denoise=torch.compile(self.denoise), decode=torch.compile(self.decode))
 
     @staticmethod
     def from_model(model: Model) -> Networks:

@@ -238,8 +238,10 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
 
     for i, b in enumerate(brushes):
         stream.set_brush(i, b)
+    warm = time.perf_counter()
     for _ in range(max(1, warmup)):
         stream()
+    warm = time.perf_counter() - warm
     stream.profile = True
     total, den, dec, cpu = [], [], [], []
     rows_before = stream.rows_computed
@@ -254,8 +256,10 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
         den.append(stream.times.denoiser - before[0])
         dec.append(stream.times.decoder - before[1])
     stream.profile = False
-    return _row(name, stream.networks.backend, total, den, dec, stream.batch_rows,
-                (stream.rows_computed - rows_before) / frames, cpu)  # fmt: skip
+    row = _row(name, stream.networks.backend, total, den, dec, stream.batch_rows,
+               (stream.rows_computed - rows_before) / frames, cpu)  # fmt: skip
+    row["warmup_s"] = warm  # with torch.compile: the compile time
+    return row
 
 
 def time_idle(stream: Any, frames: int) -> dict[str, float]:
@@ -322,14 +326,14 @@ def _stream_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int, *, steps: Any = "asked",
-                 live_rows_only: bool = True) -> Any:  # fmt: skip
+                 live_rows_only: bool = True, compile: bool | None = None) -> Any:  # fmt: skip
     import semdraw
 
     if backend == "torch":
         steps = args.steps if steps == "asked" else steps
         return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=steps,
                               timesteps=args.timesteps, seed=0, cfg=args.cfg, guidance_scale=args.guidance_scale,
-                              cuda_graph=args.cuda_graph,
+                              cuda_graph=args.cuda_graph, compile=args.compile if compile is None else compile,
                               live_rows_only=live_rows_only)  # fmt: skip
     if args.engines is None:
         raise semdraw.ConfigError(
@@ -369,7 +373,8 @@ def stream(args: argparse.Namespace) -> int:
                                                         else "onnxruntime")  # fmt: skip
     # The torch model is loaded only for the runs that need it (a torch stream, the one-shot baseline,
     # the scaling runs): an engine-set run alone holds one copy of the weights, the set's.
-    needs_torch = backend == "torch" or args.compare == "torch" or not args.no_baseline or bool(args.scaling)
+    needs_torch = (backend == "torch" or args.compare == "torch" or not args.no_baseline or bool(args.scaling)
+                   or args.also_compiled)  # fmt: skip
     semdraw.loading.check_canvas(args.model, args.height, args.width)  # before any weights load
     model = semdraw.load_model(args.model, device=args.device) if needs_torch else None
     if model is not None:
@@ -396,6 +401,9 @@ def stream(args: argparse.Namespace) -> int:
     if args.compare:
         rows.append(time_stream(_make_stream(args.compare, args, model, layers), brushes, args.warmup,
                                 args.frames, "stream"))  # fmt: skip
+    if args.also_compiled:  # the torch stream through torch.compile; its warm-up is the compile time
+        rows.append(time_stream(_make_stream("torch", args, model, layers, compile=True), brushes, args.warmup,
+                                args.frames, "stream, torch.compile"))  # fmt: skip
     default_steps = model.schedule().steps if model is not None else n_steps
     if args.steps is not None and args.engines is None and default_steps != n_steps:  # also the model's own
         for b in [backend] + ([args.compare] if args.compare == "torch" else []):
@@ -420,6 +428,9 @@ def stream(args: argparse.Namespace) -> int:
         print(f"idle frame ({rows[0]['backend']}, seed_step 0, nothing edited): {idle['cpu_ms_per_frame']:.3f} CPU ms, "
               f"{idle['ms_per_frame']:.3f} ms, {idle['rows_per_frame']:.3g} denoiser rows; "
               f"{100 * idle['cpu_ms_per_frame'] / busy if busy else 0:.3f} % of a busy frame's CPU time")  # fmt: skip
+    for r in rows:
+        if "compile" in r["run"]:
+            print(f"{r['run']}: warm-up ({max(1, args.warmup)} frames, the compile) took {r['warmup_s']:.1f} s")
     first = rows[0]
     for r in rows[1:]:
         print(f"{first['run']} ({first['backend']}) vs {r['run']} ({r['backend']}): "
@@ -504,6 +515,12 @@ def _parser() -> argparse.ArgumentParser:
                                                     "(cuda: its CUDA provider) (default cpu)")  # fmt: skip
     st.add_argument("--cuda-graph", action="store_true",
                     help="capture the denoiser call as a CUDA graph (torch on CUDA, TensorRT sets)")
+    st.add_argument("--compile", action="store_true",
+                    help="run the torch stream's denoiser and decoder through torch.compile (the warm-up compiles: "
+                         "minutes on a CPU)")
+    st.add_argument("--also-compiled", action="store_true",
+                    help="also time the torch stream through torch.compile, in the same run (its warm-up time, "
+                         "the compile, is printed)")
     st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     st.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     st.set_defaults(run=stream)
