@@ -20,6 +20,7 @@ from semdraw.serve.client import PainterClient  # noqa: E402
 from .test_serve import CONFIG, TOKEN, _free_port, run, scene, settled  # noqa: E402
 
 
+@pytest.mark.slow  # ~40 s: a three-node cluster on one machine (run: pytest -m slow tests/test_serve_cluster.py)
 def test_a_lost_node_loses_no_painting(tmp_path, ray_token):
     from ray import serve
     from ray.cluster_utils import Cluster
