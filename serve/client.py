@@ -51,6 +51,7 @@ class PainterClient:
         self.url, self.token, self.stream = url, token, stream or StreamConfig(seed_step=0)
         self.confirmed = composition.check()
         self.pending: collections.OrderedDict[int, Edit] = collections.OrderedDict()
+        self._shown: Composition | None = None  # confirmed + pending, kept while neither changes otherwise
         self.session, self.session_token, self.frame_format = session, session_token, frame_format
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.frame: Frame | None = None
@@ -78,16 +79,19 @@ class PainterClient:
     @property
     def composition(self) -> Composition:
         """What this client shows: the server's order plus its own edits not yet acknowledged."""
-        out = self.confirmed
-        for edit in self.pending.values():
-            out = apply(out, edit)
-        return out
+        if self._shown is None:  # (re-applying every pending edit per access is quadratic when acks lag)
+            out = self.confirmed
+            for edit in self.pending.values():
+                out = apply(out, edit)
+            self._shown = out
+        return self._shown
 
     async def edit(self, edit: Edit) -> int:
         """Apply ``edit`` locally (a bad edit raises ContractError here) and send it; returns its number."""
-        apply(self.composition, edit)
+        shown = apply(self.composition, edit)
         self._next += 1
         self.pending[self._next] = edit
+        self._shown = shown
         self._sent[self._next] = time.perf_counter()
         if self._ws is not None:
             with contextlib.suppress(Exception):  # the connection dropped: re-sent after the reconnect
@@ -159,23 +163,28 @@ class PainterClient:
                     for yours, edit in list(self.pending.items()):
                         await ws.send(edit_message(edit, yours))
                 elif kind == "ack":
+                    first = next(iter(self.pending), None)
                     edit = self.pending.pop(msg["yours"], None)
                     if edit is not None:
                         self.confirmed = apply(self.confirmed, edit)
+                        if msg["yours"] != first:  # acknowledged out of the order it was made in: recompute
+                            self._shown = None
                     sent = self._sent.pop(msg["yours"], None)
                     if sent is not None:
                         self._awaiting[msg["seq"]] = sent
                     self.seq = msg["seq"]
                 elif kind == "edit":
-                    self.confirmed = apply(self.confirmed, edit_from_dict(msg["edit"]))
+                    self.confirmed, self._shown = apply(self.confirmed, edit_from_dict(msg["edit"])), None
                     self.seq = msg["seq"]
                 elif kind == "refused":
                     self.edits_refused += 1
                     self.pending.pop(msg.get("yours"), None)
+                    self._shown = None
                     self._sent.pop(msg.get("yours"), None)
                     self.errors.append(msg["message"])
                 elif kind == "composition":
                     self.confirmed, self.seq = Composition.from_dict(msg["composition"]), msg["seq"]
+                    self._shown = None
                 elif kind == "status":
                     self.status = msg
                 elif kind == "error":
@@ -198,6 +207,7 @@ class PainterClient:
         self.welcome = msg
         self.session, self.session_token, self.replica = msg["session"], msg["session_token"], msg["replica"]
         self.confirmed, self.seq = Composition.from_dict(msg["composition"]), msg["seq"]
+        self._shown = None
 
 
 def _decode(image: bytes) -> np.ndarray:
