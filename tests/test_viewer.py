@@ -211,7 +211,11 @@ class X:
         self.do("key", "--window", self.window, name)
 
     def type(self, text: str) -> None:
-        self.do("type", "--window", self.window, "--delay", "60", text)
+        # one key event per character, each its own command with a pause: `xdotool type` sends a burst that
+        # a busy window can drop a key of (seen in CI: "gree grass")
+        for char in text:
+            self.do("key", "--window", self.window, "space" if char == " " else char)
+            time.sleep(0.03)
 
     def drag(self, y: int, x0: int, x1: int) -> None:
         self.do("mousemove", "--window", self.window, str(x0), str(y), "mousedown", "1")
