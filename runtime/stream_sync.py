@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .api import Composition
+from .api import Composition, SamplingSpec
 from .errors import PromptWarning, SemdrawError
 
 log = logging.getLogger("semdraw.stream_sync")
@@ -77,9 +77,14 @@ class StreamSync:
 
     ``notes`` holds the prompt encoder's short warnings (unknown words, truncation) per brush name, and
     under ``""`` for the background; ``failed`` the brushes the stream refused with an error (their
-    message), which are not generated until they change."""
+    message), which are not generated until they change.
+
+    A stream's sampling options (steps, cfg, ...) are fixed when it is made: ``sampling`` is the one it
+    runs (None: the first composition's). A composition asking for others is generated with the stream's,
+    said in :meth:`messages` and written so by :meth:`shown`; a new stream takes them (a server makes one)."""
 
     stream: Any  # a semdraw.Stream
+    sampling: SamplingSpec | None = None
     applied: Composition | None = None
     assignment: RowAssignment = field(default_factory=lambda: RowAssignment({}, (), False))
     notes: dict[str, list[str]] = field(default_factory=dict)
@@ -124,6 +129,8 @@ class StreamSync:
         if before is None or before.seed != composition.seed:
             stream.set_seed(composition.seed)
         self.notes = {n: s for n, s in self.notes.items() if s and (n == "" or n in rows)}
+        if self.sampling is None:
+            self.sampling = composition.sampling
         self.applied, self.assignment = composition, replace(new, rows=rows)
         return self.assignment
 
@@ -142,12 +149,15 @@ class StreamSync:
         if self.applied is None:
             return None
         out = set(self.assignment.refused) | set(self.failed)
-        return replace(self.applied, brushes=tuple(replace(b, enabled=False) if b.name in out else b
+        return replace(self.applied, sampling=self.sampling or self.applied.sampling, brushes=tuple(replace(b, enabled=False) if b.name in out else b
                                                    for b in self.applied.brushes))  # fmt: skip
 
     def messages(self) -> list[str]:
         """What a painter should read: refusals, errors, then prompt warnings (one line each)."""
         lines = [self.assignment.message(self.stream.layers)] if self.assignment.refused else []
+        if self.applied is not None and self.sampling is not None and self.applied.sampling != self.sampling:
+            lines.append("sampling options not applied: this stream was made with others (it keeps "
+                         f"{self.stream.steps} steps); a new stream takes them")
         lines += [f"brush {n}: {m}" for n, m in sorted(self.failed.items())]
         lines += [f"{'background' if n == '' else 'brush ' + n}: {w}" for n, said in sorted(self.notes.items())
                   for w in said]  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semdraw.api import Composition, ContractError
+from semdraw.api import Composition, ContractError, StreamConfig
 from semdraw.edits import apply, edit_from_dict
 from semdraw.errors import SemdrawError
 from semdraw.host import HostFullError, Painter, StreamHost
@@ -178,6 +178,7 @@ class LocalSession:
     gate: FrameGate = field(default_factory=FrameGate)
     follower: asyncio.Task | None = None
     wanted: tuple[Composition, int] | None = None  # the newest (composition, seq) the tick loop is to apply
+    config: StreamConfig = field(default_factory=StreamConfig)  # the stream the session's first client asked for
 
     def catch_up(self, composition: Composition, seq: int) -> None:
         """Put ``composition`` (the one after edit ``seq``) into the stream (blocking); ``applied`` moves as
@@ -266,13 +267,31 @@ class Replica:
         wanted, session.wanted = session.wanted, None
         if wanted is None:
             return
+        for work in (lambda: self._restream(session, wanted[0]), lambda: session.catch_up(*wanted)):
+            try:
+                work()
+            except SemdrawError as err:
+                text = message("error", message=str(err))
+                with contextlib.suppress(RuntimeError):  # the loop closed: the replica is stopping
+                    for c in list(session.clients.values()):
+                        self.loop.call_soon_threadsafe(c.outbox.say, text)
+
+    def _restream(self, session: LocalSession, composition: Composition) -> None:
+        """Tick thread: a composition asking for other sampling options (steps, cfg, ...) gets a new stream,
+        since a stream's are fixed when it is made. The new painter joins before the old one leaves, so on
+        a full host the old one stays (and the status says its options were not applied)."""
+        if session.sync.sampling is None or composition.sampling == session.sync.sampling:
+            return
+        options = {k: v for k, v in session.config.stream_options(composition).items() if k not in ("height", "width")}
         try:
-            session.catch_up(*wanted)
-        except SemdrawError as err:
-            text = message("error", message=str(err))
-            with contextlib.suppress(RuntimeError):  # the loop closed: the replica is stopping
-                for c in list(session.clients.values()):
-                    self.loop.call_soon_threadsafe(c.outbox.say, text)
+            painter = self.host.join(f"{session.id}@{next(self._ids)}", **options)
+        except HostFullError as err:
+            raise HostFullError(f"the new sampling options need a new stream, and {err}") from None
+        old, session.painter, session.sync = session.painter, painter, StreamSync(painter.stream)
+        session.gate.labels.clear()  # the new stream's pipeline starts empty: its frames come steps ticks on
+        session.applied = None
+        with contextlib.suppress(SemdrawError):
+            self.host.leave(old)
 
     def _deliver(self, session: LocalSession, frame: np.ndarray | None, entered: int | None) -> None:
         """A tick's frame to the session's clients if its gate admits it, encoded once per format."""
@@ -295,6 +314,7 @@ class Replica:
                 status = message("status", painters=len(self.host.painters), clients=len(s.clients),
                                  rows=s.sync.assignment.rows, refused=sorted(s.sync.assignment.refused),
                                  messages=s.sync.messages(), frames=s.gate.frames,
+                                 steps=s.painter.stream.steps, layers=s.painter.stream.layers,
                                  rows_per_second=round(self.rows_per_second, 1))  # fmt: skip
                 for c in list(s.clients.values()):
                     c.outbox.say(status)
@@ -390,7 +410,7 @@ class Replica:
         composition = Composition.from_json(opened["composition"])
         options = {k: v for k, v in hello.stream.stream_options(composition).items() if k not in ("height", "width")}
         painter = self.host.join(f"{sid}@{next(self._ids)}", **options)
-        session = LocalSession(sid, painter, StreamSync(painter.stream), composition, opened["seq"])
+        session = LocalSession(sid, painter, StreamSync(painter.stream), composition, opened["seq"], config=hello.stream)
         self.sessions[sid] = session
         await asyncio.to_thread(session.catch_up, composition, opened["seq"])
         session.follower = asyncio.create_task(self._follow(session))

@@ -257,6 +257,23 @@ def test_an_edit_sequence_on_a_stream_gives_what_the_final_composition_gives_dir
     assert np.abs(stepped().astype(int) - direct().astype(int)).max() <= 1
 
 
+def test_a_sampling_edit_on_a_made_stream_is_said_and_the_shown_composition_keeps_the_streams(toy):
+    """A stream's steps are fixed when it is made: a SetSampling edit is not silently dropped; the painter
+    reads why, and the composition written (shown) renders as the stream does."""
+    n = toy.native_size
+    start = Composition(n, n, (BrushSpec("sky", "blue sky", mask(0, n // 2, size=(n, n))),), seed=4)
+    stream = semdraw.Stream(toy, layers=2, seed=0, seed_step=0)
+    sync = StreamSync(stream)
+    sync.apply(start)
+    assert sync.messages() == [] and sync.sampling == start.sampling
+    sync.edit(SetSampling(SamplingSpec(steps=stream.steps + 1)))
+    assert sync.applied.sampling.steps == stream.steps + 1
+    assert any("sampling options not applied" in m and f"{stream.steps} steps" in m for m in sync.messages())
+    assert sync.shown().sampling == start.sampling
+    sync.edit(SetSampling(start.sampling))  # back to the stream's own: nothing more to say
+    assert sync.messages() == []
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(edit_values, max_size=8), st.lists(edit_values, max_size=8))
 def test_a_diff_of_two_compositions_applied_gives_the_second(first, second):

@@ -180,5 +180,16 @@ def test_painting_in_the_browser(server, toy, tmp_path):  # noqa: F811
             unlabelled = narrow.page.evaluate("""[...document.querySelectorAll('input')].filter(i =>
                 !i.closest('label') && !i.getAttribute('aria-label')).map(i => i.id)""")
             assert unlabelled == []
+            # other steps: the server makes the painter a new stream, whose frames are the in-process ones
+            one.page.bring_to_front()
+            steps = one.page.locator("#steps")
+            assert steps.input_value() == "2"
+            steps.fill("3")
+            steps.press("Tab")
+            one.settled()
+            one.wait("s.status.steps === 3")
+            resampled = one.composition()
+            assert resampled.sampling.steps == 3
+            assert np.abs(one.frame().astype(int) - in_process(toy, resampled).astype(int)).max() <= 1
         finally:
             browser.close()

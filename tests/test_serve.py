@@ -20,8 +20,8 @@ ray = pytest.importorskip("ray", reason="semdraw-serve needs ray[serve]: pip ins
 websockets = pytest.importorskip("websockets")
 
 import semdraw  # noqa: E402
-from semdraw.api import BackgroundSpec, BrushSpec, Composition, StreamConfig  # noqa: E402
-from semdraw.edits import SetSeed, Stroke, UpdateBrush, apply  # noqa: E402
+from semdraw.api import BackgroundSpec, BrushSpec, Composition, SamplingSpec, StreamConfig  # noqa: E402
+from semdraw.edits import SetSampling, SetSeed, Stroke, UpdateBrush, apply  # noqa: E402
 from semdraw.serve.client import PainterClient  # noqa: E402
 from semdraw.serve.protocol import Close, Hello, parse  # noqa: E402
 
@@ -125,17 +125,29 @@ def test_served_painters_get_the_frames_of_in_process_streams(server, toy):
             if clients[0].status.get("rows") == {"sky": 0, "sun": 1}:
                 break
             await asyncio.sleep(0.1)
-        status = clients[0].status
+        status, after_strokes = clients[0].status, [(c.composition, c.seq) for c in clients]
+        # other sampling options: the replica makes the painter a new stream with them
+        await edit(clients[2], SetSampling(SamplingSpec(steps=3)))
+        resampled = await settled(clients[2])
+        for _ in range(100):
+            if clients[2].status.get("steps") == 3:
+                break
+            await asyncio.sleep(0.1)
         for c in clients:
             await c.close()
         await asyncio.gather(*tasks)
-        return clients, firsts, seconds, status
+        return clients, firsts, seconds, status, resampled, after_strokes
 
-    clients, firsts, seconds, status = run(go())
-    for c, composition, e, first, second in zip(clients, scenes, strokes, firsts, seconds, strict=True):
+    clients, firsts, seconds, status, resampled, after_strokes = run(go())
+    assert clients[2].composition.sampling.steps == 3 and clients[2].seq == 2
+    assert clients[2].status.get("steps") == 3 and not clients[2].status.get("messages")
+    assert np.abs(resampled.astype(int) - in_process(toy, clients[2].composition).astype(int)).max() <= 1
+    two_steps = apply(clients[2].composition, SetSampling(SamplingSpec()))
+    assert np.abs(resampled.astype(int) - in_process(toy, two_steps).astype(int)).max() > 8  # it changed
+    for composition, e, first, second, (after, seq) in zip(scenes, strokes, firsts, seconds, after_strokes, strict=True):
         assert np.abs(first.astype(int) - in_process(toy, composition).astype(int)).max() <= 1
-        assert c.composition == apply(composition, e) and c.seq == 1
-        assert np.abs(second.astype(int) - in_process(toy, c.composition).astype(int)).max() <= 1
+        assert after == apply(composition, e) and seq == 1
+        assert np.abs(second.astype(int) - in_process(toy, after).astype(int)).max() <= 1
     assert status.get("rows") == {"sky": 0, "sun": 1} and status.get("refused") == []
 
 

@@ -179,7 +179,9 @@ async function receive(data) {
       state.seq = msg.seq; show(); break;
     case "refused": state.pending.delete(msg.yours); say(`edit refused: ${msg.message}`); show(); break;
     case "composition": state.confirmed = await compositionFromDict(msg.composition); state.seq = msg.seq; show(); break;
-    case "status": state.status = msg; renderBrushes(); renderMessages(); break;
+    case "status": state.status = msg; renderBrushes(); renderMessages();
+      if (document.activeElement !== $("steps")) $("steps").value = msg.steps;
+      $("layers").value = msg.layers; break;
     case "error": say(msg.message); break;
     case "reconnect": say(msg.reason); state.ws && state.ws.close(); break;
   }
@@ -342,6 +344,9 @@ function wire_controls() {
   $("background-clear").onclick = () => { state.background = null; edit({ edit: "set_background", background: { ...background(), image: null } }); };
   $("seed").onchange = () => { const seed = Number($("seed").value);
     if (Number.isInteger(seed) && seed >= 0) edit({ edit: "set_seed", seed }); else say("a seed is a whole number ≥ 0"); };
+  $("steps").onchange = () => { const steps = Number($("steps").value);
+    if (!Number.isInteger(steps) || steps < 1 || steps > 50) { say("steps is a whole number from 1 to 50"); return; }
+    edit({ edit: "set_sampling", sampling: { ...(state.view.sampling || {}), steps, timesteps: null } }); };
   $("random-seed").onclick = () => edit({ edit: "set_seed", seed: Math.floor(Math.random() * 2 ** 31) });
   $("save-frame").onclick = async () => {
     if (!state.lastFrame) { say("no frame yet"); return; }
@@ -357,6 +362,7 @@ function wire_controls() {
     for (const b of state.view.brushes) edit({ edit: "remove_brush", name: b.name });
     for (const b of loaded.brushes) edit({ edit: "set_brush", brush: { ...b, mask: await maskToPng(b.mask, loaded.height, loaded.width) }, _mask: b.mask });
     edit({ edit: "set_background", background: loaded.background }); edit({ edit: "set_seed", seed: loaded.seed });
+    if (JSON.stringify(loaded.sampling) !== JSON.stringify(state.view.sampling)) edit({ edit: "set_sampling", sampling: loaded.sampling || {} });
     state.current = loaded.brushes.length ? loaded.brushes[0].name : null;
   };
   $("share").onclick = () => {
