@@ -273,7 +273,8 @@ def test_live_window_end_to_end(xserver, tmp_path):
     opened = save_palette(start, tmp_path / "drawing.json")
     live = Path(sys.executable).parent / "semdraw-live"
     env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}
-    proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened)], env=env,
+    recorded = tmp_path / "session.json"
+    proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened), "--record", str(recorded)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         window = find_window(proc, env)
@@ -330,6 +331,14 @@ def test_live_window_end_to_end(xserver, tmp_path):
     redraws = re.search(r"\((\d+) UI ticks per second\)", log)
     assert redraws and int(redraws.group(1)) >= 30, log  # the window stays responsive while the model runs
     pal = load_palette(opened)
+    # --record: the session from the opened palette, every edit with its time, ends where the window ended
+    from semdraw.recording import Recording
+
+    session = Recording.load(recorded)
+    assert session.start == start and session.final() == pal and session.stream.layers == 4
+    kinds = {type(e.edit).__name__ for e in session.edits}
+    assert {"Stroke", "UpdateBrush", "SetMask", "SetBrush"} <= kinds, kinds  # SetMask: the undo
+    assert 5 < session.duration_s < 300 and session.edits[-1].t <= session.duration_s
     sky, grass = by_name(pal)["1"], by_name(pal)["2"]
     assert (sky.prompt, grass.prompt) == ("blue sky", "green grass"), log
     assert all(np.array_equal(by_name(pal)[n].mask, m) for n, m in written.items())  # the undo, bit for bit

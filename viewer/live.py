@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from semdraw.api import BackgroundSpec, Composition
+from semdraw.api import BackgroundSpec, Composition, StreamConfig
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
+from semdraw.recording import Recorder
 from semdraw.tools import canvas_side, seed_arg
 
 from .palette import brush_colors, load_palette
@@ -310,6 +311,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--palette", type=Path, default=None, help="load this palette (w writes it back)")
     p.add_argument("--save-dir", type=Path, default=Path("semdraw-out"), help="where s and w write (default semdraw-out)")
     p.add_argument("--seed", type=seed_arg, default=None, help="noise seed (default: the palette's, else 0)")
+    p.add_argument("--record", type=Path, default=None, metavar="FILE",
+                   help="record the session (every edit with its time) to FILE when the window closes: "
+                        "semdraw-bench session FILE replays it")  # fmt: skip
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto: torch for --model, TensorRT else onnxruntime for --engines. onnxruntime or tensorrt "
                         "with --model build its engine set once (cached in $SEMDRAW_CACHE, else ~/.cache/semdraw) "
@@ -386,8 +390,6 @@ def build_session(args: argparse.Namespace) -> LiveSession:
 
 def _remote_session(args: argparse.Namespace, palette: Composition | None) -> LiveSession:
     """The window as a client of ``--server``: its frames, our composition (sent as edits)."""
-    from semdraw.api import StreamConfig
-
     from .remote import RemoteStream, RemoteSync, parse_server, server_canvas
 
     base, ws_url, token = parse_server(args.server, args.token or os.environ.get("SEMDRAW_TOKEN"))
@@ -450,6 +452,17 @@ def display_reachable(display: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _write_recording(recorder: Recorder, path: Path) -> None:
+    recording = recorder.recording()
+    try:
+        recording.save(path)
+    except OSError as err:
+        log.error("semdraw-live: the recording could not be written to %s: %s", path, err)
+        return
+    log.info("semdraw-live: recorded %d edits over %.0f s to %s (replay: semdraw-bench session %s)",
+             len(recording.edits), recording.duration_s, path, path)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_libraries()  # SEMDRAW_VERBOSE=1 shows the libraries' notices and load bars
@@ -465,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         log.error("semdraw-live needs OpenCV: pip install 'semdraw[viewer]'")
         return 2
+    if args.record is not None and not args.record.parent.is_dir():  # said before any model loads
+        log.error("semdraw-live: --record %s: no folder %s to write it in", args.record, args.record.parent)
+        return 2
     try:
         session = build_session(args)
     except SemdrawError as err:
@@ -473,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("semdraw-live: interrupted while loading")
         return 130
+    if args.record is not None:
+        session.recorder = Recorder(session.composition, StreamConfig(layers=session.stream.layers, seed_step=0),
+                                    model=str(args.server or args.engines or args.model))  # fmt: skip
     frames = FrameThread(session.stream)
     frames.start()
     started = time.perf_counter()
@@ -488,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         frames.stop()
         if hasattr(session.stream, "close"):  # a server's stream: the connection closes cleanly
             session.stream.close()
+        if session.recorder is not None:  # written however the window closed
+            _write_recording(session.recorder, args.record)
     log.info("semdraw-live: closed after %.0f s (%.0f UI ticks per second)", time.perf_counter() - started,
              redraw_rate)  # fmt: skip
     return 0

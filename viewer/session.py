@@ -22,6 +22,7 @@ from semdraw.api import BrushSpec, Composition, ContractError
 from semdraw.edits import Edit, SetBackground, SetBrush, SetMask, SetSeed, Stroke, UpdateBrush, apply
 from semdraw.errors import SemdrawError
 from semdraw.masks import alpha_for_steps, steps_on
+from semdraw.recording import Recorder
 from semdraw.stream_sync import StreamSync
 
 from .palette import brush_colors, save_palette, unique_path
@@ -123,6 +124,7 @@ class LiveSession:
         self._last_point: tuple[int, int] | None = None
         self._undo: list[tuple[str, np.ndarray]] = []  # (brush, its mask before the edit), newest last
         self._redo: list[tuple[str, np.ndarray]] = []
+        self.recorder: Recorder | None = None  # --record: every edit from now on, with its time
         self.select(self.current)
         self.flush_edits()
 
@@ -135,6 +137,8 @@ class LiveSession:
         except ContractError as err:
             self.message = str(err)
             return False
+        if self.recorder is not None:
+            self.recorder.record(edit)
         return True
 
     @property

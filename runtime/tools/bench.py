@@ -24,7 +24,7 @@ from typing import Any
 from semdraw.choices import BACKENDS, CFG_MODES
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
-from semdraw.tools import bench_host, bench_serve, canvas_side, frames_arg, steps_arg
+from semdraw.tools import bench_host, bench_serve, bench_session, canvas_side, frames_arg, steps_arg
 
 log = logging.getLogger("semdraw.bench")
 
@@ -526,6 +526,7 @@ def _parser() -> argparse.ArgumentParser:
     st.set_defaults(run=stream)
     bench_host.add_parser(sub, MODEL_HELP)
     bench_serve.add_parser(sub)  # its Ray imports wait until it runs
+    bench_session.add_parser(sub, MODEL_HELP)
     return p
 
 
