@@ -228,6 +228,7 @@ def generate(
     progress: bool = False,
     networks: Networks | None = None,
     averaging: Averaging | None = None,
+    precision: str = "fp32",
 ) -> Any:
     """Generate one image from semantic brushes (region-based multi-prompt generation).
 
@@ -243,7 +244,8 @@ def generate(
     size) are split into overlapping tiles whose denoiser calls are batched (``max_batch`` items at most
     per call; default all). ``networks``: the networks to run (default the model's; e.g.
     ``Networks.from_model(model).timed(hook)`` times each call); ``averaging``: how items join the latent
-    (default :class:`PreAveraging`, the method). Returns a PIL image (``output_type="np"``: HxWx3 uint8,
+    (default :class:`PreAveraging`, the method); ``precision``: a torch model's arithmetic on the CPU ("fp32",
+    "bf16", "auto": :mod:`semdraw.precision`). Returns a PIL image (``output_type="np"``: HxWx3 uint8,
     ``"latent"``: the final latent).
     """
     brushes = _check_brushes(brushes)
@@ -255,7 +257,7 @@ def generate(
                  cfg=cfg, options=SamplingOptions(bootstrap_steps=bootstrap_steps, bootstrap_mix_steps=bootstrap_mix_steps,
                                                   centre_steps=centre_steps, mask_type=mask_type, cover_alpha=cover_alpha),
                  tile_size=tile_size, tile_overlap=tile_overlap, max_batch=max_batch, networks=networks,
-                 averaging=averaging)  # fmt: skip
+                 averaging=averaging, precision=precision)  # fmt: skip
     layers, known, background_pixels, paste_mask = _prepare(plan, brushes, background)
     if generator is None:
         generator = torch.Generator("cpu").manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
@@ -269,13 +271,14 @@ def generate(
 
 
 def _plan(source: Model | EngineSet, *, height, width, steps, timesteps, guidance_scale, cfg, options,
-          tile_size, tile_overlap, max_batch, networks, averaging) -> _Plan:  # fmt: skip
+          tile_size, tile_overlap, max_batch, networks, averaging, precision) -> _Plan:  # fmt: skip
     """Check every option once and resolve it against the source (a clear error before any work)."""
     default = source.family.default_guidance if isinstance(source, Model) else 1.0
     mode, guidance_scale = step.resolve_guidance(cfg, guidance_scale, default)
     src = open_source(source, height=height, width=width, layers=None, steps=steps, timesteps=timesteps,
-                      cfg=mode.name, backend="auto", device=None, model=None, cuda_graph=False, compile=False)  # fmt: skip
-    net = networks or src.networks
+                      cfg=mode.name, backend="auto", device=None, model=None, cuda_graph=False, compile=False,
+                      precision=precision)  # fmt: skip
+    net = src.networks if networks is None else networks.at_precision(precision)
     if not net.any_batch:
         raise ConfigError("generate() batches a varying number of items, but this engine set's denoiser has a "
                           "fixed batch (TensorRT); use an onnxruntime set or the model")  # fmt: skip

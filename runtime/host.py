@@ -34,7 +34,7 @@ from .networks import DenoiserBatch, Networks
 from .stream import Stream
 
 # Options a painter may choose for itself; the canvas, the networks and the device belong to the host.
-HOST_OWNED = ("height", "width", "backend", "device", "model", "cuda_graph", "compile")
+HOST_OWNED = ("height", "width", "backend", "device", "model", "cuda_graph", "compile", "precision")
 
 
 class HostFullError(SemdrawError):
@@ -75,7 +75,8 @@ class StreamHost:
 
     def __init__(self, source: Model | EngineSet | str | Path, *, height: int | None = None, width: int | None = None,
                  capacity_rows: int | None = None, backend: str = "auto", device: str | torch.device | None = None,
-                 model: Model | None = None, compile: bool = False, **painter_defaults: Any) -> None:  # fmt: skip
+                 model: Model | None = None, compile: bool = False, precision: str = "fp32",
+                 **painter_defaults: Any) -> None:  # fmt: skip
         if isinstance(source, (str, Path)):
             source = load_engines(source, backend, device=device, text=model is None)
             backend = "auto"
@@ -86,7 +87,7 @@ class StreamHost:
             raise ConfigError(f"capacity_rows must be >= 1, got {capacity_rows}")
         self._source, self.capacity_rows, self._defaults = source, capacity_rows, painter_defaults
         self._shared = {"height": height, "width": width, "backend": backend, "device": device, "model": model,
-                        "compile": compile}  # fmt: skip
+                        "compile": compile, "precision": precision}  # fmt: skip
         probe = self._stream()  # resolves the canvas and checks the source once, before any painter joins
         self.height, self.width, self.device = probe.height, probe.width, probe.device
         self._shared.update(height=self.height, width=self.width)

@@ -117,6 +117,20 @@ class Networks:
                               "set, which its runtime compiled already")  # fmt: skip
         return replace(self, denoise=torch.compile(self.denoise), decode=torch.compile(self.decode))
 
+    def at_precision(self, precision: str) -> Networks:
+        """The same networks with the denoiser and the decoder in ``precision`` (semdraw.precision: "auto",
+        "fp32", "bf16"; torch models on the CPU). An engine set's precision is the one it was built in."""
+        from .precision import autocast, resolve_precision
+
+        if self.backend != "torch":
+            if precision not in ("auto", "fp32"):
+                raise ConfigError(f"precision {precision!r} is for torch models; the {self.backend} backend runs "
+                                  "an engine set in the precision it was built in")  # fmt: skip
+            return self
+        if resolve_precision(precision, self.device) == "fp32":
+            return self
+        return replace(self, denoise=autocast(self.denoise), decode=autocast(self.decode))
+
     @staticmethod
     def from_model(model: Model) -> Networks:
         return Networks("torch", model.predict, model.encode_image, model.decode, any_batch=True,

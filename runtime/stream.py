@@ -73,7 +73,9 @@ class Stream:
     (defaults: the model's); centring applies per slot to the first ``centre_steps`` steps (default: the
     bootstrap steps). ``cuda_graph``: capture the denoiser call as a CUDA graph (torch models on CUDA,
     TensorRT sets; GPU-only). ``compile``: run a torch model's denoiser and decoder through ``torch.compile``
-    (:meth:`Networks.compiled`; the first frames compile, minutes on a CPU). ``idle_frames``: with ``seed_step=0``, once nothing has changed for as many
+    (:meth:`Networks.compiled`; the first frames compile, minutes on a CPU). ``precision``: a torch model's
+    arithmetic on the CPU, "fp32" (default: exact against the oracles), "bf16" (``torch.autocast``) or "auto"
+    (bf16 where the CPU multiplies bf16 natively: :mod:`semdraw.precision`). ``idle_frames``: with ``seed_step=0``, once nothing has changed for as many
     frames as the pipeline is deep (T), every image in flight is the same still picture, so frames are
     served from the last one without running a network until the next edit (``stream.idle`` says so).
     ``live_rows_only``: run only the rows with some weight at their step (empty slots; a soft brush before
@@ -104,6 +106,7 @@ class Stream:
         cover_alpha: float | None = 0.3,
         cuda_graph: bool = False,
         compile: bool = False,
+        precision: str = "fp32",
         idle_frames: bool = True,
         live_rows_only: bool = True,
     ) -> None:
@@ -114,7 +117,7 @@ class Stream:
         self.guidance, self.guidance_scale = step.resolve_guidance(cfg, guidance_scale)  # generate()'s rule
         src = open_source(source, height=height, width=width, layers=layers, steps=steps, timesteps=timesteps,
                           cfg=cfg, backend=backend, device=device, model=model, cuda_graph=cuda_graph,
-                          compile=compile)  # fmt: skip
+                          compile=compile, precision=precision)  # fmt: skip
         self.source, self.networks = src, src.networks
         self.model, self.engines, self.family, self.prompts = src.model, src.engines, src.family, src.prompts
         self.device, self.dtype = src.device, src.dtype

@@ -58,14 +58,18 @@ class StreamSource:
 def open_source(source: Model | EngineSet | str | Path, *, height: int | None, width: int | None,
                 layers: int | None, steps: int | None, timesteps: Any, cfg: str, backend: str,
                 device: str | torch.device | None, model: Model | None, cuda_graph: bool,
-                compile: bool = False) -> StreamSource:  # fmt: skip
+                compile: bool = False, precision: str = "fp32") -> StreamSource:  # fmt: skip
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if isinstance(source, Model):
         return _from_model(source, height=height, width=width, layers=layers, steps=steps, timesteps=timesteps,
-                           backend=backend, device=device, cuda_graph=cuda_graph, compile=compile)  # fmt: skip
+                           backend=backend, device=device, cuda_graph=cuda_graph, compile=compile,
+                           precision=precision)  # fmt: skip
     if compile:
         raise ConfigError("compile=True compiles a torch model's networks; an engine set's runtime compiled its own")
+    if precision not in ("auto", "fp32"):
+        raise ConfigError(f"precision {precision!r} is for torch models; an engine set runs in the precision it was "
+                          "built in")  # fmt: skip
     if backend == "torch":
         raise ConfigError("backend 'torch' runs a Model; pass semdraw.load_model(...) instead of an engine set")
     engines = source if isinstance(source, EngineSet) else None
@@ -79,7 +83,7 @@ def open_source(source: Model | EngineSet | str | Path, *, height: int | None, w
 
 def _from_model(model: Model, *, height: int | None, width: int | None, layers: int | None, steps: int | None,
                 timesteps: Any, backend: str, device: str | torch.device | None, cuda_graph: bool,
-                compile: bool) -> StreamSource:  # fmt: skip
+                compile: bool, precision: str) -> StreamSource:  # fmt: skip
     if backend not in ("auto", "torch"):
         raise ConfigError(
             f"backend {backend!r} runs an engine set, not a torch model: build one for this model with "
@@ -87,7 +91,7 @@ def _from_model(model: Model, *, height: int | None, width: int | None, layers: 
         )
     if device is not None and torch.device(device) != model.device:
         raise ConfigError(f"the model is on {model.device}; move it with model.to({str(device)!r}) first")
-    networks = Networks.from_model(model)
+    networks = Networks.from_model(model).at_precision(precision)
     if compile:
         networks = networks.compiled()
     if cuda_graph and model.device.type != "cuda":

@@ -274,7 +274,9 @@ def test_live_window_end_to_end(xserver, tmp_path):
     live = Path(sys.executable).parent / "semdraw-live"
     env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}
     recorded = tmp_path / "session.json"
-    proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened), "--record", str(recorded)], env=env,
+    # fp32: the saved frame is compared with generate() at 1/255 (auto would be bf16 on a CPU with AMX-BF16)
+    proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened), "--record", str(recorded),
+                             "--precision", "fp32"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         window = find_window(proc, env)

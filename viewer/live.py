@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from semdraw.api import BackgroundSpec, Composition, StreamConfig
-from semdraw.choices import BACKENDS, DEFAULT_LAYERS
+from semdraw.choices import BACKENDS, DEFAULT_LAYERS, PRECISIONS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
@@ -311,6 +311,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--palette", type=Path, default=None, help="load this palette (w writes it back)")
     p.add_argument("--save-dir", type=Path, default=Path("semdraw-out"), help="where s and w write (default semdraw-out)")
     p.add_argument("--seed", type=seed_arg, default=None, help="noise seed (default: the palette's, else 0)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the torch model's arithmetic on the CPU: auto (bf16 on a CPU with AMX-BF16, where it is "
+                        "faster; else fp32), fp32 or bf16")  # fmt: skip
     p.add_argument("--record", type=Path, default=None, metavar="FILE",
                    help="record the session (every edit with its time) to FILE when the window closes: "
                         "semdraw-bench session FILE replays it")  # fmt: skip
@@ -370,12 +373,12 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         # The set's own text encoders: the source model is not loaded. An asked canvas or layer count is
         # honoured where the set allows it, else refused in one line that says how to rebuild it.
         stream = semdraw.Stream(engines, backend=args.backend, seed_step=0, height=args.height, width=args.width,
-                                layers=args.layers)  # fmt: skip
+                                layers=args.layers, precision=args.precision)  # fmt: skip
     else:
         model = semdraw.load_model(args.model)
         # seed_step=0: every image gets the same noise, so the picture holds still while nothing is edited.
         stream = semdraw.Stream(model, height=height, width=width, layers=args.layers or DEFAULT_LAYERS, backend=args.backend,
-                                seed_step=0)  # fmt: skip
+                                seed_step=0, precision=args.precision)  # fmt: skip
     if palette is None:
         palette = Composition(stream.height, stream.width)
     elif (palette.height, palette.width) != (stream.height, stream.width):

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semdraw.choices import BACKENDS, CFG_MODES
+from semdraw.choices import BACKENDS, CFG_MODES, PRECISIONS
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
 from semdraw.tools import bench_host, bench_serve, bench_session, canvas_side, frames_arg, steps_arg
@@ -42,6 +42,28 @@ def _guidance_table(model: Any, args: argparse.Namespace, seeds: list[int], vari
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "seeds": seeds, "guidance": args.guidance,
                                                "rows": rows}, indent=2) + "\n")  # fmt: skip
+    return 0
+
+
+def _precision_table(model: Any, args: argparse.Namespace, seeds: list[int], started: float) -> int:
+    """`fidelity --precisions fp32,bf16`: the full method in each arithmetic, on the tuning and held-out
+    splits (the bounds a lower precision must keep to become a default: docs/benchmarks.md)."""
+    from tqdm.auto import tqdm
+
+    from semdraw.toy import fidelity as F
+
+    variants = [F.Variant(p, {"precision": p}) for p in args.precisions]
+    splits = (("tuning", F.scenes(), seeds), ("held-out", F.held_out_scenes(), [F.HELD_OUT_SEED0 + s for s in seeds]))
+    rows = {split: [F.evaluate(model, v, split_seeds, steps=args.steps, scene_set=scene_set)
+                    for v in tqdm(variants, desc=f"precisions ({split})")]
+            for split, scene_set, split_seeds in splits}  # fmt: skip
+    for split, table in rows.items():
+        print(f"\nPrecisions ({args.model} model, full method, {split} split, {len(seeds)} seeds):\n")
+        print(F.markdown_table(table))
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "seeds": seeds, "precisions": args.precisions,
+                                               "splits": rows}, indent=2) + "\n")  # fmt: skip
     return 0
 
 
@@ -76,6 +98,8 @@ def fidelity(args: argparse.Namespace) -> int:
 
     if args.guidance is not None:
         return _guidance_table(model, args, seeds, F.guidance_variants(args.guidance), started)
+    if args.precisions is not None:
+        return _precision_table(model, args, seeds, started)
     tables = {"ablation": F.ABLATION, "centring": F.centring_variants(sched.steps),
               "bootstrap_mix": F.mix_variants(sched.steps)}
     variants = [v for rows in tables.values() for v in rows]
@@ -326,7 +350,7 @@ def _stream_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int, *, steps: Any = "asked",
-                 live_rows_only: bool = True, compile: bool | None = None) -> Any:  # fmt: skip
+                 live_rows_only: bool = True, compile: bool | None = None, precision: str | None = None) -> Any:  # fmt: skip
     import semdraw
 
     if backend == "torch":
@@ -334,7 +358,7 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
         return semdraw.Stream(model, height=args.height, width=args.width, layers=layers, steps=steps,
                               timesteps=args.timesteps, seed=0, cfg=args.cfg, guidance_scale=args.guidance_scale,
                               cuda_graph=args.cuda_graph, compile=args.compile if compile is None else compile,
-                              live_rows_only=live_rows_only)  # fmt: skip
+                              precision=precision or args.precision, live_rows_only=live_rows_only)  # fmt: skip
     if args.engines is None:
         raise semdraw.ConfigError(
             f"backend {backend} runs an engine set: build one for {args.model} with build-engines (see "
@@ -374,7 +398,7 @@ def stream(args: argparse.Namespace) -> int:
     # The torch model is loaded only for the runs that need it (a torch stream, the one-shot baseline,
     # the scaling runs): an engine-set run alone holds one copy of the weights, the set's.
     needs_torch = (backend == "torch" or args.compare == "torch" or not args.no_baseline or bool(args.scaling)
-                   or args.also_compiled)  # fmt: skip
+                   or args.also_compiled or bool(args.also_precision))  # fmt: skip
     semdraw.loading.check_canvas(args.model, args.height, args.width)  # before any weights load
     model = semdraw.load_model(args.model, device=args.device) if needs_torch else None
     if model is not None:
@@ -404,6 +428,9 @@ def stream(args: argparse.Namespace) -> int:
     if args.also_compiled:  # the torch stream through torch.compile; its warm-up is the compile time
         rows.append(time_stream(_make_stream("torch", args, model, layers, compile=True), brushes, args.warmup,
                                 args.frames, "stream, torch.compile"))  # fmt: skip
+    if args.also_precision:  # the torch stream in another arithmetic (semdraw.precision)
+        rows.append(time_stream(_make_stream("torch", args, model, layers, precision=args.also_precision), brushes,
+                                args.warmup, args.frames, f"stream, {args.also_precision}"))  # fmt: skip
     default_steps = model.schedule().steps if model is not None else n_steps
     if args.steps is not None and args.engines is None and default_steps != n_steps:  # also the model's own
         for b in [backend] + ([args.compare] if args.compare == "torch" else []):
@@ -447,6 +474,13 @@ def stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _precisions(text: str) -> list[str]:
+    values = text.split(",")
+    if any(v not in PRECISIONS or v == "auto" for v in values):
+        raise argparse.ArgumentTypeError(f"precisions are fp32 and/or bf16, comma-separated: not {text!r}")
+    return values
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="semdraw-bench", description="Benchmarks behind semdraw's published figures."
@@ -462,6 +496,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="instead: score the full method without guidance and with guidance scale W in each mode "
                         "(full CFG, residual self, residual initialize)")
+    f.add_argument("--precisions", type=_precisions, default=None, metavar="P1,P2",
+                   help="instead: score the full method in each arithmetic (fp32, bf16) on both splits")
     f.add_argument("--choose-defaults", action="store_true",
                    help="choose the defaults of a toy folder (--weights, default: the shipped one) on the tuning "
                         "split by the recorded rule and write its defaults.json and tuning.json")
@@ -521,6 +557,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--also-compiled", action="store_true",
                     help="also time the torch stream through torch.compile, in the same run (its warm-up time, "
                          "the compile, is printed)")
+    st.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="a torch stream's arithmetic on the CPU (auto: bf16 on a CPU with AMX-BF16, else fp32; "
+                         "default fp32)")  # fmt: skip
+    st.add_argument("--also-precision", choices=[p for p in PRECISIONS if p != "auto"], default=None,
+                    help="also time the torch stream in this arithmetic, in the same run")
     st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     st.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     st.set_defaults(run=stream)

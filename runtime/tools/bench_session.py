@@ -74,11 +74,11 @@ class Replay:
         return out
 
 
-def _stream(source: Any, recording: Any, kind: str) -> tuple[Any, Any]:
+def _stream(source: Any, recording: Any, kind: str, precision: str) -> tuple[Any, Any]:
     import semdraw
 
     options = recording.stream.stream_options(recording.start)
-    stream = semdraw.Stream(source, **options, **STREAMS[kind])
+    stream = semdraw.Stream(source, **options, **STREAMS[kind], precision=precision)
     sync = semdraw.StreamSync(stream)
     sync.apply(recording.start)
     stream()  # the first picture (fills the pipeline): before the clock starts, as the window shows it on opening
@@ -93,11 +93,11 @@ def _due(recording: Any, index: int, now: float) -> int:
 
 
 def replay_frames(source: Any, recording: Any, kind: str, fps: float, until_s: float,
-                  keep: list[np.ndarray] | None = None) -> Replay:  # fmt: skip
+                  keep: list[np.ndarray] | None = None, precision: str = "fp32") -> Replay:  # fmt: skip
     """Frame k at time k/fps; ``keep``: collects every frame (to compare two streams' frames)."""
     from semdraw.edits import apply
 
-    stream, sync = _stream(source, recording, kind)
+    stream, sync = _stream(source, recording, kind, precision)
     out = Replay("frames", kind)
     composition, index = recording.start, 0
     rows0, cpu0, wall0 = stream.rows_computed, time.process_time(), time.perf_counter()
@@ -118,11 +118,11 @@ def replay_frames(source: Any, recording: Any, kind: str, fps: float, until_s: f
     return out
 
 
-def replay_realtime(source: Any, recording: Any, kind: str, until_s: float) -> Replay:
+def replay_realtime(source: Any, recording: Any, kind: str, until_s: float, precision: str = "fp32") -> Replay:
     """The edits at their recorded moments; the stream runs as the window's frame thread runs it."""
     from semdraw.edits import apply
 
-    stream, sync = _stream(source, recording, kind)
+    stream, sync = _stream(source, recording, kind, precision)
     out = Replay("realtime", kind)
     composition, index = recording.start, 0
     waiting: list[tuple[float, int]] = []  # (edit's moment, computed frames when it was applied)
@@ -178,7 +178,7 @@ def session(args: argparse.Namespace) -> int:
             kept: dict[str, list[np.ndarray]] = {}
             for kind in STREAMS:
                 kept[kind] = []
-                r = replay_frames(source, recording, kind, args.fps, until, kept[kind])
+                r = replay_frames(source, recording, kind, args.fps, until, kept[kind], args.precision)
                 results.append({"session": name, **r.row()})
                 log.info("  frames   %-9s %5d frames (%d computed), %6d rows, %6.1f CPU s", kind, r.frames,
                          r.computed, r.rows, r.cpu_s)  # fmt: skip
@@ -187,14 +187,15 @@ def session(args: argparse.Namespace) -> int:
             del kept
         if "realtime" in args.clocks:
             for kind in STREAMS:
-                r = replay_realtime(source, recording, kind, until)
+                r = replay_realtime(source, recording, kind, until, args.precision)
                 results.append({"session": name, **r.row()})
                 log.info("  realtime %-9s %5d frames (%d computed), %6d rows, %6.1f CPU s", kind, r.frames,
                          r.computed, r.rows, r.cpu_s)  # fmt: skip
     machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
     _print(results, args, machine)
     if args.json:
-        payload = {"model": str(args.engines or args.model), "fps": args.fps, "machine": machine, "runs": results}
+        payload = {"model": str(args.engines or args.model), "fps": args.fps, "machine": machine,
+                   "precision": args.precision, "runs": results}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
@@ -237,6 +238,7 @@ def _clocks(text: str) -> list[str]:
 
 
 def add_parser(sub: Any, model_help: str) -> None:
+    from semdraw.choices import PRECISIONS
     from semdraw.tools import fps_arg
 
     s = sub.add_parser("session", help="replay recorded painting sessions against a stream and a recompute-"
@@ -254,6 +256,8 @@ def add_parser(sub: Any, model_help: str) -> None:
                         "(default frames,realtime)")  # fmt: skip
     s.add_argument("--fps", type=fps_arg, default=30.0, help="the frame clock's rate (default 30)")
     s.add_argument("--limit-s", type=float, default=None, help="replay only the first seconds of each session")
+    s.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="a torch model's arithmetic on the CPU, as the window's (default auto)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     s.set_defaults(run=session)

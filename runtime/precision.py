@@ -1,0 +1,62 @@
+"""The arithmetic a torch model runs in on the CPU: fp32, or bf16 through ``torch.autocast``.
+
+bf16 halves the bytes every matrix multiply and convolution moves, and CPUs with AMX tiles (``amx_bf16``)
+multiply bf16 matrices natively; elsewhere (an AVX2-only CPU, say) bf16 is emulated and slower than fp32.
+So ``auto`` is bf16 only where the CPU reports AMX-BF16 and fp32 everywhere else; the choice, the
+measurements behind it and its fidelity on the toy are in docs/benchmarks.md ("Lower precision on the
+CPU"). Norms, softmax and the sampler's own arithmetic stay fp32 (autocast's rules); outputs are fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .choices import PRECISIONS
+from .errors import ConfigError
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is not there)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU multiplies bf16 matrices in hardware (AMX tiles with bf16)."""
+    return "amx_bf16" in (cpu_flags() if flags is None else flags)
+
+
+def resolve_precision(precision: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
+    """``precision`` for a torch model on ``device``: "fp32" or "bf16" (``auto``: bf16 on an AMX-BF16 CPU).
+    On a GPU the model's own dtype governs (load it in fp16 there): only ``auto`` and ``fp32`` are taken."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if device.type != "cpu":
+        if precision == "bf16":
+            raise ConfigError(f"precision bf16 is for the CPU; on {device.type} load the model in the dtype to "
+                              "run (e.g. fp16)")  # fmt: skip
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if native_bf16(flags) else "fp32"
+    return precision
+
+
+def autocast(fn: Callable[..., torch.Tensor], dtype: torch.dtype = torch.bfloat16) -> Callable[..., torch.Tensor]:
+    """``fn`` under ``torch.autocast`` on the CPU, its output back in fp32."""
+
+    def call(*args: object) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=dtype):
+            return fn(*args).float()
+
+    return call
