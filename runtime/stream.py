@@ -149,10 +149,11 @@ class Stream:
         self.frame_lock = threading.Lock()  # one step at a time (a host holds it across a step's two phases)
         self._pending: RowTables | None = None
         self.rows_computed = 0  # denoiser rows run since construction, negative rows included: what skipping saves
+        self.edits = 0  # changes to what the stream generates (brushes, background, seed) since construction
         self.times = FrameTimes()
         self.last_latent: torch.Tensor | None = None
         self.profile = False  # when True, sections are timed (synchronising the device around them)
-        self._publish()
+        self._publish(edit=False)
 
     # ------------------------------------------------------------------ live updates (any thread)
     def set_brush(self, i: int, brush: Brush) -> None:
@@ -198,6 +199,7 @@ class Stream:
         are (call :meth:`flush` to make the very next frame the image of ``seed``)."""
         self._ring.set_seed(seed)
         self._frames.edited()
+        self.edits += 1
 
     def flush(self) -> None:
         """Restart the pipeline: the next call runs T - 1 silent steps and returns the image of ``seed``."""
@@ -271,11 +273,12 @@ class Stream:
                 f"layers={rows} (engine sets: rebuild with --layers {rows})"
             )
 
-    def _publish(self) -> None:
+    def _publish(self, edit: bool = True) -> None:
         """Compile the current composition's tables on this (the setter's) thread and hand them over."""
         tables = self._compiler.compile(self._painted)
         with self._handover:
             self._pending = tables
+        self.edits += edit
 
     def _load_pending(self) -> bool:
         """Frame thread: copy freshly compiled tables into the device buffers; whether there were any."""

@@ -132,8 +132,9 @@ class FrameGate:
     """Which of a session's tick frames are sent, and the edit seq each one wholly reflects.
 
     Each tick is told the seq the stream had applied when the tick began (``entered``: the label of the
-    image entering the pipeline then; conservative, since an edit applied during the tick is only claimed
-    by the next one). A frame leaves the pipeline ``steps`` ticks after its image entered, so it wholly
+    image entering the pipeline then). The tick loop applies compositions between ticks, so the label is
+    exact; only a session's first composition, applied as it joins, may land during a tick, and is then
+    claimed by the next one (never too early). A frame leaves the pipeline ``steps`` ticks after its image entered, so it wholly
     reflects the oldest label of the last ``steps`` ticks. The same picture again is not sent (an idle
     painter), unless it reflects newer edits: a client waiting for its edit must learn that the picture
     it already has is the answer (the edit changed nothing visible, or an earlier, conservatively

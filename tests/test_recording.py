@@ -138,6 +138,8 @@ def test_the_session_bench_replays_the_same_frames_for_less_and_measures_latency
     assert lean["frames"] == full["frames"] == 72 and full["computed"] == 72
     assert runs["frames", "recompute"]["max_diff_vs_semdraw"] <= 1
     assert lean["computed"] < 0.6 * full["computed"] and lean["rows"] < 0.6 * full["rows"]
+    # an empty brush made and named before it has paint changes nothing either stream generates
+    assert lean["unseen"] == full["unseen"] >= 2
     realtime = runs["realtime", "semdraw"]
     assert 0 < realtime["first_p50_ms"] <= realtime["settled_p50_ms"] < 9_000
     assert "recompute / semdraw CPU" in capsys.readouterr().out

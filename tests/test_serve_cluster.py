@@ -68,3 +68,56 @@ def test_a_lost_node_loses_no_painting(tmp_path, ray_token):
             os.environ.pop("HOME", None)
         else:
             os.environ["HOME"] = saved
+
+
+@pytest.mark.slow  # ~1-2 min: Serve's autoscaler waits 30 s before it adds a replica
+def test_open_painters_scale_the_replicas_up(tmp_path, ray_token):
+    """`--max-replicas`: one replica of two painters' room and a target of one open painter each; two
+    painters open, Serve adds the second replica by itself, and a third painter lands on it."""
+    from ray import serve
+
+    from semdraw.serve.app import APP_NAME, ServeOptions, build_app
+
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path)
+    try:
+        ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR", log_to_driver=False)
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        options = ServeOptions(token=TOKEN, replicas=1, max_replicas=2, painters_per_replica=2, num_cpus=0.5)
+        serve.run(build_app(options), name=APP_NAME, route_prefix="/")
+
+        def replicas() -> int:
+            return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read())["replicas"]
+
+        async def go():
+            assert await asyncio.to_thread(replicas) == 1
+            clients = [PainterClient(f"ws://127.0.0.1:{port}/ws", TOKEN, scene(k), CONFIG, backoff_s=0.2) for k in range(2)]
+            tasks = [asyncio.create_task(c.run()) for c in clients]
+            for c in clients:
+                await c.wait_connected()
+            deadline, seen = time.monotonic() + 150, 1
+            while seen < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(2)
+                seen = await asyncio.to_thread(replicas)
+            third = PainterClient(f"ws://127.0.0.1:{port}/ws", TOKEN, scene(5), CONFIG, backoff_s=0.2)
+            tasks.append(asyncio.create_task(third.run()))
+            await third.wait_connected()
+            frame = await settled(third, 120)
+            first_replica = {c.replica for c in clients}
+            for c in [*clients, third]:
+                await c.close()
+            await asyncio.gather(*tasks)
+            return seen, first_replica, third.replica, frame
+
+        seen, first_replica, third_replica, frame = run(go(), 400)
+        assert seen == 2
+        assert len(first_replica) == 1 and third_replica not in first_replica  # the full first replica's painters
+        assert frame.shape == (128, 128, 3)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved

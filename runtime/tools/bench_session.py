@@ -11,7 +11,8 @@ Two clocks:
   does (flat out while busy; an idle frame, made without a network, is followed by a short sleep). Edit→
   visible latency: from an edit's moment to the end of the first computed frame after it was applied
   (*first*: its last denoising step saw the edit) and of the T-th (*settled*: every step of that image
-  saw it; T = the stream's steps).
+  saw it; T = the stream's steps). Edits that change nothing the stream generates (a stroke over paint
+  already there, a prompt on a brush with no paint yet) have nothing to show: counted as *unseen*, not timed.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class Replay:
     frames: int = 0
     computed: int = 0  # frames that ran a network (not idle)
     rows: int = 0  # denoiser rows
+    unseen: int = 0  # edits that changed nothing the stream generates (a stroke over paint already there, a
+    # prompt on a brush with no paint yet): nothing to wait for, so no latency
     cpu_s: float = 0.0  # process CPU seconds (every thread: torch's pool too)
     wall_s: float = 0.0
     first_ms: list[float] = field(default_factory=list)
@@ -106,7 +109,9 @@ def replay_frames(source: Any, recording: Any, kind: str, fps: float, until_s: f
         for timed in recording.edits[index:due]:  # coalesced, as the window applies them once per tick
             composition = apply(composition, timed.edit)
         if due > index:
+            before = stream.edits
             sync.apply(composition)
+            out.unseen += (due - index) * (stream.edits == before)
             index = due
         frame = stream()
         out.frames += 1
@@ -131,9 +136,13 @@ def replay_realtime(source: Any, recording: Any, kind: str, until_s: float, prec
         due = _due(recording, index, now)
         for timed in recording.edits[index:due]:
             composition = apply(composition, timed.edit)
-            waiting.append((timed.t, out.computed))
         if due > index:
+            before = stream.edits
             sync.apply(composition)
+            if stream.edits == before:
+                out.unseen += due - index
+            else:
+                waiting += [(timed.t, out.computed) for timed in recording.edits[index:due]]
             index = due
         stream()
         out.frames += 1
@@ -216,14 +225,14 @@ def cpu_ratios(results: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
 def _print(results: list[dict[str, Any]], args: argparse.Namespace, machine: str) -> None:
     ratios = cpu_ratios(results)
     print(f"\nSessions replayed on {args.engines or args.model} (frame clock {args.fps:g} fps); {machine}\n")
-    print("| session | clock | stream | frames | computed | denoiser rows | CPU s | first p50/p95 ms | "
+    print("| session | clock | stream | frames | computed | denoiser rows | CPU s | edits unseen | first p50/p95 ms | "
           "settled p50/p95 ms | recompute / semdraw CPU |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         lat = [f"{r[f'{k}_p50_ms']:.0f} / {r[f'{k}_p95_ms']:.0f}" if f"{k}_p50_ms" in r else "–" for k in ("first", "settled")]
         ratio = f"{ratios[r['session'], r['clock']]:.2f}x" if r["stream"] == "semdraw" else ""
         print(f"| {r['session']} | {r['clock']} | {r['stream']} | {r['frames']} | {r['computed']} | {r['rows']} | "
-              f"{r['cpu_s']:.1f} | {lat[0]} | {lat[1]} | {ratio} |")  # fmt: skip
+              f"{r['cpu_s']:.1f} | {r['unseen']} | {lat[0]} | {lat[1]} | {ratio} |")  # fmt: skip
     diffs = [r for r in results if "max_diff_vs_semdraw" in r]
     if diffs:
         print("\nframe clock, every frame compared: " + ", ".join(
