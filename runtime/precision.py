@@ -32,6 +32,21 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the instruction sets that matter here (what a benchmark's machine line says)."""
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    sets = [s for s in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16") if s in flags]
+    return f"{name} ({', '.join(sets) or 'no AVX2'})"
+
+
 def native_bf16(flags: frozenset[str] | None = None) -> bool:
     """Whether the CPU multiplies bf16 matrices in hardware (AMX tiles with bf16)."""
     return "amx_bf16" in (cpu_flags() if flags is None else flags)

@@ -443,7 +443,9 @@ def stream(args: argparse.Namespace) -> int:
         s = _make_stream("torch", args, model, n)
         scaling.append(time_stream(s, brushes[: min(n, len(brushes))], args.warmup, args.frames,
                                    f"torch stream, layers={n}"))  # fmt: skip
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
+    from semdraw.precision import cpu_name
+
+    machine = f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
     if torch.cuda.is_available() and main_stream.device.type == "cuda":
         machine += f", {torch.cuda.get_device_name()}"
     print(f"\nStream: {args.model} {args.height}x{args.width}, {args.brushes} brushes / {layers} layers, "

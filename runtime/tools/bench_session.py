@@ -200,7 +200,10 @@ def session(args: argparse.Namespace) -> int:
                 results.append({"session": name, **r.row()})
                 log.info("  realtime %-9s %5d frames (%d computed), %6d rows, %6.1f CPU s", kind, r.frames,
                          r.computed, r.rows, r.cpu_s)  # fmt: skip
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
+    from semdraw.precision import cpu_name, resolve_precision
+
+    machine = (f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPU threads, torch threads "
+               f"{torch.get_num_threads()}, precision {args.precision} = {resolve_precision(args.precision, torch.device('cpu'))}")
     _print(results, args, machine)
     if args.json:
         payload = {"model": str(args.engines or args.model), "fps": args.fps, "machine": machine,
