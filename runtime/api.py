@@ -214,13 +214,7 @@ class Composition:
 
     @staticmethod
     def from_json(text: str | bytes) -> Composition:
-        if len(text) > MAX_JSON_BYTES:
-            raise ContractError(f"a composition of {len(text)} bytes is over the {MAX_JSON_BYTES >> 20} MiB limit")
-        try:
-            data = json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as err:
-            raise ContractError(f"not valid JSON: {str(err).splitlines()[0][:200]}") from None
-        return Composition.from_dict(data)
+        return Composition.from_dict(read_json(text, "a composition"))
 
 
 @dataclass(frozen=True)
@@ -257,7 +251,17 @@ def _same_fields(a: BrushSpec, b: BrushSpec) -> bool:
 
 
 def _no_constant(name: str) -> Any:
-    raise ContractError(f"{name} is not a number a composition can hold")
+    raise ContractError(f"{name} is not a number JSON can carry here")
+
+
+def read_json(text: str | bytes, what: str, limit: int = MAX_JSON_BYTES, error: type[ContractError] = ContractError) -> Any:
+    """JSON text as data; over ``limit`` bytes, not JSON, or NaN / infinity: one ``error`` (a ContractError)."""
+    if len(text) > limit:
+        raise error(f"{what} of {len(text)} bytes is over the {limit >> 20} MiB limit")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:
+        raise error(f"not valid JSON: {str(err).splitlines()[0][:200]}") from None
 
 
 # ------------------------------------------------------------------------------------------ the serialiser

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import MAX_JSON_BYTES, Composition, ContractError, StreamConfig, _no_constant
+from .api import MAX_JSON_BYTES, Composition, ContractError, StreamConfig, read_json
 from .edits import Edit, apply, edit_from_dict, edit_to_dict
 
 RECORDING_FORMAT = 1
@@ -127,13 +127,7 @@ class Recording:
 
     @staticmethod
     def from_json(text: str | bytes) -> Recording:
-        if len(text) > MAX_JSON_BYTES:
-            raise ContractError(f"a recording of {len(text)} bytes is over the {MAX_JSON_BYTES >> 20} MiB limit")
-        try:
-            data = json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as err:
-            raise ContractError(f"not valid JSON: {str(err).splitlines()[0][:200]}") from None
-        return Recording.from_dict(data)
+        return Recording.from_dict(read_json(text, "a recording"))
 
     def save(self, path: str | Path) -> Path:
         """Written whole or not at all (a temporary file beside it, then renamed)."""

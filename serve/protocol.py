@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from semdraw.api import Composition, ContractError, StreamConfig
+from semdraw.api import Composition, ContractError, StreamConfig, read_json
 from semdraw.edits import Edit, edit_from_dict, edit_to_dict
 
 PROTOCOL_VERSION = 1
@@ -87,12 +87,7 @@ class Hello:
 
 def parse(text: str | bytes) -> dict[str, Any]:
     """A text message as a dict with a ``type``; anything else is one :class:`ProtocolError`."""
-    if len(text) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"a message of {len(text)} bytes is over the {MAX_MESSAGE_BYTES >> 20} MiB limit")
-    try:
-        message = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as err:
-        raise ProtocolError(f"not valid JSON: {str(err).splitlines()[0][:200]}") from None
+    message = read_json(text, "a message", MAX_MESSAGE_BYTES, ProtocolError)
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("a message is a JSON object with a \"type\"")
     return message
@@ -137,10 +132,6 @@ def _payloads(message: Any) -> list[tuple[str, str]]:
         elif isinstance(node, list):
             todo.extend(node)
     return found
-
-
-def _no_constant(name: str) -> Any:
-    raise ProtocolError(f"{name} is not a number the protocol carries")
 
 
 def edit_message(edit: Edit, seq: int) -> str:
