@@ -152,4 +152,6 @@ def test_the_session_bench_refuses_what_it_cannot_replay(tmp_path, caplog):
     caplog.clear()
     assert bench.main(["session", str(tmp_path / "other.json"), "--limit-s", "1"]) == 2
     assert "8x8" in caplog.text and "128x128" in caplog.text
+    with pytest.raises(SystemExit):  # argparse's one-line usage error, before anything loads
+        bench.main(["session", "pauses", "--limit-s", "0"])
 

@@ -242,6 +242,16 @@ def _print(results: list[dict[str, Any]], args: argparse.Namespace, machine: str
             f"{r['session']} max |semdraw - recompute| {r['max_diff_vs_semdraw']}/255" for r in diffs))
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, not {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"seconds must be a positive number, got {text}")
+    return value
+
+
 def _clocks(text: str) -> list[str]:
     clocks = text.split(",")
     if not clocks or any(c not in ("frames", "realtime") for c in clocks):
@@ -257,7 +267,8 @@ def add_parser(sub: Any, model_help: str) -> None:
                                        "everything stream",
                        description="Replays recordings from semdraw-live --record (default: the three shipped sessions) against "
                        "a stream and against one that recomputes every row of every frame, in one run: frames, "
-                       "denoiser rows, process CPU seconds, and (real time) edit-to-visible latency.")  # fmt: skip
+                       "denoiser rows, process CPU seconds, and (real time) edit-to-visible latency. The whole default run "
+                       "takes about 25 minutes on a 2-core CPU (the recompute stream is the slow part).")  # fmt: skip
     s.add_argument("recordings", nargs="*", metavar="FILE",
                    help="recording files or shipped session names (default: all shipped: "
                         f"{', '.join(shipped_sessions()) or 'none'})")  # fmt: skip
@@ -267,7 +278,7 @@ def add_parser(sub: Any, model_help: str) -> None:
                    help="frames (as fast as possible, a frame per 1/fps of the session), realtime, or both "
                         "(default frames,realtime)")  # fmt: skip
     s.add_argument("--fps", type=fps_arg, default=30.0, help="the frame clock's rate (default 30)")
-    s.add_argument("--limit-s", type=float, default=None, help="replay only the first seconds of each session")
+    s.add_argument("--limit-s", type=_seconds, default=None, help="replay only the first seconds of each session")
     s.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="a torch model's arithmetic on the CPU, as the window's (default auto)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
