@@ -120,12 +120,10 @@ class Networks:
     def at_precision(self, precision: str) -> Networks:
         """The same networks with the denoiser and the decoder in ``precision`` (semdraw.precision: "auto",
         "fp32", "bf16"; torch models on the CPU). An engine set's precision is the one it was built in."""
-        from .precision import autocast, resolve_precision
+        from .precision import autocast, check_for_engine_set, resolve_precision
 
         if self.backend != "torch":
-            if precision not in ("auto", "fp32"):
-                raise ConfigError(f"precision {precision!r} is for torch models; the {self.backend} backend runs "
-                                  "an engine set in the precision it was built in")  # fmt: skip
+            check_for_engine_set(precision)
             return self
         if resolve_precision(precision, self.device) == "fp32":
             return self

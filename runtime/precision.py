@@ -20,28 +20,29 @@ from .errors import ConfigError
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is not there)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of Linux's /proc/cpuinfo (empty where it is not there)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        if not line.strip():
+            break  # the first processor's block ends
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is not there)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
 def cpu_name() -> str:
     """The CPU's model name and the instruction sets that matter here (what a benchmark's machine line says)."""
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = _cpuinfo().get("model name", "unknown CPU")
     flags = cpu_flags()
     sets = [s for s in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16") if s in flags]
     return f"{name} ({', '.join(sets) or 'no AVX2'})"
@@ -65,6 +66,13 @@ def resolve_precision(precision: str, device: torch.device, flags: frozenset[str
     if precision == "auto":
         return "bf16" if native_bf16(flags) else "fp32"
     return precision
+
+
+def check_for_engine_set(precision: str) -> None:
+    """An engine set runs in the precision it was built in: only ``auto`` and ``fp32`` are taken."""
+    if precision not in ("auto", "fp32"):
+        raise ConfigError(f"precision {precision!r} is for torch models; an engine set runs in the precision it "
+                          "was built in")  # fmt: skip
 
 
 def autocast(fn: Callable[..., torch.Tensor], dtype: torch.dtype = torch.bfloat16) -> Callable[..., torch.Tensor]:

@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .families import FamilySpec, SamplingDefaults, get_family
 from .model import Model, latent_size, schedule_for
 from .networks import Networks
+from .precision import check_for_engine_set
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,7 @@ def open_source(source: Model | EngineSet | str | Path, *, height: int | None, w
                            precision=precision)  # fmt: skip
     if compile:
         raise ConfigError("compile=True compiles a torch model's networks; an engine set's runtime compiled its own")
-    if precision not in ("auto", "fp32"):
-        raise ConfigError(f"precision {precision!r} is for torch models; an engine set runs in the precision it was "
-                          "built in")  # fmt: skip
+    check_for_engine_set(precision)  # before the set's folder is read
     if backend == "torch":
         raise ConfigError("backend 'torch' runs a Model; pass semdraw.load_model(...) instead of an engine set")
     engines = source if isinstance(source, EngineSet) else None

@@ -149,7 +149,7 @@ class StreamSync:
         if self.applied is None:
             return None
         out = set(self.assignment.refused) | set(self.failed)
-        return replace(self.applied, sampling=self.sampling or self.applied.sampling, brushes=tuple(replace(b, enabled=False) if b.name in out else b
+        return replace(self.applied, sampling=self.sampling, brushes=tuple(replace(b, enabled=False) if b.name in out else b
                                                    for b in self.applied.brushes))  # fmt: skip
 
     def messages(self) -> list[str]:

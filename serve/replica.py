@@ -283,9 +283,8 @@ class Replica:
         a full host the old one stays (and the status says its options were not applied)."""
         if session.sync.sampling is None or composition.sampling == session.sync.sampling:
             return
-        options = {k: v for k, v in session.config.stream_options(composition).items() if k not in ("height", "width")}
         try:
-            painter = self.host.join(f"{session.id}@{next(self._ids)}", **options)
+            painter = self._join(session.id, session.config, composition)
         except HostFullError as err:
             raise HostFullError(f"the new sampling options need a new stream, and {err}") from None
         old, session.painter, session.sync = session.painter, painter, StreamSync(painter.stream)
@@ -409,13 +408,17 @@ class Replica:
         if sid in self.sessions:
             return self.sessions[sid]
         composition = Composition.from_json(opened["composition"])
-        options = {k: v for k, v in hello.stream.stream_options(composition).items() if k not in ("height", "width")}
-        painter = self.host.join(f"{sid}@{next(self._ids)}", **options)
+        painter = self._join(sid, hello.stream, composition)
         session = LocalSession(sid, painter, StreamSync(painter.stream), composition, opened["seq"], config=hello.stream)
         self.sessions[sid] = session
         await asyncio.to_thread(session.catch_up, composition, opened["seq"])
         session.follower = asyncio.create_task(self._follow(session))
         return session
+
+    def _join(self, session_id: str, config: StreamConfig, composition: Composition) -> Painter:
+        """A painter on this replica's host for a session's stream (the canvas is the host's)."""
+        options = {k: v for k, v in config.stream_options(composition).items() if k not in ("height", "width")}
+        return self.host.join(f"{session_id}@{next(self._ids)}", **options)
 
     def _close_session(self, session: LocalSession) -> None:
         self.sessions.pop(session.id, None)
