@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -278,11 +279,18 @@ def to_dict(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A dataclass's field types, resolved once (resolving string annotations costs more than decoding an
+    edit, and a server decodes every edit of every painter)."""
+    return typing.get_type_hints(cls)
+
+
 def from_dict(cls: type, data: Any, where: str) -> Any:
     """An instance of dataclass ``cls`` from JSON-ready ``data``, every field checked against its type."""
     if not isinstance(data, dict):
         raise ContractError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known), key=str)
     if unknown:

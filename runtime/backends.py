@@ -115,8 +115,9 @@ class OrtRunner:
         self.device = torch.device(device)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
+        # One knob for the CPU threads every network uses: torch's (a served replica sets it to the CPUs it
+        # reserves; onnxruntime's own default would take every core of the machine).
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.log_severity_level = 3
         # Idle pool threads would spin after each run and starve the torch work between network calls.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

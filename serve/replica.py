@@ -43,6 +43,7 @@ from .protocol import (
     read_edit,
 )
 from .sessions import SessionDenied
+from .store_link import EditSender, NewsFollower, PendingEdit, reason_of
 
 log = logging.getLogger("semdraw.serve")
 
@@ -177,7 +178,6 @@ class LocalSession:
     applied: int | None = None  # the seq whose composition the stream has (None: not yet ready)
     clients: dict[str, Client] = field(default_factory=dict)
     gate: FrameGate = field(default_factory=FrameGate)
-    follower: asyncio.Task | None = None
     wanted: tuple[Composition, int] | None = None  # the newest (composition, seq) the tick loop is to apply
     config: StreamConfig = field(default_factory=StreamConfig)  # the stream the session's first client asked for
 
@@ -209,21 +209,23 @@ class Replica:
         self._ids = itertools.count()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._status: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.edits = EditSender(store)
+        self.news = NewsFollower(store, lambda: {sid: s.seq for sid, s in self.sessions.items()}, self._take_news)
 
     # ------------------------------------------------------------------ the tick loop (its own thread)
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="semdraw-ticks", daemon=True)
         self._thread.start()
-        self._status = self.loop.create_task(self._report())
+        self._tasks = [self.loop.create_task(work) for work in (self._report(), self.edits.run(), self.news.run())]
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        if self._status is not None:
-            self._status.cancel()
+        for task in self._tasks:
+            task.cancel()
 
     def healthy(self) -> str | None:
         """None if the networks run; else why not (the Serve health check raises it: the replica restarts)."""
@@ -363,8 +365,8 @@ class Replica:
             opened = await self.store.open.remote(hello.composition.to_json(), hello.session, hello.session_token)
         except Exception as err:  # noqa: BLE001 - Ray wraps the store's own refusal; anything else: it restarts
             if isinstance(getattr(err, "cause", err), SessionDenied):
-                return await _refuse(ws, Close.UNAUTHORIZED, _reason(err))
-            return await _refuse(ws, Close.UNAVAILABLE, f"the session store is not reachable now (retry): {_reason(err)}")
+                return await _refuse(ws, Close.UNAUTHORIZED, reason_of(err))
+            return await _refuse(ws, Close.UNAVAILABLE, f"the session store is not reachable now (retry): {reason_of(err)}")
         client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format, address,
                         budget=EditBudget.per_second(self.edits_per_second))
         try:
@@ -412,7 +414,7 @@ class Replica:
         session = LocalSession(sid, painter, StreamSync(painter.stream), composition, opened["seq"], config=hello.stream)
         self.sessions[sid] = session
         await asyncio.to_thread(session.catch_up, composition, opened["seq"])
-        session.follower = asyncio.create_task(self._follow(session))
+        self.news.changed()  # its news from now on
         return session
 
     def _join(self, session_id: str, config: StreamConfig, composition: Composition) -> Painter:
@@ -422,8 +424,6 @@ class Replica:
 
     def _close_session(self, session: LocalSession) -> None:
         self.sessions.pop(session.id, None)
-        if session.follower is not None:
-            session.follower.cancel()
         with contextlib.suppress(SemdrawError):
             self.host.leave(session.painter)
 
@@ -455,42 +455,32 @@ class Replica:
                     client.outbox.say(message("refused", yours=yours, message=f"too many edits: at most "
                                               f"{client.budget.rate:g} a second (bursts of {client.budget.burst:g})"))  # fmt: skip
                     continue
-                data = msg["edit"]
-                try:
-                    await self.store.submit.remote(session.id, data, f"{client.id}#{yours}")
-                except Exception as err:  # noqa: BLE001 - the edit does not apply (Ray wraps the contract error)
-                    client.outbox.say(message("refused", yours=yours, message=_reason(err)))
+                self.edits.send(PendingEdit(session.id, msg["edit"], f"{client.id}#{yours}",
+                                            _refusal(client.outbox, yours)))  # fmt: skip
             else:
                 client.outbox.say(message("error", message=f"unknown message type {kind!r}"))
 
-    async def _follow(self, session: LocalSession) -> None:
-        """Replay the session's edits, in the store's order, into this replica's painter, and tell each
-        client here what it did not make (its own edits are acknowledged with their place in the order)."""
-        while True:
-            try:
-                news = await self.store.since.remote(session.id, session.seq, 5.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the store restarts (Ray restarts it): ask again shortly
-                log.warning("session store unreachable; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
-                continue
-            if "composition" in news:
-                session.composition, session.seq = Composition.from_json(news["composition"]), news["seq"]
-                text = message("composition", seq=session.seq, composition=session.composition.to_dict())
-                for c in list(session.clients.values()):
-                    c.outbox.say(text)
-            for seq, data, author in news.get("edits", []):
-                if data is None:  # a whole composition (a resync): fetched as such next time
-                    session.seq = seq - 1
-                    break
-                session.composition = apply(session.composition, edit_from_dict(data))
-                session.seq = seq
-                who, _, yours = author.partition("#")
-                for c in list(session.clients.values()):
-                    c.outbox.say(message("ack", seq=seq, yours=int(yours)) if c.id == who
-                                 else message("edit", seq=seq, edit=data))  # fmt: skip
-            session.wanted = (session.composition, session.seq)  # the tick loop applies the newest
+    def _take_news(self, session_id: str, news: dict[str, Any]) -> None:
+        """The store's news of a session (its edits in the session's order, or its whole composition): into
+        this replica's copy of the composition, and to each client here what it did not make (its own
+        edits are acknowledged with their place in the order); the tick loop applies the newest."""
+        session = self.sessions[session_id]
+        if "composition" in news:
+            session.composition, session.seq = Composition.from_json(news["composition"]), news["seq"]
+            text = message("composition", seq=session.seq, composition=session.composition.to_dict())
+            for c in list(session.clients.values()):
+                c.outbox.say(text)
+        for seq, data, author in news.get("edits", []):
+            if data is None:  # a whole composition (a resync): fetched as such next time
+                session.seq = seq - 1
+                break
+            session.composition = apply(session.composition, edit_from_dict(data))
+            session.seq = seq
+            who, _, yours = author.partition("#")
+            for c in list(session.clients.values()):
+                c.outbox.say(message("ack", seq=seq, yours=int(yours)) if c.id == who
+                             else message("edit", seq=seq, edit=data))  # fmt: skip
+        session.wanted = (session.composition, session.seq)
 
     async def shutdown(self) -> None:
         """A graceful stop: every client is told to reconnect elsewhere, then closed with 1001."""
@@ -545,7 +535,6 @@ def _same(a: str, b: str) -> bool:
     return secrets.compare_digest(a.encode(), b.encode())
 
 
-def _reason(err: BaseException) -> str:
-    """The one line a wrapped remote error carries (Ray puts the original exception in ``cause``)."""
-    cause = getattr(err, "cause", None) or err
-    return str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+def _refusal(outbox: Outbox, yours: int):
+    """How a client learns that its edit ``yours`` was refused (and why)."""
+    return lambda reason: outbox.say(message("refused", yours=yours, message=reason))

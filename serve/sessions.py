@@ -107,43 +107,71 @@ class SessionTable:
 
 
 class SessionStoreActor:
-    """The session table as an async Ray actor; ``since`` waits (long polling) until there is news."""
+    """The session table as an async Ray actor. Replicas call it in batches (``submit_many``: every edit
+    they read since their last call; ``since_many``: one long poll for all their sessions' news)."""
 
     def __init__(self) -> None:
         self.table = SessionTable()
-        self.news: dict[str, asyncio.Event] = {}
+        self.waiting: dict[str, set[asyncio.Event]] = {}  # per session, the long polls it would wake
         self.replicas: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def _notify(self, session: str) -> None:
-        event = self.news.pop(session, None)
-        if event is not None:
+        for event in self.waiting.pop(session, ()):
             event.set()
 
     async def open(self, composition_json: str, session: str | None = None, token: str | None = None) -> dict:
         return self.table.open(composition_json, session, token)
 
-    async def submit(self, session: str, edit_data: dict[str, Any], author: str) -> int:
-        seq = self.table.get(session).submit(edit_data, author)
-        self._notify(session)
-        return seq
+    async def submit_many(self, edits: list[tuple[str, dict[str, Any], str]]) -> list[int | str]:
+        """(session, edit data, author) in the order a replica read them: each one's place in its session's
+        order (seq), or why it was refused (a string: it takes no place)."""
+        results: list[int | str] = []
+        for session, edit_data, author in edits:
+            try:
+                results.append(self.table.get(session).submit(edit_data, author))
+            except ContractError as err:
+                results.append(str(err))
+            else:
+                self._notify(session)
+        return results
 
     async def replace(self, session: str, composition_json: str, author: str) -> int:
         seq = self.table.get(session).replace(Composition.from_json(composition_json), author)
         self._notify(session)
         return seq
 
-    async def since(self, session: str, seq: int, wait_s: float = 5.0) -> dict[str, Any]:
-        """Edits after ``seq`` (waiting up to ``wait_s`` for one), or the whole composition when too old."""
-        log = self.table.get(session)
-        if log.seq <= seq:
-            event = self.news.setdefault(session, asyncio.Event())
+    async def since_many(self, seqs: dict[str, int], wait_s: float = 5.0) -> dict[str, dict[str, Any]]:
+        """For each session in ``seqs`` with edits after its seq: those edits, or the whole composition
+        when some are no longer kept; waits up to ``wait_s`` until one has news. Sessions this store does
+        not know (it restarted) have none."""
+        news = self._news(seqs)
+        if news or wait_s <= 0:
+            return news
+        event = asyncio.Event()
+        for session in seqs:
+            self.waiting.setdefault(session, set()).add(event)
+        try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), wait_s)
-            log = self.table.get(session)
-        edits = log.since(seq)
-        if edits is None:
-            return {"seq": log.seq, "composition": log.composition.to_json()}
-        return {"seq": log.seq, "edits": edits}
+        finally:
+            for session in seqs:
+                waiting = self.waiting.get(session)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self.waiting[session]
+        return self._news(seqs)
+
+    def _news(self, seqs: dict[str, int]) -> dict[str, dict[str, Any]]:
+        news = {}
+        for session, seq in seqs.items():
+            log = self.table.sessions.get(session)
+            if log is None or log.seq <= seq:
+                continue
+            edits = log.since(seq)
+            news[session] = {"seq": log.seq, "composition": log.composition.to_json()} if edits is None \
+                else {"seq": log.seq, "edits": edits}  # fmt: skip
+        return news
 
     async def report(self, replica: str, state: dict[str, Any]) -> None:
         """A replica's heartbeat (painters, rows per second): what /healthz sums over live replicas."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pytest
 import torch
 
@@ -128,3 +131,18 @@ def ray_token():
         os.environ.pop("RAY_AUTH_TOKEN", None)
     else:
         os.environ["RAY_AUTH_TOKEN"] = saved
+
+
+@contextlib.contextmanager
+def temporary_home(path):
+    """HOME at ``path`` for as long as a test's Ray instance runs: Ray writes its auth token under HOME
+    (~/.ray/auth_token), never into the user's own."""
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved

@@ -25,6 +25,8 @@ from semdraw.edits import SetSampling, SetSeed, Stroke, UpdateBrush, apply  # no
 from semdraw.serve.client import PainterClient  # noqa: E402
 from semdraw.serve.protocol import Close, Hello, parse  # noqa: E402
 
+from .conftest import temporary_home  # noqa: E402
+
 TOKEN = "test-token-0123456789"
 SIDE = 128  # the toy's native canvas
 CONFIG = StreamConfig(layers=3, seed_step=0)
@@ -43,25 +45,20 @@ def server(tmp_path_factory, ray_token):
 
     from semdraw.serve.app import APP_NAME, ServeOptions, build_app
 
-    home, saved = tmp_path_factory.mktemp("home"), os.environ.get("HOME")
-    os.environ["HOME"] = str(home)
     port = _free_port()
-    try:
-        ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR",
-                 log_to_driver=False)  # fmt: skip
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        options = ServeOptions(token=TOKEN, replicas=2, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
-                               edits_per_second=20)  # a small budget, so that a test's flood exceeds it
-        # (spent as the replica reads edits: a replica slower than the budget refuses none)
-        serve.run(build_app(options), name=APP_NAME, route_prefix="/")
-        yield f"127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = saved
+    with temporary_home(tmp_path_factory.mktemp("home")):
+        try:
+            ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR",
+                     log_to_driver=False)  # fmt: skip
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            options = ServeOptions(token=TOKEN, replicas=2, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
+                                   edits_per_second=20)  # a small budget, so that a test's flood exceeds it
+            # (spent as the replica reads edits: a replica slower than the budget refuses none)
+            serve.run(build_app(options), name=APP_NAME, route_prefix="/")
+            yield f"127.0.0.1:{port}"
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 def scene(seed: int = 4) -> Composition:

@@ -2,6 +2,8 @@
 imports this package: tools use the library, not the other way round."""
 
 import argparse
+import os
+import platform
 from collections.abc import Callable
 from typing import Any
 
@@ -40,3 +42,14 @@ def canvas_side(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a canvas side must be positive, got {value}")
     return value
+
+
+def machine_line(torch_threads: bool = True) -> str:
+    """This machine as every benchmark names it: architecture, CPU model, CPU threads (and the torch
+    threads this process computes with)."""
+    import torch
+
+    from semdraw.precision import cpu_name
+
+    line = f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPU threads"
+    return f"{line}, torch threads {torch.get_num_threads()}" if torch_threads else line

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -24,7 +23,15 @@ from typing import Any
 from semdraw.choices import BACKENDS, CFG_MODES, PRECISIONS
 from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
-from semdraw.tools import bench_host, bench_serve, bench_session, canvas_side, frames_arg, steps_arg
+from semdraw.tools import (
+    bench_host,
+    bench_serve,
+    bench_session,
+    canvas_side,
+    frames_arg,
+    machine_line,
+    steps_arg,
+)
 
 log = logging.getLogger("semdraw.bench")
 
@@ -372,7 +379,6 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
 
 
 def stream(args: argparse.Namespace) -> int:
-    import platform
 
     import torch
 
@@ -443,9 +449,7 @@ def stream(args: argparse.Namespace) -> int:
         s = _make_stream("torch", args, model, n)
         scaling.append(time_stream(s, brushes[: min(n, len(brushes))], args.warmup, args.frames,
                                    f"torch stream, layers={n}"))  # fmt: skip
-    from semdraw.precision import cpu_name
-
-    machine = f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
+    machine = machine_line()
     if torch.cuda.is_available() and main_stream.device.type == "cuda":
         machine += f", {torch.cuda.get_device_name()}"
     print(f"\nStream: {args.model} {args.height}x{args.width}, {args.brushes} brushes / {layers} layers, "

@@ -6,14 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from semdraw.tools import frames_arg
+from semdraw.tools import frames_arg, machine_line
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +114,7 @@ def host(args: argparse.Namespace) -> int:
             results.append(row)
             log.info("%d painters (%s): host %.1f frames/s, separate streams %.1f frames/s: %.2fx", n, backend,
                      row["host_fps"], row["separate_fps"], row["ratio"])  # fmt: skip
-    from semdraw.precision import cpu_name
-
-    machine = f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPU threads, torch threads {torch.get_num_threads()}"
+    machine = machine_line()
     print(f"\nHost: {args.model}, {args.brushes} brushes per painter{', painting' if args.painting else ''}, "
           f"{args.ticks} ticks x {args.repeats} repeats (median); {machine}\n")  # fmt: skip
     print("| painters | backend | host frames/s | host rows/s | separate frames/s | separate rows/s | host / separate |")

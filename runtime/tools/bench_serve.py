@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import secrets
 import socket
 import statistics
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from semdraw.tools import machine_line
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +89,25 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float,
     return out, health
 
 
-def _in_process_rows(n: int, side: int, ticks: int, threads: int) -> float:
-    """Rows per second of the same N painters (same compositions, painting) on an in-process host using
-    ``threads`` torch threads (the replica's: the same compute, so the ratio is the serving's cost)."""
+def _in_process_rows(n: int, side: int, ticks: int, threads: int, engines: str | None, backend: str) -> float:
+    """Rows per second of the same N painters (same compositions, painting) on an in-process host of the
+    served networks using ``threads`` CPU threads (the replica's: the same compute, so the ratio is the
+    serving's cost)."""
     import torch
 
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _host_rows(n, side, ticks)
+        return _host_rows(n, side, ticks, engines, backend)
     finally:
         torch.set_num_threads(saved)
 
 
-def _host_rows(n: int, side: int, ticks: int) -> float:
+def _host_rows(n: int, side: int, ticks: int, engines: str | None = None, backend: str = "auto") -> float:
     import semdraw
 
-    host = semdraw.StreamHost(semdraw.load_model("toy"), layers=3, seed_step=0)
+    source = engines if engines else semdraw.load_model("toy")
+    host = semdraw.StreamHost(source, layers=3, seed_step=0, backend=backend)
     syncs = []
     for i in range(n):
         p = host.join(seed=100 + i)
@@ -123,9 +126,9 @@ def _host_rows(n: int, side: int, ticks: int) -> float:
 
 
 @contextlib.contextmanager
-def _local_server(painters: int, threads: int) -> Iterator[tuple[str, str]]:
-    """A local Ray Serve instance with one replica of the toy using ``threads`` torch threads, Ray's token
-    under a temporary HOME; yields (http base URL, server token)."""
+def _local_server(painters: int, threads: int, engines: str | None, backend: str) -> Iterator[tuple[str, str]]:
+    """A local Ray Serve instance with one replica of the toy (or of the engine set ``engines``) using
+    ``threads`` CPU threads, Ray's token under a temporary HOME; yields (http base URL, server token)."""
     import ray
     from ray import serve
 
@@ -141,7 +144,8 @@ def _local_server(painters: int, threads: int) -> Iterator[tuple[str, str]]:
         ray.init(namespace="semdraw", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         options = ServeOptions(token=token, replicas=1, painters_per_replica=painters + 1, num_cpus=0,
-                               threads=threads, painters_per_address=painters + 1)  # fmt: skip
+                               threads=threads, painters_per_address=painters + 1, engines=engines,
+                               backend=backend)  # fmt: skip
         serve.run(build_app(options), name=APP_NAME, route_prefix="/")
         yield f"http://127.0.0.1:{port}", token
     finally:
@@ -179,7 +183,8 @@ def _measure(args: argparse.Namespace, base: str, token: str) -> list[dict[str, 
         latencies = sorted(x for p in painters for x in p["latencies"])
         p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
         threads = [r.get("threads") for r in health["by_replica"].values()]
-        local = _in_process_rows(n, side, args.ticks, min(t for t in threads if t) if any(threads) else 1)
+        local = _in_process_rows(n, side, args.ticks, min(t for t in threads if t) if any(threads) else 1,
+                                 args.engines, args.backend)  # fmt: skip
         row = {"painters": n, "fps_median": statistics.median(p["fps"] for p in painters),
                "fps_min": min(p["fps"] for p in painters),
                "latency_p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
@@ -210,11 +215,13 @@ def serve_bench(args: argparse.Namespace) -> int:
             log.error("semdraw-bench serve: %s does not answer: %s", args.url, err)
             return 2
     else:
-        where = f"a local Ray Serve instance, 1 replica, {args.replica_threads or os.cpu_count()} torch threads"
-        with _local_server(max(args.painters), args.replica_threads or os.cpu_count() or 1) as (base, token):
+        where = f"a local Ray Serve instance, 1 replica, {args.replica_threads or os.cpu_count()} CPU threads"
+        with _local_server(max(args.painters), args.replica_threads or os.cpu_count() or 1, args.engines,
+                           args.backend) as (base, token):  # fmt: skip
             results = _measure(args, base, token)
-    machine = f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU threads".strip()
-    print(f"\nServed: toy on {where}; 3 brushes per painter, each painter stroking {args.edit_hz:g} times a "
+    machine = machine_line(torch_threads=False)  # the replica's threads are in `where`
+    served = f"the engine set {args.engines} ({args.backend})" if args.engines else "the toy"
+    print(f"\nServed: {served} on {where}; 3 brushes per painter, each painter stroking {args.edit_hz:g} times a "
           f"second, {args.seconds:g} s per count; this machine: {machine}\n")  # fmt: skip
     print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s "
           "| served / in-process | refused edits / attempts | reconnects |")  # fmt: skip
@@ -246,5 +253,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--replica-threads", type=int, default=None,
                    help="torch threads of the local server's replica (default: this machine's cores, as the "
                    "in-process host uses)")  # fmt: skip
+    s.add_argument("--engines", default=None, metavar="DIR",
+                   help="serve this engine set of the toy (build-engines --model toy) instead of the toy's torch "
+                   "modules; the in-process host opens it too. With --url: the set the server serves")  # fmt: skip
+    s.add_argument("--backend", default="auto", help="the engine set's backend (default auto)")
     s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     s.set_defaults(run=serve_bench)

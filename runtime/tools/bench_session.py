@@ -21,8 +21,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from semdraw.tools import machine_line
 
 log = logging.getLogger(__name__)
 SESSIONS_DIR = Path(__file__).parent / "sessions"
@@ -200,10 +200,9 @@ def session(args: argparse.Namespace) -> int:
                 results.append({"session": name, **r.row()})
                 log.info("  realtime %-9s %5d frames (%d computed), %6d rows, %6.1f CPU s", kind, r.frames,
                          r.computed, r.rows, r.cpu_s)  # fmt: skip
-    from semdraw.precision import cpu_name, resolve_precision
+    from semdraw.precision import resolve_precision
 
-    machine = (f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPU threads, torch threads "
-               f"{torch.get_num_threads()}, precision {args.precision} = {resolve_precision(args.precision, torch.device('cpu'))}")
+    machine = f"{machine_line()}, precision {args.precision} = {resolve_precision(args.precision, torch.device('cpu'))}"
     _print(results, args, machine)
     if args.json:
         payload = {"model": str(args.engines or args.model), "fps": args.fps, "machine": machine,

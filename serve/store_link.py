@@ -1,0 +1,120 @@
+"""A replica's calls to the session store, batched: what its clients edit, and the news of its sessions.
+
+Every call to the store (a Ray actor) costs far more CPU than the work it asks for, in the replica, in the
+store and in Ray's own processes, and on a small machine that CPU is the denoiser's. So a replica keeps
+one call of each kind in flight: :class:`EditSender` sends every edit its clients made while the previous
+call ran in the next one (in the order they came), and :class:`NewsFollower` long-polls the news of all
+its sessions in one call. Idle, each is one call; busy, the calls carry more, never more calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("semdraw.serve")
+
+NEWS_WAIT_S = 5.0  # how long one long poll waits for news before asking again
+RETRY_S = 1.0  # after a failed call (the store restarts)
+
+
+@dataclass(frozen=True)
+class PendingEdit:
+    """A client's edit on its way to the session store: ``refuse`` tells the client why it was not taken."""
+
+    session: str
+    data: dict[str, Any]
+    author: str  # "client id#the client's own seq": how the ack finds its client
+    refuse: Callable[[str], None]
+
+
+class EditSender:
+    """Edits to the store, in the order the replica read them, in as few calls as the store's pace allows."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.pending: list[PendingEdit] = []
+        self.calls = 0
+        self._wake = asyncio.Event()
+
+    def send(self, edit: PendingEdit) -> None:
+        self.pending.append(edit)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self.pending = self.pending, []
+            if not batch:
+                continue
+            self.calls += 1
+            try:
+                results = await self.store.submit_many.remote([(e.session, e.data, e.author) for e in batch])
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - the store restarts: these edits are refused, said why
+                results = [f"the session store is not reachable now (retry): {reason_of(err)}"] * len(batch)
+            for edit, result in zip(batch, results, strict=True):
+                if isinstance(result, str):
+                    edit.refuse(result)
+
+
+class NewsFollower:
+    """One long poll for the news of every session on a replica. ``seqs()`` names the sessions and the seq
+    each has; ``deliver(session, news)`` takes what the store answers for one. A session that joins while
+    a poll waits is asked about at once (:meth:`changed`): the waiting poll is left to finish unread."""
+
+    def __init__(self, store: Any, seqs: Callable[[], dict[str, int]],
+                 deliver: Callable[[str, dict[str, Any]], None]) -> None:  # fmt: skip
+        self.store, self.seqs, self.deliver = store, seqs, deliver
+        self.calls = 0
+        self._changed = asyncio.Event()
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            self._changed.clear()
+            wanted = self.seqs()
+            if not wanted:
+                await self._changed.wait()
+                continue
+            self.calls += 1
+            poll = asyncio.ensure_future(self.store.since_many.remote(wanted, NEWS_WAIT_S))
+            changed = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            if not poll.done():  # a new session: ask again with it; this poll is a read, so nothing is lost
+                poll.add_done_callback(_retrieved)
+                continue
+            try:
+                news = poll.result()
+            except Exception:  # noqa: BLE001 - the store restarts (Ray restarts it): ask again shortly
+                log.warning("session store unreachable; retrying", exc_info=True)
+                await asyncio.sleep(RETRY_S)
+                continue
+            current = self.seqs()
+            for session, item in news.items():
+                if session in current and current[session] == wanted[session]:  # not left, not moved meanwhile
+                    self.deliver(session, item)
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """A poll no one waits for any more: its outcome is read so that asyncio does not report it."""
+    if not future.cancelled():
+        with contextlib.suppress(Exception):
+            future.exception()
+
+
+def reason_of(err: BaseException) -> str:
+    """The one line a wrapped remote error carries (Ray puts the original exception in ``cause``)."""
+    cause = getattr(err, "cause", None) or err
+    return str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
