@@ -25,6 +25,7 @@ if CHROMIUM is None:
 
 import semdraw  # noqa: E402
 from semdraw.api import Composition, StreamConfig  # noqa: E402
+from semdraw.edits import Stroke, stroked  # noqa: E402
 
 from .test_serve import SIDE, TOKEN, server  # noqa: E402, F401  (the module's own Ray Serve instance)
 
@@ -36,6 +37,10 @@ def in_process(toy, composition: Composition) -> np.ndarray:
     semdraw.StreamSync(stream).apply(composition)
     stream.flush()
     return stream()
+
+
+def mask_of(composition: Composition, name: str) -> np.ndarray:
+    return next(b.mask for b in composition.brushes if b.name == name)
 
 
 class Page:
@@ -98,6 +103,8 @@ def test_painting_in_the_browser(server, toy, tmp_path):  # noqa: F811
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 720}, accept_downloads=True)
             one = Page(context.new_page())
+            sent: list[dict] = []  # what the page really sends (the socket's frames, as Chromium saw them)
+            one.page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
             one.page.goto(f"http://{server}/?token={TOKEN}&format=png")
             one.wait("s.connections >= 1")
             # paint two brushes with the pointer and type their prompts
@@ -191,5 +198,24 @@ def test_painting_in_the_browser(server, toy, tmp_path):  # noqa: F811
             resampled = one.composition()
             assert resampled.sampling.steps == 3
             assert np.abs(one.frame().astype(int) - in_process(toy, resampled).astype(int)).max() <= 1
+            # a stroke of 50 pointer moves within one moment travels as one edit (its polyline), and the
+            # server's mask is the core's pen painted segment by segment along it
+            before_stroke, first_sent = one.composition(), len(sent)
+            one.page.evaluate("""(() => { const c = document.getElementById("canvas"), b = c.getBoundingClientRect();
+                const at = (type, x) => c.dispatchEvent(new PointerEvent(type, { bubbles: true, pointerId: 7, buttons: 1,
+                    pointerType: "mouse", clientX: b.left + x * b.width, clientY: b.top + 0.5 * b.height }));
+                at("pointerdown", 0.1); for (let k = 1; k <= 50; k++) at("pointermove", 0.1 + 0.8 * k / 50); at("pointerup", 0.9);
+            })()""")  # fmt: skip
+            one.settled()
+            strokes = [m["edit"] for m in sent[first_sent:] if m["type"] == "edit"]
+            assert len(strokes) == 1 and len(strokes[0]["points"]) == 52  # the first point twice: a dot
+            stroke = strokes[0]
+            mask = mask_of(before_stroke, stroke["name"])
+            for a, b in zip(stroke["points"][:-1], stroke["points"][1:], strict=True):
+                mask = stroked(mask, Stroke(stroke["name"], (tuple(a), tuple(b)), stroke["radius"], stroke["erase"]))
+            after_stroke = one.composition()
+            assert np.array_equal(mask_of(after_stroke, stroke["name"]), mask)
+            assert not np.array_equal(mask, mask_of(before_stroke, stroke["name"]))
+            assert np.abs(one.frame().astype(int) - in_process(toy, after_stroke).astype(int)).max() <= 1
         finally:
             browser.close()

@@ -5,6 +5,10 @@
 "use strict";
 
 const PROTOCOL = 1;
+// A stroke travels as one edit per this many ms, its polyline growing meanwhile (painted here at once): a
+// pointer fires 60-120 moves a second, and every message costs the server far more than a few more points.
+const STROKE_SEND_MS = 40;
+const MAX_STROKE_POINTS = 4096; // semdraw.edits.MAX_STROKE_POINTS
 const params = new URLSearchParams(location.search);
 const TOKEN = params.get("token") || "";
 const FORMAT = params.get("format") === "png" ? "png" : "jpeg";
@@ -114,18 +118,34 @@ const state = {
   confirmed: null, pending: new Map(), next: 0, view: null, current: null, seq: 0, session: params.get("session"),
   sessionToken: params.get("key"), ws: null, connections: 0, failures: 0, frames: 0, frameSeq: -1, fps: 0,
   lastFrameAt: 0, lastFrame: null, lastFramePng: null, sentAt: new Map(), seqSentAt: new Map(), undo: [], redo: [],
-  status: {}, messages: [], background: null, inFlightAcks: 0,
+  status: {}, messages: [], background: null, inFlightAcks: 0, unsent: null,
 };
 function show() { state.view = [...state.pending.values()].reduce(applyEdit, state.confirmed); render(); }
 
-async function edit(e) {
-  // Applied here at once; sent; confirmed when the server's ack comes back in its order.
+async function edit(e, { later = false } = {}) {
+  // Applied here at once; sent (a stroke: within STROKE_SEND_MS, see paintTo); confirmed when the server's
+  // ack comes back in its order. Whatever stroke is still unsent goes first: the order is the painter's.
+  sendStroke();
   state.next += 1;
   state.pending.set(state.next, e);
-  state.sentAt.set(state.next, performance.now());
   state.view = applyEdit(state.view, e);
   render();
-  send({ type: "edit", seq: state.next, edit: wire(e) });
+  if (later) {
+    state.unsent = state.next;
+    setTimeout(sendStroke, STROKE_SEND_MS);
+  } else {
+    state.sentAt.set(state.next, performance.now());
+    send({ type: "edit", seq: state.next, edit: wire(e) });
+  }
+}
+function sendStroke() {
+  const yours = state.unsent;
+  if (yours === null) return;
+  state.unsent = null;
+  const e = state.pending.get(yours);
+  if (!e) return;
+  state.sentAt.set(yours, performance.now());
+  send({ type: "edit", seq: yours, edit: wire(e) });
 }
 function send(message) { if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message)); }
 function say(text) { state.messages = [...state.messages.slice(-4), text]; renderMessages(); }
@@ -165,6 +185,7 @@ async function receive(data) {
       $("steps").value = msg.steps; $("layers").value = msg.layers; $("session-id").value = msg.session;
       setConnection(`connected (${msg.replica})`, "ok");
       show();
+      state.unsent = null; // re-sent below with the rest
       for (const [yours, e] of state.pending) send({ type: "edit", seq: yours, edit: wire(e) });
       break;
     }
@@ -285,8 +306,18 @@ function radius(event) {
 }
 function paintTo(event) {
   const point = canvasPoint(event), from = stroking.last || point;
-  edit({ edit: "stroke", name: state.current, points: [from, point], radius: radius(event), erase: $("eraser").checked });
+  const segment = { edit: "stroke", name: state.current, points: [from, point], radius: radius(event), erase: $("eraser").checked };
   stroking.last = point;
+  const open = state.unsent !== null ? state.pending.get(state.unsent) : null;
+  if (open && open.edit === "stroke" && open.name === segment.name && open.radius === segment.radius &&
+      open.erase === segment.erase && open.points.length < MAX_STROKE_POINTS) {
+    // the unsent stroke's polyline grows: painting it is painting its segments one after another
+    open.points.push(point);
+    state.view = applyEdit(state.view, segment);
+    render();
+  } else {
+    edit(segment, { later: true });
+  }
 }
 function currentBrush() { return state.view.brushes.find((b) => b.name === state.current); }
 function remember(name) { state.undo.push({ name, mask: currentBrush().mask }); state.redo = []; if (state.undo.length > 100) state.undo.shift(); }
@@ -312,13 +343,13 @@ function wire_controls() {
   const canvas = $("canvas");
   canvas.addEventListener("pointerdown", (event) => {
     if (!state.view || !currentBrush()) { say("add a brush first"); return; }
-    canvas.setPointerCapture(event.pointerId);
+    try { canvas.setPointerCapture(event.pointerId); } catch { /* a pointer the browser does not track: strokes still work over the canvas */ }
     remember(state.current);
     stroking = { last: null };
     paintTo(event);
   });
   canvas.addEventListener("pointermove", (event) => { if (stroking) paintTo(event); });
-  for (const type of ["pointerup", "pointercancel"]) canvas.addEventListener(type, () => { stroking = null; });
+  for (const type of ["pointerup", "pointercancel"]) canvas.addEventListener(type, () => { stroking = null; sendStroke(); });
   $("size").oninput = () => { $("size-value").value = $("size").value; };
   $("clear").onclick = async () => { const b = currentBrush(); if (!b) return; remember(b.name);
     const empty = new Uint8Array(b.mask.length); edit({ edit: "set_mask", name: b.name, mask: await maskToPng(empty, state.view.height, state.view.width), _mask: empty }); };
