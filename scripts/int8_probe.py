@@ -13,6 +13,7 @@ measurement behind that (docs/benchmarks.md, "Lower precision on the CPU").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -94,10 +95,11 @@ def main() -> int:
                  "int8 static, convolutions": work_dir / "conv.onnx", "int8 dynamic weights": work_dir / "dyn.onnx"}  # fmt: skip
         static = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                       weight_type=QuantType.QInt8)  # fmt: skip
-        quantize_static(str(prepared), str(files["int8 static, all ops"]), Reader(), **static)
-        quantize_static(str(prepared), str(files["int8 static, convolutions"]), Reader(), op_types_to_quantize=["Conv"],
-                        **static)  # fmt: skip
-        quantize_dynamic(str(prepared), str(files["int8 dynamic weights"]), weight_type=QuantType.QInt8)
+        with contextlib.chdir(work_dir):  # onnxruntime's quantizer leaves temporary models in the working folder
+            quantize_static(str(prepared), str(files["int8 static, all ops"]), Reader(), **static)
+            quantize_static(str(prepared), str(files["int8 static, convolutions"]), Reader(),
+                            op_types_to_quantize=["Conv"], **static)  # fmt: skip
+            quantize_dynamic(str(prepared), str(files["int8 dynamic weights"]), weight_type=QuantType.QInt8)
         sessions = {name: session(path) for name, path in files.items()}
         reference = [sessions["fp32"].run(None, x)[0] for x in inputs]
         rows = {name: {"relative_error": float(np.mean([np.abs(s.run(None, x)[0] - r).mean() / np.abs(r).mean()
