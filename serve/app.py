@@ -86,6 +86,14 @@ def open_host(options: ServeOptions):
 STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}  # what / serves
 
 
+def overlay_colors() -> dict[str, Any]:
+    """The window's overlay colours (a brush is shown in the colour its prompt names, else a distinct one by
+    paint order), for the page: one table for both."""
+    from semdraw.viewer.palette import BRUSH_COLORS, NAMED_COLORS
+
+    return {"named": NAMED_COLORS, "distinct": BRUSH_COLORS}
+
+
 def page(name: str = "index.html") -> tuple[bytes, str]:
     """A file of the page (package data: works offline, no build step) and its media type."""
     return resources.files("semdraw.serve").joinpath("static", name).read_bytes(), STATIC[name]

@@ -12,7 +12,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import Response
 from ray import serve
 
-from .app import ServeOptions, open_host, page
+from .app import ServeOptions, open_host, overlay_colors, page
 from .replica import Replica
 from .sessions import session_store
 
@@ -54,6 +54,10 @@ class Painters:
     async def style(self) -> Response:
         body, media = page("style.css")
         return Response(body, media_type=media)
+
+    @web.get("/colors.json")
+    async def colors(self) -> dict[str, Any]:
+        return overlay_colors()
 
     @web.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ if CHROMIUM is None:
 import semdraw  # noqa: E402
 from semdraw.api import Composition, StreamConfig  # noqa: E402
 from semdraw.edits import Stroke, stroked  # noqa: E402
+from semdraw.viewer.palette import BRUSH_COLORS, NAMED_COLORS  # noqa: E402
 
 from .test_serve import SIDE, TOKEN, server  # noqa: E402, F401  (the module's own Ray Serve instance)
 
@@ -107,6 +108,9 @@ def test_painting_in_the_browser(server, toy, tmp_path):  # noqa: F811
             one.page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))))
             one.page.goto(f"http://{server}/?token={TOKEN}&format=png")
             one.wait("s.connections >= 1")
+            # the page colours brushes as the window does (its table, served at /colors.json)
+            assert one.page.evaluate("window.semdraw.brushColor('a Blue, sky', 3)") == list(NAMED_COLORS["blue"])
+            assert one.page.evaluate("window.semdraw.brushColor('a sky', 10)") == list(BRUSH_COLORS[10 % len(BRUSH_COLORS)])
             # paint two brushes with the pointer and type their prompts
             one.type_prompt("1", "blue sky")
             one.drag([0.05, 0.15, 0.25, 0.35, 0.45])

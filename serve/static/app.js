@@ -13,11 +13,8 @@ const params = new URLSearchParams(location.search);
 const TOKEN = params.get("token") || "";
 const FORMAT = params.get("format") === "png" ? "png" : "jpeg";
 const NO_RETRY = new Set([4000, 4001, 4004, 4005]);
-const NAMED = { red: [220, 40, 40], orange: [240, 140, 30], yellow: [235, 210, 40], green: [50, 180, 60],
-  cyan: [30, 200, 210], blue: [50, 90, 230], purple: [150, 60, 200], violet: [150, 60, 200], pink: [240, 120, 190],
-  brown: [140, 90, 50], gray: [128, 128, 128], grey: [128, 128, 128], black: [30, 30, 30], white: [235, 235, 235] };
-const DISTINCT = [[230, 60, 60], [60, 120, 230], [60, 180, 80], [230, 180, 40], [170, 80, 210], [40, 200, 200],
-  [240, 120, 40], [200, 90, 150], [130, 130, 130]];
+// Overlay colours: the window's (semdraw.viewer.palette), from the server's /colors.json, so both agree.
+let NAMED = {}, DISTINCT = [[128, 128, 128]];
 const $ = (id) => document.getElementById(id);
 
 // ------------------------------------------------------------------ masks: the core's round pen, exactly
@@ -410,7 +407,8 @@ function download(blob, name) {
 // ------------------------------------------------------------------ start
 async function start() {
   wire_controls();
-  const health = await (await fetch("healthz")).json();
+  const [health, colors] = await Promise.all([fetch("healthz"), fetch("colors.json")].map(async (r) => (await r).json()));
+  ({ named: NAMED, distinct: DISTINCT } = colors);
   const [h, w] = health.canvas;
   state.confirmed = emptyComposition(h, w);
   state.view = state.confirmed;
@@ -424,7 +422,7 @@ async function start() {
   connect();
 }
 // For tests and the curious: the page's state, read-only.
-window.semdraw = { state, composition: async () => compositionToDict(state.view), framePixels: () => {
+window.semdraw = { state, brushColor, composition: async () => compositionToDict(state.view), framePixels: () => {
   const c = $("frame"), ctx = c.getContext("2d"); ctx.drawImage(state.lastFrame, 0, 0);
   return Array.from(ctx.getImageData(0, 0, c.width, c.height).data); } };
 start();
