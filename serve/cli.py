@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="CPUs each replica asks Ray for (default: 1 on a cluster; on a local instance, this machine's "
                    "cores shared among the replicas)")  # fmt: skip
     p.add_argument("--threads", type=_positive, default=None,
-                   help="torch CPU threads per replica (default: the whole CPUs it asks for)")
+                   help="CPU threads of each replica's networks, torch and onnxruntime alike (default: the whole CPUs it asks for)")
     p.add_argument("--painters-per-address", type=int, default=8,
                    help="painters one remote address may hold open on a replica; behind a reverse proxy every "
                    "painter has the proxy's address: raise it or pass 0 for no limit (default 8)")  # fmt: skip

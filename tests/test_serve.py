@@ -269,6 +269,34 @@ def test_the_serve_bench_measures_a_running_server(server, tmp_path):
     assert (row["edits_refused"], row["attempts_refused"], row["reconnects"]) == (0, 0, 0)
 
 
+def test_the_serve_bench_meters_each_serving_process_by_its_ray_title():
+    """`semdraw-bench serve`'s CPU split (Linux /proc): a process titled as Ray titles Serve's proxy, spinning
+    for the measured period, is metered as about one core of "proxy"; this process's spin as "clients"."""
+    import subprocess
+    import sys
+
+    from semdraw.tools.bench_serve import CpuMeter
+
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("needs Linux's /proc")
+    spin = "import time\nend = time.time() + 4\nwhile time.time() < end: pass"
+    proxy = subprocess.Popen(["bash", "-c", 'exec -a "ray::ProxyActor" "$0" -c "$1"', sys.executable, spin])
+    try:
+        time.sleep(0.5)  # it has started spinning
+        meter = CpuMeter()
+        meter.start()
+        end = time.perf_counter() + 1.5
+        while time.perf_counter() < end:
+            pass
+        meter.stop()
+    finally:
+        proxy.wait(timeout=30)
+    cores = meter.result
+    assert set(cores) == {"replica", "proxy", "store", "clients", "other"}
+    assert 0.6 <= cores["proxy"] <= 1.1 and 0.6 <= cores["clients"] <= 1.1, cores
+    assert cores["replica"] == cores["store"] == 0.0
+
+
 def test_bad_handshakes_and_a_full_host_are_refused_with_a_reason(server):
     async def attempt(hello_text: str, **headers) -> tuple[int | None, str]:
         async with websockets.connect(f"ws://{server}/ws", **headers) as ws:

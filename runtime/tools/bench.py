@@ -568,7 +568,7 @@ def _parser() -> argparse.ArgumentParser:
                          "default fp32)")  # fmt: skip
     st.add_argument("--also-precision", choices=[p for p in PRECISIONS if p != "auto"], default=None,
                     help="also time the torch stream in this arithmetic, in the same run")
-    st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    st.add_argument("--threads", type=int, default=None, help="CPU threads of the networks, torch and onnxruntime alike (default: torch's)")
     st.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     st.set_defaults(run=stream)
     bench_host.add_parser(sub, MODEL_HELP)

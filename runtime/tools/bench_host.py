@@ -143,6 +143,6 @@ def add_parser(sub: Any, model_help: str) -> None:
     h.add_argument("--warmup", type=int, default=3, help="untimed ticks first (default 3)")
     h.add_argument("--repeats", type=int, default=3, help="alternated repeats of each run (default 3)")
     h.add_argument("--painting", action="store_true", help="every painter edits a mask before every tick")
-    h.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    h.add_argument("--threads", type=int, default=None, help="CPU threads of the networks, torch and onnxruntime alike (default: torch's)")
     h.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     h.set_defaults(run=host)

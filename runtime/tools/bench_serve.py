@@ -29,6 +29,61 @@ from semdraw.tools import machine_line
 log = logging.getLogger(__name__)
 
 
+# Local serving processes by the titles Ray gives them, and what each is called in the figures.
+ROLES = (("replica", "ray::ServeReplica"), ("proxy", "ray::ProxyActor"), ("store", "ray::SessionStoreActor"))
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class CpuMeter:
+    """The CPU cores each serving process of a local instance used over a period (Linux's /proc): the
+    replica, Ray's proxy, the session store, this process (the clients) and everything else on the machine.
+    Elsewhere than Linux it measures nothing (``result`` stays empty)."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, dict[str, float]] | None = None
+        self.result: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = (time.perf_counter(), self._seconds())
+
+    def stop(self) -> None:
+        if self._start is None:
+            return
+        t0, before = self._start
+        after, elapsed = self._seconds(), time.perf_counter() - t0
+        if before and after:
+            self.result = {k: round((after[k] - before[k]) / elapsed, 2) for k in after}
+            self.result["other"] = round(self.result.pop("machine") - sum(self.result.values()), 2)
+
+    @staticmethod
+    def _seconds() -> dict[str, float]:
+        """CPU seconds so far of each role, this process, and the whole machine (busy, all cores)."""
+        proc = Path("/proc")
+        if not (proc / "stat").exists():
+            return {}
+        seconds = {role: 0.0 for role, _ in ROLES}
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+                role = next((r for r, prefix in ROLES if title.startswith(prefix)), None)
+                if role is not None:
+                    seconds[role] += _process_cpu_s(entry)
+            except OSError:  # it ended meanwhile
+                continue
+        seconds["clients"] = _process_cpu_s(proc / "self")
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in (proc / "stat").read_text().split()[1:9])
+        seconds["machine"] = (user + nice + system + irq + softirq + steal) / _TICK
+        return seconds
+
+
+def _process_cpu_s(entry: Path) -> float:
+    """A process's user + system CPU seconds (all its threads), from /proc/PID/stat."""
+    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def _composition(i: int, side: int) -> Any:
     from semdraw.api import BackgroundSpec, BrushSpec, Composition
 
@@ -53,9 +108,10 @@ def _stroke(k: int, side: int) -> Any:
 
 
 async def _painters(url: str, token: str, n: int, side: int, seconds: float,
-                    edit_hz: float, base: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+                    edit_hz: float, base: str, cpu: CpuMeter) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """N painters that each stroke back and forth across the canvas ``edit_hz`` times a second; with the
-    server's /healthz (at ``base``) read as the measured period ends, before they leave."""
+    server's /healthz (at ``base``) read as the measured period ends, before they leave, and ``cpu``
+    metering the measured period."""
     from semdraw.api import StreamConfig
     from semdraw.serve.client import PainterClient
 
@@ -76,9 +132,11 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float,
     counts = [c.frames for c in clients]
     for c in clients:
         c.latencies.clear()
+    cpu.start()
     started = time.perf_counter()
     await asyncio.gather(*(paint(c, i, started + seconds) for i, c in enumerate(clients)))
     elapsed = time.perf_counter() - started
+    cpu.stop()
     health = await asyncio.to_thread(_health, base)
     out = [{"fps": (c.frames - f0) / elapsed, "latencies": list(c.latencies), "edits_refused": c.edits_refused,
             "attempts_refused": c.attempts_refused, "reconnects": max(0, c.connections - 1)}
@@ -172,14 +230,16 @@ def _lowered(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-def _measure(args: argparse.Namespace, base: str, token: str) -> list[dict[str, Any]]:
-    """Each painter count against the server at ``base``, then on an in-process host here."""
+def _measure(args: argparse.Namespace, base: str, token: str, local: bool) -> list[dict[str, Any]]:
+    """Each painter count against the server at ``base``, then on an in-process host here; ``local``: the
+    server's processes run on this machine (their CPU is metered)."""
     ws = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/") + "/ws"
     side = _health(base)["canvas"][0]
     results = []
     for n in args.painters:
+        cpu = CpuMeter()
         painters, health = _in_low_priority_thread(asyncio.run, _painters(ws, token, n, side, args.seconds,
-                                                                          args.edit_hz, base))  # fmt: skip
+                                                                          args.edit_hz, base, cpu))  # fmt: skip
         latencies = sorted(x for p in painters for x in p["latencies"])
         p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
         threads = [r.get("threads") for r in health["by_replica"].values()]
@@ -193,7 +253,8 @@ def _measure(args: argparse.Namespace, base: str, token: str) -> list[dict[str, 
                "attempts_refused": sum(p["attempts_refused"] for p in painters),
                "reconnects": sum(p["reconnects"] for p in painters),
                "replica_threads": threads, "replica_ticks_per_s": [r.get("ticks_per_second") for r in health["by_replica"].values()],
-               "replica_tick_ms": [r.get("tick_ms") for r in health["by_replica"].values()]}  # fmt: skip
+               "replica_tick_ms": [r.get("tick_ms") for r in health["by_replica"].values()],
+               "cpu_cores": cpu.result if local else {}}  # fmt: skip
         row["rows_ratio"] = row["served_rows_per_s"] / local if local else float("nan")
         results.append(row)
         log.info("%d painters: %.1f fps each (min %.1f), edit->frame p95 %.0f ms, rows/s served %.0f vs in-process "
@@ -210,7 +271,7 @@ def serve_bench(args: argparse.Namespace) -> int:
             return 2
         where = f"the server at {args.url} (its rows/s from /healthz; the in-process host runs here)"
         try:
-            results = _measure(args, args.url, token)
+            results = _measure(args, args.url, token, local=False)
         except (OSError, TimeoutError) as err:
             log.error("semdraw-bench serve: %s does not answer: %s", args.url, err)
             return 2
@@ -218,18 +279,21 @@ def serve_bench(args: argparse.Namespace) -> int:
         where = f"a local Ray Serve instance, 1 replica, {args.replica_threads or os.cpu_count()} CPU threads"
         with _local_server(max(args.painters), args.replica_threads or os.cpu_count() or 1, args.engines,
                            args.backend) as (base, token):  # fmt: skip
-            results = _measure(args, base, token)
+            results = _measure(args, base, token, local=True)
     machine = machine_line(torch_threads=False)  # the replica's threads are in `where`
     served = f"the engine set {args.engines} ({args.backend})" if args.engines else "the toy"
     print(f"\nServed: {served} on {where}; 3 brushes per painter, each painter stroking {args.edit_hz:g} times a "
           f"second, {args.seconds:g} s per count; this machine: {machine}\n")  # fmt: skip
     print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s "
-          "| served / in-process | refused edits / attempts | reconnects |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| served / in-process | CPU cores: replica / proxy / store / clients / other | refused edits / attempts "
+          "| reconnects |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        cores = r["cpu_cores"]
+        split = " / ".join(f"{cores[k]:.2f}" for k in ("replica", "proxy", "store", "clients", "other")) if cores else "-"
         print(f"| {r['painters']} | {r['fps_median']:.1f} / {r['fps_min']:.1f} | {r['latency_p50_ms']:.0f} / "
               f"{r['latency_p95_ms']:.0f} ms | {r['served_rows_per_s']:.0f} | {r['in_process_rows_per_s']:.0f} | "
-              f"{r['rows_ratio']:.2f} | {r['edits_refused']} / {r['attempts_refused']} | {r['reconnects']} |")  # fmt: skip
+              f"{r['rows_ratio']:.2f} | {split} | {r['edits_refused']} / {r['attempts_refused']} | {r['reconnects']} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "server": where, "runs": results}, indent=2) + "\n")
     return 0

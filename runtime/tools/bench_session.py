@@ -280,6 +280,6 @@ def add_parser(sub: Any, model_help: str) -> None:
     s.add_argument("--limit-s", type=_seconds, default=None, help="replay only the first seconds of each session")
     s.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="a torch model's arithmetic on the CPU, as the window's (default auto)")
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads of the networks, torch and onnxruntime alike (default: torch's)")
     s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     s.set_defaults(run=session)
