@@ -472,3 +472,50 @@ def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
     assert "Traceback" not in log, log
     with pytest.raises(OSError):  # nothing is left listening
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+@pytest.mark.slow  # ~45 s: its own Ray instance and an engine-set build (run: pytest -m slow tests/test_serve.py)
+def test_the_command_serves_a_models_engine_set_built_once(tmp_path, ray_token):
+    """`semdraw-serve --backend onnxruntime` with a model: the command builds the model's engine set (in
+    $SEMDRAW_CACHE) before Ray starts and serves it; a painter's frame is an in-process stream's of that set."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port, cache = _free_port(), tmp_path / "cache"
+    command = Path(sys.executable).parent / "semdraw-serve"
+    env = {**os.environ, "HOME": str(tmp_path), "SEMDRAW_TOKEN": TOKEN, "SEMDRAW_CACHE": str(cache)}
+    proc = subprocess.Popen([str(command), "--port", str(port), "--backend", "onnxruntime"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            if "open http://" in line:
+                break
+        (built,) = (cache / "engines").iterdir()  # the toy's set, built by the command
+        assert (built / "manifest.json").is_file()
+
+        async def go():
+            client = PainterClient(f"ws://127.0.0.1:{port}/ws", TOKEN, scene(3), CONFIG)
+            task = asyncio.create_task(client.run())
+            await client.wait_connected()
+            frame = await settled(client, 120)
+            await client.close()
+            await task
+            return frame
+
+        frame = run(go())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stream = semdraw.Stream(built, backend="onnxruntime", **CONFIG.stream_options(scene(3)))
+    semdraw.StreamSync(stream).apply(scene(3))
+    stream.flush()
+    assert np.abs(frame.astype(int) - stream().astype(int)).max() <= 1
+    assert "Traceback" not in "".join(lines) + proc.stdout.read()

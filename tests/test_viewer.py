@@ -418,7 +418,8 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
 
 
 def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp_path, monkeypatch):
-    from semdraw.viewer.live import _parser, build_session, engine_cache_dir
+    from semdraw.build_engines.cache import engine_cache_dir
+    from semdraw.viewer.live import _parser, build_session
 
     monkeypatch.setenv("SEMDRAW_CACHE", str(tmp_path / "cache"))
     args = _parser().parse_args(["--backend", "onnxruntime", "--layers", "2", "--save-dir", str(tmp_path / "out")])

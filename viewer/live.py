@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from semdraw.api import BackgroundSpec, Composition, StreamConfig
+from semdraw.build_engines.cache import cached_engine_set, runs_engine_sets
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS, PRECISIONS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
@@ -324,27 +325,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-ENGINE_BACKENDS = {"onnxruntime": "onnx", "tensorrt": "all"}  # the window's backend -> build-engines --backend
-
-
-def engine_cache_dir() -> Path:
-    """Where the window keeps the engine sets it builds ($SEMDRAW_CACHE, else ~/.cache/semdraw)."""
-    return Path(os.environ.get("SEMDRAW_CACHE") or Path.home() / ".cache" / "semdraw") / "engines"
-
-
-def cached_engine_set(model: str, height: int | None, width: int | None, layers: int, backend: str) -> Path:
-    """The engine set of ``model`` for this canvas and --layers, built by build-engines the first time (about
-    5 s for toy on a CPU) and reused while its source is unchanged (build-engines' own cache check)."""
-    from semdraw.build_engines import BuildOptions, build
-
-    size = "native" if height is None and width is None else f"{height or 'native'}x{width or 'native'}"
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model.rstrip("/")).name)
-    out = engine_cache_dir() / f"{name}-{size}-{layers}"
-    log.info("semdraw-live: --backend %s runs an engine set of %s: building or reusing %s", backend, model, out)
-    return build(BuildOptions(model=model, height=height, width=width, layers=layers,
-                              backend=ENGINE_BACKENDS[backend], out=out))  # fmt: skip
-
-
 def build_session(args: argparse.Namespace) -> LiveSession:
     """Model or engine set, stream and palette, from the command line (no window involved)."""
     import semdraw
@@ -367,7 +347,7 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
         semdraw.loading.check_canvas(args.model, height, width)
-        if args.backend in ENGINE_BACKENDS:  # on an engine backend: build the model's set once, then reuse it
+        if runs_engine_sets(args.backend):  # on an engine backend: build the model's set once, then reuse it
             engines = cached_engine_set(args.model, height, width, args.layers or DEFAULT_LAYERS, args.backend)
     if engines is not None:
         # The set's own text encoders: the source model is not loaded. An asked canvas or layer count is
