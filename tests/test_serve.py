@@ -93,6 +93,16 @@ async def settled(client: PainterClient, timeout: float = 60.0, since_welcome: b
                          f"pending {list(client.pending)}, errors {client.errors}")  # fmt: skip
 
 
+async def reconnected(client: PainterClient, connections: int, timeout: float = 120.0) -> np.ndarray:
+    """Once the client has connected again (more than ``connections`` times): its first settled frame on
+    the new connection."""
+    deadline = time.monotonic() + timeout
+    while client.connections <= connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert client.connections > connections, client.errors
+    return await settled(client, 120, since_welcome=True)
+
+
 async def edit(client: PainterClient, e) -> None:
     await client.edit(e)
 
@@ -269,34 +279,6 @@ def test_the_serve_bench_measures_a_running_server(server, tmp_path):
     assert (row["edits_refused"], row["attempts_refused"], row["reconnects"]) == (0, 0, 0)
 
 
-def test_the_serve_bench_meters_each_serving_process_by_its_ray_title():
-    """`semdraw-bench serve`'s CPU split (Linux /proc): a process titled as Ray titles Serve's proxy, spinning
-    for the measured period, is metered as about one core of "proxy"; this process's spin as "clients"."""
-    import subprocess
-    import sys
-
-    from semdraw.tools.bench_serve import CpuMeter
-
-    if not os.path.exists("/proc/self/stat"):
-        pytest.skip("needs Linux's /proc")
-    spin = "import time\nend = time.time() + 4\nwhile time.time() < end: pass"
-    proxy = subprocess.Popen(["bash", "-c", 'exec -a "ray::ProxyActor" "$0" -c "$1"', sys.executable, spin])
-    try:
-        time.sleep(0.5)  # it has started spinning
-        meter = CpuMeter()
-        meter.start()
-        end = time.perf_counter() + 1.5
-        while time.perf_counter() < end:
-            pass
-        meter.stop()
-    finally:
-        proxy.wait(timeout=30)
-    cores = meter.result
-    assert set(cores) == {"replica", "proxy", "store", "clients", "other"}
-    assert 0.6 <= cores["proxy"] <= 1.1 and 0.6 <= cores["clients"] <= 1.1, cores
-    assert cores["replica"] == cores["store"] == 0.0
-
-
 def test_bad_handshakes_and_a_full_host_are_refused_with_a_reason(server):
     async def attempt(hello_text: str, **headers) -> tuple[int | None, str]:
         async with websockets.connect(f"ws://{server}/ws", **headers) as ws:
@@ -350,11 +332,7 @@ def test_a_killed_replica_loses_no_painting(server, toy):
         await edit(client, Stroke("sun", ((30.0, 30.0), (50.0, 40.0)), 6.0))
         os.kill(health["by_replica"][client.replica]["pid"], signal.SIGKILL)
         await edit(client, Stroke("sun", ((50.0, 40.0), (70.0, 50.0)), 6.0))  # mid-stroke, the replica gone
-        deadline = time.monotonic() + 90
-        while client.connections == before and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert client.connections > before, client.errors
-        frame = await settled(client, 120, since_welcome=True)
+        frame = await reconnected(client, before)
         await client.close()
         await task
         return client, frame
@@ -382,11 +360,7 @@ def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server,
         options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
                                edits_per_second=20, painters_per_address=2)  # the next test's limit
         await asyncio.to_thread(serve.run, build_app(options), name=APP_NAME, route_prefix="/")
-        deadline = time.monotonic() + 90
-        while client.connections < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert client.connections >= 2, client.errors  # (a replica still draining may take it first)
-        after = await settled(client, 120, since_welcome=True)
+        after = await reconnected(client, 1)  # (a replica still draining may take it first)
         await client.close()
         await task
         return client, before, after
@@ -441,25 +415,32 @@ def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():
     assert app_builder({**spec["args"], "model": "toy", "num_gpus": 0}) is not None
 
 
-def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
+def serve_command(port: int, env: dict[str, str], *args: str):
+    """`semdraw-serve --port PORT ARGS` started (its token TOKEN) and read until it prints the URL to open;
+    returns the process and the lines it printed."""
     import subprocess
     import sys
     from pathlib import Path
 
-    port = _free_port()
     command = Path(sys.executable).parent / "semdraw-serve"
-    env = {**os.environ, "HOME": str(tmp_path), "SEMDRAW_TOKEN": TOKEN}
-    proc = subprocess.Popen([str(command), "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    lines = []
+    proc = subprocess.Popen([str(command), "--port", str(port), *args], env={**os.environ, "SEMDRAW_TOKEN": TOKEN, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError("semdraw-serve ended before it served:\n" + "".join(lines))
+        lines.append(line)
+        if "open http://" in line:
+            break
+    return proc, lines
+
+
+def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
+    port = _free_port()
+    proc, lines = serve_command(port, {"HOME": str(tmp_path)})
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "".join(lines)
-            lines.append(line)
-            if "open http://" in line:
-                break
         assert f"http://127.0.0.1:{port}/?token={TOKEN}" in "".join(lines), "".join(lines)
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "semdraw" in page
@@ -478,24 +459,9 @@ def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
 def test_the_command_serves_a_models_engine_set_built_once(tmp_path, ray_token):
     """`semdraw-serve --backend onnxruntime` with a model: the command builds the model's engine set (in
     $SEMDRAW_CACHE) before Ray starts and serves it; a painter's frame is an in-process stream's of that set."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     port, cache = _free_port(), tmp_path / "cache"
-    command = Path(sys.executable).parent / "semdraw-serve"
-    env = {**os.environ, "HOME": str(tmp_path), "SEMDRAW_TOKEN": TOKEN, "SEMDRAW_CACHE": str(cache)}
-    proc = subprocess.Popen([str(command), "--port", str(port), "--backend", "onnxruntime"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    lines = []
+    proc, lines = serve_command(port, {"HOME": str(tmp_path), "SEMDRAW_CACHE": str(cache)}, "--backend", "onnxruntime")
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "".join(lines)
-            lines.append(line)
-            if "open http://" in line:
-                break
         (built,) = (cache / "engines").iterdir()  # the toy's set, built by the command
         assert (built / "manifest.json").is_file()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -162,3 +164,31 @@ def test_the_wire_limits_count_the_json_beside_the_images_and_bound_each_mask_pn
     nested = {"type": "x", "a": [{"b": {"mask": "A" * 4 * (mask_png_limit(8, 8) // 3 + 1)}}]}  # found at any depth
     with pytest.raises(ProtocolError, match="mask PNG"):
         check_sizes(nested, len(json.dumps(nested)), (8, 8))
+
+
+def test_the_serve_bench_meters_each_serving_process_by_its_ray_title():
+    """`semdraw-bench serve`'s CPU split (Linux /proc): a process titled as Ray titles Serve's proxy, spinning
+    for the measured period, is metered as about one core of "proxy"; this process's spin as "clients"."""
+    import subprocess
+    import sys
+
+    from semdraw.tools.bench_serve import CpuMeter
+
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("needs Linux's /proc")
+    spin = "import time\nend = time.time() + 4\nwhile time.time() < end: pass"
+    proxy = subprocess.Popen(["bash", "-c", 'exec -a "ray::ProxyActor" "$0" -c "$1"', sys.executable, spin])
+    try:
+        time.sleep(0.5)  # it has started spinning
+        meter = CpuMeter()
+        meter.start()
+        end = time.perf_counter() + 1.5
+        while time.perf_counter() < end:
+            pass
+        meter.stop()
+    finally:
+        proxy.wait(timeout=30)
+    cores = meter.result
+    assert set(cores) == {"replica", "proxy", "store", "clients", "other"}
+    assert 0.6 <= cores["proxy"] <= 1.1 and 0.6 <= cores["clients"] <= 1.1, cores
+    assert cores["replica"] <= 0.05 and cores["store"] <= 0.05  # none runs here
