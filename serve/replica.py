@@ -471,9 +471,6 @@ class Replica:
             for c in list(session.clients.values()):
                 c.outbox.say(text)
         for seq, data, author in news.get("edits", []):
-            if data is None:  # a whole composition (a resync): fetched as such next time
-                session.seq = seq - 1
-                break
             session.composition = apply(session.composition, edit_from_dict(data))
             session.seq = seq
             who, _, yours = author.partition("#")

@@ -51,15 +51,7 @@ class SessionLog:
         self.touched = time.monotonic()
         return self.seq
 
-    def replace(self, composition: Composition, author: str) -> int:
-        """A whole composition at once (a client's resync): logged as a reset the others take whole."""
-        self.composition = composition.check()
-        self.seq += 1
-        self.edits.append((self.seq, None, author))
-        self.touched = time.monotonic()
-        return self.seq
-
-    def since(self, seq: int) -> list[tuple[int, dict | None, str]] | None:
+    def since(self, seq: int) -> list[tuple[int, dict, str]] | None:
         """The edits after ``seq`` in order, or None when some are no longer kept (take the composition)."""
         if seq >= self.seq:
             return []
@@ -134,11 +126,6 @@ class SessionStoreActor:
             else:
                 self._notify(session)
         return results
-
-    async def replace(self, session: str, composition_json: str, author: str) -> int:
-        seq = self.table.get(session).replace(Composition.from_json(composition_json), author)
-        self._notify(session)
-        return seq
 
     async def since_many(self, seqs: dict[str, int], wait_s: float = 5.0) -> dict[str, dict[str, Any]]:
         """For each session in ``seqs`` with edits after its seq: those edits, or the whole composition
