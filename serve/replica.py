@@ -188,6 +188,37 @@ class LocalSession:
         self.applied = seq
 
 
+class TickStats:
+    """What a replica's ticks say about it: rows and ticks per second and the mean tick over the last 50
+    (for /healthz and status messages), and the networks' error once 3 ticks in a row failed (what Serve's
+    health check raises)."""
+
+    FAILURES_UNHEALTHY = 3
+
+    def __init__(self, window: int = 50) -> None:
+        self._window: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=window)
+        self.failures = 0  # consecutive failed ticks
+        self.error: str | None = None
+        self.rows_per_second = self.ticks_per_second = self.tick_ms = 0.0
+
+    def ran(self, rows: int, seconds: float) -> None:
+        """A tick that ran ``rows`` denoiser rows in ``seconds`` (catch-up, denoiser, decoder)."""
+        self.failures, self.error = 0, None
+        self._window.append((time.perf_counter(), rows, seconds))
+        span = self._window[-1][0] - self._window[0][0]
+        self.rows_per_second = sum(r for _, r, _ in self._window) / span if span > 0 else 0.0
+        self.ticks_per_second = (len(self._window) - 1) / span if span > 0 else 0.0
+        self.tick_ms = 1000 * sum(d for _, _, d in self._window) / len(self._window)
+
+    def failed(self, err: BaseException) -> None:
+        self.failures += 1
+        self.error = f"{type(err).__name__}: {err}"
+
+    def problem(self) -> str | None:
+        """None while the networks run; else why not."""
+        return self.error if self.failures >= self.FAILURES_UNHEALTHY else None
+
+
 class Replica:
     """The painters of one replica. ``store``: the session store (an actor handle's methods, or any object
     with the same async methods); ``token``: what a client's hello must carry."""
@@ -200,11 +231,7 @@ class Replica:
         self.edits_per_second = edits_per_second
         self.sessions: dict[str, LocalSession] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.failures = 0  # consecutive failed ticks: the health check reports them
-        self.error: str | None = None
-        self.rows_per_second = 0.0
-        self.ticks_per_second = 0.0
-        self.tick_ms = 0.0  # the mean tick (catch-up, denoiser, decoder) over the last 50
+        self.stats = TickStats()
         self.closing = False
         self._ids = itertools.count()
         self._stop = threading.Event()
@@ -229,10 +256,9 @@ class Replica:
 
     def healthy(self) -> str | None:
         """None if the networks run; else why not (the Serve health check raises it: the replica restarts)."""
-        return self.error if self.failures >= 3 else None
+        return self.stats.problem()
 
     def _run(self) -> None:
-        window: collections.deque = collections.deque(maxlen=50)
         while not self._stop.is_set():
             if not self.host.painters:
                 time.sleep(IDLE_SLEEP_S)
@@ -245,18 +271,11 @@ class Replica:
             try:
                 frames = self.host.tick()
             except Exception as err:  # noqa: BLE001 - the networks failed: said in health, retried
-                self.failures += 1
-                self.error = f"{type(err).__name__}: {err}"
+                self.stats.failed(err)
                 log.exception("a tick failed")
                 time.sleep(0.5)
                 continue
-            self.failures, self.error = 0, None
-            now = time.perf_counter()
-            window.append((now, self.host.rows_last_tick, now - started))
-            span = window[-1][0] - window[0][0]
-            self.rows_per_second = sum(r for _, r, _ in window) / span if span > 0 else 0.0
-            self.ticks_per_second = (len(window) - 1) / span if span > 0 else 0.0
-            self.tick_ms = 1000 * sum(d for _, _, d in window) / len(window)
+            self.stats.ran(self.host.rows_last_tick, time.perf_counter() - started)
             for sid, session in list(self.sessions.items()):
                 self._deliver(session, frames.get(session.painter.id), entering.get(sid))
             if self.host.rows_last_tick == 0:
@@ -317,7 +336,7 @@ class Replica:
                                  rows=s.sync.assignment.rows, refused=sorted(s.sync.assignment.refused),
                                  messages=s.sync.messages(), frames=s.gate.frames,
                                  steps=s.painter.stream.steps, layers=s.painter.stream.layers,
-                                 rows_per_second=round(self.rows_per_second, 1))  # fmt: skip
+                                 rows_per_second=round(self.stats.rows_per_second, 1))  # fmt: skip
                 for c in list(s.clients.values()):
                     c.outbox.say(status)
             with contextlib.suppress(Exception):
@@ -326,8 +345,9 @@ class Replica:
     def health(self) -> dict[str, Any]:
         return {"painters": len(self.host.painters), "sessions": len(self.sessions),
                 "clients": sum(len(s.clients) for s in self.sessions.values()),
-                "rows_per_second": round(self.rows_per_second, 1), "ticks_per_second": round(self.ticks_per_second, 1),
-                "tick_ms": round(self.tick_ms, 1), "capacity_rows": self.host.capacity_rows,
+                "rows_per_second": round(self.stats.rows_per_second, 1),
+                "ticks_per_second": round(self.stats.ticks_per_second, 1), "tick_ms": round(self.stats.tick_ms, 1),
+                "capacity_rows": self.host.capacity_rows,
                 "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid(),
                 "threads": torch.get_num_threads(),
                 "node": _node_id()}  # fmt: skip

@@ -49,3 +49,17 @@ def test_a_replica_whose_networks_keep_failing_says_why_and_is_healthy_again_onc
     assert before is None and after is None
     assert failing is not None and "illegal memory access" in failing and failing.startswith("RuntimeError")
     assert frames_before_stop > 0
+
+
+def test_tick_stats_report_the_networks_error_only_after_three_failed_ticks_in_a_row():
+    from semdraw.serve.replica import TickStats
+
+    stats = TickStats()
+    for _ in range(2):
+        stats.failed(RuntimeError("CUDA error: device lost"))
+    assert stats.problem() is None  # a tick or two may fail (a transient error): not yet unhealthy
+    stats.failed(RuntimeError("CUDA error: device lost"))
+    assert stats.problem() == "RuntimeError: CUDA error: device lost"
+    stats.ran(rows=6, seconds=0.1)
+    stats.ran(rows=6, seconds=0.3)
+    assert stats.problem() is None and stats.tick_ms == 200.0 and stats.rows_per_second > 0
