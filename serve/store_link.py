@@ -38,7 +38,6 @@ class EditSender:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.pending: list[PendingEdit] = []
-        self.calls = 0
         self._wake = asyncio.Event()
 
     def send(self, edit: PendingEdit) -> None:
@@ -52,7 +51,6 @@ class EditSender:
             batch, self.pending = self.pending, []
             if not batch:
                 continue
-            self.calls += 1
             try:
                 results = await self.store.submit_many.remote([(e.session, e.data, e.author) for e in batch])
             except asyncio.CancelledError:

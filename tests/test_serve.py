@@ -332,7 +332,7 @@ def test_a_killed_replica_loses_no_painting(server, toy):
         await edit(client, Stroke("sun", ((30.0, 30.0), (50.0, 40.0)), 6.0))
         os.kill(health["by_replica"][client.replica]["pid"], signal.SIGKILL)
         await edit(client, Stroke("sun", ((50.0, 40.0), (70.0, 50.0)), 6.0))  # mid-stroke, the replica gone
-        frame = await reconnected(client, before)
+        frame = await reconnected(client, before, 90)
         await client.close()
         await task
         return client, frame
@@ -360,7 +360,7 @@ def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server,
         options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
                                edits_per_second=20, painters_per_address=2)  # the next test's limit
         await asyncio.to_thread(serve.run, build_app(options), name=APP_NAME, route_prefix="/")
-        after = await reconnected(client, 1)  # (a replica still draining may take it first)
+        after = await reconnected(client, 1, 90)  # (a replica still draining may take it first)
         await client.close()
         await task
         return client, before, after

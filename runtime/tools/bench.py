@@ -379,7 +379,6 @@ def _make_stream(backend: str, args: argparse.Namespace, model: Any, layers: int
 
 
 def stream(args: argparse.Namespace) -> int:
-
     import torch
 
     import semdraw

@@ -161,7 +161,7 @@ def _in_process_rows(n: int, side: int, ticks: int, threads: int, engines: str |
         torch.set_num_threads(saved)
 
 
-def _host_rows(n: int, side: int, ticks: int, engines: str | None = None, backend: str = "auto") -> float:
+def _host_rows(n: int, side: int, ticks: int, engines: str | None, backend: str) -> float:
     import semdraw
 
     source = engines if engines else semdraw.load_model("toy")
@@ -315,8 +315,8 @@ def add_parser(sub: Any) -> None:
                    "of starting one; its token from --token or $SEMDRAW_TOKEN")  # fmt: skip
     s.add_argument("--token", default=None, help="the server token for --url")
     s.add_argument("--replica-threads", type=int, default=None,
-                   help="torch threads of the local server's replica (default: this machine's cores, as the "
-                   "in-process host uses)")  # fmt: skip
+                   help="CPU threads of the local server's replica's networks (default: this machine's cores; the "
+                   "in-process host uses the same)")  # fmt: skip
     s.add_argument("--engines", default=None, metavar="DIR",
                    help="serve this engine set of the toy (build-engines --model toy) instead of the toy's torch "
                    "modules; the in-process host opens it too. With --url: the set the server serves")  # fmt: skip
