@@ -43,7 +43,7 @@ from .protocol import (
     read_edit,
 )
 from .sessions import SessionDenied
-from .store_link import EditSender, NewsFollower, PendingEdit, reason_of
+from .store_link import EditSender, NewsFollower, Pace, PendingEdit, call_gap, reason_of
 
 log = logging.getLogger("semdraw.serve")
 
@@ -237,8 +237,9 @@ class Replica:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task] = []
-        self.edits = EditSender(store)
-        self.news = NewsFollower(store, lambda: {sid: s.seq for sid, s in self.sessions.items()}, self._take_news)
+        self.edits = EditSender(store, Pace(call_gap(0.0)))  # paced by the ticks: see _run
+        self.news = NewsFollower(store, lambda: {sid: s.seq for sid, s in self.sessions.items()}, self._take_news,
+                                 Pace(call_gap(0.0)))  # fmt: skip
 
     # ------------------------------------------------------------------ the tick loop (its own thread)
     def start(self) -> None:
@@ -276,6 +277,7 @@ class Replica:
                 time.sleep(0.5)
                 continue
             self.stats.ran(self.host.rows_last_tick, time.perf_counter() - started)
+            self.edits.pace.gap_s = self.news.pace.gap_s = call_gap(self.stats.tick_ms)
             for sid, session in list(self.sessions.items()):
                 self._deliver(session, frames.get(session.painter.id), entering.get(sid))
             if self.host.rows_last_tick == 0:

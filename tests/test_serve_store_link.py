@@ -1,7 +1,7 @@
 """A replica's batched calls to the session store (serve/store_link.py), against the real store class
 called as Ray calls it (``actor.method.remote(...)`` gives an awaitable), in one event loop without Ray:
 edits read while a call runs travel together in the next, in order, refusals reach their clients; one
-long poll serves every session, and a session that joins is asked about at once."""
+long poll serves every session, and a session that joins is asked about at once; calls are paced."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ import numpy as np
 from semdraw.api import BrushSpec, Composition
 from semdraw.edits import SetSeed, Stroke, edit_to_dict
 from semdraw.serve.sessions import SessionStoreActor
-from semdraw.serve.store_link import NEWS_WAIT_S, EditSender, NewsFollower, PendingEdit
+from semdraw.serve.store_link import (
+    MAX_GAP_S,
+    MIN_GAP_S,
+    NEWS_WAIT_S,
+    EditSender,
+    NewsFollower,
+    Pace,
+    PendingEdit,
+    call_gap,
+)
 
 
 class Called:
@@ -108,3 +117,37 @@ def test_one_long_poll_serves_every_session_and_a_new_session_is_asked_about_at_
     assert [seq for session, seqs in delivered if session == a for seq in seqs] == [1, 2]  # each once, in order
     assert polls_for_a <= 3  # two edits: one or two polls, not one per edit per session
     assert delivered[-1][1] == [1] and waited < NEWS_WAIT_S / 2  # not after the old poll's 5 s wait
+
+
+def test_paced_edits_wait_for_the_gap_and_travel_together_and_the_news_of_them_comes_in_few_polls():
+    async def go():
+        store = Called(SessionStoreActor())
+        sid = (await store.open.remote(composition().to_json()))["session"]
+        seqs = {sid: 0}
+        sender, follower = EditSender(store, Pace(0.3)), NewsFollower(store, lambda: dict(seqs),
+                                                                       lambda s, n: seqs.update({s: n["seq"]}),
+                                                                       Pace(0.3))  # fmt: skip
+        tasks = [asyncio.create_task(sender.run()), asyncio.create_task(follower.run())]
+        started = time.monotonic()
+        sent_at = []
+        for seed in range(2, 12):  # ten edits over ~0.5 s: one every 50 ms
+            sender.send(PendingEdit(sid, edit_to_dict(SetSeed(seed)), f"a#{seed}", lambda why: None))
+            sent_at.append(time.monotonic() - started)
+            await asyncio.sleep(0.05)
+        await until(lambda: seqs[sid] == 10)
+        done = time.monotonic() - started
+        for task in tasks:
+            task.cancel()
+        return store.submits, follower.calls, done, store.store.table.get(sid).composition.seed
+
+    submits, polls, done, seed = asyncio.run(go())
+    assert submits[0] == 1 and sum(submits) == 10 and len(submits) <= 3  # 0.3 s apart: ~0.55 s of edits, ≤ 3 calls
+    assert polls <= 4  # the news of ten edits, in a few paced polls
+    assert seed == 11  # every edit in, in order
+    assert done < 2.0  # paced, not stalled
+
+
+def test_the_gap_between_store_calls_is_a_quarter_tick_within_bounds():
+    assert call_gap(0.0) == MIN_GAP_S and call_gap(60.0) == MIN_GAP_S  # fast ticks: the floor
+    assert call_gap(600.0) == 0.15  # a quarter of a 600 ms tick
+    assert call_gap(5000.0) == MAX_GAP_S  # slow ticks: the ceiling, so edits still reach the store promptly
