@@ -56,7 +56,7 @@ class ServeOptions:
         """Serve's options for the deployment: painters per replica, queueing, scaling, resources."""
         options: dict[str, Any] = {
             "max_ongoing_requests": self.painters_per_replica + 2,  # + room for /healthz and the page
-            "max_queued_requests": 2,  # beyond this a handshake is refused (503): the client backs off
+            "max_queued_requests": 2,  # beyond this a handshake is refused (HTTP 500 on a WebSocket): the client backs off
             "health_check_period_s": 2.0,
             "health_check_timeout_s": 30.0,
             "graceful_shutdown_timeout_s": 3.0,  # a stopping replica's sockets drain this long, then close
