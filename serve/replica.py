@@ -1,27 +1,22 @@
-"""One replica's painters: a host over one set of networks, the sessions it paints, and one tick loop.
+"""One replica's painters: a host over one set of networks, the sessions it paints and their clients.
 
 A :class:`Replica` is what one Serve replica (one GPU) holds; it knows WebSockets only as objects with
 ``send_text``/``send_bytes``/``receive``/``close`` (Starlette's), and the session store only as an
-object whose methods return awaitables, so it runs (and is tested) with or without Ray. Per tick, every
-painter's live rows go through one denoiser call (``StreamHost.tick``), in a thread of its own; frames
-are encoded once per session and format and handed to each client's :class:`Outbox`, where the latest
-frame wins.
+object whose methods return awaitables, so it runs (and is tested) with or without Ray. It takes each
+client's handshake and edits (serve/connection.py), sends the edits to the store and follows the news of
+its sessions (serve/store_link.py), and leaves the networks to its tick thread (serve/ticks.py), which
+ticks every painter's live rows in one denoiser call and hands frames to each client's outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
 import os
-import threading
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from semdraw.api import Composition, ContractError, StreamConfig
@@ -30,8 +25,17 @@ from semdraw.errors import SemdrawError
 from semdraw.host import HostFullError, Painter, StreamHost
 from semdraw.stream_sync import StreamSync
 
+from .connection import (
+    EDITS_PER_SECOND,
+    Client,
+    Disconnected,
+    EditBudget,
+    address_of,
+    receive_text,
+    refusal,
+    refuse,
+)
 from .protocol import (
-    MAX_IN_FLIGHT,
     Close,
     Hello,
     ProtocolError,
@@ -44,179 +48,14 @@ from .protocol import (
 )
 from .sessions import SessionDenied
 from .store_link import EditSender, NewsFollower, Pace, PendingEdit, call_gap, reason_of
+from .ticks import LocalSession, TickLoop
 
 log = logging.getLogger("semdraw.serve")
 
 HELLO_TIMEOUT_S = 10.0
 MAX_MALFORMED = 10  # messages not of the protocol a client may send (each answered) before it is closed
-EDITS_PER_SECOND = 240.0  # a client's sustained edit rate (bursts of twice that); beyond, edits are refused
-EDIT_BURST = 2 * EDITS_PER_SECOND
 PAINTERS_PER_ADDRESS = 8  # painters one remote address may hold open on a replica (0: no limit)
 STATUS_EVERY_S = 1.0
-IDLE_SLEEP_S = 0.02  # a tick loop with nothing to run waits this long instead of spinning
-
-
-class Outbox:
-    """What one client is sent: control messages in order, and at most one waiting frame (the newest
-    replaces an unsent one); frames wait while MAX_IN_FLIGHT are unacknowledged (latest-frame-wins
-    backpressure: a slow client gets fewer frames, never a growing queue)."""
-
-    def __init__(self) -> None:
-        self.control: collections.deque[str] = collections.deque()
-        self.frame: bytes | None = None
-        self.in_flight = 0
-        self.dropped = 0
-        self.wake = asyncio.Event()
-
-    def say(self, text: str) -> None:
-        self.control.append(text)
-        self.wake.set()
-
-    def offer(self, frame: bytes) -> None:
-        if self.frame is not None:
-            self.dropped += 1
-        self.frame = frame
-        self.wake.set()
-
-    def acked(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
-        self.wake.set()
-
-    async def pump(self, ws: Any) -> None:
-        """Send until cancelled (or the socket fails)."""
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.control:
-                await ws.send_text(self.control.popleft())
-            if self.frame is not None and self.in_flight < MAX_IN_FLIGHT:
-                frame, self.frame = self.frame, None
-                self.in_flight += 1
-                await ws.send_bytes(frame)
-
-
-@dataclass
-class EditBudget:
-    """A token bucket: ``rate`` edits a second, up to ``burst`` (2 s worth) at once; a flood is refused,
-    not queued."""
-
-    rate: float = EDITS_PER_SECOND
-    burst: float = EDIT_BURST
-    tokens: float = EDIT_BURST
-    at: float = field(default_factory=time.monotonic)
-
-    @staticmethod
-    def per_second(rate: float) -> EditBudget:
-        return EditBudget(rate, 2 * rate, 2 * rate)
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-@dataclass
-class Client:
-    id: str
-    fmt: str
-    address: str | None = None  # the remote host as the socket reports it (None: unknown)
-    outbox: Outbox = field(default_factory=Outbox)
-    budget: EditBudget = field(default_factory=EditBudget)
-
-
-@dataclass
-class FrameGate:
-    """Which of a session's tick frames are sent, and the edit seq each one wholly reflects.
-
-    Each tick is told the seq the stream had applied when the tick began (``entered``: the label of the
-    image entering the pipeline then). The tick loop applies compositions between ticks, so the label is
-    exact; only a session's first composition, applied as it joins, may land during a tick, and is then
-    claimed by the next one (never too early). A frame leaves the pipeline ``steps`` ticks after its image entered, so it wholly
-    reflects the oldest label of the last ``steps`` ticks. The same picture again is not sent (an idle
-    painter), unless it reflects newer edits: a client waiting for its edit must learn that the picture
-    it already has is the answer (the edit changed nothing visible, or an earlier, conservatively
-    labelled frame already showed it)."""
-
-    frames: int = 0  # frames sent so far (the frame number on the wire)
-    last_frame: np.ndarray | None = None
-    last_reflects: int = 0
-    labels: collections.deque = field(default_factory=collections.deque)
-
-    def admit(self, frame: np.ndarray | None, entered: int | None, steps: int) -> int | None:
-        """The seq ``frame`` wholly reflects if it is to be sent, else None. ``entered`` None: the
-        session's composition is not in the stream yet (these images are not the painter's)."""
-        if entered is None:
-            self.labels.clear()
-            return None
-        self.labels.append(entered)
-        while len(self.labels) > steps:
-            self.labels.popleft()
-        if frame is None or len(self.labels) < steps:
-            return None
-        reflects = self.labels[0]
-        if self.last_frame is not None and reflects <= self.last_reflects and np.array_equal(frame, self.last_frame):
-            return None
-        self.last_frame, self.last_reflects = frame.copy(), max(reflects, self.last_reflects)
-        self.frames += 1
-        return self.last_reflects
-
-
-@dataclass
-class LocalSession:
-    """A session painted on this replica: its painter, the composition after edit ``seq`` as replayed from
-    the store, and the clients connected here."""
-
-    id: str
-    painter: Painter
-    sync: StreamSync
-    composition: Composition
-    seq: int
-    applied: int | None = None  # the seq whose composition the stream has (None: not yet ready)
-    clients: dict[str, Client] = field(default_factory=dict)
-    gate: FrameGate = field(default_factory=FrameGate)
-    wanted: tuple[Composition, int] | None = None  # the newest (composition, seq) the tick loop is to apply
-    config: StreamConfig = field(default_factory=StreamConfig)  # the stream the session's first client asked for
-
-    def catch_up(self, composition: Composition, seq: int) -> None:
-        """Put ``composition`` (the one after edit ``seq``) into the stream (blocking); ``applied`` moves as
-        soon as the stream has it, so the next tick's images are labelled with it."""
-        self.sync.apply(composition)
-        self.applied = seq
-
-
-class TickStats:
-    """What a replica's ticks say about it: rows and ticks per second and the mean tick over the last 50
-    (for /healthz and status messages), and the networks' error once 3 ticks in a row failed (what Serve's
-    health check raises)."""
-
-    FAILURES_UNHEALTHY = 3
-
-    def __init__(self, window: int = 50) -> None:
-        self._window: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=window)
-        self.failures = 0  # consecutive failed ticks
-        self.error: str | None = None
-        self.rows_per_second = self.ticks_per_second = self.tick_ms = 0.0
-
-    def ran(self, rows: int, seconds: float) -> None:
-        """A tick that ran ``rows`` denoiser rows in ``seconds`` (catch-up, denoiser, decoder)."""
-        self.failures, self.error = 0, None
-        self._window.append((time.perf_counter(), rows, seconds))
-        span = self._window[-1][0] - self._window[0][0]
-        self.rows_per_second = sum(r for _, r, _ in self._window) / span if span > 0 else 0.0
-        self.ticks_per_second = (len(self._window) - 1) / span if span > 0 else 0.0
-        self.tick_ms = 1000 * sum(d for _, _, d in self._window) / len(self._window)
-
-    def failed(self, err: BaseException) -> None:
-        self.failures += 1
-        self.error = f"{type(err).__name__}: {err}"
-
-    def problem(self) -> str | None:
-        """None while the networks run; else why not."""
-        return self.error if self.failures >= self.FAILURES_UNHEALTHY else None
 
 
 class Replica:
@@ -230,103 +69,30 @@ class Replica:
         self.painters_per_address = painters_per_address
         self.edits_per_second = edits_per_second
         self.sessions: dict[str, LocalSession] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stats = TickStats()
         self.closing = False
         self._ids = itertools.count()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task] = []
-        self.edits = EditSender(store, Pace(call_gap(0.0)))  # paced by the ticks: see _run
+        self.edits = EditSender(store, Pace(call_gap(0.0)))
         self.news = NewsFollower(store, lambda: {sid: s.seq for sid, s in self.sessions.items()}, self._take_news,
                                  Pace(call_gap(0.0)))  # fmt: skip
+        self.ticks = TickLoop(host, self.sessions, self._join, (self.edits.pace, self.news.pace))  # sets their pace
+        self.stats = self.ticks.stats  # the ticks' figures, for status and health
 
-    # ------------------------------------------------------------------ the tick loop (its own thread)
+    # ------------------------------------------------------------------ running
     def start(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="semdraw-ticks", daemon=True)
-        self._thread.start()
-        self._tasks = [self.loop.create_task(work) for work in (self._report(), self.edits.run(), self.news.run())]
+        """Start the tick thread and, in the running event loop, the store calls and status reports."""
+        loop = asyncio.get_running_loop()
+        self.ticks.start(loop)
+        self._tasks = [loop.create_task(work) for work in (self._report(), self.edits.run(), self.news.run())]
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.ticks.stop()
         for task in self._tasks:
             task.cancel()
 
     def healthy(self) -> str | None:
         """None if the networks run; else why not (the Serve health check raises it: the replica restarts)."""
         return self.stats.problem()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.host.painters:
-                time.sleep(IDLE_SLEEP_S)
-                continue
-            started = time.perf_counter()
-            sessions = list(self.sessions.items())
-            for _, s in sessions:
-                self._catch_up(s)
-            entering = {sid: s.applied for sid, s in sessions}  # what this tick's images see
-            try:
-                frames = self.host.tick()
-            except Exception as err:  # noqa: BLE001 - the networks failed: said in health, retried
-                self.stats.failed(err)
-                log.exception("a tick failed")
-                time.sleep(0.5)
-                continue
-            self.stats.ran(self.host.rows_last_tick, time.perf_counter() - started)
-            self.edits.pace.gap_s = self.news.pace.gap_s = call_gap(self.stats.tick_ms)
-            for sid, session in list(self.sessions.items()):
-                self._deliver(session, frames.get(session.painter.id), entering.get(sid))
-            if self.host.rows_last_tick == 0:
-                time.sleep(max(0.0, IDLE_SLEEP_S - (time.perf_counter() - started)))
-
-    def _catch_up(self, session: LocalSession) -> None:
-        """Tick thread, between ticks: apply the session's newest composition, if any. Here rather than in
-        a thread of its own: edits coalesce (a tick sees only the last composition, so each one applied
-        is one a tick will use), and the stream's mask work never runs beside the denoiser's (two threads
-        in torch's CPU thread pool at once slow both, several times over on a small machine)."""
-        wanted, session.wanted = session.wanted, None
-        if wanted is None:
-            return
-        for work in (lambda: self._restream(session, wanted[0]), lambda: session.catch_up(*wanted)):
-            try:
-                work()
-            except SemdrawError as err:
-                text = message("error", message=str(err))
-                with contextlib.suppress(RuntimeError):  # the loop closed: the replica is stopping
-                    for c in list(session.clients.values()):
-                        self.loop.call_soon_threadsafe(c.outbox.say, text)
-
-    def _restream(self, session: LocalSession, composition: Composition) -> None:
-        """Tick thread: a composition asking for other sampling options (steps, cfg, ...) gets a new stream,
-        since a stream's are fixed when it is made. The new painter joins before the old one leaves, so on
-        a full host the old one stays (and the status says its options were not applied)."""
-        if session.sync.sampling is None or composition.sampling == session.sync.sampling:
-            return
-        try:
-            painter = self._join(session.id, session.config, composition)
-        except HostFullError as err:
-            raise HostFullError(f"the new sampling options need a new stream, and {err}") from None
-        old, session.painter, session.sync = session.painter, painter, StreamSync(painter.stream)
-        session.gate.labels.clear()  # the new stream's pipeline starts empty: its frames come steps ticks on
-        session.applied = None
-        with contextlib.suppress(SemdrawError):
-            self.host.leave(old)
-
-    def _deliver(self, session: LocalSession, frame: np.ndarray | None, entered: int | None) -> None:
-        """A tick's frame to the session's clients if its gate admits it, encoded once per format."""
-        reflects = session.gate.admit(frame, entered, session.painter.stream.steps)
-        if reflects is None:
-            return
-        encoded: dict[str, bytes] = {}
-        for client in list(session.clients.values()):
-            if client.fmt not in encoded:
-                encoded[client.fmt] = pack_frame(session.gate.frames, reflects, encode_image(frame, client.fmt),
-                                                 client.fmt)  # fmt: skip
-            self.loop.call_soon_threadsafe(client.outbox.offer, encoded[client.fmt])
 
     async def _report(self) -> None:
         """Each session's status (rows, refusals, prompt warnings) to its clients, and a heartbeat to the
@@ -359,44 +125,44 @@ class Replica:
         """A client's whole connection: handshake, then its edits and acknowledgements until it closes."""
         await ws.accept()
         if not self._origin_allowed(ws):
-            return await _refuse(ws, Close.UNAUTHORIZED, "a page from another site may not paint here")
+            return await refuse(ws, Close.UNAUTHORIZED, "a page from another site may not paint here")
         if self.closing:
-            return await _refuse(ws, Close.UNAVAILABLE, "this replica is shutting down: reconnect")
+            return await refuse(ws, Close.UNAVAILABLE, "this replica is shutting down: reconnect")
         try:
-            text = await asyncio.wait_for(_receive_text(ws), HELLO_TIMEOUT_S)
+            text = await asyncio.wait_for(receive_text(ws), HELLO_TIMEOUT_S)
             msg = parse(text)
             check_sizes(msg, len(text), (self.host.height, self.host.width))
             hello = Hello.from_message(msg)
         except (TimeoutError, ProtocolError, ContractError) as err:
             reason = "no hello within 10 s" if isinstance(err, TimeoutError) else str(err)
-            return await _refuse(ws, Close.BAD_HELLO, reason)
-        except _Disconnected:
+            return await refuse(ws, Close.BAD_HELLO, reason)
+        except Disconnected:
             return None
         if not _same(hello.token, self.token):
-            return await _refuse(ws, Close.UNAUTHORIZED, "wrong or missing server token")
+            return await refuse(ws, Close.UNAUTHORIZED, "wrong or missing server token")
         if (hello.composition.height, hello.composition.width) != (self.host.height, self.host.width):
-            return await _refuse(ws, Close.BAD_HELLO, f"this server paints {self.host.height}x{self.host.width} "
+            return await refuse(ws, Close.BAD_HELLO, f"this server paints {self.host.height}x{self.host.width} "
                                  f"canvases, the composition is {hello.composition.height}x{hello.composition.width}")  # fmt: skip
-        address = _address(ws)
+        address = address_of(ws)
         if self.painters_per_address and address is not None:
             held = sum(c.address == address for s in self.sessions.values() for c in s.clients.values())
             if held >= self.painters_per_address:
-                return await _refuse(ws, Close.TOO_MANY, f"{address} already paints {held} canvases on this "
+                return await refuse(ws, Close.TOO_MANY, f"{address} already paints {held} canvases on this "
                                      f"replica (at most {self.painters_per_address}): close one")  # fmt: skip
         try:
             opened = await self.store.open.remote(hello.composition.to_json(), hello.session, hello.session_token)
         except Exception as err:  # noqa: BLE001 - Ray wraps the store's own refusal; anything else: it restarts
             if isinstance(getattr(err, "cause", err), SessionDenied):
-                return await _refuse(ws, Close.UNAUTHORIZED, reason_of(err))
-            return await _refuse(ws, Close.UNAVAILABLE, f"the session store is not reachable now (retry): {reason_of(err)}")
+                return await refuse(ws, Close.UNAUTHORIZED, reason_of(err))
+            return await refuse(ws, Close.UNAVAILABLE, f"the session store is not reachable now (retry): {reason_of(err)}")
         client = Client(f"{self.name}/{next(self._ids)}", hello.frame_format, address,
                         budget=EditBudget.per_second(self.edits_per_second))
         try:
             session = await self._session(opened, hello)
         except HostFullError as err:
-            return await _refuse(ws, Close.FULL, str(err))
+            return await refuse(ws, Close.FULL, str(err))
         except SemdrawError as err:
-            return await _refuse(ws, Close.BAD_HELLO, str(err))
+            return await refuse(ws, Close.BAD_HELLO, str(err))
         session.clients[client.id] = client
         sender = asyncio.create_task(client.outbox.pump(ws))
         gate = session.gate
@@ -453,15 +219,15 @@ class Replica:
         malformed = 0
         while True:
             try:
-                text = await _receive_text(ws)
+                text = await receive_text(ws)
                 msg = parse(text)
                 check_sizes(msg, len(text), (self.host.height, self.host.width))
-            except _Disconnected:
+            except Disconnected:
                 return
             except ProtocolError as err:  # answered, and the connection stays usable; a stream of them is abuse
                 malformed += 1
                 if malformed > MAX_MALFORMED:
-                    return await _refuse(ws, Close.BAD_MESSAGE, f"{malformed} messages not of the protocol: {err}")
+                    return await refuse(ws, Close.BAD_MESSAGE, f"{malformed} messages not of the protocol: {err}")
                 client.outbox.say(message("error", message=f"not a protocol message: {err}"))
                 continue
             kind = msg["type"]
@@ -478,7 +244,7 @@ class Replica:
                                               f"{client.budget.rate:g} a second (bursts of {client.budget.burst:g})"))  # fmt: skip
                     continue
                 self.edits.send(PendingEdit(session.id, msg["edit"], f"{client.id}#{yours}",
-                                            _refusal(client.outbox, yours)))  # fmt: skip
+                                            refusal(client.outbox, yours)))  # fmt: skip
             else:
                 client.outbox.say(message("error", message=f"unknown message type {kind!r}"))
 
@@ -511,33 +277,6 @@ class Replica:
         self.stop()
 
 
-class _Disconnected(Exception):
-    pass
-
-
-async def _receive_text(ws: Any) -> str:
-    """The next text message (binary messages are not part of the client's side of the protocol)."""
-    msg = await ws.receive()
-    if msg["type"] == "websocket.disconnect":
-        raise _Disconnected
-    if msg.get("text") is None:
-        raise ProtocolError("clients send text messages only")
-    return msg["text"]
-
-
-async def _refuse(ws: Any, code: int, reason: str) -> None:
-    """Tell the client why (an error message it can show), then close with ``code``."""
-    with contextlib.suppress(Exception):
-        await ws.send_text(message("error", code=code, message=reason))
-        await ws.close(code=code, reason=reason.encode()[:120].decode(errors="ignore"))
-
-
-def _address(ws: Any) -> str | None:
-    """The remote host of a socket (Starlette's ``client``), if it says."""
-    client = getattr(ws, "client", None)
-    return getattr(client, "host", None) if client is not None else None
-
-
 def _node_id() -> str | None:
     """The Ray node this replica runs on (None outside Ray)."""
     try:
@@ -552,8 +291,3 @@ def _same(a: str, b: str) -> bool:
     import secrets
 
     return secrets.compare_digest(a.encode(), b.encode())
-
-
-def _refusal(outbox: Outbox, yours: int):
-    """How a client learns that its edit ``yours`` was refused (and why)."""
-    return lambda reason: outbox.say(message("refused", yours=yours, message=reason))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from semdraw.api import BrushSpec, Composition, ContractError, StreamConfig
 from semdraw.edits import SetSeed, Stroke, edit_to_dict
+from semdraw.serve.connection import Outbox
 from semdraw.serve.protocol import (
     FRAME_HEADER,
     MAX_CONTROL_BYTES,
@@ -28,8 +29,8 @@ from semdraw.serve.protocol import (
     read_edit,
     unpack_frame,
 )
-from semdraw.serve.replica import FrameGate, Outbox
 from semdraw.serve.sessions import SessionDenied, SessionTable
+from semdraw.serve.ticks import FrameGate
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

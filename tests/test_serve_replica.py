@@ -52,7 +52,7 @@ def test_a_replica_whose_networks_keep_failing_says_why_and_is_healthy_again_onc
 
 
 def test_tick_stats_report_the_networks_error_only_after_three_failed_ticks_in_a_row():
-    from semdraw.serve.replica import TickStats
+    from semdraw.serve.ticks import TickStats
 
     stats = TickStats()
     for _ in range(2):
