@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 
 import pytest
 import torch
@@ -146,3 +147,68 @@ def temporary_home(path):
             os.environ.pop("HOME", None)
         else:
             os.environ["HOME"] = saved
+
+
+# ------------------------------------------------------------------ one Ray Serve instance for the server tests
+SERVE_TOKEN = "test-token-0123456789"
+# The modules that paint on the shared ``server``, in the order they run (last of all): test_serve
+# redeploys the application in its last tests.
+SERVER_MODULES = ("test_viewer_remote.py", "test_page.py", "test_serve.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests on the shared Ray Serve instance run last, together: it starts once (~20 s) instead of
+    once per module, and no other test runs beside it (its processes take CPU, and a test that starts a
+    Ray instance of its own cannot while this process holds one). Each module keeps its own order."""
+    rank = {name: i for i, name in enumerate(SERVER_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, -1))  # stable: every other test first, as collected
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_instance(tmp_path_factory, ray_token):
+    """A local Ray instance (its token under a temporary HOME) serving the toy from two replicas, for
+    every module in SERVER_MODULES; tests take it through ``server``."""
+    import ray
+    from ray import serve
+
+    from semdraw.serve.app import APP_NAME, ServeOptions, build_app
+
+    port = free_port()
+    with temporary_home(tmp_path_factory.mktemp("home")):
+        try:
+            ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR",
+                     log_to_driver=False)  # fmt: skip
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            options = ServeOptions(token=SERVE_TOKEN, replicas=2, painters_per_replica=4, capacity_rows=24,
+                                   num_cpus=0.5, edits_per_second=20)  # a small budget, so that a test's flood
+            # exceeds it (spent as the replica reads edits: a replica slower than the budget refuses none)
+            serve.run(build_app(options), name=APP_NAME, route_prefix="/")
+            yield f"127.0.0.1:{port}"
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+@pytest.fixture
+def server(serve_instance):
+    """The shared instance's address once its deployment is whole again: a test before may have killed a
+    replica, which Serve replaces in ~10-20 s, and until then every painter would land on the survivor."""
+    import time
+
+    from ray import serve
+
+    from semdraw.serve.app import APP_NAME
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.status == "RUNNING" and all(d.status == "HEALTHY" for d in app.deployments.values()):
+            return serve_instance
+        time.sleep(0.5)
+    raise AssertionError(f"the shared Serve application did not become healthy again: {serve.status()}")

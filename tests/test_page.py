@@ -28,7 +28,7 @@ from semdraw.api import Composition, StreamConfig  # noqa: E402
 from semdraw.edits import Stroke, stroked  # noqa: E402
 from semdraw.viewer.palette import BRUSH_COLORS, NAMED_COLORS  # noqa: E402
 
-from .test_serve import SIDE, TOKEN, server  # noqa: E402, F401  (the module's own Ray Serve instance)
+from .test_serve import SIDE, TOKEN  # noqa: E402  (``server``: conftest's shared Ray Serve instance)
 
 SCREENSHOTS = os.environ.get("SEMDRAW_SCREENSHOTS")  # a folder: the page's screenshot is copied there
 
@@ -94,7 +94,7 @@ class Page:
         return self.page.evaluate(f"window.semdraw.state.{key}")
 
 
-def test_painting_in_the_browser(server, toy, tmp_path):  # noqa: F811
+def test_painting_in_the_browser(server, toy, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from semdraw.viewer import render as render_cli

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import time
 import urllib.request
 
@@ -25,40 +24,11 @@ from semdraw.edits import SetSampling, SetSeed, Stroke, UpdateBrush, apply  # no
 from semdraw.serve.client import PainterClient  # noqa: E402
 from semdraw.serve.protocol import Close, Hello, parse  # noqa: E402
 
-from .conftest import temporary_home  # noqa: E402
+from .conftest import SERVE_TOKEN as TOKEN  # noqa: E402
+from .conftest import free_port  # noqa: E402
 
-TOKEN = "test-token-0123456789"
 SIDE = 128  # the toy's native canvas
 CONFIG = StreamConfig(layers=3, seed_step=0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, ray_token):
-    """A local Ray instance (its token under a temporary HOME) serving the toy from two replicas."""
-    from ray import serve
-
-    from semdraw.serve.app import APP_NAME, ServeOptions, build_app
-
-    port = _free_port()
-    with temporary_home(tmp_path_factory.mktemp("home")):
-        try:
-            ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR",
-                     log_to_driver=False)  # fmt: skip
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            options = ServeOptions(token=TOKEN, replicas=2, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
-                                   edits_per_second=20)  # a small budget, so that a test's flood exceeds it
-            # (spent as the replica reads edits: a replica slower than the budget refuses none)
-            serve.run(build_app(options), name=APP_NAME, route_prefix="/")
-            yield f"127.0.0.1:{port}"
-        finally:
-            serve.shutdown()
-            ray.shutdown()
 
 
 def scene(seed: int = 4) -> Composition:
@@ -438,7 +408,7 @@ def serve_command(port: int, env: dict[str, str], *args: str):
 
 
 def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
-    port = _free_port()
+    port = free_port()
     proc, lines = serve_command(port, {"HOME": str(tmp_path)})
     try:
         assert f"http://127.0.0.1:{port}/?token={TOKEN}" in "".join(lines), "".join(lines)
@@ -459,7 +429,7 @@ def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
 def test_the_command_serves_a_models_engine_set_built_once(tmp_path, ray_token):
     """`semdraw-serve --backend onnxruntime` with a model: the command builds the model's engine set (in
     $SEMDRAW_CACHE) before Ray starts and serves it; a painter's frame is an in-process stream's of that set."""
-    port, cache = _free_port(), tmp_path / "cache"
+    port, cache = free_port(), tmp_path / "cache"
     proc, lines = serve_command(port, {"HOME": str(tmp_path), "SEMDRAW_CACHE": str(cache)}, "--backend", "onnxruntime")
     try:
         (built,) = (cache / "engines").iterdir()  # the toy's set, built by the command

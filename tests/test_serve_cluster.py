@@ -16,8 +16,8 @@ ray = pytest.importorskip("ray", reason="semdraw-serve needs ray[serve]: pip ins
 
 from semdraw.serve.client import PainterClient  # noqa: E402
 
-from .conftest import temporary_home  # noqa: E402
-from .test_serve import CONFIG, TOKEN, _free_port, reconnected, run, scene, settled  # noqa: E402
+from .conftest import free_port, temporary_home  # noqa: E402
+from .test_serve import CONFIG, TOKEN, reconnected, run, scene, settled  # noqa: E402
 
 
 @pytest.mark.slow  # ~40 s: a three-node cluster on one machine (run: pytest -m slow tests/test_serve_cluster.py)
@@ -32,7 +32,7 @@ def test_a_lost_node_loses_no_painting(tmp_path, ray_token):
         try:
             workers = [cluster.add_node(num_cpus=1, resources={"painter": 1}) for _ in range(2)]
             ray.init(address=cluster.address, namespace="semdraw", logging_level="ERROR", log_to_driver=False)
-            port = _free_port()
+            port = free_port()
             serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
             options = ServeOptions(token=TOKEN, replicas=2, num_cpus=0.5, resources={"painter": 1})
             serve.run(build_app(options), name=APP_NAME, route_prefix="/")
@@ -72,7 +72,7 @@ def test_open_painters_scale_the_replicas_up(tmp_path, ray_token):
     with temporary_home(tmp_path):
         try:
             ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR", log_to_driver=False)
-            port = _free_port()
+            port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             options = ServeOptions(token=TOKEN, replicas=1, max_replicas=2, painters_per_replica=2, num_cpus=0.5)
             serve.run(build_app(options), name=APP_NAME, route_prefix="/")

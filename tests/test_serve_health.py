@@ -20,8 +20,8 @@ from semdraw.edits import Stroke, apply  # noqa: E402
 from semdraw.serve.client import PainterClient  # noqa: E402
 from semdraw.serve.deployment import Painters  # noqa: E402
 
-from .conftest import temporary_home  # noqa: E402
-from .test_serve import CONFIG, TOKEN, _free_port, in_process, reconnected, run, scene, settled  # noqa: E402
+from .conftest import free_port, temporary_home  # noqa: E402
+from .test_serve import CONFIG, TOKEN, in_process, reconnected, run, scene, settled  # noqa: E402
 
 
 class FaultyPainters(Painters.func_or_class):
@@ -57,7 +57,7 @@ def test_a_replica_whose_networks_keep_failing_is_restarted_and_its_painter_resu
         try:
             ray.init(namespace="semdraw", include_dashboard=False, num_cpus=4, logging_level="ERROR",
                      log_to_driver=False)  # fmt: skip
-            port = _free_port()
+            port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=2, num_cpus=0.5)
             deployment = serve.deployment(FaultyPainters, name="painters").options(**options.deployment_options())

@@ -19,7 +19,7 @@ import semdraw  # noqa: E402
 from semdraw.api import Composition, StreamConfig  # noqa: E402
 from semdraw.viewer import load_palette  # noqa: E402
 
-from .test_serve import SIDE, TOKEN, server  # noqa: E402, F401  (the module's own Ray Serve instance)
+from .test_serve import SIDE, TOKEN  # noqa: E402  (``server``: conftest's shared Ray Serve instance)
 from .test_viewer import X, find_window, xserver  # noqa: E402, F401
 
 
@@ -42,7 +42,7 @@ def wait_frame(session, timeout: float = 60.0) -> np.ndarray:
     raise AssertionError(f"no frame: {client.errors}")
 
 
-def test_a_remote_session_paints_on_the_server(server, toy, tmp_path):  # noqa: F811
+def test_a_remote_session_paints_on_the_server(server, toy, tmp_path):
     from semdraw.viewer.live import _parser, build_session
 
     session = build_session(_parser().parse_args(["--server", f"http://{server}/?token={TOKEN}",
