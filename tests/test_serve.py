@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 
@@ -388,7 +389,6 @@ def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():
 def serve_command(port: int, env: dict[str, str], *args: str):
     """`semdraw-serve --port PORT ARGS` started (its token TOKEN) and read until it prints the URL to open;
     returns the process and the lines it printed."""
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -415,7 +415,13 @@ def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "semdraw" in page
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=90) == 0
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("semdraw-serve did not stop within 90 s of Ctrl-C:\n" + "".join(lines)
+                                 + proc.stdout.read()) from None  # fmt: skip
+        assert code == 0
     finally:
         if proc.poll() is None:
             proc.kill()
