@@ -100,7 +100,41 @@ def _dtype_kwarg() -> str:
     return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
 
 
+def check_source(name_or_path: str) -> None:
+    """Refuse, in one line (:class:`ModelNotFoundError`), what can be told about a model without loading
+    it or asking the network: a preset whose shipped weights are missing, a folder that is not a diffusers
+    model, a pickled checkpoint, a missing file, or a name that is neither a preset, a folder, a
+    .safetensors file nor a hub id. A hub id passes: only its load can tell."""
+    found = find_preset(name_or_path)
+    if found:
+        source = found[0].source
+        if Path(source).is_absolute() and not Path(source).is_dir():  # shipped weights (toy)
+            raise ModelNotFoundError(
+                f"the {str(name_or_path).lower()} model's weights are missing from {source}; reinstall semdraw "
+                "(for toy, or regenerate them with `semdraw-train-toy`)"
+            )
+        return
+    source = str(name_or_path)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise ModelNotFoundError(f"{source!r} is a folder but not a diffusers model (no model_index.json)")
+    elif path.suffix in (".ckpt", ".pt", ".pth", ".bin"):
+        raise ModelNotFoundError(
+            f"{source!r}: pickled checkpoints are refused (they can run code); convert it to .safetensors"
+        )
+    elif path.suffix == ".safetensors":
+        if not path.exists():
+            raise ModelNotFoundError(f"no such file: {source!r}")
+    elif path.exists() or source.count("/") != 1:
+        raise ModelNotFoundError(
+            f"{source!r} is not a preset ({sorted(PRESETS)}), a diffusers folder, a .safetensors file or "
+            "a hub id of the form 'org/name'"
+        )
+
+
 def _load_pipeline(source: str, dtype: torch.dtype, family: FamilySpec, extra_text_encoders: bool):
+    """The diffusers pipeline of a source ``check_source`` let through: a folder, a file or a hub id."""
     import diffusers
 
     pipeline = getattr(diffusers, family.pipeline_class)
@@ -110,27 +144,10 @@ def _load_pipeline(source: str, dtype: torch.dtype, family: FamilySpec, extra_te
     path = Path(source).expanduser()
     try:
         if path.is_dir():
-            if not (path / "model_index.json").exists():
-                raise ModelNotFoundError(
-                    f"{source!r} is a folder but not a diffusers model (no model_index.json)"
-                )
             return pipeline.from_pretrained(str(path), **kwargs)
-        if path.suffix in (".ckpt", ".pt", ".pth", ".bin"):
-            raise ModelNotFoundError(
-                f"{source!r}: pickled checkpoints are refused (they can run code); convert it to .safetensors"
-            )
         if path.suffix == ".safetensors":
-            if not path.exists():
-                raise ModelNotFoundError(f"no such file: {source!r}")
             return pipeline.from_single_file(str(path), **kwargs)
-        if path.exists() or source.count("/") != 1:
-            raise ModelNotFoundError(
-                f"{source!r} is not a preset ({sorted(PRESETS)}), a diffusers folder, a .safetensors file or "
-                "a hub id of the form 'org/name'"
-            )
         return pipeline.from_pretrained(source, **kwargs)
-    except ModelNotFoundError:
-        raise
     except (OSError, ValueError) as err:  # hub errors subclass these
         raise _not_found(source, err) from err
 
@@ -291,17 +308,12 @@ def load_model(
     ``extra_text_encoders``: also load the family's optional text encoders (SD3's T5: off by default, as the
     paper runs SD3; without it its tokens are zeros, as ``StableDiffusion3Pipeline`` does).
     """
-    key = str(name_or_path).lower()
+    check_source(name_or_path)
     dev = _default_device(device)
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     found = find_preset(name_or_path)
     preset = found[0] if found else None
     source = preset.source if preset else str(name_or_path)
-    if preset and Path(source).is_absolute() and not Path(source).is_dir():  # shipped weights (toy)
-        raise ModelNotFoundError(
-            f"the {key} model's weights are missing from {source}; reinstall semdraw (for toy, or regenerate "
-            "them with `semdraw-train-toy`)"
-        )
     fam = get_family(family or (found[1].name if found else _family_of(source)))
     with quiet_loading():  # the libraries' notices and load bars, unless SEMDRAW_VERBOSE=1
         with (  # diffusers' noise about our own by-design choices: an AutoencoderTiny in an SD pipeline, and the

@@ -98,17 +98,20 @@ def main(argv: list[str] | None = None) -> int:
                            capacity_rows=args.capacity_rows, num_gpus=args.gpus_per_replica,
                            num_cpus=_cpus_per_replica(args), threads=args.threads,
                            painters_per_address=args.painters_per_address)  # fmt: skip
-    if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
-        import semdraw
+    import semdraw
 
-        try:
+    try:
+        if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
+            semdraw.loading.check_source(args.model)
             semdraw.loading.check_canvas(args.model, args.height, args.width)
             if runs_engine_sets(args.backend):  # the model's engine set, built here once and reused after
                 engines = cached_engine_set(args.model, args.height, args.width, DEFAULT_LAYERS, args.backend)
                 options = replace(options, engines=str(engines))
-        except SemdrawError as err:
-            log.error("semdraw-serve: %s", err)
-            return 2
+        elif not args.address:  # a local instance's replicas read the set from here: a wrong folder fails now
+            semdraw.engines.read_manifest(args.engines)
+    except SemdrawError as err:
+        log.error("semdraw-serve: %s", err)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -386,46 +387,73 @@ def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():
     assert app_builder({**spec["args"], "model": "toy", "num_gpus": 0}) is not None
 
 
-def serve_command(port: int, env: dict[str, str], *args: str):
-    """`semdraw-serve --port PORT ARGS` started (its token TOKEN) and read until it prints the URL to open;
-    returns the process and the lines it printed."""
+class CommandOutput:
+    """Everything a command prints, read as it comes by a thread of its own (a command that writes to a
+    pipe no one reads would block once the pipe is full: Ray forwards its workers' logs to the driver)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in iter(stream.readline, ""):
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def finished(self, timeout: float = 10.0) -> str:
+        """All of it, once the command has closed its output."""
+        self._thread.join(timeout)
+        return self.text
+
+
+def serve_command(port: int, env: dict[str, str], *args: str) -> tuple[subprocess.Popen, CommandOutput]:
+    """`semdraw-serve --port PORT ARGS` started (its token TOKEN), once it prints the URL to open; returns
+    the process and its output (still being read)."""
     import sys
     from pathlib import Path
 
     command = Path(sys.executable).parent / "semdraw-serve"
     proc = subprocess.Popen([str(command), "--port", str(port), *args], env={**os.environ, "SEMDRAW_TOKEN": TOKEN, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    lines: list[str] = []
+    output = CommandOutput(proc)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise AssertionError("semdraw-serve ended before it served:\n" + "".join(lines))
-        lines.append(line)
-        if "open http://" in line:
-            break
-    return proc, lines
+    while "open http://" not in output.text:
+        if proc.poll() is not None:
+            raise AssertionError("semdraw-serve ended before it served:\n" + output.finished())
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("semdraw-serve did not serve within 180 s:\n" + output.finished())
+        time.sleep(0.2)
+    return proc, output
+
+
+def stopped_by_ctrl_c(proc: subprocess.Popen, output: CommandOutput) -> int:
+    """Ctrl-C, then the command's exit code (a command that has not stopped within 90 s fails the test with
+    everything it printed)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("semdraw-serve did not stop within 90 s of Ctrl-C:\n" + output.finished()) from None
 
 
 def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
     port = free_port()
-    proc, lines = serve_command(port, {"HOME": str(tmp_path)})
+    proc, output = serve_command(port, {"HOME": str(tmp_path)})
     try:
-        assert f"http://127.0.0.1:{port}/?token={TOKEN}" in "".join(lines), "".join(lines)
+        assert f"http://127.0.0.1:{port}/?token={TOKEN}" in output.text, output.text
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "semdraw" in page
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError("semdraw-serve did not stop within 90 s of Ctrl-C:\n" + "".join(lines)
-                                 + proc.stdout.read()) from None  # fmt: skip
-        assert code == 0
+        assert stopped_by_ctrl_c(proc, output) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    log = "".join(lines) + proc.stdout.read()
+    log = output.finished()
     assert "Traceback" not in log, log
     with pytest.raises(OSError):  # nothing is left listening
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
@@ -436,7 +464,7 @@ def test_the_command_serves_a_models_engine_set_built_once(tmp_path, ray_token):
     """`semdraw-serve --backend onnxruntime` with a model: the command builds the model's engine set (in
     $SEMDRAW_CACHE) before Ray starts and serves it; a painter's frame is an in-process stream's of that set."""
     port, cache = free_port(), tmp_path / "cache"
-    proc, lines = serve_command(port, {"HOME": str(tmp_path), "SEMDRAW_CACHE": str(cache)}, "--backend", "onnxruntime")
+    proc, output = serve_command(port, {"HOME": str(tmp_path), "SEMDRAW_CACHE": str(cache)}, "--backend", "onnxruntime")
     try:
         (built,) = (cache / "engines").iterdir()  # the toy's set, built by the command
         assert (built / "manifest.json").is_file()
@@ -451,8 +479,7 @@ def test_the_command_serves_a_models_engine_set_built_once(tmp_path, ray_token):
             return frame
 
         frame = run(go())
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=90) == 0
+        assert stopped_by_ctrl_c(proc, output) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -460,4 +487,4 @@ def test_the_command_serves_a_models_engine_set_built_once(tmp_path, ray_token):
     semdraw.StreamSync(stream).apply(scene(3))
     stream.flush()
     assert np.abs(frame.astype(int) - stream().astype(int)).max() <= 1
-    assert "Traceback" not in "".join(lines) + proc.stdout.read()
+    assert "Traceback" not in output.finished()

@@ -193,3 +193,20 @@ def test_the_serve_bench_meters_each_serving_process_by_its_ray_title():
     assert set(cores) == {"replica", "proxy", "store", "clients", "other"}
     assert 0.6 <= cores["proxy"] <= 1.1 and 0.6 <= cores["clients"] <= 1.1, cores
     assert cores["replica"] <= 0.05 and cores["store"] <= 0.05  # none runs here
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--model", "no-such-model"], "is not a preset"),
+    (["--model", "weights.ckpt"], "pickled checkpoints are refused"),
+    (["--engines", "/nonexistent/set"], "is not an engine set"),
+    (["--model", "toy", "--height", "100"], "not divisible by 8"),
+])  # fmt: skip
+def test_the_command_refuses_a_model_or_engine_set_it_cannot_serve_in_one_line_before_ray_starts(args, says, caplog):
+    ray = pytest.importorskip("ray")
+    from semdraw.serve import cli
+
+    started = time.monotonic()
+    assert cli.main([*args, "--port", "1"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and says in errors[0] and "\n" not in errors[0], errors
+    assert not ray.is_initialized() and time.monotonic() - started < 30  # no Ray instance was started for it
