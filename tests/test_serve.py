@@ -416,9 +416,13 @@ def serve_command(port: int, env: dict[str, str], *args: str) -> tuple[subproces
     import sys
     from pathlib import Path
 
-    command = Path(sys.executable).parent / "semdraw-serve"
-    proc = subprocess.Popen([str(command), "--port", str(port), *args], env={**os.environ, "SEMDRAW_TOKEN": TOKEN, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    command = str(Path(sys.executable).parent / "semdraw-serve")
+    # Started with Ctrl-C's default meaning: a test run started in the background of a script inherits
+    # SIGINT ignored (POSIX), and a Python started so never raises KeyboardInterrupt.
+    with_ctrl_c = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", with_ctrl_c, command, "--port", str(port), *args],
+                            env={**os.environ, "SEMDRAW_TOKEN": TOKEN, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
     output = CommandOutput(proc)
     deadline = time.monotonic() + 180
     while "open http://" not in output.text:
