@@ -1,4 +1,5 @@
-"""Fast CPU tier fixtures: tiny, randomly initialised SD1.5-shaped components built offline."""
+"""Test fixtures: tiny, randomly initialised SD1.5-shaped components built offline, the embedded toy, and the
+one Ray Serve instance the server tests share."""
 
 from __future__ import annotations
 
