@@ -76,6 +76,7 @@ class Networks:
     device: torch.device = torch.device("cpu")
     decoder_any_batch: bool = False  # the decoder takes several images in one call
     max_rows: int | None = None  # the most rows one denoiser call takes (a TensorRT row range; None: no bound)
+    parameters: int = 0  # a torch denoiser's weights (what precision "auto" weighs); 0 for an engine set
 
     def run(self, batch: DenoiserBatch) -> torch.Tensor:
         """The denoiser's prediction for a batch."""
@@ -125,14 +126,15 @@ class Networks:
         if self.backend != "torch":
             check_for_engine_set(precision)
             return self
-        if resolve_precision(precision, self.device) == "fp32":
+        if resolve_precision(precision, self.device, parameters=self.parameters) == "fp32":
             return self
         return replace(self, denoise=autocast(self.denoise), decode=autocast(self.decode))
 
     @staticmethod
     def from_model(model: Model) -> Networks:
         return Networks("torch", model.predict, model.encode_image, model.decode, any_batch=True,
-                        device=model.device, decoder_any_batch=True)  # fmt: skip
+                        device=model.device, decoder_any_batch=True,
+                        parameters=sum(p.numel() for p in model.denoiser.parameters()))  # fmt: skip
 
     @staticmethod
     def from_engines(engines: EngineSet) -> Networks:

@@ -75,7 +75,8 @@ class Stream:
     TensorRT sets; GPU-only). ``compile``: run a torch model's denoiser and decoder through ``torch.compile``
     (:meth:`Networks.compiled`; the first frames compile, minutes on a CPU). ``precision``: a torch model's
     arithmetic on the CPU, "fp32" (default: exact against the oracles), "bf16" (``torch.autocast``) or "auto"
-    (bf16 where the CPU multiplies bf16 natively: :mod:`semdraw.precision`). ``idle_frames``: with ``seed_step=0``, once nothing has changed for as many
+    (bf16 where the CPU multiplies bf16 natively and the denoiser is large enough to gain:
+    :mod:`semdraw.precision`). ``idle_frames``: with ``seed_step=0``, once nothing has changed for as many
     frames as the pipeline is deep (T), every image in flight is the same still picture, so frames are
     served from the last one without running a network until the next edit (``stream.idle`` says so).
     ``live_rows_only``: run only the rows with some weight at their step (empty slots; a soft brush before

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import semdraw
-from semdraw.precision import cpu_flags, native_bf16, resolve_precision
+from semdraw.precision import BF16_MIN_PARAMETERS, cpu_flags, native_bf16, resolve_precision
 from semdraw.tools import bench
 
 from .conftest import two_bands
@@ -18,17 +18,27 @@ from .conftest import two_bands
 CPU = torch.device("cpu")
 
 
-def test_auto_is_bf16_only_on_a_cpu_that_multiplies_bf16_in_hardware():
-    assert resolve_precision("auto", CPU, frozenset({"avx2", "fma"})) == "fp32"  # this VM's kind: emulated bf16
-    assert resolve_precision("auto", CPU, frozenset({"avx512f", "avx512_bf16"})) == "fp32"  # not measured faster
-    assert resolve_precision("auto", CPU, frozenset({"avx512f", "amx_tile", "amx_bf16"})) == "bf16"
-    assert resolve_precision("fp32", CPU, frozenset({"amx_bf16"})) == "fp32"
+def test_auto_is_bf16_only_for_a_large_denoiser_on_a_cpu_that_multiplies_bf16_in_hardware():
+    large, toy_sized = 860_000_000, 1_700_000  # an SD1.5 UNet's weights; the toy's
+    assert large >= BF16_MIN_PARAMETERS > toy_sized
+    for flags in ({"avx512f", "avx512_bf16"}, {"avx512f", "amx_tile", "amx_bf16"}):
+        assert resolve_precision("auto", CPU, frozenset(flags), parameters=large) == "bf16", flags
+        assert resolve_precision("auto", CPU, frozenset(flags), parameters=toy_sized) == "fp32", flags
+        assert resolve_precision("auto", CPU, frozenset(flags)) == "fp32"  # size unknown (an engine set's)
+    emulated = frozenset({"avx2", "fma", "avx512f", "avx512_vnni"})  # no bf16 multiplies in hardware
+    assert resolve_precision("auto", CPU, emulated, parameters=large) == "fp32"
+    assert resolve_precision("fp32", CPU, frozenset({"amx_bf16"}), parameters=large) == "fp32"
     assert resolve_precision("bf16", CPU, frozenset()) == "bf16"  # asked for: emulated where it must be
-    assert resolve_precision("auto", torch.device("cuda"), frozenset({"amx_bf16"})) == "fp32"  # the model's dtype
+    assert resolve_precision("auto", torch.device("cuda"), frozenset({"amx_bf16"}), parameters=large) == "fp32"
     with pytest.raises(semdraw.ConfigError, match="for the CPU"):
         resolve_precision("bf16", torch.device("cuda"))
     with pytest.raises(semdraw.ConfigError, match="one of auto, fp32, bf16"):
         resolve_precision("fp16", CPU)
+
+
+def test_a_models_networks_carry_its_denoisers_weight_count_for_auto(tiny_model):
+    counted = sum(p.numel() for p in tiny_model.unet.parameters())
+    assert semdraw.networks.Networks.from_model(tiny_model).parameters == counted > 0
 
 
 def test_the_cpu_flags_are_linuxs():
@@ -38,7 +48,8 @@ def test_the_cpu_flags_are_linuxs():
         return
     line = next(x for x in cpuinfo.read_text().splitlines() if x.startswith("flags"))
     assert cpu_flags() == frozenset(line.split(":", 1)[1].split())
-    assert native_bf16() == (" amx_bf16" in line)
+    flags = line.split(":", 1)[1].split()
+    assert native_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
 
 
 def test_bf16_runs_the_denoiser_and_decoder_in_bf16_and_the_image_stays_close(tiny_model):

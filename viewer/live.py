@@ -313,8 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", type=Path, default=Path("semdraw-out"), help="where s and w write (default semdraw-out)")
     p.add_argument("--seed", type=seed_arg, default=None, help="noise seed (default: the palette's, else 0)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="the torch model's arithmetic on the CPU: auto (bf16 on a CPU with AMX-BF16, where it is "
-                        "faster; else fp32), fp32 or bf16")  # fmt: skip
+                   help="the torch model's arithmetic on the CPU: auto (bf16 for an SD-sized model on a CPU with "
+                        "bf16 in hardware, AMX or AVX-512 BF16, where it is faster; else fp32), fp32 or bf16")  # fmt: skip
     p.add_argument("--record", type=Path, default=None, metavar="FILE",
                    help="record the session (every edit with its time) to FILE when the window closes: "
                         "semdraw-bench session FILE replays it")  # fmt: skip

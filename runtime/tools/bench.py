@@ -563,8 +563,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="also time the torch stream through torch.compile, in the same run (its warm-up time, "
                          "the compile, is printed)")
     st.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                    help="a torch stream's arithmetic on the CPU (auto: bf16 on a CPU with AMX-BF16, else fp32; "
-                         "default fp32)")  # fmt: skip
+                    help="a torch stream's arithmetic on the CPU (auto: bf16 for an SD-sized denoiser on a CPU with "
+                         "bf16 in hardware, AMX or AVX-512 BF16, else fp32; default fp32)")  # fmt: skip
     st.add_argument("--also-precision", choices=[p for p in PRECISIONS if p != "auto"], default=None,
                     help="also time the torch stream in this arithmetic, in the same run")
     st.add_argument("--threads", type=int, default=None, help="CPU threads of the networks, torch and onnxruntime alike (default: torch's)")

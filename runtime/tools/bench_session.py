@@ -200,9 +200,12 @@ def session(args: argparse.Namespace) -> int:
                 results.append({"session": name, **r.row()})
                 log.info("  realtime %-9s %5d frames (%d computed), %6d rows, %6.1f CPU s", kind, r.frames,
                          r.computed, r.rows, r.cpu_s)  # fmt: skip
+    from semdraw.networks import Networks
     from semdraw.precision import resolve_precision
 
-    machine = f"{machine_line()}, precision {args.precision} = {resolve_precision(args.precision, torch.device('cpu'))}"
+    weights = Networks.from_model(source).parameters if isinstance(source, semdraw.Model) else 0
+    machine = (f"{machine_line()}, precision {args.precision} = "
+               f"{resolve_precision(args.precision, torch.device('cpu'), parameters=weights)}")  # fmt: skip
     _print(results, args, machine)
     if args.json:
         payload = {"model": str(args.engines or args.model), "fps": args.fps, "machine": machine,
