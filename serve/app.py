@@ -2,8 +2,10 @@
 
 Each replica holds one :class:`~semdraw.serve.replica.Replica` (a ``StreamHost`` over one set of
 networks and its tick loop). A painter is one WebSocket connection at ``/ws``, pinned to its replica
-for the connection's life (Serve keeps a socket on the replica that accepted it); ``max_ongoing_requests``
-is the painters per replica, so a full pool is refused at the handshake and clients retry with backoff.
+for the connection's life (Serve keeps a socket on the replica that accepted it); a replica paints for
+``painters_per_replica`` sockets and refuses the next with the reason (4002), and ``max_ongoing_requests``
+bounds the sockets Serve sends it, so a full pool is refused at the handshake either way and clients
+retry with backoff.
 ``GET /`` serves the page, ``GET /healthz`` the replicas, painters and rows per second. Replicas are
 restarted by Serve when their health check raises (networks that keep failing), and tell their clients to
 reconnect elsewhere when stopped gracefully.
@@ -55,7 +57,9 @@ class ServeOptions:
     def deployment_options(self) -> dict[str, Any]:
         """Serve's options for the deployment: painters per replica, queueing, scaling, resources."""
         options: dict[str, Any] = {
-            "max_ongoing_requests": self.painters_per_replica + 2,  # + room for /healthz and the page
+            # + one socket more than the replica paints for, which it refuses with the reason (4002), and room
+            # for /healthz and the page; beyond, Serve refuses the handshake itself, without a reason
+            "max_ongoing_requests": self.painters_per_replica + 3,
             "max_queued_requests": 2,  # beyond this a handshake is refused (HTTP 500 on a WebSocket): the client backs off
             "health_check_period_s": 2.0,
             "health_check_timeout_s": 30.0,

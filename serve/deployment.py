@@ -32,7 +32,8 @@ class Painters:
         self.replica = Replica(open_host(self.options), session_store(), self.options.token, name=name,
                                origins=tuple(self.options.origins),
                                edits_per_second=self.options.edits_per_second,
-                               painters_per_address=self.options.painters_per_address)  # fmt: skip
+                               painters_per_address=self.options.painters_per_address,
+                               max_clients=self.options.painters_per_replica)  # fmt: skip
         self.started = False
 
     def _start(self) -> None:

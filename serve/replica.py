@@ -64,9 +64,11 @@ class Replica:
 
     def __init__(self, host: StreamHost, store: Any, token: str, name: str = "replica",
                  origins: tuple[str, ...] = (), edits_per_second: float = EDITS_PER_SECOND,
-                 painters_per_address: int = PAINTERS_PER_ADDRESS) -> None:  # fmt: skip
+                 painters_per_address: int = PAINTERS_PER_ADDRESS, max_clients: int = 0) -> None:  # fmt: skip
         self.host, self.store, self.token, self.name, self.origins = host, store, token, name, origins
         self.painters_per_address = painters_per_address
+        self.max_clients = max_clients  # sockets this replica paints for (0: no limit); beyond, refused with 4002
+        self.clients_held = 0  # sockets past the origin check, from their handshake to their close
         self.edits_per_second = edits_per_second
         self.sessions: dict[str, LocalSession] = {}
         self.closing = False
@@ -128,6 +130,13 @@ class Replica:
             return await refuse(ws, Close.UNAUTHORIZED, "a page from another site may not paint here")
         if self.closing:
             return await refuse(ws, Close.UNAVAILABLE, "this replica is shutting down: reconnect")
+        self.clients_held += 1
+        try:
+            await self._serve(ws)
+        finally:
+            self.clients_held -= 1
+
+    async def _serve(self, ws: Any) -> None:
         try:
             text = await asyncio.wait_for(receive_text(ws), HELLO_TIMEOUT_S)
             msg = parse(text)
@@ -149,6 +158,9 @@ class Replica:
             if held >= self.painters_per_address:
                 return await refuse(ws, Close.TOO_MANY, f"{address} already paints {held} canvases on this "
                                      f"replica (at most {self.painters_per_address}): close one")  # fmt: skip
+        if self.max_clients and self.clients_held > self.max_clients:  # this socket counted: one over
+            return await refuse(ws, Close.FULL, f"full: this replica paints for {self.max_clients} clients, its "
+                                 "most: retry with backoff (another replica may have room)")  # fmt: skip
         try:
             opened = await self.store.open.remote(hello.composition.to_json(), hello.session, hello.session_token)
         except Exception as err:  # noqa: BLE001 - Ray wraps the store's own refusal; anything else: it restarts

@@ -329,8 +329,8 @@ def test_a_graceful_shutdown_tells_painters_to_reconnect_and_they_resume(server,
         task = asyncio.create_task(client.run())
         await client.wait_connected()
         before = await settled(client)
-        options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=4, capacity_rows=24, num_cpus=0.5,
-                               edits_per_second=20, painters_per_address=2)  # the next test's limit
+        options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=2, capacity_rows=24, num_cpus=0.5,
+                               edits_per_second=20, painters_per_address=2)  # the next tests' limits
         await asyncio.to_thread(serve.run, build_app(options), name=APP_NAME, route_prefix="/")
         after = await reconnected(client, 1, 90)  # (a replica still draining may take it first)
         await client.close()
@@ -364,6 +364,37 @@ def test_one_address_holds_only_so_many_painters(server):
 
     third = run(go())
     assert third.connections == 0 and any("at most 2" in e for e in third.errors), third.errors
+
+
+def test_a_replica_full_of_painters_refuses_the_next_with_the_reason(server):
+    """The redeployed server (one replica that paints for two clients): two painters fill it, and a third,
+    from another address (so that the per-address limit is not what refuses it), is told why with 4002
+    (Serve would send it one socket more; beyond that Serve itself refuses the handshake, without a reason)."""
+
+    async def go():
+        clients = [PainterClient(f"ws://{server}/ws", TOKEN, scene(k), CONFIG) for k in range(2)]
+        tasks = [asyncio.create_task(c.run()) for c in clients]
+        for c in clients:
+            await c.wait_connected(120)
+        said = ""
+        async with websockets.connect(f"ws://{server}/ws", local_addr=("127.0.0.2", 0)) as ws:
+            await ws.send(Hello(TOKEN, scene(7), CONFIG).to_json())
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                async for data in ws:
+                    if isinstance(data, str) and parse(data)["type"] in ("error", "welcome"):
+                        said = parse(data).get("message", "welcome")
+                        if said == "welcome":
+                            break  # taken: the replica did not refuse it
+            code = ws.close_code
+        painting = [c.connections for c in clients]
+        for c in clients:
+            await c.close()
+        await asyncio.gather(*tasks)
+        return code, said, painting
+
+    code, said, painting = run(go())
+    assert code == Close.FULL and "full" in said and "2 clients" in said, (code, said)
+    assert painting == [1, 1]  # the two painters kept their sockets
 
 
 def test_the_example_config_is_a_valid_serve_config_that_builds_the_app():
