@@ -13,6 +13,7 @@ composes flags of its own.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shlex
 from collections.abc import Callable
@@ -322,7 +323,7 @@ ENGINE_BACKENDS = {b.name: b for b in (
     EngineBackend("tensorrt", "TensorRT plans", lambda n: n.tensorrt, lambda *a, **k: backends.TensorRTRunner(*a, **k),
                   "cuda", lambda: backends.tensorrt_available(), "all", "on a CUDA machine rebuild with", graphs=True),
     EngineBackend("onnxruntime", "ONNX files", lambda n: n.onnx, lambda *a, **k: backends.OrtRunner(*a, **k), "cpu",
-                  lambda: True, "onnx", "rebuild with"),
+                  lambda: importlib.util.find_spec("onnxruntime") is not None, "onnx", "rebuild with"),
 )}  # fmt: skip
 
 
@@ -349,8 +350,10 @@ def load_engines(
         verify_files(folder, manifest, full=False)
     if backend != "auto" and backend not in ENGINE_BACKENDS:
         raise EngineSetError(f"unknown backend {backend!r}; choose auto, {', '.join(ENGINE_BACKENDS)}")
-    if backend == "auto":  # the first that this set has files for and this machine can run
-        backend = next(b.name for b in ENGINE_BACKENDS.values() if b.usable(manifest) and b.available())
+    if backend == "auto":  # the first that this set has files for and this machine can run (else the first it
+        # has files for, whose runner says what is missing)
+        usable = [b.name for b in ENGINE_BACKENDS.values() if b.usable(manifest)] or ["onnxruntime"]
+        backend = next((n for n in usable if ENGINE_BACKENDS[n].available()), usable[0])
     chosen = ENGINE_BACKENDS[backend]
     if not chosen.usable(manifest):
         raise EngineSetError(f"{folder} has no {chosen.files}; {chosen.rebuild_hint}: "

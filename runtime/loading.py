@@ -44,6 +44,12 @@ def find_preset(name_or_path: str) -> tuple[Preset, FamilySpec] | None:
     return None
 
 
+def cpu_backend(name_or_path: str) -> str:
+    """The backend that streams a model fastest on a CPU, as measured: its preset's (torch where it has none)."""
+    found = find_preset(name_or_path)
+    return found[0].cpu_backend if found else "torch"
+
+
 def parse_lora(spec: LoraSpec) -> tuple[str, float]:
     """'ID_OR_PATH[:SCALE]' or (id, scale) → (id, scale); scale defaults to 1."""
     if isinstance(spec, tuple):

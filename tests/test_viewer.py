@@ -272,7 +272,8 @@ def test_live_window_end_to_end(xserver, tmp_path):
     start = Composition(H, W, (BrushSpec("1", "", np.zeros((H, W), np.uint8), alpha=0.9, blur=3.0, strength=0.9),))
     opened = save_palette(start, tmp_path / "drawing.json")
     live = Path(sys.executable).parent / "semdraw-live"
-    env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}
+    # the window's default backend for the toy on a CPU is onnxruntime: it builds the toy's set here, once
+    env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb", "SEMDRAW_CACHE": str(tmp_path / "cache")}
     recorded = tmp_path / "session.json"
     # fp32: the saved frame is compared with generate() at 1/255 (auto would be bf16 on a CPU with AMX-BF16)
     proc = subprocess.Popen([str(live), "--save-dir", str(save), "--palette", str(opened), "--record", str(recorded),
@@ -330,6 +331,7 @@ def test_live_window_end_to_end(xserver, tmp_path):
         if proc.poll() is None:
             proc.kill()
     log = proc.stdout.read()
+    assert (tmp_path / "cache" / "engines" / f"toy-{H}x{W}-4" / "manifest.json").is_file(), log  # it ran on the set
     redraws = re.search(r"\((\d+) UI ticks per second\)", log)
     assert redraws and int(redraws.group(1)) >= 30, log  # the window stays responsive while the model runs
     pal = load_palette(opened)
@@ -387,10 +389,12 @@ def test_live_window_end_to_end(xserver, tmp_path):
     assert np.mean(idx[bottom] == names.index("green grass")) > 0.6
 
 
-def test_live_session_from_an_engine_set_and_a_palette(tmp_path):
+def test_live_session_from_an_engine_set_and_a_palette(tmp_path, monkeypatch):
     """The command line's choices (engine set, palette, background image) reach the stream; mismatches are errors."""
     from semdraw.build_engines import BuildOptions, build
     from semdraw.viewer.live import _parser, build_session
+
+    monkeypatch.setenv("SEMDRAW_CACHE", str(tmp_path / "cache"))  # --model toy with no --backend builds its set
 
     engines = tmp_path / "toy"
     build(BuildOptions(model="toy", backend="onnx", layers=3, out=engines))
@@ -430,6 +434,23 @@ def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp
     stamp = (built / "manifest.json").stat().st_mtime_ns
     again = build_session(args)  # the second start reuses the set (build-engines' cache hit): nothing rebuilt
     assert (built / "manifest.json").stat().st_mtime_ns == stamp and again.stream.networks.backend == "onnxruntime"
+
+
+def test_the_windows_auto_backend_is_the_fastest_measured_for_the_model(monkeypatch):
+    """--backend auto: onnxruntime for the toy (named, or a folder semdraw-train-toy wrote) on a CPU; torch for
+    models without a preset that says otherwise, for an asked backend, and where onnxruntime is missing."""
+    from dataclasses import replace as replaced
+
+    from semdraw.engines import ENGINE_BACKENDS
+    from semdraw.toy import WEIGHTS_DIR
+    from semdraw.viewer.live import model_backend
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert model_backend("toy", "auto") == model_backend(str(WEIGHTS_DIR), "auto") == "onnxruntime"
+    assert model_backend("sd15-random", "auto") == model_backend("/no/such/model", "auto") == "torch"
+    assert model_backend("toy", "torch") == "torch" and model_backend("sd15", "onnxruntime") == "onnxruntime"
+    monkeypatch.setitem(ENGINE_BACKENDS, "onnxruntime", replaced(ENGINE_BACKENDS["onnxruntime"], available=lambda: False))
+    assert model_backend("toy", "auto") == "torch"  # not installed: torch runs it (said in the log)
 
 
 # ---------------------------------------------------------------- bad starts and bad files

@@ -24,7 +24,7 @@ from semdraw.api import BackgroundSpec, Composition, StreamConfig
 from semdraw.build_engines.cache import cached_engine_set, runs_engine_sets
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS, PRECISIONS
 from semdraw.errors import SemdrawError
-from semdraw.loading import MODEL_HELP
+from semdraw.loading import MODEL_HELP, cpu_backend
 from semdraw.quiet import quiet_libraries
 from semdraw.recording import Recorder
 from semdraw.tools import canvas_side, seed_arg
@@ -319,10 +319,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="record the session (every edit with its time) to FILE when the window closes: "
                         "semdraw-bench session FILE replays it")  # fmt: skip
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto: torch for --model, TensorRT else onnxruntime for --engines. onnxruntime or tensorrt "
-                        "with --model build its engine set once (cached in $SEMDRAW_CACHE, else ~/.cache/semdraw) "
-                        "and run it: on a CPU, onnxruntime streams the toy model about twice as fast as torch")  # fmt: skip
+                   help="auto: for --model the backend that streams it fastest here (on a CPU: onnxruntime for "
+                        "the toy, 1.5-2x torch's speed; torch for other models and on a GPU), for --engines "
+                        "TensorRT else onnxruntime. onnxruntime or tensorrt with --model build its engine set "
+                        "once (about 6 s for the toy; cached in $SEMDRAW_CACHE, else ~/.cache/semdraw) and run it")  # fmt: skip
     return p
+
+
+def model_backend(model: str, backend: str) -> str:
+    """What runs ``--model`` in the window: the asked backend, or for ``auto`` the one that streams the model
+    fastest on a CPU (its preset's: onnxruntime for the toy, from an engine set built once) where that is
+    installed and no GPU is there; else torch (on a GPU: fp16 torch)."""
+    import torch
+
+    from semdraw.engines import ENGINE_BACKENDS
+
+    if backend != "auto":
+        return backend
+    fastest = cpu_backend(model)
+    if fastest not in ENGINE_BACKENDS or torch.cuda.is_available():
+        return "torch"
+    if not ENGINE_BACKENDS[fastest].available():
+        log.info("--backend auto: %s streams %s fastest on a CPU, but it is not installed here: torch runs it",
+                 fastest, model)  # fmt: skip
+        return "torch"
+    return fastest
 
 
 def build_session(args: argparse.Namespace) -> LiveSession:
@@ -342,17 +363,18 @@ def build_session(args: argparse.Namespace) -> LiveSession:
     palette = load_palette(args.palette) if args.palette else None
     if args.server is not None:
         return _remote_session(args, palette)
-    engines = args.engines
+    engines, backend = args.engines, args.backend
     if engines is None:  # a model: its canvas is checked before any weights load or any set is built
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
         semdraw.loading.check_canvas(args.model, height, width)
-        if runs_engine_sets(args.backend):  # on an engine backend: build the model's set once, then reuse it
-            engines = cached_engine_set(args.model, height, width, args.layers or DEFAULT_LAYERS, args.backend)
+        backend = model_backend(args.model, backend)
+        if runs_engine_sets(backend):  # on an engine backend: build the model's set once, then reuse it
+            engines = cached_engine_set(args.model, height, width, args.layers or DEFAULT_LAYERS, backend)
     if engines is not None:
         # The set's own text encoders: the source model is not loaded. An asked canvas or layer count is
         # honoured where the set allows it, else refused in one line that says how to rebuild it.
-        stream = semdraw.Stream(engines, backend=args.backend, seed_step=0, height=args.height, width=args.width,
+        stream = semdraw.Stream(engines, backend=backend, seed_step=0, height=args.height, width=args.width,
                                 layers=args.layers, precision=args.precision)  # fmt: skip
     else:
         model = semdraw.load_model(args.model)

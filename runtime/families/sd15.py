@@ -37,8 +37,10 @@ def call_unet(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tenso
 BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 def toy_preset(folder: Path) -> Preset:
     """A toy model folder (``semdraw-train-toy --out``): its base, its LCM-LoRA fused, its defaults.json."""
+    # cpu_backend: onnxruntime streams the toy 1.5-2x as fast as torch on a CPU, and its set builds in ~6 s
     return Preset(source=str(folder / "base"), loras=((str(folder / "lcm_lora"), 1.0),), sampler="lcm",
-                  closed_vocabulary=partial(toy.known_words, folder), defaults=partial(toy_defaults, folder))  # fmt: skip
+                  closed_vocabulary=partial(toy.known_words, folder), defaults=partial(toy_defaults, folder),
+                  cpu_backend="onnxruntime")  # fmt: skip
 
 
 def toy_defaults(folder: Path) -> SamplingDefaults:

@@ -70,6 +70,9 @@ class Preset:
     scheduler_overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"timestep_spacing": "trailing"}
     sampler_params: Mapping[str, float] = field(default_factory=dict)  # the sampler's step arguments (TCD: eta)
     accelerator: str = ""  # what makes it few-step, and where its settings come from (docs/library.md and the README table)
+    # The backend that streams it fastest on a CPU, as measured (docs/benchmarks.md): what the window's
+    # --backend auto runs it on there. onnxruntime only where its engine set builds in seconds.
+    cpu_backend: str = "torch"
 
     def sampling_defaults(self) -> SamplingDefaults:
         return self.defaults() if callable(self.defaults) else self.defaults
