@@ -1,6 +1,7 @@
 """A model's engine set, built the first time a command runs the model on an engine backend and reused
-after: what ``semdraw-live --backend onnxruntime`` and ``semdraw-serve --backend onnxruntime`` run when
-they are given a model (build-engines' own cache check decides whether the set is still current)."""
+after: what ``semdraw-live`` and ``semdraw-serve`` run when they are given a model and ``--backend
+onnxruntime`` (or ``auto``, where that is the model's fastest on a CPU); build-engines' own cache check
+decides whether the set is still current."""
 
 from __future__ import annotations
 
@@ -14,6 +15,27 @@ log = logging.getLogger("semdraw.build_engines")
 def engine_cache_dir() -> Path:
     """Where commands keep the engine sets they build ($SEMDRAW_CACHE, else ~/.cache/semdraw)."""
     return Path(os.environ.get("SEMDRAW_CACHE") or Path.home() / ".cache" / "semdraw") / "engines"
+
+
+def fastest_backend(model: str, backend: str) -> str:
+    """What runs ``model`` for a command: the asked backend, or for ``auto`` the one that streams the model
+    fastest on a CPU (its preset's, as measured: onnxruntime for the toy, from an engine set built once)
+    where that is installed and no GPU is there; else torch (on a GPU: fp16 torch)."""
+    import torch
+
+    from semdraw.engines import ENGINE_BACKENDS
+    from semdraw.loading import cpu_backend
+
+    if backend != "auto":
+        return backend
+    fastest = cpu_backend(model)
+    if fastest not in ENGINE_BACKENDS or torch.cuda.is_available():
+        return "torch"
+    if not ENGINE_BACKENDS[fastest].available():
+        log.info("--backend auto: %s streams %s fastest on a CPU, but it is not installed here: torch runs it",
+                 fastest, model)  # fmt: skip
+        return "torch"
+    return fastest
 
 
 def runs_engine_sets(backend: str) -> bool:

@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from semdraw.build_engines.cache import cached_engine_set, runs_engine_sets
+from semdraw.build_engines.cache import cached_engine_set, fastest_backend, runs_engine_sets
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
@@ -50,10 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--model", default="toy", help=MODEL_HELP)
     src.add_argument("--engines", type=Path, default=None, help="an engine set folder from build-engines")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="how the networks run (default auto: torch for --model, TensorRT else onnxruntime for "
-                   "--engines). onnxruntime or tensorrt with --model build its engine set here once (cached in "
-                   "$SEMDRAW_CACHE, else ~/.cache/semdraw; on a cluster pass --engines on storage every node "
-                   "reads): on a CPU, onnxruntime serves the toy about twice as fast as torch")  # fmt: skip
+                   help="how the networks run (default auto: for --model the backend that runs it fastest, "
+                   "onnxruntime for the toy on a local CPU instance, about twice torch's speed, else torch; "
+                   "TensorRT else onnxruntime for --engines). onnxruntime or tensorrt with --model build its "
+                   "engine set here once (cached in $SEMDRAW_CACHE, else ~/.cache/semdraw; on a cluster pass "
+                   "--engines on storage every node reads)")  # fmt: skip
     p.add_argument("--height", type=canvas_side, default=None, help="the canvas every painter shares (default: native)")
     p.add_argument("--width", type=canvas_side, default=None, help="the canvas every painter shares (default: native)")
     p.add_argument("--replicas", type=_positive, default=1, help="replicas (one host each; one per GPU) (default 1)")
@@ -104,9 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
             semdraw.loading.check_source(args.model)
             semdraw.loading.check_canvas(args.model, args.height, args.width)
-            if runs_engine_sets(args.backend):  # the model's engine set, built here once and reused after
-                engines = cached_engine_set(args.model, args.height, args.width, DEFAULT_LAYERS, args.backend)
-                options = replace(options, engines=str(engines))
+            # auto: the model's fastest backend on a CPU (onnxruntime for the toy), where replicas run on this
+            # machine's CPU and can read a set built here
+            local_cpu = not args.address and not args.gpus_per_replica
+            backend = fastest_backend(args.model, args.backend) if local_cpu else args.backend
+            if runs_engine_sets(backend):  # the model's engine set, built here once and reused after
+                engines = cached_engine_set(args.model, args.height, args.width, DEFAULT_LAYERS, backend)
+                options = replace(options, engines=str(engines), backend=backend)
         elif not args.address:  # a local instance's replicas read the set from here: a wrong folder fails now
             semdraw.engines.read_manifest(args.engines)
     except SemdrawError as err:

@@ -484,6 +484,9 @@ def test_the_command_serves_and_stops_cleanly_on_ctrl_c(tmp_path, ray_token):
         assert f"http://127.0.0.1:{port}/?token={TOKEN}" in output.text, output.text
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "semdraw" in page
+        # with no arguments, on a CPU: the toy from its onnxruntime set, built before Ray started
+        (built,) = (tmp_path / ".cache" / "semdraw" / "engines").iterdir()
+        assert (built / "manifest.json").is_file() and built.name.startswith("toy-")
         assert stopped_by_ctrl_c(proc, output) == 0
     finally:
         if proc.poll() is None:

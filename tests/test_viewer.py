@@ -436,21 +436,21 @@ def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp
     assert (built / "manifest.json").stat().st_mtime_ns == stamp and again.stream.networks.backend == "onnxruntime"
 
 
-def test_the_windows_auto_backend_is_the_fastest_measured_for_the_model(monkeypatch):
+def test_the_commands_auto_backend_is_the_fastest_measured_for_the_model(monkeypatch):
     """--backend auto: onnxruntime for the toy (named, or a folder semdraw-train-toy wrote) on a CPU; torch for
     models without a preset that says otherwise, for an asked backend, and where onnxruntime is missing."""
     from dataclasses import replace as replaced
 
+    from semdraw.build_engines.cache import fastest_backend
     from semdraw.engines import ENGINE_BACKENDS
     from semdraw.toy import WEIGHTS_DIR
-    from semdraw.viewer.live import model_backend
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert model_backend("toy", "auto") == model_backend(str(WEIGHTS_DIR), "auto") == "onnxruntime"
-    assert model_backend("sd15-random", "auto") == model_backend("/no/such/model", "auto") == "torch"
-    assert model_backend("toy", "torch") == "torch" and model_backend("sd15", "onnxruntime") == "onnxruntime"
+    assert fastest_backend("toy", "auto") == fastest_backend(str(WEIGHTS_DIR), "auto") == "onnxruntime"
+    assert fastest_backend("sd15-random", "auto") == fastest_backend("/no/such/model", "auto") == "torch"
+    assert fastest_backend("toy", "torch") == "torch" and fastest_backend("sd15", "onnxruntime") == "onnxruntime"
     monkeypatch.setitem(ENGINE_BACKENDS, "onnxruntime", replaced(ENGINE_BACKENDS["onnxruntime"], available=lambda: False))
-    assert model_backend("toy", "auto") == "torch"  # not installed: torch runs it (said in the log)
+    assert fastest_backend("toy", "auto") == "torch"  # not installed: torch runs it (said in the log)
 
 
 # ---------------------------------------------------------------- bad starts and bad files

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from semdraw.api import BackgroundSpec, Composition, StreamConfig
-from semdraw.build_engines.cache import cached_engine_set, runs_engine_sets
+from semdraw.build_engines.cache import cached_engine_set, fastest_backend, runs_engine_sets
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS, PRECISIONS
 from semdraw.errors import SemdrawError
-from semdraw.loading import MODEL_HELP, cpu_backend
+from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
 from semdraw.recording import Recorder
 from semdraw.tools import canvas_side, seed_arg
@@ -326,26 +326,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_backend(model: str, backend: str) -> str:
-    """What runs ``--model`` in the window: the asked backend, or for ``auto`` the one that streams the model
-    fastest on a CPU (its preset's: onnxruntime for the toy, from an engine set built once) where that is
-    installed and no GPU is there; else torch (on a GPU: fp16 torch)."""
-    import torch
-
-    from semdraw.engines import ENGINE_BACKENDS
-
-    if backend != "auto":
-        return backend
-    fastest = cpu_backend(model)
-    if fastest not in ENGINE_BACKENDS or torch.cuda.is_available():
-        return "torch"
-    if not ENGINE_BACKENDS[fastest].available():
-        log.info("--backend auto: %s streams %s fastest on a CPU, but it is not installed here: torch runs it",
-                 fastest, model)  # fmt: skip
-        return "torch"
-    return fastest
-
-
 def build_session(args: argparse.Namespace) -> LiveSession:
     """Model or engine set, stream and palette, from the command line (no window involved)."""
     import semdraw
@@ -368,7 +348,7 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
         semdraw.loading.check_canvas(args.model, height, width)
-        backend = model_backend(args.model, backend)
+        backend = fastest_backend(args.model, backend)
         if runs_engine_sets(backend):  # on an engine backend: build the model's set once, then reuse it
             engines = cached_engine_set(args.model, height, width, args.layers or DEFAULT_LAYERS, backend)
     if engines is not None:
