@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 
 import pytest
 import torch
 
 from semdraw.tiny import make_tiny_pipeline, make_tokenizer  # noqa: F401  (re-exported for tests)
+from semdraw.tools.bench_serve import free_port  # noqa: F401  (re-exported for tests)
 
 
 def save_tiny_model_with_lora(root, seed: int):
@@ -163,12 +163,6 @@ def pytest_collection_modifyitems(config, items):
     Ray instance of its own cannot while this process holds one). Each module keeps its own order."""
     rank = {name: i for i, name in enumerate(SERVER_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, -1))  # stable: every other test first, as collected
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

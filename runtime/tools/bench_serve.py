@@ -183,6 +183,13 @@ def _host_rows(n: int, side: int, ticks: int, engines: str | None, backend: str)
     return rows / (time.perf_counter() - started)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a local server to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
 def _local_server(painters: int, threads: int, engines: str | None, backend: str) -> Iterator[tuple[str, str]]:
     """A local Ray Serve instance with one replica of the toy (or of the engine set ``engines``) using
@@ -192,10 +199,7 @@ def _local_server(painters: int, threads: int, engines: str | None, backend: str
 
     from semdraw.serve.app import APP_NAME, ServeOptions, build_app
 
-    token = secrets.token_urlsafe(18)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    token, port = secrets.token_urlsafe(18), free_port()
     home = tempfile.mkdtemp(prefix="semdraw-bench-ray-")  # Ray's token file goes here, not in ~/.ray
     saved_home, os.environ["HOME"] = os.environ.get("HOME", home), home
     try:
