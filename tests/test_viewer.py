@@ -429,6 +429,8 @@ def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp
     args = _parser().parse_args(["--backend", "onnxruntime", "--layers", "2", "--save-dir", str(tmp_path / "out")])
     session = build_session(args)
     assert session.stream.networks.backend == "onnxruntime" and session.stream.layers == 2
+    asked = build_session(_parser().parse_args(["--precision", "bf16", "--save-dir", str(tmp_path / "out")]))
+    assert asked.stream.networks.backend == "torch"  # bf16 is a torch model's: auto does not pick the set then
     built = engine_cache_dir() / "toy-native-2"
     assert built.parent == tmp_path / "cache" / "engines" and (built / "manifest.json").is_file()
     stamp = (built / "manifest.json").stat().st_mtime_ns

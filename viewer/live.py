@@ -348,7 +348,8 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
         semdraw.loading.check_canvas(args.model, height, width)
-        backend = fastest_backend(args.model, backend)
+        if args.precision in ("auto", "fp32"):  # bf16 asked for: a torch model's arithmetic, so torch runs it
+            backend = fastest_backend(args.model, backend)
         if runs_engine_sets(backend):  # on an engine backend: build the model's set once, then reuse it
             engines = cached_engine_set(args.model, height, width, args.layers or DEFAULT_LAYERS, backend)
     if engines is not None:
