@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             if runs_engine_sets(backend):  # the model's engine set, built here once and reused after
                 engines = cached_engine_set(args.model, args.height, args.width, DEFAULT_LAYERS, backend)
                 options = replace(options, engines=str(engines), backend=backend)
+            elif not args.address and semdraw.loading.source_fingerprint(args.model) is None:
+                # a hub model not in this machine's cache: loaded here once, where a failure is one line
+                # (offline: what to fetch) rather than every replica's traceback; the replicas find it cached
+                semdraw.load_model(args.model, device="cpu")
         elif not args.address:  # a local instance's replicas read the set from here: a wrong folder fails now
             semdraw.engines.read_manifest(args.engines)
     except SemdrawError as err:

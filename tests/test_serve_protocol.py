@@ -198,6 +198,7 @@ def test_the_serve_bench_meters_each_serving_process_by_its_ray_title():
 @pytest.mark.parametrize("args, says", [
     (["--model", "no-such-model"], "is not a preset"),
     (["--model", "weights.ckpt"], "pickled checkpoints are refused"),
+    (["--model", "semdraw-tests/no-such-model"], "could not load"),  # a hub id: neither cached nor reachable
     (["--engines", "/nonexistent/set"], "is not an engine set"),
     (["--model", "toy", "--height", "100"], "not divisible by 8"),
 ])  # fmt: skip
