@@ -211,3 +211,13 @@ def test_the_command_refuses_a_model_or_engine_set_it_cannot_serve_in_one_line_b
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and says in errors[0] and "\n" not in errors[0], errors
     assert not ray.is_initialized() and time.monotonic() - started < 30  # no Ray instance was started for it
+
+
+def test_the_serve_bench_refuses_a_folder_that_is_no_engine_set_before_ray_starts(tmp_path, caplog):
+    ray = pytest.importorskip("ray")
+    from semdraw.tools import bench
+
+    assert bench.main(["serve", "--engines", str(tmp_path / "no-set"), "--painters", "1"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "is not an engine set" in errors[0], errors
+    assert not ray.is_initialized()

@@ -268,6 +268,15 @@ def _measure(args: argparse.Namespace, base: str, token: str, local: bool) -> li
 
 
 def serve_bench(args: argparse.Namespace) -> int:
+    if args.engines:  # read here too (the in-process host opens it): a wrong folder is one line, before Ray
+        from semdraw.engines import read_manifest
+        from semdraw.errors import SemdrawError
+
+        try:
+            read_manifest(args.engines)
+        except SemdrawError as err:
+            log.error("semdraw-bench serve: %s", err)
+            return 2
     if args.url:
         token = args.token or os.environ.get("SEMDRAW_TOKEN")
         if not token:
