@@ -24,6 +24,20 @@ from .app import APP_NAME, ServeOptions, build_app
 log = logging.getLogger("semdraw.serve")
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why Serve's proxy could not listen on ``host:port`` here (something else listens there, the address
+    is not this machine's), or None."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+            probe.bind((host, port))
+    except OSError as err:
+        return f"cannot listen on {host}:{port} ({err.strerror or err}): pass another --port or --host"
+    return None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -102,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     import semdraw
 
     try:
+        if not args.address and (busy := port_in_use(args.host, args.port)):  # the local proxy's port
+            raise SemdrawError(busy)
         if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
             semdraw.loading.check_source(args.model)
             semdraw.loading.check_canvas(args.model, args.height, args.width)

@@ -32,6 +32,8 @@ from semdraw.serve.protocol import (
 from semdraw.serve.sessions import SessionDenied, SessionTable
 from semdraw.serve.ticks import FrameGate
 
+from .conftest import free_port
+
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -207,10 +209,26 @@ def test_the_command_refuses_a_model_or_engine_set_it_cannot_serve_in_one_line_b
     from semdraw.serve import cli
 
     started = time.monotonic()
-    assert cli.main([*args, "--port", "1"]) == 2
+    assert cli.main([*args, "--port", str(free_port())]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and says in errors[0] and "\n" not in errors[0], errors
     assert not ray.is_initialized() and time.monotonic() - started < 30  # no Ray instance was started for it
+
+
+def test_the_command_refuses_a_port_something_else_listens_on_before_ray_starts(caplog):
+    import socket
+
+    ray = pytest.importorskip("ray")
+    from semdraw.serve import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["--port", str(port)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{port}" in errors[0], errors
+    assert not ray.is_initialized()
 
 
 def test_the_serve_bench_refuses_a_folder_that_is_no_engine_set_before_ray_starts(tmp_path, caplog):
