@@ -99,7 +99,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_libraries()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.max_replicas is not None and args.max_replicas < args.replicas:
+        parser.error(f"--max-replicas {args.max_replicas} is below --replicas {args.replicas} (autoscaling goes "
+                     "from --replicas up to --max-replicas)")  # fmt: skip
     try:
         import ray
         from ray import serve

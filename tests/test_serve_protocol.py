@@ -239,3 +239,12 @@ def test_the_serve_bench_refuses_a_folder_that_is_no_engine_set_before_ray_start
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "is not an engine set" in errors[0], errors
     assert not ray.is_initialized()
+
+
+def test_the_command_refuses_a_max_replicas_below_replicas(capsys):
+    pytest.importorskip("ray")
+    from semdraw.serve import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--replicas", "2", "--max-replicas", "1"])
+    assert exit_.value.code == 2 and "--max-replicas 1 is below --replicas 2" in capsys.readouterr().err
