@@ -58,3 +58,23 @@ def cached_engine_set(model: str, height: int | None, width: int | None, layers:
     log.info("--backend %s runs an engine set of %s: building or reusing %s", backend, model, out)
     return build(BuildOptions(model=model, height=height, width=width, layers=layers,
                               backend=ENGINE_BACKENDS[backend].build_backend, out=out))  # fmt: skip
+
+
+def engine_set_for(model: str, height: int | None, width: int | None, layers: int, backend: str,
+                   asked: str) -> Path | None:  # fmt: skip
+    """The cached engine set a command runs ``model`` from on ``backend``, or None where ``backend`` runs
+    torch modules. Where ``auto`` (``asked``) chose the engine backend and its set cannot be built here (an
+    unwritable cache, a full disk), a warning and None: torch runs the model instead; an engine backend
+    the user asked for fails in one line."""
+    from semdraw.errors import SemdrawError
+
+    if not runs_engine_sets(backend):
+        return None
+    if asked != "auto":
+        return cached_engine_set(model, height, width, layers, backend)
+    try:
+        return cached_engine_set(model, height, width, layers, backend)
+    except SemdrawError as err:
+        log.warning("--backend auto: the %s engine set of %s could not be built (%s): torch runs it", backend,
+                    model, err)  # fmt: skip
+        return None

@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from semdraw.build_engines.cache import cached_engine_set, fastest_backend, runs_engine_sets
+from semdraw.build_engines.cache import engine_set_for, fastest_backend
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
@@ -129,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             # machine's CPU and can read a set built here
             local_cpu = not args.address and not args.gpus_per_replica
             backend = fastest_backend(args.model, args.backend) if local_cpu else args.backend
-            if runs_engine_sets(backend):  # the model's engine set, built here once and reused after
-                engines = cached_engine_set(args.model, args.height, args.width, DEFAULT_LAYERS, backend)
+            # the model's engine set, built here once and reused after (None: torch modules)
+            engines = engine_set_for(args.model, args.height, args.width, DEFAULT_LAYERS, backend, args.backend)
+            if engines is not None:
                 options = replace(options, engines=str(engines), backend=backend)
             elif not args.address and semdraw.loading.source_fingerprint(args.model) is None:
                 # a hub model not in this machine's cache: loaded here once, where a failure is one line

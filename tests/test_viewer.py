@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -421,7 +422,7 @@ def test_live_session_from_an_engine_set_and_a_palette(tmp_path, monkeypatch):
         build_session(_parser().parse_args(["--engines", str(engines), "--height", str(H // 2)]))
 
 
-def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp_path, monkeypatch):
+def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp_path, monkeypatch, caplog):
     from semdraw.build_engines.cache import engine_cache_dir
     from semdraw.viewer.live import _parser, build_session
 
@@ -436,6 +437,14 @@ def test_live_on_onnxruntime_builds_the_models_engine_set_once_and_reuses_it(tmp
     stamp = (built / "manifest.json").stat().st_mtime_ns
     again = build_session(args)  # the second start reuses the set (build-engines' cache hit): nothing rebuilt
     assert (built / "manifest.json").stat().st_mtime_ns == stamp and again.stream.networks.backend == "onnxruntime"
+    # a cache where no set can be written: auto falls back to torch with a warning; an asked backend fails
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("SEMDRAW_CACHE", str(tmp_path / "a-file"))
+    with caplog.at_level(logging.WARNING, logger="semdraw.build_engines"):
+        fallback = build_session(_parser().parse_args(["--save-dir", str(tmp_path / "out")]))
+    assert fallback.stream.networks.backend == "torch" and "could not be built" in caplog.text
+    with pytest.raises(semdraw.SemdrawError):
+        build_session(_parser().parse_args(["--backend", "onnxruntime", "--save-dir", str(tmp_path / "out")]))
 
 
 def test_the_commands_auto_backend_is_the_fastest_measured_for_the_model(monkeypatch):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from semdraw.api import BackgroundSpec, Composition, StreamConfig
-from semdraw.build_engines.cache import cached_engine_set, fastest_backend, runs_engine_sets
+from semdraw.build_engines.cache import engine_set_for, fastest_backend, runs_engine_sets
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS, PRECISIONS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
@@ -350,8 +350,10 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         semdraw.loading.check_canvas(args.model, height, width)
         if args.precision in ("auto", "fp32"):  # bf16 asked for: a torch model's arithmetic, so torch runs it
             backend = fastest_backend(args.model, backend)
-        if runs_engine_sets(backend):  # on an engine backend: build the model's set once, then reuse it
-            engines = cached_engine_set(args.model, height, width, args.layers or DEFAULT_LAYERS, backend)
+        # on an engine backend: the model's set, built once, then reused (None: torch runs the model)
+        engines = engine_set_for(args.model, height, width, args.layers or DEFAULT_LAYERS, backend, args.backend)
+        if engines is None and runs_engine_sets(backend):  # auto's choice could not be built here
+            backend = "torch"
     if engines is not None:
         # The set's own text encoders: the source model is not loaded. An asked canvas or layer count is
         # honoured where the set allows it, else refused in one line that says how to rebuild it.
