@@ -70,11 +70,11 @@ def engine_set_for(model: str, height: int | None, width: int | None, layers: in
 
     if not runs_engine_sets(backend):
         return None
-    if asked != "auto":
-        return cached_engine_set(model, height, width, layers, backend)
     try:
         return cached_engine_set(model, height, width, layers, backend)
     except SemdrawError as err:
+        if asked != "auto":
+            raise
         log.warning("--backend auto: the %s engine set of %s could not be built (%s): torch runs it", backend,
                     model, err)  # fmt: skip
         return None

@@ -82,9 +82,12 @@ def resolve_precision(precision: str, device: torch.device, flags: frozenset[str
     return precision
 
 
+ENGINE_SET_PRECISIONS = ("auto", "fp32")  # what an engine set takes: it runs in the precision it was built in
+
+
 def check_for_engine_set(precision: str) -> None:
     """An engine set runs in the precision it was built in: only ``auto`` and ``fp32`` are taken."""
-    if precision not in ("auto", "fp32"):
+    if precision not in ENGINE_SET_PRECISIONS:
         raise ConfigError(f"precision {precision!r} is for torch models; an engine set runs in the precision it "
                           "was built in")  # fmt: skip
 

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from semdraw.api import BackgroundSpec, Composition, StreamConfig
-from semdraw.build_engines.cache import engine_set_for, fastest_backend, runs_engine_sets
+from semdraw.build_engines.cache import engine_set_for, fastest_backend
 from semdraw.choices import BACKENDS, DEFAULT_LAYERS, PRECISIONS
 from semdraw.errors import SemdrawError
 from semdraw.loading import MODEL_HELP
+from semdraw.precision import ENGINE_SET_PRECISIONS
 from semdraw.quiet import quiet_libraries
 from semdraw.recording import Recorder
 from semdraw.tools import canvas_side, seed_arg
@@ -348,12 +349,11 @@ def build_session(args: argparse.Namespace) -> LiveSession:
         height = args.height or (palette.height if palette else None)
         width = args.width or (palette.width if palette else None)
         semdraw.loading.check_canvas(args.model, height, width)
-        if args.precision in ("auto", "fp32"):  # bf16 asked for: a torch model's arithmetic, so torch runs it
+        if args.precision in ENGINE_SET_PRECISIONS:  # else a torch model's arithmetic: torch runs it
             backend = fastest_backend(args.model, backend)
-        # on an engine backend: the model's set, built once, then reused (None: torch runs the model)
+        # on an engine backend: the model's set, built once, then reused (None: the model runs on --backend's
+        # torch, also where auto's choice could not be built)
         engines = engine_set_for(args.model, height, width, args.layers or DEFAULT_LAYERS, backend, args.backend)
-        if engines is None and runs_engine_sets(backend):  # auto's choice could not be built here
-            backend = "torch"
     if engines is not None:
         # The set's own text encoders: the source model is not loaded. An asked canvas or layer count is
         # honoured where the set allows it, else refused in one line that says how to rebuild it.
