@@ -30,7 +30,7 @@ _EXPORTS = {
     "DEFAULT_MODEL": "loading", "PRESETS": "loading", "load_model": "loading", "parse_lora": "loading",
     "Model": "model", "SamplingDefaults": "model", "UnknownWordsWarning": "model",
     "Stream": "stream", "StreamHost": "host", "Painter": "host", "HostFullError": "host",
-    "Networks": "networks", "DenoiserBatch": "networks",
+    "Networks": "networks", "DenoiserBatch": "networks", "torch_threads_beside": "networks",
     "StreamSync": "stream_sync", "assign_rows": "stream_sync",
 }  # fmt: skip
 _SUBMODULES = {"backends", "conditioning", "engines", "families", "generation", "loading", "masks", "model",

@@ -12,6 +12,8 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import Response
 from ray import serve
 
+from semdraw.networks import torch_threads_beside
+
 from .app import ServeOptions, open_host, overlay_colors, page
 from .replica import Replica
 from .sessions import session_store
@@ -26,14 +28,17 @@ class Painters:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.options = ServeOptions(**config)
-        torch.set_num_threads(self.options.torch_threads())
+        threads = self.options.torch_threads()
+        torch.set_num_threads(threads)  # what the networks open with
         context = serve.get_replica_context()
         name = context.replica_id.unique_id if context is not None else "replica"
-        self.replica = Replica(open_host(self.options), session_store(), self.options.token, name=name,
+        host = open_host(self.options)
+        torch.set_num_threads(torch_threads_beside(host.networks, threads))
+        self.replica = Replica(host, session_store(), self.options.token, name=name,
                                origins=tuple(self.options.origins),
                                edits_per_second=self.options.edits_per_second,
                                painters_per_address=self.options.painters_per_address,
-                               max_clients=self.options.painters_per_replica)  # fmt: skip
+                               max_clients=self.options.painters_per_replica, threads=threads)  # fmt: skip
         self.started = False
 
     def _start(self) -> None:

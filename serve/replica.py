@@ -64,8 +64,10 @@ class Replica:
 
     def __init__(self, host: StreamHost, store: Any, token: str, name: str = "replica",
                  origins: tuple[str, ...] = (), edits_per_second: float = EDITS_PER_SECOND,
-                 painters_per_address: int = PAINTERS_PER_ADDRESS, max_clients: int = 0) -> None:  # fmt: skip
+                 painters_per_address: int = PAINTERS_PER_ADDRESS, max_clients: int = 0,
+                 threads: int | None = None) -> None:  # fmt: skip
         self.host, self.store, self.token, self.name, self.origins = host, store, token, name, origins
+        self.threads = threads or torch.get_num_threads()  # the CPU threads its networks run on
         self.painters_per_address = painters_per_address
         self.max_clients = max_clients  # sockets this replica paints for (0: no limit); beyond, refused with 4002
         self.clients_held = 0  # sockets past the origin check, from their handshake to their close
@@ -119,7 +121,7 @@ class Replica:
                 "ticks_per_second": round(self.stats.ticks_per_second, 1), "tick_ms": round(self.stats.tick_ms, 1),
                 "capacity_rows": self.host.capacity_rows,
                 "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid(),
-                "threads": torch.get_num_threads(),
+                "threads": self.threads,
                 "node": _node_id()}  # fmt: skip
 
     # ------------------------------------------------------------------ one client (one socket)

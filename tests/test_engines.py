@@ -346,3 +346,50 @@ def test_a_row_range_is_one_profile_over_axis_0_and_recorded_for_the_rebuild(tmp
     line = cli.rebuild_command(request, tmp_path / "set", 8.0).line()
     assert "--max-rows 64" in line and "--layers 3" in line
     assert cli.main(["--model", "toy", "--max-rows", "-1", "--out", str(tmp_path / "bad")]) == 2
+
+
+class _CountingSession:
+    """A real onnxruntime session that also notes the rows of each run (and the thread it ran on)."""
+
+    def __init__(self, session):
+        self.session, self.rows, self.threads = session, [], set()
+
+    def run(self, outputs, feeds):
+        import threading
+
+        self.rows.append(next(iter(feeds.values())).shape[0])
+        self.threads.add(threading.get_ident())
+        return self.session.run(outputs, feeds)
+
+
+def test_denoiser_rows_run_in_lanes_equal_to_one_call(built):
+    """On the CPU a denoiser call's rows are split into up to ``lanes`` parts, each run on one thread side by
+    side, and put back in order: equal to one call on all threads, for even, odd and single-row batches."""
+    _, out, _, _ = built
+    in_lanes = semdraw.load_engines(out, threads=2)  # lanes default to the threads
+    whole = semdraw.load_engines(out, threads=2, lanes=1)
+    assert in_lanes.denoiser.lanes == 2 and whole.denoiser.lanes == 1 and in_lanes.decoder.lanes == 1
+    assert in_lanes.denoiser.session.get_session_options().intra_op_num_threads == 1
+    assert whole.denoiser.session.get_session_options().intra_op_num_threads == 2
+    assert in_lanes.decoder.session.get_session_options().intra_op_num_threads == 2  # threads within one image
+    counting = in_lanes.denoiser.session = _CountingSession(in_lanes.denoiser.session)
+    g = torch.Generator().manual_seed(1)
+    for rows, parts in ((6, [3, 3]), (5, [2, 3]), (1, [1])):
+        counting.rows.clear()
+        x = torch.randn(rows, 4, 8, 8, generator=g)
+        t = torch.tensor([999, 759, 499, 999, 759, 499][:rows])
+        emb = torch.randn(rows, 16, 32, generator=g)
+        torch.testing.assert_close(in_lanes.denoiser(x, t, emb), whole.denoiser(x, t, emb), rtol=1e-5, atol=1e-5)
+        assert counting.rows == parts
+    assert len(counting.threads) == 2  # the parts ran on two threads
+
+
+def test_onnxruntime_networks_leave_torch_one_thread(built):
+    """An onnxruntime set on the CPU computes on threads of its own: torch, beside it, keeps one."""
+    _, out, _, _ = built
+    from semdraw.networks import Networks, torch_threads_beside
+
+    on_engines = Networks.from_engines(semdraw.load_engines(out, text=False))
+    assert on_engines.own_cpu_threads and torch_threads_beside(on_engines, 4) == 1
+    on_torch = Networks.from_model(semdraw.load_model(str(built[0] / "model"), device="cpu"))
+    assert not on_torch.own_cpu_threads and torch_threads_beside(on_torch, 4) == 4

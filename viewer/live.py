@@ -477,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("semdraw-live: interrupted while loading")
         return 130
+    networks = getattr(session.stream, "networks", None)
+    if networks is not None:  # a local stream: torch keeps what its networks' own threads leave it
+        import torch
+
+        from semdraw.networks import torch_threads_beside
+
+        torch.set_num_threads(torch_threads_beside(networks, torch.get_num_threads()))
     if args.record is not None:
         session.recorder = Recorder(session.composition, StreamConfig(layers=session.stream.layers, seed_step=0),
                                     model=str(args.server or args.engines or args.model))  # fmt: skip

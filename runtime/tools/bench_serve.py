@@ -162,10 +162,13 @@ def _in_process_rows(n: int, side: int, ticks: int, threads: int, engines: str |
 
 
 def _host_rows(n: int, side: int, ticks: int, engines: str | None, backend: str) -> float:
+    import torch
+
     import semdraw
 
     source = engines if engines else semdraw.load_model("toy")
     host = semdraw.StreamHost(source, layers=3, seed_step=0, backend=backend)
+    torch.set_num_threads(semdraw.torch_threads_beside(host.networks, torch.get_num_threads()))  # as a replica
     syncs = []
     for i in range(n):
         p = host.join(seed=100 + i)
