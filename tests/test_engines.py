@@ -210,12 +210,19 @@ def test_large_models_get_one_consolidated_external_data_file(tmp_path, monkeypa
         assert steps.compare(steps.run_onnx(net, tmp_path / "denoiser.onnx"), module(x))["max_abs"] < 1e-5
 
 
-def test_build_toy_engine_set(tmp_path, caplog):
-    """The embedded model exports like any SD1.5-family model (AutoencoderTiny halves included)."""
-    caplog.set_level("INFO")
-    out = tmp_path / "toy"
+@pytest.fixture(scope="module")
+def toy_set(tmp_path_factory):
+    """The embedded model's engine set (3 layers) and the command that built it."""
+    out = tmp_path_factory.mktemp("toy") / "toy"
     args = ["--model", "toy", "--backend", "onnx", "--layers", "3", "--out", str(out)]
     assert cli.main(args) == 0
+    return out, args
+
+
+def test_build_toy_engine_set(toy_set, caplog):
+    """The embedded model exports like any SD1.5-family model (AutoencoderTiny halves included)."""
+    caplog.set_level("INFO")
+    out, args = toy_set
     m = engines.read_manifest(out)
     # built for the toy model's default schedule: 3 layers x its 2 steps
     assert m.request.timesteps == semdraw.toy.default_timesteps()
@@ -237,6 +244,21 @@ def test_build_toy_engine_set(tmp_path, caplog):
         torch.testing.assert_close(es.decoder(lat), toy.vae.decoder(lat), rtol=1e-4, atol=1e-4)
     caplog.clear()
     assert cli.main(args) == 0 and "cache hit" in caplog.text
+
+
+def test_bench_host_times_the_set_in_lanes_and_in_one_call(toy_set, tmp_path):
+    """`semdraw-bench host --engines SET --one-call`: torch, the set in lanes and the set as one call per
+    denoiser step, each on the host and as separate streams; torch's threads are as they were after."""
+    from semdraw.tools.bench import main
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "host.json"
+    assert main(["host", "--engines", str(toy_set[0]), "--painters", "2", "--ticks", "2", "--warmup", "1",
+                 "--repeats", "1", "--painting", "--one-call", "--json", str(out)]) == 0  # fmt: skip
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["backend"] for r in runs] == ["torch", "onnxruntime", "onnxruntime, one call"]
+    assert all(r["host_fps"] > 0 and r["separate_fps"] > 0 and r["host_rows_per_frame"] > 0 for r in runs)
+    assert torch.get_num_threads() == threads
 
 
 # ---------------------------------------------------------------- engine sets stand alone

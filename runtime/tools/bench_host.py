@@ -88,16 +88,25 @@ def host(args: argparse.Namespace) -> int:
 
     import semdraw
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     model = semdraw.load_model(args.model)
-    sources: list[tuple[str, Any]] = [("torch", model)]
+    # (name, source, torch's threads while it runs): beside an engine set's own threads torch keeps what
+    # torch_threads_beside says, as semdraw-live and semdraw-serve do
+    sources: list[tuple[str, Any, int]] = [("torch", model, threads)]
     if args.engines is not None:
-        sources.append(("onnxruntime", semdraw.load_engines(args.engines, "onnxruntime", text=False)))
+        engines = semdraw.load_engines(args.engines, "onnxruntime", text=False, threads=threads)
+        beside = semdraw.torch_threads_beside(semdraw.Networks.from_engines(engines), threads)
+        sources.append(("onnxruntime", engines, beside))
+        if args.one_call:  # the arrangement before lanes: one call on all threads, torch on all of them too
+            whole = semdraw.load_engines(args.engines, "onnxruntime", text=False, threads=threads, lanes=1)
+            sources.append(("onnxruntime, one call", whole, threads))
     height = width = model.native_size
     results = []
     for n in args.painters:
         setups = _painter_setups(n, args.brushes, height, width)
-        for backend, source in sources:
+        for backend, source, torch_threads in sources:
+            torch.set_num_threads(torch_threads)
             runs: dict[str, list[dict[str, float]]] = {"host": [], "separate": []}
             for _ in range(args.repeats):  # alternated, so a drift of the machine's speed hits both alike
                 runs["host"].append(_time_host(source, model, setups, args.ticks, args.warmup, args.brushes,
@@ -114,6 +123,7 @@ def host(args: argparse.Namespace) -> int:
             results.append(row)
             log.info("%d painters (%s): host %.1f frames/s, separate streams %.1f frames/s: %.2fx", n, backend,
                      row["host_fps"], row["separate_fps"], row["ratio"])  # fmt: skip
+    torch.set_num_threads(threads)
     machine = machine_line()
     print(f"\nHost: {args.model}, {args.brushes} brushes per painter{', painting' if args.painting else ''}, "
           f"{args.ticks} ticks x {args.repeats} repeats (median); {machine}\n")  # fmt: skip
@@ -144,5 +154,8 @@ def add_parser(sub: Any, model_help: str) -> None:
     h.add_argument("--repeats", type=int, default=3, help="alternated repeats of each run (default 3)")
     h.add_argument("--painting", action="store_true", help="every painter edits a mask before every tick")
     h.add_argument("--threads", type=int, default=None, help="CPU threads of the networks, torch and onnxruntime alike (default: torch's)")
+    h.add_argument("--one-call", action="store_true",
+                   help="also run --engines with each denoiser call on all threads (no lanes) and torch on all "
+                        "threads too, to compare with the default lanes")  # fmt: skip
     h.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     h.set_defaults(run=host)
