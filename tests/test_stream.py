@@ -339,7 +339,9 @@ def test_bench_stream_reports_the_split_rows_and_ratios(tmp_path, capsys):
     report = tmp_path / "bench.json"
     args = ["stream", "--engines", str(out), "--brushes", "2", "--soft", "0.9", "--all-rows", "--painting", "--compare", "torch",
             "--frames", "3", "--warmup", "1", "--baseline-frames", "1", "--scaling", "1,2", "--json", str(report)]  # fmt: skip
+    threads = torch.get_num_threads()
     assert bench.main(args) == 0
+    assert torch.get_num_threads() == threads  # one thread beside the set's own while it ran, then as before
     text = capsys.readouterr().out
     assert "| stream | onnxruntime |" in text and "vs one-shot generate()" in text and "idle frame" in text
     payload = json.loads(report.read_text())

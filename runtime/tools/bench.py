@@ -262,7 +262,22 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
                 painting: bool = False) -> dict[str, Any]:  # fmt: skip
     """Median timings of ``frames`` stream calls after ``warmup`` calls (the first one flushes). With
     ``painting``, the first brush's mask changes before every frame (a stroke being drawn), as in the
-    window: the mask edit's host work (blur, quantization, tables) counts in each frame."""
+    window: the mask edit's host work (blur, quantization, tables) counts in each frame. Torch keeps the
+    threads the stream's networks leave it (``torch_threads_beside``), as in the window."""
+    import torch
+
+    import semdraw
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(semdraw.torch_threads_beside(stream.networks, threads))
+    try:
+        return _time_stream(stream, brushes, warmup, frames, name, painting)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name: str,
+                 painting: bool) -> dict[str, Any]:  # fmt: skip
     from tqdm.auto import tqdm
 
     strokes = painted_masks(brushes[0].mask, frames) if painting else []
