@@ -323,8 +323,9 @@ class EngineBackend:
 
 
 # The networks whose rows run in lanes on a CPU (backends.OrtRunner): a denoiser call carries many rows of
-# small convolutions, which one thread each computes faster than all threads together (measured 1.33x on
-# the toy); the decoder's one image per call gains from threads working within it (1.85x on two).
+# small convolutions, which one thread each computes faster than all threads together (semdraw-bench host
+# --one-call, docs/benchmarks.md); the decoder's one image per call gains from threads working within it
+# (its frames in lanes measured no faster).
 LANE_ROLES = frozenset({"denoiser"})
 
 

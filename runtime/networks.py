@@ -165,6 +165,6 @@ def torch_threads_beside(networks: Networks, threads: int) -> int:
     """The torch CPU threads for a process running ``networks`` on ``threads`` threads: all of them, unless
     the networks compute on threads of their own; then one, since torch's work between network calls (masks,
     sampler steps, frames) is small, and its idle OpenMP threads spin after each operation on the cores the
-    networks' threads need (measured on the toy's onnxruntime set: a 4-painter tick 80 -> 74 ms, the
-    denoiser's share 34 -> 28 ms)."""
+    networks' threads need (on the toy's onnxruntime set, a profiling run's 4-painter tick: 80 -> 74 ms,
+    the denoiser's share 34 -> 28 ms; docs/engines.md)."""
     return 1 if networks.own_cpu_threads else threads
