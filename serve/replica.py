@@ -76,9 +76,10 @@ class Replica:
         self.closing = False
         self._ids = itertools.count()
         self._tasks: list[asyncio.Task] = []
-        self.edits = EditSender(store, Pace(call_gap(0.0)))
-        self.news = NewsFollower(store, lambda: {sid: s.seq for sid, s in self.sessions.items()}, self._take_news,
-                                 Pace(call_gap(0.0)))  # fmt: skip
+        seqs = lambda: {sid: s.seq for sid, s in self.sessions.items()}  # noqa: E731
+        self.edits = EditSender(store, Pace(call_gap(0.0)), seqs, self._take_news)
+        self.news = NewsFollower(store, seqs, self._take_news, Pace(call_gap(0.0)), quiet=f"{name}/")  # the
+        # poll waits for other replicas' clients' edits only: this replica's come back with its submit calls
         self.ticks = TickLoop(host, self.sessions, self._join, (self.edits.pace, self.news.pace))  # sets their pace
         self.stats = self.ticks.stats  # the ticks' figures, for status and health
 

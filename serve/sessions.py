@@ -98,25 +98,43 @@ class SessionTable:
         return len(old)
 
 
+@dataclass(eq=False)
+class _Poll:
+    """A long poll waiting for news; edits whose author starts with ``quiet`` (its own replica's, which
+    come back with that replica's submit_many answer) do not wake it."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    quiet: str | None = None
+
+    def wakes_for(self, author: str) -> bool:
+        return self.quiet is None or not author.startswith(self.quiet)
+
+
 class SessionStoreActor:
     """The session table as an async Ray actor. Replicas call it in batches (``submit_many``: every edit
-    they read since their last call; ``since_many``: one long poll for all their sessions' news)."""
+    they read since their last call, answered with the news of their sessions; ``since_many``: one long
+    poll for the news of all their sessions that their own edits did not bring)."""
 
     def __init__(self) -> None:
         self.table = SessionTable()
-        self.waiting: dict[str, set[asyncio.Event]] = {}  # per session, the long polls it would wake
+        self.waiting: dict[str, set[_Poll]] = {}  # per session, the long polls an edit of it may wake
         self.replicas: dict[str, tuple[float, dict[str, Any]]] = {}
 
-    def _notify(self, session: str) -> None:
-        for event in self.waiting.pop(session, ()):
-            event.set()
+    def _notify(self, session: str, author: str) -> None:
+        polls = self.waiting.get(session, set())
+        for poll in [p for p in polls if p.wakes_for(author)]:
+            poll.event.set()
+            polls.discard(poll)
 
     async def open(self, composition_json: str, session: str | None = None, token: str | None = None) -> dict:
         return self.table.open(composition_json, session, token)
 
-    async def submit_many(self, edits: list[tuple[str, dict[str, Any], str]]) -> list[int | str]:
-        """(session, edit data, author) in the order a replica read them: each one's place in its session's
-        order (seq), or why it was refused (a string: it takes no place)."""
+    async def submit_many(self, edits: list[tuple[str, dict[str, Any], str]],
+                          seqs: dict[str, int] | None = None) -> dict[str, Any]:  # fmt: skip
+        """(session, edit data, author) in the order a replica read them. Answers ``results``: each one's
+        place in its session's order (seq), or why it was refused (a string: it takes no place); and
+        ``news``: for the sessions in ``seqs`` (each with the seq the replica has), what ``since_many``
+        would answer now, these edits included, so a replica learns its own edits' order without a poll."""
         results: list[int | str] = []
         for session, edit_data, author in edits:
             try:
@@ -124,27 +142,29 @@ class SessionStoreActor:
             except ContractError as err:
                 results.append(str(err))
             else:
-                self._notify(session)
-        return results
+                self._notify(session, author)
+        return {"results": results, "news": self._news(seqs or {})}
 
-    async def since_many(self, seqs: dict[str, int], wait_s: float = 5.0) -> dict[str, dict[str, Any]]:
+    async def since_many(self, seqs: dict[str, int], wait_s: float = 5.0,
+                         quiet: str | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
         """For each session in ``seqs`` with edits after its seq: those edits, or the whole composition
-        when some are no longer kept; waits up to ``wait_s`` until one has news. Sessions this store does
-        not know (it restarted) have none."""
+        when some are no longer kept; waits up to ``wait_s`` until one has news, where edits by authors
+        starting with ``quiet`` (the asking replica's own clients) do not end the wait. Sessions this store
+        does not know (it restarted) have none."""
         news = self._news(seqs)
         if news or wait_s <= 0:
             return news
-        event = asyncio.Event()
+        poll = _Poll(quiet=quiet)
         for session in seqs:
-            self.waiting.setdefault(session, set()).add(event)
+            self.waiting.setdefault(session, set()).add(poll)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), wait_s)
+                await asyncio.wait_for(poll.event.wait(), wait_s)
         finally:
             for session in seqs:
                 waiting = self.waiting.get(session)
                 if waiting is not None:
-                    waiting.discard(event)
+                    waiting.discard(poll)
                     if not waiting:
                         del self.waiting[session]
         return self._news(seqs)

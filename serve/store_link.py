@@ -7,7 +7,10 @@ call ran in the next one (in the order they came), and :class:`NewsFollower` lon
 its sessions in one call. Idle, each is one call; busy, the calls carry more, never more calls. And they
 come no closer than a :class:`Pace` allows: a replica uses news once per tick, so more than a few calls a
 tick bring nothing a tick would see sooner (measured: 120 calls a second at 8 painters cost the store 0.24
-of a core and the replica's event loop ~3 ms a call; paced, 40 and 0.10).
+of a core and the replica's event loop ~3 ms a call; paced, 40 and 0.10). A replica's own edits come back
+with the answer to the call that sent them (the store orders them and answers with its sessions' news),
+so its long poll waits only for what other replicas' clients edit: with every client of a session on
+one replica, the poll stays idle and an edit reaches the stream one call after it was read.
 """
 
 from __future__ import annotations
@@ -59,11 +62,29 @@ class PendingEdit:
     refuse: Callable[[str], None]
 
 
-class EditSender:
-    """Edits to the store, in the order the replica read them, in as few calls as the store's pace allows."""
+Seqs = Callable[[], dict[str, int]]  # each session on the replica and the seq its composition is at
+Deliver = Callable[[str, dict[str, Any]], None]  # (session, news) into the replica
 
-    def __init__(self, store: Any, pace: Pace | None = None) -> None:
+
+def deliver_unmoved(news: dict[str, dict[str, Any]], asked: dict[str, int], seqs: Seqs, deliver: Deliver) -> None:
+    """Each session's news, if the session is still on the replica at the seq it was asked about (news
+    that arrived meanwhile by another call moved it: this news may overlap it, and the next call brings
+    what is still missing)."""
+    current = seqs()
+    for session, item in news.items():
+        if session in current and current[session] == asked.get(session):
+            deliver(session, item)
+
+
+class EditSender:
+    """Edits to the store, in the order the replica read them, in as few calls as the store's pace allows;
+    with ``seqs`` and ``deliver``, the store's answer brings the news of the sessions edited (the order
+    given to these edits and any other made meanwhile) straight into the replica."""
+
+    def __init__(self, store: Any, pace: Pace | None = None, seqs: Seqs | None = None,
+                 deliver: Deliver | None = None) -> None:  # fmt: skip
         self.store, self.pace = store, pace or Pace()
+        self.seqs, self.deliver = seqs, deliver
         self.pending: list[PendingEdit] = []
         self._wake = asyncio.Event()
 
@@ -79,25 +100,32 @@ class EditSender:
             batch, self.pending = self.pending, []
             if not batch:
                 continue
+            current = self.seqs() if self.seqs is not None else {}
+            asked = {e.session: current[e.session] for e in batch if e.session in current}
             try:
-                results = await self.store.submit_many.remote([(e.session, e.data, e.author) for e in batch])
+                answer = await self.store.submit_many.remote([(e.session, e.data, e.author) for e in batch], asked)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - the store restarts: these edits are refused, said why
-                results = [f"the session store is not reachable now (retry): {reason_of(err)}"] * len(batch)
-            for edit, result in zip(batch, results, strict=True):
+                answer = {"results": [f"the session store is not reachable now (retry): {reason_of(err)}"] * len(batch),
+                          "news": {}}  # fmt: skip
+            for edit, result in zip(batch, answer["results"], strict=True):
                 if isinstance(result, str):
                     edit.refuse(result)
+            if self.deliver is not None and self.seqs is not None:
+                deliver_unmoved(answer["news"], asked, self.seqs, self.deliver)
 
 
 class NewsFollower:
     """One long poll for the news of every session on a replica. ``seqs()`` names the sessions and the seq
     each has; ``deliver(session, news)`` takes what the store answers for one. A session that joins while
-    a poll waits is asked about at once (:meth:`changed`): the waiting poll is left to finish unread."""
+    a poll waits is asked about at once (:meth:`changed`): the waiting poll is left to finish unread.
+    ``quiet``: the author prefix of the replica's own clients, whose edits do not end the poll's wait
+    (their news comes with the EditSender's answers)."""
 
-    def __init__(self, store: Any, seqs: Callable[[], dict[str, int]],
-                 deliver: Callable[[str, dict[str, Any]], None], pace: Pace | None = None) -> None:  # fmt: skip
-        self.store, self.seqs, self.deliver, self.pace = store, seqs, deliver, pace or Pace()
+    def __init__(self, store: Any, seqs: Seqs, deliver: Deliver, pace: Pace | None = None,
+                 quiet: str | None = None) -> None:  # fmt: skip
+        self.store, self.seqs, self.deliver, self.pace, self.quiet = store, seqs, deliver, pace or Pace(), quiet
         self.calls = 0
         self._changed = asyncio.Event()
 
@@ -117,7 +145,7 @@ class NewsFollower:
             if not wanted:
                 continue
             self.calls += 1
-            poll = asyncio.ensure_future(self.store.since_many.remote(wanted, NEWS_WAIT_S))
+            poll = asyncio.ensure_future(self.store.since_many.remote(wanted, NEWS_WAIT_S, self.quiet))
             changed = asyncio.ensure_future(self._changed.wait())
             try:
                 await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
@@ -132,10 +160,7 @@ class NewsFollower:
                 log.warning("session store unreachable; retrying", exc_info=True)
                 await asyncio.sleep(RETRY_S)
                 continue
-            current = self.seqs()
-            for session, item in news.items():
-                if session in current and current[session] == wanted[session]:  # not left, not moved meanwhile
-                    self.deliver(session, item)
+            deliver_unmoved(news, wanted, self.seqs, self.deliver)
 
 
 def _retrieved(future: asyncio.Future) -> None:

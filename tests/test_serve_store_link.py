@@ -147,6 +147,44 @@ def test_paced_edits_wait_for_the_gap_and_travel_together_and_the_news_of_them_c
     assert done < 2.0  # paced, not stalled
 
 
+def test_own_edits_come_back_with_the_submit_answer_and_only_another_replicas_edits_wake_the_poll():
+    """A replica's own edits reach it with the answer to the call that sent them (ordered, each once), so
+    its long poll, quiet for its own clients, keeps waiting; an edit by another replica's client ends the
+    wait and arrives as well."""
+
+    async def go():
+        store = Called(SessionStoreActor())
+        sid = (await store.open.remote(composition().to_json()))["session"]
+        seqs = {sid: 0}
+        delivered: list[tuple[int, str]] = []
+
+        def deliver(session, news):
+            assert [e[0] for e in news["edits"]][0] == seqs[session] + 1  # in order, from where it stood
+            delivered.extend((seq, author) for seq, _, author in news["edits"])
+            seqs[session] = news["seq"]
+
+        sender = EditSender(store, seqs=lambda: dict(seqs), deliver=deliver)
+        follower = NewsFollower(store, lambda: dict(seqs), deliver, quiet="r1/")
+        tasks = [asyncio.create_task(sender.run()), asyncio.create_task(follower.run())]
+        await until(lambda: follower.calls == 1)
+        for seed in range(2, 5):
+            sender.send(PendingEdit(sid, edit_to_dict(SetSeed(seed)), f"r1/0#{seed}", lambda why: None))
+            await until(lambda s=seed: seqs[sid] == s - 1)
+        polls_after_own = follower.calls
+        started = time.monotonic()
+        await store.submit_many.remote([(sid, edit_to_dict(SetSeed(9)), "r2/0#1")])  # another replica's client
+        await until(lambda: seqs[sid] == 4)
+        waited = time.monotonic() - started
+        for task in tasks:
+            task.cancel()
+        return delivered, polls_after_own, waited, store.store.table.get(sid).composition.seed
+
+    delivered, polls_after_own, waited, seed = asyncio.run(go())
+    assert delivered == [(1, "r1/0#2"), (2, "r1/0#3"), (3, "r1/0#4"), (4, "r2/0#1")]  # each once, in order
+    assert polls_after_own == 1  # the replica's own three edits did not end its poll's wait
+    assert waited < NEWS_WAIT_S / 2 and seed == 9  # the other replica's edit ended it
+
+
 def test_the_gap_between_store_calls_is_a_quarter_tick_within_bounds():
     assert call_gap(0.0) == MIN_GAP_S and call_gap(60.0) == MIN_GAP_S  # fast ticks: the floor
     assert call_gap(600.0) == 0.15  # a quarter of a 600 ms tick
