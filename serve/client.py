@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import io
 import logging
 import random
@@ -34,8 +35,13 @@ log = logging.getLogger("semdraw.serve.client")
 class Frame:
     number: int
     seq: int  # the session's last edit this frame reflects
-    image: np.ndarray  # HxWx3 uint8
+    encoded: bytes  # the PNG or JPEG bytes as received
     received: float = field(default_factory=time.perf_counter)
+
+    @functools.cached_property
+    def image(self) -> np.ndarray:
+        """HxWx3 uint8, decoded when first read (by whoever shows it): a frame replaced unread costs nothing."""
+        return _decode(self.encoded)
 
 
 class ServerRefused(Exception):
@@ -147,7 +153,7 @@ class PainterClient:
             async for data in ws:
                 if isinstance(data, bytes):
                     number, seq, _, image = unpack_frame(data)
-                    self.frame = Frame(number, seq, _decode(image))
+                    self.frame = Frame(number, seq, image)
                     self.frames += 1
                     for done in [s for s in self._awaiting if s <= seq]:
                         self.latencies.append(self.frame.received - self._awaiting.pop(done))
