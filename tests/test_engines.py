@@ -415,3 +415,17 @@ def test_onnxruntime_networks_leave_torch_one_thread(built):
     assert on_engines.own_cpu_threads and torch_threads_beside(on_engines, 4) == 1
     on_torch = Networks.from_model(semdraw.load_model(str(built[0] / "model"), device="cpu"))
     assert not on_torch.own_cpu_threads and torch_threads_beside(on_torch, 4) == 4
+
+
+def test_bench_session_replays_on_the_set_and_puts_torch_threads_back(toy_set, tmp_path):
+    """`semdraw-bench session --engines SET`: a shipped recording replayed on the toy's set (torch on one
+    thread beside it while it runs, as in the window), its threads as they were after."""
+    from semdraw.tools.bench import main
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "session.json"
+    assert main(["session", "pauses", "--engines", str(toy_set[0]), "--limit-s", "1", "--fps", "4",
+                 "--json", str(out)]) == 0  # fmt: skip
+    runs = json.loads(out.read_text())["runs"]
+    assert {r["stream"] for r in runs} == {"semdraw", "recompute"} and all(r["frames"] > 0 for r in runs)
+    assert torch.get_num_threads() == threads

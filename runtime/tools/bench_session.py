@@ -165,17 +165,8 @@ def replay_realtime(source: Any, recording: Any, kind: str, until_s: float, prec
     return out
 
 
-def session(args: argparse.Namespace) -> int:
-    import torch
-
-    import semdraw
-    from semdraw.recording import Recording
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    paths = [resolve(n) for n in (args.recordings or shipped_sessions())]
-    recordings = {p.stem: Recording.load(p) for p in paths}  # every file checked before any model loads
-    source = semdraw.load_engines(args.engines, "onnxruntime") if args.engines else semdraw.load_model(args.model)
+def _replay_all(recordings: dict[str, Any], source: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every recording replayed on every clock and stream kind asked."""
     results: list[dict[str, Any]] = []
     for name, recording in recordings.items():
         if (recording.start.height, recording.start.width) != (source_canvas := _canvas(source)):
@@ -200,6 +191,27 @@ def session(args: argparse.Namespace) -> int:
                 results.append({"session": name, **r.row()})
                 log.info("  realtime %-9s %5d frames (%d computed), %6d rows, %6.1f CPU s", kind, r.frames,
                          r.computed, r.rows, r.cpu_s)  # fmt: skip
+    return results
+
+
+def session(args: argparse.Namespace) -> int:
+    import torch
+
+    import semdraw
+    from semdraw.recording import Recording
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = [resolve(n) for n in (args.recordings or shipped_sessions())]
+    recordings = {p.stem: Recording.load(p) for p in paths}  # every file checked before any model loads
+    source = semdraw.load_engines(args.engines, "onnxruntime") if args.engines else semdraw.load_model(args.model)
+    threads = torch.get_num_threads()
+    if args.engines:  # as the window runs a set: torch keeps what the set's own threads leave it
+        torch.set_num_threads(semdraw.torch_threads_beside(semdraw.Networks.from_engines(source), threads))
+    try:
+        results = _replay_all(recordings, source, args)
+    finally:
+        torch.set_num_threads(threads)
     from semdraw.networks import Networks
     from semdraw.precision import resolve_precision
 
@@ -215,9 +227,10 @@ def session(args: argparse.Namespace) -> int:
 
 
 def _canvas(source: Any) -> tuple[int, int]:
+    """The canvas a model (its native size) or an engine set (what it was built for) makes."""
     if hasattr(source, "native_size"):
         return source.native_size, source.native_size
-    return source.height, source.width
+    return source.manifest.request.height, source.manifest.request.width
 
 
 def cpu_ratios(results: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
