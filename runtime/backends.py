@@ -105,11 +105,12 @@ class OrtRunner:
     """Runs an ONNX file with onnxruntime; inputs in the manifest's order.
 
     On CUDA the inputs and outputs are bound to device memory (I/O binding, zero copy); on the CPU torch
-    tensors are shared with numpy without copies. ``lanes`` > 1 (CPU, a file with a row axis): the session
-    computes on one thread, and a call's rows are split into up to ``lanes`` parts run side by side, one
-    thread each: a denoiser batch of many small rows runs faster so than as one call on as many threads
-    (a painting host of the toy 1.15-1.22x, ``semdraw-bench host --one-call``, docs/benchmarks.md), since
-    each thread keeps its own part's data and none waits for the others between operations.
+    tensors are shared with numpy without copies. ``lanes`` > 1 (CPU, a file with a row axis; by default
+    small denoisers only, ``engines.default_lanes``): the session computes on one thread, and a call's
+    rows are split into up to ``lanes`` parts run side by side, one thread each: a batch of many small
+    rows runs faster so than as one call on as many threads (a painting host of the toy 1.15-1.22x,
+    ``semdraw-bench host --one-call``, docs/benchmarks.md), since each thread keeps its own part's data
+    and none waits for the others between operations.
     """
 
     def __init__(self, path: str | Path, input_names: Sequence[str], output_name: str, *,

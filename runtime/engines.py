@@ -76,6 +76,12 @@ class NetworkEntry:
     sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes (the cheap check at load)
     rows: dict[str, int] | None = None  # the TensorRT plan's row range {"min", "opt", "max"} (None: fixed batch)
 
+    @property
+    def onnx_weights(self) -> int:
+        """About how many weights its fp32 ONNX holds: the file's bytes, with its external data, over 4
+        (0 where the manifest lists no sizes)."""
+        return sum(b for name, b in self.sizes.items() if name == self.onnx or name.startswith(f"{self.onnx}.")) // 4
+
 
 @dataclass(frozen=True)
 class BuildRequest:
@@ -327,6 +333,15 @@ class EngineBackend:
 # --one-call, docs/benchmarks.md); the decoder's one image per call gains from threads working within it
 # (its frames in lanes measured no faster).
 LANE_ROLES = frozenset({"denoiser"})
+# Lanes pay only where a row's convolutions are too small to keep several threads busy: the toy (1.8 M
+# weights) gains in every call; an SD1.5-sized denoiser (860 M) gains 4 % at six rows and runs a single row
+# 1.8x slower in one lane than on two threads (docs/engines.md), so by default it runs each call whole.
+LANES_MAX_WEIGHTS = 100_000_000
+
+
+def default_lanes(net: NetworkEntry, threads: int) -> int:
+    """How many lanes a network's rows run in by default: ``threads`` for a small denoiser, else 1."""
+    return threads if net.onnx_weights < LANES_MAX_WEIGHTS else 1
 
 
 # In "auto" order: the first this set has files for and this machine can run.
@@ -356,7 +371,8 @@ def load_engines(
     set's prompt encoder (the source model is never needed). ``cuda_graph``: TensorRT runners capture
     their enqueue as a CUDA graph (GPU-only). ``threads``: the CPU threads of each network that runs on
     the CPU (default: torch's thread count); ``lanes``: how many parts of a denoiser call's rows run side
-    by side, one thread each (default: ``threads``; 1: one call on all the threads)."""
+    by side, one thread each (default: ``threads`` for a denoiser under LANES_MAX_WEIGHTS weights, else
+    1; 1: one call on all the threads)."""
     folder = Path(path)
     manifest = read_manifest(folder)
     if expect:
@@ -381,7 +397,7 @@ def load_engines(
             raise EngineSetError(
                 f"{folder} lacks the {role} network; rebuild with: {manifest.rebuild_line(folder)}"
             )
-        role_lanes = (lanes or threads or torch.get_num_threads()) if role in LANE_ROLES else 1
+        role_lanes = (lanes or default_lanes(net, threads or torch.get_num_threads())) if role in LANE_ROLES else 1
         runners[role] = chosen.open(folder, net, dev, cuda_graph, threads, role_lanes)
     prompts = load_prompt_encoder(folder, manifest) if text else None
     return EngineSet(folder, manifest, backend, runners["denoiser"], runners["vae_encoder"], runners["vae_decoder"],

@@ -429,3 +429,17 @@ def test_bench_session_replays_on_the_set_and_puts_torch_threads_back(toy_set, t
     runs = json.loads(out.read_text())["runs"]
     assert {r["stream"] for r in runs} == {"semdraw", "recompute"} and all(r["frames"] > 0 for r in runs)
     assert torch.get_num_threads() == threads
+
+
+def test_only_a_small_denoiser_runs_in_lanes_by_default(built):
+    """The default lanes follow the denoiser's weights (its fp32 ONNX bytes, external data included): the
+    toy's size runs in lanes, an SD1.5-sized file (860 M weights, its data file beside it) runs whole."""
+    _, out, _, _ = built
+    net = engines.read_manifest(out).networks["denoiser"]
+    toy_sized = dataclasses.replace(net, onnx="denoiser.onnx", sizes={"denoiser.onnx": 7_245_194})
+    sd15_sized = dataclasses.replace(net, onnx="denoiser.onnx", sizes={"denoiser.onnx": 1_223_151,
+                                                                      "denoiser.onnx.data": 3_437_361_920,
+                                                                      "other.onnx": 10**12})  # fmt: skip
+    assert toy_sized.onnx_weights == 7_245_194 // 4 and sd15_sized.onnx_weights == (1_223_151 + 3_437_361_920) // 4
+    assert engines.default_lanes(toy_sized, 2) == 2 and engines.default_lanes(sd15_sized, 2) == 1
+    assert engines.default_lanes(dataclasses.replace(net, sizes={}), 4) == 4  # sizes unknown: as a small one
