@@ -1,5 +1,7 @@
 """The documentation's links resolve: every relative link of README.md and docs/*.md names a file that
-exists and, with an anchor, a heading of that file (GitHub's anchor rules)."""
+exists and, with an anchor, a heading of that file (GitHub's anchor rules). A link starting with "/"
+names a file from the repository's root (as GitHub reads it); the docs link each other so, which reads
+the same from the file and from the root."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def test_every_relative_link_resolves():
             if target.startswith(("http://", "https://")):
                 continue
             path, _, anchor = target.partition("#")
-            resolved = (page.parent / path).resolve() if path else page
+            base = ROOT if path.startswith("/") else page.parent
+            resolved = (base / path.lstrip("/")).resolve() if path else page
             if not resolved.exists():
                 broken.append(f"{page.name}: {target} (no such file)")
             elif anchor and resolved in anchors and anchor not in anchors[resolved]:
