@@ -133,8 +133,6 @@ class OrtRunner:
         if self.lanes > 1 and not self.any_batch:  # a fixed batch cannot be split: its threads work within
             self.lanes, self.session = 1, self._session(threads)
         self._lane_pool = ThreadPoolExecutor(self.lanes - 1, thread_name_prefix="semdraw-lane") if self.lanes > 1 else None
-        meta = self.session.get_outputs()[0]
-        self._out_dtype = _ORT_TO_TORCH.get(meta.type, torch.float32)
         self._in_dtypes = {
             i.name: _ORT_TO_TORCH.get(i.type, torch.float32) for i in self.session.get_inputs()
         }

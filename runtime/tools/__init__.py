@@ -2,9 +2,10 @@
 imports this package: tools use the library, not the other way round."""
 
 import argparse
+import contextlib
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from semdraw import limits
@@ -42,6 +43,19 @@ def canvas_side(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a canvas side must be positive, got {value}")
     return value
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU thread count at ``n`` for a block, and back to what it was after."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def machine_line(torch_threads: bool = True) -> str:

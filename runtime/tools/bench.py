@@ -31,6 +31,7 @@ from semdraw.tools import (
     frames_arg,
     machine_line,
     steps_arg,
+    torch_threads,
 )
 
 log = logging.getLogger("semdraw.bench")
@@ -268,12 +269,8 @@ def time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name:
 
     import semdraw
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(semdraw.torch_threads_beside(stream.networks, threads))
-    try:
+    with torch_threads(semdraw.torch_threads_beside(stream.networks, torch.get_num_threads())):
         return _time_stream(stream, brushes, warmup, frames, name, painting)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _time_stream(stream: Any, brushes: list[Any], warmup: int, frames: int, name: str,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semdraw.tools import frames_arg, machine_line
+from semdraw.tools import frames_arg, machine_line, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,14 @@ def host(args: argparse.Namespace) -> int:
     results = []
     for n in args.painters:
         setups = _painter_setups(n, args.brushes, height, width)
-        for backend, source, torch_threads in sources:
-            torch.set_num_threads(torch_threads)
+        for backend, source, source_threads in sources:
             runs: dict[str, list[dict[str, float]]] = {"host": [], "separate": []}
-            for _ in range(args.repeats):  # alternated, so a drift of the machine's speed hits both alike
-                runs["host"].append(_time_host(source, model, setups, args.ticks, args.warmup, args.brushes,
-                                               args.painting))  # fmt: skip
-                runs["separate"].append(_time_streams(source, model, setups, args.ticks, args.warmup, args.brushes,
-                                                      args.painting))  # fmt: skip
+            with torch_threads(source_threads):
+                for _ in range(args.repeats):  # alternated, so a drift of the machine's speed hits both alike
+                    runs["host"].append(_time_host(source, model, setups, args.ticks, args.warmup, args.brushes,
+                                                   args.painting))  # fmt: skip
+                    runs["separate"].append(_time_streams(source, model, setups, args.ticks, args.warmup,
+                                                          args.brushes, args.painting))  # fmt: skip
             row: dict[str, Any] = {"painters": n, "backend": backend}
             for name, rs in runs.items():
                 fps = statistics.median(r["frames"] / r["seconds"] for r in rs)
@@ -123,7 +123,6 @@ def host(args: argparse.Namespace) -> int:
             results.append(row)
             log.info("%d painters (%s): host %.1f frames/s, separate streams %.1f frames/s: %.2fx", n, backend,
                      row["host_fps"], row["separate_fps"], row["ratio"])  # fmt: skip
-    torch.set_num_threads(threads)
     machine = machine_line()
     print(f"\nHost: {args.model}, {args.brushes} brushes per painter{', painting' if args.painting else ''}, "
           f"{args.ticks} ticks x {args.repeats} repeats (median); {machine}\n")  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from semdraw.tools import machine_line
+from semdraw.tools import machine_line, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,8 @@ def _in_process_rows(n: int, side: int, ticks: int, threads: int, engines: str |
     """Rows per second of the same N painters (same compositions, painting) on an in-process host of the
     served networks using ``threads`` CPU threads (the replica's: the same compute, so the ratio is the
     serving's cost)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _host_rows(n, side, ticks, engines, backend)
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _host_rows(n: int, side: int, ticks: int, engines: str | None, backend: str) -> float:

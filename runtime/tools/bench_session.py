@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from semdraw.tools import machine_line
+from semdraw.tools import machine_line, torch_threads
 
 log = logging.getLogger(__name__)
 SESSIONS_DIR = Path(__file__).parent / "sessions"
@@ -207,11 +207,9 @@ def session(args: argparse.Namespace) -> int:
     source = semdraw.load_engines(args.engines, "onnxruntime") if args.engines else semdraw.load_model(args.model)
     threads = torch.get_num_threads()
     if args.engines:  # as the window runs a set: torch keeps what the set's own threads leave it
-        torch.set_num_threads(semdraw.torch_threads_beside(semdraw.Networks.from_engines(source), threads))
-    try:
+        threads = semdraw.torch_threads_beside(semdraw.Networks.from_engines(source), threads)
+    with torch_threads(threads):
         results = _replay_all(recordings, source, args)
-    finally:
-        torch.set_num_threads(threads)
     from semdraw.networks import Networks
     from semdraw.precision import resolve_precision
 
