@@ -24,7 +24,7 @@ from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
 from semdraw.tools import canvas_side, steps_arg
 
-from . import steps
+from . import quantize, steps
 from .networks import describe
 
 log = logging.getLogger("semdraw.build_engines")
@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
              "for the stream batch), so one set serves a StreamHost's varying rows and any --layers/--cfg up to "
              "it (default 0: the fixed stream batch; ONNX files always take any row count)",
     )  # fmt: skip
+    p.add_argument(
+        "--int8-decoder", action="store_true",
+        help="also write an int8 decoder for onnxruntime on the CPU (2-3x faster per frame on the toy), "
+             "calibrated on the model's own images and accepted only within a pixel tolerance of the fp32 one; "
+             "onnxruntime then decodes with it (load_engines(int8=False): the fp32 file)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="output folder (default: engines/<model name>)")
     p.add_argument(
         "--workspace-gb", type=float, default=8.0, help="TensorRT builder workspace cap in GB (default 8)"
@@ -129,7 +135,7 @@ def _tools(with_tensorrt: bool) -> dict[str, str]:
 # Request fields and the argparse destinations that set them (the field is "loras", the flag --lora).
 _FIELD_DEST = {"model": "model", "family": "family", "loras": "lora", "height": "height", "width": "width", "layers": "layers",
                "timesteps": "timesteps", "cfg": "cfg", "backend": "backend", "precision": "precision",
-               "out": "out", "workspace_gb": "workspace_gb", "max_rows": "max_rows"}  # fmt: skip
+               "out": "out", "workspace_gb": "workspace_gb", "max_rows": "max_rows", "int8": "int8_decoder"}  # fmt: skip
 
 
 def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> engines.RebuildCommand:
@@ -151,6 +157,8 @@ def rebuild_command(request: BuildRequest, out: Path, workspace_gb: float) -> en
         argv += [by_field["workspace_gb"], f"{workspace_gb:g}"]
     if request.max_rows:
         argv += [by_field["max_rows"], str(request.max_rows)]
+    if request.int8:
+        argv += [by_field["int8"]]
     return engines.RebuildCommand(tuple(argv), by_field)
 
 
@@ -245,6 +253,7 @@ class BuildOptions:
     out: Path | None = None  # default: engines/<model name>
     workspace_gb: float = 8.0
     max_rows: int = 0
+    int8_decoder: bool = False  # also an int8 decoder for onnxruntime on the CPU (build_engines.quantize)
 
     @staticmethod
     def from_args(args: argparse.Namespace) -> BuildOptions:
@@ -252,7 +261,8 @@ class BuildOptions:
         return BuildOptions(model=args.model, family=args.family, loras=tuple(args.lora), height=args.height,
                             width=args.width, layers=args.layers, steps=args.steps, timesteps=timesteps,
                             cfg=args.cfg, backend=args.backend, precision=args.precision, out=args.out,
-                            workspace_gb=args.workspace_gb, max_rows=args.max_rows)  # fmt: skip
+                            workspace_gb=args.workspace_gb, max_rows=args.max_rows,
+                            int8_decoder=args.int8_decoder)  # fmt: skip
 
 
 def build(options: BuildOptions) -> Path:
@@ -300,6 +310,7 @@ def build(options: BuildOptions) -> Path:
         height=height, width=width,
         layers=options.layers, timesteps=tuple(float(t) for t in sched.timesteps.tolist()), cfg=options.cfg,
         backend=backend, precision=options.precision, max_rows=options.max_rows if backend != "onnx" else 0,
+        int8=quantize.INT8_ROLES if options.int8_decoder else (),
         networks_weights=engines.weights_fingerprint(model.denoiser, model.vae),
         text_encoder_weights=engines.weights_fingerprint(*model.prompts.modules()),
     )  # fmt: skip
@@ -396,6 +407,13 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
             part = slice(0, max(1, ref.shape[0] // 2))
             validation["onnx_fp32_rows"] = steps.validate(net, steps.run_onnx(net, folder / onnx_file, part), ref[part],
                                                           precision="fp32", artifact="fp32 ONNX on part of the rows")  # fmt: skip
+        int8_file = None
+        if net.role in request.int8:
+            int8_file = f"{net.role}.int8.onnx"
+            validation["onnx_int8"] = quantize.build_int8(model, net, request.height, request.width,
+                                                          folder / onnx_file, folder / int8_file)  # fmt: skip
+            log.info("%s: int8 ONNX mean error vs torch %.2f/255 (99th percentile %.1f)", net.role,
+                     validation["onnx_int8"]["mean_abs_255"], validation["onnx_int8"]["p99_abs_255"])  # fmt: skip
         fp16_file = plan_file = rows = None
         if trt_ok:
             # A network that is not fp16-safe (the full SDXL VAE overflows) keeps an fp32 plan.
@@ -408,11 +426,11 @@ def _build_networks(model, request: BuildRequest, folder: Path, trt_ok: bool,
                                  workspace_gb=workspace_gb, rows=rows)
             validation["tensorrt"] = steps.validate(net, steps.run_tensorrt(net, folder / plan_file), ref,
                                                     precision=precision, artifact="TensorRT plan")  # fmt: skip
-        files = [f for f in (onnx_file, fp16_file, plan_file) if f] + [
+        files = [f for f in (onnx_file, int8_file, fp16_file, plan_file) if f] + [
             p.name for p in folder.iterdir() if p.name.startswith(f"{net.role}.") and p.name.endswith(".data")
         ]
         entries[net.role] = NetworkEntry(
-            inputs=net.inputs, output=net.output, onnx=onnx_file, onnx_fp16=fp16_file, tensorrt=plan_file,
+            inputs=net.inputs, output=net.output, onnx=onnx_file, onnx_fp16=fp16_file, tensorrt=plan_file, onnx_int8=int8_file,
             sha256={f: sha256_file(folder / f) for f in files}, validation=validation,
             sizes={f: (folder / f).stat().st_size for f in files},
             rows=dict(zip(("min", "opt", "max"), rows, strict=True)) if trt_ok and rows else None,

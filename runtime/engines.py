@@ -72,6 +72,7 @@ class NetworkEntry:
     sha256: dict[str, str]  # file name -> hash, for every file of this network
     onnx_fp16: str | None = None
     tensorrt: str | None = None
+    onnx_int8: str | None = None  # an int8 ONNX for onnxruntime on the CPU (build-engines --int8-decoder)
     validation: dict[str, Any] = field(default_factory=dict)  # measured errors vs torch per artifact
     sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes (the cheap check at load)
     rows: dict[str, int] | None = None  # the TensorRT plan's row range {"min", "opt", "max"} (None: fixed batch)
@@ -102,6 +103,7 @@ class BuildRequest:
     networks_weights: str = ""
     text_encoder_weights: str = ""
     max_rows: int = 0  # TensorRT denoiser: a row range 1..max_rows (0: the fixed stream batch)
+    int8: tuple[str, ...] = ()  # the networks that also have an int8 ONNX (build-engines --int8-decoder)
 
     @property
     def batch(self) -> int:
@@ -193,7 +195,7 @@ class Manifest:
         raw = json.loads(text)
         req = raw["request"]
         request = BuildRequest(**{**req, "loras": tuple(tuple(x) for x in req["loras"]),
-                                  "timesteps": tuple(req["timesteps"])})  # fmt: skip
+                                  "timesteps": tuple(req["timesteps"]), "int8": tuple(req.get("int8", ()))})  # fmt: skip
 
         def spec(d: dict) -> TensorSpec:
             return TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])
@@ -315,17 +317,19 @@ class EngineBackend:
     rebuild_hint: str
     graphs: bool = False  # the runner takes cuda_graph=
     cpu_threads: bool = False  # the runner takes threads= and lanes= (its own CPU threads)
+    int8_file_of: Callable[[NetworkEntry], str | None] = lambda n: None  # its int8 file on the CPU, where built
 
     def usable(self, manifest: Manifest) -> bool:
         return all(self.file_of(n) for n in manifest.networks.values())
 
     def open(self, folder: Path, net: NetworkEntry, device: torch.device, cuda_graph: bool,
-             threads: int | None = None, lanes: int = 1) -> Any:  # fmt: skip
+             threads: int | None = None, lanes: int = 1, int8: bool = True) -> Any:  # fmt: skip
         names = [i.name for i in net.inputs]
+        file = (self.int8_file_of(net) if int8 and device.type == "cpu" else None) or self.file_of(net)
         extra = {"cuda_graph": cuda_graph} if self.graphs else {}
         if self.cpu_threads:
             extra |= {"threads": threads, "lanes": lanes}
-        return self.runner(folder / str(self.file_of(net)), names, net.output.name, device=device, **extra)
+        return self.runner(folder / str(file), names, net.output.name, device=device, **extra)
 
 
 # The networks whose rows run in lanes on a CPU (backends.OrtRunner): a denoiser call carries many rows of
@@ -349,7 +353,8 @@ ENGINE_BACKENDS = {b.name: b for b in (
     EngineBackend("tensorrt", "TensorRT plans", lambda n: n.tensorrt, lambda *a, **k: backends.TensorRTRunner(*a, **k),
                   "cuda", lambda: backends.tensorrt_available(), "all", "on a CUDA machine rebuild with", graphs=True),
     EngineBackend("onnxruntime", "ONNX files", lambda n: n.onnx, lambda *a, **k: backends.OrtRunner(*a, **k), "cpu",
-                  lambda: importlib.util.find_spec("onnxruntime") is not None, "onnx", "rebuild with", cpu_threads=True),
+                  lambda: importlib.util.find_spec("onnxruntime") is not None, "onnx", "rebuild with", cpu_threads=True,
+                  int8_file_of=lambda n: n.onnx_int8),
 )}  # fmt: skip
 
 
@@ -364,6 +369,7 @@ def load_engines(
     cuda_graph: bool = False,
     threads: int | None = None,
     lanes: int | None = None,
+    int8: bool = True,
 ) -> EngineSet:
     """Load an engine set: ``backend`` "auto" (TensorRT when it and CUDA are here, else onnxruntime),
     "tensorrt" or "onnxruntime". ``expect`` (e.g. ``{"height": 64, "layers": 3}``) must match the
@@ -372,7 +378,8 @@ def load_engines(
     their enqueue as a CUDA graph (GPU-only). ``threads``: the CPU threads of each network that runs on
     the CPU (default: torch's thread count); ``lanes``: how many parts of a denoiser call's rows run side
     by side, one thread each (default: ``threads`` for a denoiser under LANES_MAX_WEIGHTS weights, else
-    1; 1: one call on all the threads)."""
+    1; 1: one call on all the threads). ``int8``: on the CPU, onnxruntime runs a network's int8 file where
+    the set has one (build-engines --int8-decoder); False: the fp32 files."""
     folder = Path(path)
     manifest = read_manifest(folder)
     if expect:
@@ -398,7 +405,7 @@ def load_engines(
                 f"{folder} lacks the {role} network; rebuild with: {manifest.rebuild_line(folder)}"
             )
         role_lanes = (lanes or default_lanes(net, threads or torch.get_num_threads())) if role in LANE_ROLES else 1
-        runners[role] = chosen.open(folder, net, dev, cuda_graph, threads, role_lanes)
+        runners[role] = chosen.open(folder, net, dev, cuda_graph, threads, role_lanes, int8)
     prompts = load_prompt_encoder(folder, manifest) if text else None
     return EngineSet(folder, manifest, backend, runners["denoiser"], runners["vae_encoder"], runners["vae_decoder"],
                      prompts)  # fmt: skip

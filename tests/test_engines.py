@@ -443,3 +443,76 @@ def test_only_a_small_denoiser_runs_in_lanes_by_default(built):
     assert toy_sized.onnx_weights == 7_245_194 // 4 and sd15_sized.onnx_weights == (1_223_151 + 3_437_361_920) // 4
     assert engines.default_lanes(toy_sized, 2) == 2 and engines.default_lanes(sd15_sized, 2) == 1
     assert engines.default_lanes(dataclasses.replace(net, sizes={}), 4) == 4  # sizes unknown: as a small one
+
+
+# ---------------------------------------------------------------- int8 decoder (onnxruntime, CPU)
+@pytest.fixture(scope="module")
+def toy_int8_set(tmp_path_factory):
+    """The embedded model's engine set with an int8 decoder, and the command that built it."""
+    out = tmp_path_factory.mktemp("toy-int8") / "toy"
+    args = ["--model", "toy", "--backend", "onnx", "--layers", "3", "--int8-decoder", "--out", str(out)]
+    assert cli.main(args) == 0
+    return out, args
+
+
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) * 127.5).clamp(0, 255)
+
+
+def test_int8_decoder_is_recorded_and_decodes_near_the_torch_decoder(toy_int8_set, toy_set, tmp_path):
+    """--int8-decoder writes a quantized decoder beside the fp32 one, recorded (file, hash, size, its
+    measured error, the request) and chosen by onnxruntime on the CPU; int8=False runs the fp32 file. Its
+    images stay within the pixel tolerance of the toy's torch decoder on a latent the model generated."""
+    from semdraw.build_engines import quantize
+
+    out, _ = toy_int8_set
+    m = engines.read_manifest(out)
+    entry = m.networks["vae_decoder"]
+    assert m.request.int8 == ("vae_decoder",) and entry.onnx_int8 == "vae_decoder.int8.onnx"
+    assert entry.onnx_int8 in entry.sha256 and entry.sizes[entry.onnx_int8] == (out / entry.onnx_int8).stat().st_size
+    assert m.networks["denoiser"].onnx_int8 is None and m.networks["vae_encoder"].onnx_int8 is None
+    assert 0 < entry.validation["onnx_int8"]["mean_abs_255"] <= quantize.INT8_MAX_MEAN_ABS_255
+    assert m.key != engines.read_manifest(toy_set[0]).key  # another build than the fp32-only set
+
+    toy = semdraw.load_model("toy", device="cpu")
+    brushes = two_bands(SIZE)
+    latent = semdraw.generate(toy, brushes, seed=5, output_type="latent")
+    raw = latent / m.vae_scaling_factor + m.vae_shift_factor
+    with torch.no_grad():
+        want = _levels(toy.vae.decoder(raw))
+    int8_set, fp32_set = semdraw.load_engines(out), semdraw.load_engines(out, int8=False)
+    assert int8_set.decoder.path.name == "vae_decoder.int8.onnx" and fp32_set.decoder.path.name == "vae_decoder.onnx"
+    assert int8_set.denoiser.path.name == "denoiser.onnx"
+    torch.testing.assert_close(_levels(fp32_set.decoder(raw)), want, atol=1e-2, rtol=0)
+    error = (_levels(int8_set.decoder(raw)) - want).abs()
+    assert 0.05 < float(error.mean()) <= quantize.INT8_MAX_MEAN_ABS_255  # quantized: close, not equal
+    assert float(torch.quantile(error.flatten(), 0.99)) <= quantize.INT8_MAX_P99_ABS_255
+
+
+def test_int8_decoder_rebuild_command_and_its_bound(toy_int8_set, tmp_path, monkeypatch, caplog):
+    """The recorded rebuild command asks for the int8 decoder again; a decoder outside the pixel bound fails
+    the build with the measured error and leaves nothing behind."""
+    import shlex
+
+    from semdraw.build_engines import quantize
+
+    out, args = toy_int8_set
+    argv = shlex.split(engines.read_manifest(out).rebuild_line(tmp_path / "again"))
+    assert cli._parser().parse_args(argv[1:]).int8_decoder
+    monkeypatch.setattr(quantize, "INT8_MAX_MEAN_ABS_255", 0.01)
+    target = tmp_path / "strict"
+    caplog.set_level("ERROR")
+    assert cli.main([*args[:-1], str(target)]) == 1
+    assert "int8 ONNX: mean error" in caplog.text and "/255" in caplog.text
+    assert not target.exists() and not list(tmp_path.glob(".strict*"))
+
+
+def test_bench_host_times_the_int8_decoder_against_the_fp32_one(toy_int8_set, tmp_path):
+    from semdraw.tools.bench import main
+
+    out = tmp_path / "host.json"
+    assert main(["host", "--engines", str(toy_int8_set[0]), "--painters", "1", "--ticks", "2", "--warmup", "1",
+                 "--repeats", "1", "--fp32-decoder", "--json", str(out)]) == 0  # fmt: skip
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["backend"] for r in runs] == ["torch", "onnxruntime", "onnxruntime, fp32 decoder"]
+    assert all(r["host_fps"] > 0 for r in runs)
