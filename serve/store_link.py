@@ -26,7 +26,7 @@ log = logging.getLogger("semdraw.serve")
 
 NEWS_WAIT_S = 5.0  # how long one long poll waits for news before asking again
 RETRY_S = 1.0  # after a failed call (the store restarts)
-MIN_GAP_S, MAX_GAP_S = 0.05, 0.25  # the least time between two calls of one kind, at the fastest / slowest ticks
+MIN_GAP_S, MAX_GAP_S = 0.02, 0.25  # the least time between two calls of one kind, at the fastest / slowest ticks
 
 
 def call_gap(tick_ms: float) -> float:

@@ -245,7 +245,9 @@ def test_the_serve_bench_measures_a_running_server(server, tmp_path):
     out = tmp_path / "serve.json"
     assert main(["serve", "--url", f"http://{server}", "--token", TOKEN, "--painters", "1", "--seconds", "3",
                  "--ticks", "3", "--json", str(out)]) == 0  # fmt: skip
-    (row,) = json.loads(out.read_text())["runs"]
+    figures = json.loads(out.read_text())
+    (row,) = figures["runs"]
+    assert figures["frame_format"] == "jpeg"  # what the browser page asks for
     assert row["painters"] == 1 and row["fps_median"] > 0 and row["latency_p95_ms"] > 0
     assert row["served_rows_per_s"] > 0 and row["in_process_rows_per_s"] > 0
     assert (row["edits_refused"], row["attempts_refused"], row["reconnects"]) == (0, 0, 0)

@@ -108,14 +108,16 @@ def _stroke(k: int, side: int) -> Any:
 
 
 async def _painters(url: str, token: str, n: int, side: int, seconds: float,
-                    edit_hz: float, base: str, cpu: CpuMeter) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+                    edit_hz: float, base: str, cpu: CpuMeter,
+                    frame_format: str = "jpeg") -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """N painters that each stroke back and forth across the canvas ``edit_hz`` times a second; with the
     server's /healthz (at ``base``) read as the measured period ends, before they leave, and ``cpu``
     metering the measured period."""
     from semdraw.api import StreamConfig
     from semdraw.serve.client import PainterClient
 
-    clients = [PainterClient(url, token, _composition(i, side), StreamConfig(layers=3, seed_step=0)) for i in range(n)]
+    clients = [PainterClient(url, token, _composition(i, side), StreamConfig(layers=3, seed_step=0),
+                             frame_format=frame_format) for i in range(n)]  # fmt: skip
     tasks = [asyncio.create_task(c.run()) for c in clients]
     for c in clients:
         await c.wait_connected(120)
@@ -240,7 +242,7 @@ def _measure(args: argparse.Namespace, base: str, token: str, local: bool) -> li
     for n in args.painters:
         cpu = CpuMeter()
         painters, health = _in_low_priority_thread(asyncio.run, _painters(ws, token, n, side, args.seconds,
-                                                                          args.edit_hz, base, cpu))  # fmt: skip
+                                                                          args.edit_hz, base, cpu, args.frame_format))  # fmt: skip
         latencies = sorted(x for p in painters for x in p["latencies"])
         p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
         threads = [r.get("threads") for r in health["by_replica"].values()]
@@ -293,7 +295,7 @@ def serve_bench(args: argparse.Namespace) -> int:
     machine = machine_line(torch_threads=False)  # the replica's threads are in `where`
     served = f"the engine set {args.engines} ({args.backend})" if args.engines else "the toy"
     print(f"\nServed: {served} on {where}; 3 brushes per painter, each painter stroking {args.edit_hz:g} times a "
-          f"second, {args.seconds:g} s per count; this machine: {machine}\n")  # fmt: skip
+          f"second, {args.frame_format.upper()} frames, {args.seconds:g} s per count; this machine: {machine}\n")  # fmt: skip
     print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s "
           "| served / in-process | CPU cores: replica / proxy / store / clients / other | refused edits / attempts "
           "| reconnects |")  # fmt: skip
@@ -305,7 +307,8 @@ def serve_bench(args: argparse.Namespace) -> int:
               f"{r['latency_p95_ms']:.0f} ms | {r['served_rows_per_s']:.0f} | {r['in_process_rows_per_s']:.0f} | "
               f"{r['rows_ratio']:.2f} | {split} | {r['edits_refused']} / {r['attempts_refused']} | {r['reconnects']} |")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "server": where, "runs": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"machine": machine, "server": where, "frame_format": args.frame_format,
+                                             "runs": results}, indent=2) + "\n")
     return 0
 
 
@@ -331,5 +334,8 @@ def add_parser(sub: Any) -> None:
                    help="serve this engine set of the toy (build-engines --model toy) instead of the toy's torch "
                    "modules; the in-process host opens it too. With --url: the set the server serves")  # fmt: skip
     s.add_argument("--backend", default="auto", help="the engine set's backend (default auto)")
+    s.add_argument("--frame-format", choices=("jpeg", "png"), default="jpeg",
+                   help="the frames the painters ask for (default jpeg, as the browser page does; png: lossless, "
+                        "as the window and the tests ask)")  # fmt: skip
     s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     s.set_defaults(run=serve_bench)
