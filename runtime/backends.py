@@ -105,12 +105,13 @@ class OrtRunner:
     """Runs an ONNX file with onnxruntime; inputs in the manifest's order.
 
     On CUDA the inputs and outputs are bound to device memory (I/O binding, zero copy); on the CPU torch
-    tensors are shared with numpy without copies. ``lanes`` > 1 (CPU, a file with a row axis; by default
-    small denoisers only, ``engines.default_lanes``): the session computes on one thread, and a call's
-    rows are split into up to ``lanes`` parts run side by side, one thread each: a batch of many small
-    rows runs faster so than as one call on as many threads (a painting host of the toy 1.15-1.22x,
-    ``semdraw-bench host --one-call``, docs/benchmarks.md), since each thread keeps its own part's data
-    and none waits for the others between operations.
+    tensors are shared with numpy without copies. ``lanes`` > 1 (CPU; by default small networks only,
+    ``engines.default_lanes``): a second session computes on one thread, and a call's rows (a file with a
+    row axis) are split into up to ``lanes`` parts run side by side on it, one thread each, as are the
+    calls of :meth:`run_each` (a fixed-batch file: a decoder's frames): many small rows or frames run
+    faster so than one after another on all threads (a painting host of the toy 1.15-1.22x, ``semdraw-bench
+    host --one-call``, docs/benchmarks.md), since each thread keeps its own part's data and none waits for
+    the others between operations. A call that cannot be split runs on all the threads.
     """
 
     def __init__(self, path: str | Path, input_names: Sequence[str], output_name: str, *,
@@ -125,13 +126,13 @@ class OrtRunner:
         # reserves; onnxruntime's own default would take every core of the machine).
         threads = threads or torch.get_num_threads()
         self.lanes = max(1, lanes) if self.device.type == "cpu" else 1
-        self.session = self._session(1 if self.lanes > 1 else threads)
+        self.session = self._session(threads)  # whole calls, on all the threads
+        # lanes share this one (onnxruntime runs a session from several threads at once; weights shared)
+        self._lane_session = self._session(1) if self.lanes > 1 else None
         self.input_names = list(input_names)
         self.output_name = output_name
         # A file exported with a symbolic first axis on every input takes any number of rows.
         self.any_batch = all(isinstance(i.shape[0], str) for i in self.session.get_inputs())
-        if self.lanes > 1 and not self.any_batch:  # a fixed batch cannot be split: its threads work within
-            self.lanes, self.session = 1, self._session(threads)
         self._lane_pool = ThreadPoolExecutor(self.lanes - 1, thread_name_prefix="semdraw-lane") if self.lanes > 1 else None
         self._in_dtypes = {
             i.name: _ORT_TO_TORCH.get(i.type, torch.float32) for i in self.session.get_inputs()
@@ -165,31 +166,43 @@ class OrtRunner:
                                "onnxruntime-gpu built for this CUDA, or use --backend torch")  # fmt: skip
         return session
 
+    def _feeds(self, inputs: Sequence[torch.Tensor], named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {n: t.to(self._in_dtypes[n]).contiguous() for n, t in ordered_inputs(self.input_names, inputs, named).items()}
+
     def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
-        feeds = {
-            n: t.to(self._in_dtypes[n]).contiguous()
-            for n, t in ordered_inputs(self.input_names, inputs, named).items()
-        }
+        feeds = self._feeds(inputs, named)
         if self.device.type == "cuda":
             return self._run_bound(feeds)
         arrays = {n: t.detach().cpu().numpy() for n, t in feeds.items()}
-        return torch.from_numpy(np.ascontiguousarray(self._run_lanes(arrays)))
-
-    def _run_lanes(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """One run, or the rows split into up to ``lanes`` contiguous parts run side by side (this thread
-        runs the first; onnxruntime lets go of Python's lock while it computes)."""
         rows = next(iter(arrays.values())).shape[0]
-        parts = min(self.lanes, rows)
+        parts = min(self.lanes, rows) if self.any_batch else 1
         if parts <= 1:
-            return self.session.run([self.output_name], arrays)[0]
+            return torch.from_numpy(self.session.run([self.output_name], arrays)[0])
         bounds = [rows * i // parts for i in range(parts + 1)]
-        spans = list(itertools.pairwise(bounds))
+        shares = [[{n: a[lo:hi] for n, a in arrays.items()}] for lo, hi in itertools.pairwise(bounds)]
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate([out for share in self._in_lanes(shares)
+                                                                     for out in share])))  # fmt: skip
 
-        def run(span: tuple[int, int]) -> np.ndarray:
-            return self.session.run([self.output_name], {n: a[span[0] : span[1]] for n, a in arrays.items()})[0]
+    def run_each(self, calls: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+        """The outputs of several calls (each its inputs in the manifest's order); on the CPU with lanes, the
+        calls are shared out among the lanes in contiguous runs, one thread each."""
+        if self.lanes <= 1 or len(calls) <= 1 or self.device.type == "cuda":
+            return [self(*c) for c in calls]
+        feeds = [{n: t.detach().cpu().numpy() for n, t in self._feeds(c, {}).items()} for c in calls]
+        parts = min(self.lanes, len(feeds))
+        bounds = [len(feeds) * i // parts for i in range(parts + 1)]
+        shares = [feeds[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+        return [torch.from_numpy(out) for share in self._in_lanes(shares) for out in share]
 
-        others = [self._lane_pool.submit(run, span) for span in spans[1:]]
-        return np.concatenate([run(spans[0])] + [f.result() for f in others])
+    def _in_lanes(self, shares: list[list[dict[str, np.ndarray]]]) -> list[list[np.ndarray]]:
+        """Each share's runs in turn on the one-thread session, the shares side by side (this thread runs
+        the first; onnxruntime lets go of Python's lock while it computes)."""
+
+        def run(share: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+            return [self._lane_session.run([self.output_name], feed)[0] for feed in share]
+
+        others = [self._lane_pool.submit(run, share) for share in shares[1:]]
+        return [run(shares[0])] + [f.result() for f in others]
 
     def _run_bound(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         binding = self.session.io_binding()

@@ -332,19 +332,20 @@ class EngineBackend:
         return self.runner(folder / str(file), names, net.output.name, device=device, **extra)
 
 
-# The networks whose rows run in lanes on a CPU (backends.OrtRunner): a denoiser call carries many rows of
+# The networks whose work runs in lanes on a CPU (backends.OrtRunner): a denoiser call carries many rows of
 # small convolutions, which one thread each computes faster than all threads together (semdraw-bench host
-# --one-call, docs/benchmarks.md); the decoder's one image per call gains from threads working within it
-# (its frames in lanes measured no faster).
-LANE_ROLES = frozenset({"denoiser"})
+# --one-call, docs/benchmarks.md); a host's frames go to the decoder together, one lane per share of them
+# (a single frame still runs on all threads).
+LANE_ROLES = frozenset({"denoiser", "vae_decoder"})
 # Lanes pay only where a row's convolutions are too small to keep several threads busy: the toy (1.8 M
 # weights) gains in every call; an SD1.5-sized denoiser (860 M) gains 4 % at six rows and runs a single row
-# 1.8x slower in one lane than on two threads (docs/engines.md), so by default it runs each call whole.
+# 1.8x slower in one lane than on two threads (docs/engines.md), so by default it runs each call whole (and
+# holds one session, not two).
 LANES_MAX_WEIGHTS = 100_000_000
 
 
 def default_lanes(net: NetworkEntry, threads: int) -> int:
-    """How many lanes a network's rows run in by default: ``threads`` for a small denoiser, else 1."""
+    """How many lanes a network's work runs in by default: ``threads`` for a small network, else 1."""
     return threads if net.onnx_weights < LANES_MAX_WEIGHTS else 1
 
 
@@ -376,9 +377,9 @@ def load_engines(
     build request, or the error names the command that rebuilds the set for it. ``text``: also load the
     set's prompt encoder (the source model is never needed). ``cuda_graph``: TensorRT runners capture
     their enqueue as a CUDA graph (GPU-only). ``threads``: the CPU threads of each network that runs on
-    the CPU (default: torch's thread count); ``lanes``: how many parts of a denoiser call's rows run side
-    by side, one thread each (default: ``threads`` for a denoiser under LANES_MAX_WEIGHTS weights, else
-    1; 1: one call on all the threads). ``int8``: on the CPU, onnxruntime runs a network's int8 file where
+    the CPU (default: torch's thread count); ``lanes``: how many parts of a denoiser call's rows, or of a
+    host's frames to decode, run side by side, one thread each (default: ``threads`` for a network under
+    LANES_MAX_WEIGHTS weights, else 1; 1: one call at a time on all the threads). ``int8``: on the CPU, onnxruntime runs a network's int8 file where
     the set has one (build-engines --int8-decoder); False: the fp32 files."""
     folder = Path(path)
     manifest = read_manifest(folder)

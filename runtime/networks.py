@@ -78,6 +78,8 @@ class Networks:
     max_rows: int | None = None  # the most rows one denoiser call takes (a TensorRT row range; None: no bound)
     parameters: int = 0  # a torch denoiser's weights (what precision "auto" weighs); 0 for an engine set
     own_cpu_threads: bool = False  # they compute on CPU threads of their own (an onnxruntime set on the CPU)
+    # several images' pixels in one go where the decoder runs them side by side (onnxruntime lanes); else None
+    decode_many: Callable[[Sequence[torch.Tensor]], list[torch.Tensor]] | None = None
 
     def run(self, batch: DenoiserBatch) -> torch.Tensor:
         """The denoiser's prediction for a batch."""
@@ -85,9 +87,11 @@ class Networks:
 
     def decode_each(self, latents: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Pixels of each latent [1, C, h, w]: in one decoder call where the decoder takes several images,
-        else one call each."""
+        side by side where it runs them so, else one call each."""
         if self.decoder_any_batch and len(latents) > 1:
             return list(self.decode(torch.cat(list(latents))).split(1))
+        if self.decode_many is not None and len(latents) > 1:
+            return self.decode_many(latents)
         return [self.decode(latent) for latent in latents]
 
     def timed(self, hook: TimingHook) -> Networks:
@@ -101,13 +105,14 @@ class Networks:
                 started = time.perf_counter()
                 out = fn(*args)
                 sync()
-                hook(name, time.perf_counter() - started, int(args[0].shape[0]))
+                hook(name, time.perf_counter() - started, len(args[0]))  # rows, or images of decode_many
                 return out
 
             return call
 
+        many = None if self.decode_many is None else wrap("decoder", self.decode_many)
         return replace(self, denoise=wrap("denoiser", self.denoise), encode=wrap("encoder", self.encode),
-                       decode=wrap("decoder", self.decode))  # fmt: skip
+                       decode=wrap("decoder", self.decode), decode_many=many)  # fmt: skip
 
     def compiled(self) -> Networks:
         """The same networks with the denoiser and the decoder through ``torch.compile`` (torch models
@@ -153,12 +158,16 @@ class Networks:
         def decode(latents: torch.Tensor) -> torch.Tensor:
             return engines.decoder(from_latent(latents, scale, shift))
 
+        def decode_many(latents: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+            return engines.decoder.run_each([(from_latent(z, scale, shift),) for z in latents])
+
         any_batch = bool(getattr(engines.denoiser, "any_batch", False))  # an ONNX file with a dynamic row axis
         device = torch.device(getattr(engines.denoiser, "device", "cpu"))
         return Networks(engines.backend, denoise, encode, decode, any_batch=any_batch, device=device,
                         decoder_any_batch=bool(getattr(engines.decoder, "any_batch", False)),
                         max_rows=getattr(engines.denoiser, "max_rows", None),
-                        own_cpu_threads=bool(getattr(engines.denoiser, "own_cpu_threads", False)))  # fmt: skip
+                        own_cpu_threads=bool(getattr(engines.denoiser, "own_cpu_threads", False)),
+                        decode_many=decode_many if hasattr(engines.decoder, "run_each") else None)  # fmt: skip
 
 
 def torch_threads_beside(networks: Networks, threads: int) -> int:

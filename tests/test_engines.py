@@ -385,25 +385,56 @@ class _CountingSession:
 
 
 def test_denoiser_rows_run_in_lanes_equal_to_one_call(built):
-    """On the CPU a denoiser call's rows are split into up to ``lanes`` parts, each run on one thread side by
-    side, and put back in order: equal to one call on all threads, for even, odd and single-row batches."""
+    """On the CPU a denoiser call's rows are split into up to ``lanes`` parts, each run on a one-thread session
+    side by side, and put back in order: equal to one call on all threads, for even and odd batches; a
+    single row, which cannot be split, runs on all the threads."""
     _, out, _, _ = built
     in_lanes = semdraw.load_engines(out, threads=2)  # lanes default to the threads
     whole = semdraw.load_engines(out, threads=2, lanes=1)
-    assert in_lanes.denoiser.lanes == 2 and whole.denoiser.lanes == 1 and in_lanes.decoder.lanes == 1
-    assert in_lanes.denoiser.session.get_session_options().intra_op_num_threads == 1
-    assert whole.denoiser.session.get_session_options().intra_op_num_threads == 2
-    assert in_lanes.decoder.session.get_session_options().intra_op_num_threads == 2  # threads within one image
-    counting = in_lanes.denoiser.session = _CountingSession(in_lanes.denoiser.session)
+    assert in_lanes.denoiser.lanes == 2 and whole.denoiser.lanes == 1 and whole.decoder.lanes == 1
+    assert in_lanes.denoiser._lane_session.get_session_options().intra_op_num_threads == 1
+    assert in_lanes.denoiser.session.get_session_options().intra_op_num_threads == 2  # for what cannot split
+    assert whole.denoiser.session.get_session_options().intra_op_num_threads == 2 and whole.denoiser._lane_session is None
+    counting = in_lanes.denoiser._lane_session = _CountingSession(in_lanes.denoiser._lane_session)
     g = torch.Generator().manual_seed(1)
-    for rows, parts in ((6, [3, 3]), (5, [2, 3]), (1, [1])):
+    for rows, parts in ((6, [3, 3]), (5, [2, 3]), (1, [])):
         counting.rows.clear()
         x = torch.randn(rows, 4, 8, 8, generator=g)
         t = torch.tensor([999, 759, 499, 999, 759, 499][:rows])
         emb = torch.randn(rows, 16, 32, generator=g)
         torch.testing.assert_close(in_lanes.denoiser(x, t, emb), whole.denoiser(x, t, emb), rtol=1e-5, atol=1e-5)
-        assert counting.rows == parts
+        assert sorted(counting.rows) == sorted(parts)
     assert len(counting.threads) == 2  # the parts ran on two threads
+
+
+def test_a_hosts_frames_decode_in_lanes_equal_to_one_call_each(built):
+    """A host's frames go to the decoder together (Networks.decode_each): with lanes, shares of them run side
+    by side on a one-thread session, in order and equal to one call each on all threads; one frame runs on
+    all the threads. The timing hook still sees the decoder's work."""
+    _, out, _, _ = built
+    from semdraw.networks import Networks
+
+    in_lanes = Networks.from_engines(semdraw.load_engines(out, threads=2, text=False))
+    whole = Networks.from_engines(semdraw.load_engines(out, threads=2, lanes=1, text=False))
+    assert in_lanes.decode_many is not None
+    runner = semdraw.load_engines(out, threads=2, text=False).decoder
+    counting = runner._lane_session = _CountingSession(runner._lane_session)
+    g = torch.Generator().manual_seed(2)
+    latents = [torch.randn(1, 4, 8, 8, generator=g) for _ in range(5)]
+    for count, runs in ((5, 5), (2, 2), (1, 0)):
+        counting.rows.clear()
+        want = whole.decode_each(latents[:count])
+        got = in_lanes.decode_each(latents[:count])
+        assert len(got) == count
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        by_runner = runner.run_each([(z,) for z in latents[:count]])  # the runner's own calls, counted
+        assert len(counting.rows) == runs and all(r.shape == want[0].shape for r in by_runner)
+    assert len(counting.threads) == 2
+    seen = []
+    timed = in_lanes.timed(lambda name, seconds, rows: seen.append((name, rows)))
+    timed.decode_each(latents[:3])
+    assert seen == [("decoder", 3)]
 
 
 def test_onnxruntime_networks_leave_torch_one_thread(built):
