@@ -476,12 +476,12 @@ def test_only_a_small_denoiser_runs_in_lanes_by_default(built):
     assert engines.default_lanes(dataclasses.replace(net, sizes={}), 4) == 4  # sizes unknown: as a small one
 
 
-# ---------------------------------------------------------------- int8 decoder (onnxruntime, CPU)
+# ---------------------------------------------------------------- int8 networks (onnxruntime, CPU)
 @pytest.fixture(scope="module")
 def toy_int8_set(tmp_path_factory):
-    """The embedded model's engine set with an int8 decoder, and the command that built it."""
+    """The embedded model's engine set with an int8 decoder and denoiser, and the command that built it."""
     out = tmp_path_factory.mktemp("toy-int8") / "toy"
-    args = ["--model", "toy", "--backend", "onnx", "--layers", "3", "--int8-decoder", "--out", str(out)]
+    args = ["--model", "toy", "--backend", "onnx", "--layers", "3", "--int8-decoder", "--int8-denoiser", "--out", str(out)]
     assert cli.main(args) == 0
     return out, args
 
@@ -490,20 +490,27 @@ def _levels(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) * 127.5).clamp(0, 255)
 
 
-def test_int8_decoder_is_recorded_and_decodes_near_the_torch_decoder(toy_int8_set, toy_set, tmp_path):
-    """--int8-decoder writes a quantized decoder beside the fp32 one, recorded (file, hash, size, its
-    measured error, the request) and chosen by onnxruntime on the CPU; int8=False runs the fp32 file. Its
-    images stay within the pixel tolerance of the toy's torch decoder on a latent the model generated."""
-    from semdraw.build_engines import quantize
+def test_int8_networks_are_recorded_and_stay_near_the_torch_ones(toy_int8_set, toy_set):
+    """--int8-decoder / --int8-denoiser write quantized files beside the fp32 ones, recorded (file, hash, size,
+    the measured image error, the request) and run by onnxruntime on the CPU; int8=False runs the fp32
+    files. The int8 decoder stays within its tolerance of the toy's torch decoder on a latent the model
+    made, and images of the whole set within the denoiser's tolerance of the fp32 files' images."""
+    from semdraw.build_engines.quantize import RECIPES
 
     out, _ = toy_int8_set
     m = engines.read_manifest(out)
-    entry = m.networks["vae_decoder"]
-    assert m.request.int8 == ("vae_decoder",) and entry.onnx_int8 == "vae_decoder.int8.onnx"
-    assert entry.onnx_int8 in entry.sha256 and entry.sizes[entry.onnx_int8] == (out / entry.onnx_int8).stat().st_size
-    assert m.networks["denoiser"].onnx_int8 is None and m.networks["vae_encoder"].onnx_int8 is None
-    assert 0 < entry.validation["onnx_int8"]["mean_abs_255"] <= quantize.INT8_MAX_MEAN_ABS_255
+    assert set(m.request.int8) == {"vae_decoder", "denoiser"} and m.networks["vae_encoder"].onnx_int8 is None
     assert m.key != engines.read_manifest(toy_set[0]).key  # another build than the fp32-only set
+    for role in ("vae_decoder", "denoiser"):
+        entry = m.networks[role]
+        assert entry.onnx_int8 == f"{role}.int8.onnx" and entry.onnx_int8 in entry.sha256
+        assert entry.sizes[entry.onnx_int8] == (out / entry.onnx_int8).stat().st_size
+        assert 0 < entry.validation["onnx_int8"]["mean_abs_255"] <= RECIPES[role].max_mean_abs_255
+
+    int8_set, fp32_set = semdraw.load_engines(out), semdraw.load_engines(out, int8=False)
+    assert int8_set.decoder.path.name == "vae_decoder.int8.onnx" and int8_set.denoiser.path.name == "denoiser.int8.onnx"
+    assert fp32_set.decoder.path.name == "vae_decoder.onnx" and fp32_set.denoiser.path.name == "denoiser.onnx"
+    assert int8_set.denoiser.any_batch and int8_set.denoiser.lanes == 2  # its row axis kept: live rows, lanes
 
     toy = semdraw.load_model("toy", device="cpu")
     brushes = two_bands(SIZE)
@@ -511,30 +518,35 @@ def test_int8_decoder_is_recorded_and_decodes_near_the_torch_decoder(toy_int8_se
     raw = latent / m.vae_scaling_factor + m.vae_shift_factor
     with torch.no_grad():
         want = _levels(toy.vae.decoder(raw))
-    int8_set, fp32_set = semdraw.load_engines(out), semdraw.load_engines(out, int8=False)
-    assert int8_set.decoder.path.name == "vae_decoder.int8.onnx" and fp32_set.decoder.path.name == "vae_decoder.onnx"
-    assert int8_set.denoiser.path.name == "denoiser.onnx"
     torch.testing.assert_close(_levels(fp32_set.decoder(raw)), want, atol=1e-2, rtol=0)
     error = (_levels(int8_set.decoder(raw)) - want).abs()
-    assert 0.05 < float(error.mean()) <= quantize.INT8_MAX_MEAN_ABS_255  # quantized: close, not equal
-    assert float(torch.quantile(error.flatten(), 0.99)) <= quantize.INT8_MAX_P99_ABS_255
+    assert 0.05 < float(error.mean()) <= RECIPES["vae_decoder"].max_mean_abs_255  # quantized: close, not equal
+    assert float(torch.quantile(error.flatten(), 0.99)) <= RECIPES["vae_decoder"].max_p99_abs_255
+
+    both = [torch.from_numpy(semdraw.generate(s, brushes, seed=7, output_type="np").astype("float32"))
+            for s in (int8_set, fp32_set)]  # fmt: skip
+    error = (both[0] - both[1]).abs()
+    assert 0.5 < float(error.mean()) <= RECIPES["denoiser"].max_mean_abs_255
 
 
-def test_int8_decoder_rebuild_command_and_its_bound(toy_int8_set, tmp_path, monkeypatch, caplog):
-    """The recorded rebuild command asks for the int8 decoder again; a decoder outside the pixel bound fails
-    the build with the measured error and leaves nothing behind."""
+def test_int8_rebuild_command_and_the_bound(toy_int8_set, tmp_path, monkeypatch, caplog):
+    """The recorded rebuild command asks for the int8 networks again; one whose images fall outside its
+    bound fails the build with the measured error and leaves nothing behind."""
+    import dataclasses
     import shlex
 
     from semdraw.build_engines import quantize
 
     out, args = toy_int8_set
     argv = shlex.split(engines.read_manifest(out).rebuild_line(tmp_path / "again"))
-    assert cli._parser().parse_args(argv[1:]).int8_decoder
-    monkeypatch.setattr(quantize, "INT8_MAX_MEAN_ABS_255", 0.01)
+    parsed = cli._parser().parse_args(argv[1:])
+    assert parsed.int8_decoder and parsed.int8_denoiser
+    strict = dataclasses.replace(quantize.RECIPES["vae_decoder"], max_mean_abs_255=0.01)
+    monkeypatch.setitem(quantize.RECIPES, "vae_decoder", strict)
     target = tmp_path / "strict"
     caplog.set_level("ERROR")
-    assert cli.main([*args[:-1], str(target)]) == 1
-    assert "int8 ONNX: mean error" in caplog.text and "/255" in caplog.text
+    assert cli.main(["--model", "toy", "--backend", "onnx", "--layers", "3", "--int8-decoder", "--out", str(target)]) == 1
+    assert "vae_decoder int8 ONNX: images' mean error" in caplog.text and "/255" in caplog.text
     assert not target.exists() and not list(tmp_path.glob(".strict*"))
 
 
@@ -547,3 +559,19 @@ def test_bench_host_times_the_int8_decoder_against_the_fp32_one(toy_int8_set, tm
     runs = json.loads(out.read_text())["runs"]
     assert [r["backend"] for r in runs] == ["torch", "onnxruntime", "onnxruntime, fp32 decoder"]
     assert all(r["host_fps"] > 0 for r in runs)
+
+
+def test_bench_fidelity_scores_engine_sets_beside_the_torch_model(toy_int8_set, tmp_path):
+    """`semdraw-bench fidelity --engines SET`: the full method on the torch model, the set and the set's fp32
+    files, the scenes at its canvas; the fp32 files score as the torch model does (they compute the same)."""
+    from semdraw.tools.bench import main
+
+    out = tmp_path / "fidelity.json"
+    assert main(["fidelity", "--engines", str(toy_int8_set[0]), "--seeds", "1", "--json", str(out)]) == 0
+    splits = json.loads(out.read_text())["splits"]
+    for split in ("tuning", "held-out"):
+        rows = splits[split]["rows"]
+        assert [r["variant"] for r in rows] == ["toy (torch)", str(toy_int8_set[0]), f"{toy_int8_set[0]}, fp32 files"]
+        assert abs(rows[2]["region_accuracy"] - rows[0]["region_accuracy"]) < 0.005
+        assert all(0 < r["region_accuracy"] <= 1 for r in rows)
+    assert splits["held-out"]["scenes"] < splits["held-out"]["of"]  # the panorama scene needs another canvas

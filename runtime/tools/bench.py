@@ -75,6 +75,44 @@ def _precision_table(model: Any, args: argparse.Namespace, seeds: list[int], sta
     return 0
 
 
+def _engines_table(model: Any, args: argparse.Namespace, seeds: list[int], started: float) -> int:
+    """`fidelity --engines A,B`: the full method on the torch model and on each engine set (an int8 set also
+    with its fp32 files), both splits, the scenes of the sets' canvas only (a set paints the canvas it was
+    built for)."""
+    import semdraw
+    from semdraw.toy import fidelity as F
+
+    full = F.ABLATION[-1]
+    sources: list[tuple[str, Any]] = [(f"{args.model} (torch)", model)]
+    canvases = set()
+    for folder in args.engines:
+        engine_set = semdraw.load_engines(folder, "onnxruntime")
+        canvases.add((engine_set.manifest.request.height, engine_set.manifest.request.width))
+        sources.append((f"{folder}", engine_set))
+        if any(n.onnx_int8 for n in engine_set.manifest.networks.values()):
+            sources.append((f"{folder}, fp32 files", semdraw.load_engines(folder, "onnxruntime", int8=False)))
+    if len(canvases) != 1:
+        log.error("semdraw-bench fidelity --engines: the sets were built for different canvases %s", sorted(canvases))
+        return 2
+    (height, width), = canvases
+    splits = (("tuning", F.scenes(), seeds), ("held-out", F.held_out_scenes(), [F.HELD_OUT_SEED0 + s for s in seeds]))
+    rows = {}
+    for split, scene_set, split_seeds in splits:
+        chosen = [sc for sc in scene_set if (F.SIZE, sc.width) == (height, width)]
+        rows[split] = {"scenes": len(chosen), "of": len(scene_set),
+                       "rows": [F.evaluate(source, F.Variant(name, full.options), split_seeds, steps=args.steps,
+                                           scene_set=chosen) for name, source in sources]}  # fmt: skip
+    for split, result in rows.items():
+        print(f"\nEngine sets (full method, {split} split: the {result['scenes']} of {result['of']} scenes at "
+              f"{height}x{width}, {len(seeds)} seeds):\n")  # fmt: skip
+        print(F.markdown_table(result["rows"]))
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "seeds": seeds, "engines": [str(e) for e in args.engines],
+                                               "splits": rows}, indent=2) + "\n")  # fmt: skip
+    return 0
+
+
 def fidelity(args: argparse.Namespace) -> int:
     import semdraw
     from semdraw.toy import fidelity as F
@@ -108,6 +146,8 @@ def fidelity(args: argparse.Namespace) -> int:
         return _guidance_table(model, args, seeds, F.guidance_variants(args.guidance), started)
     if args.precisions is not None:
         return _precision_table(model, args, seeds, started)
+    if args.engines is not None:
+        return _engines_table(model, args, seeds, started)
     tables = {"ablation": F.ABLATION, "centring": F.centring_variants(sched.steps),
               "bootstrap_mix": F.mix_variants(sched.steps)}
     variants = [v for rows in tables.values() for v in rows]
@@ -515,6 +555,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(full CFG, residual self, residual initialize)")
     f.add_argument("--precisions", type=_precisions, default=None, metavar="P1,P2",
                    help="instead: score the full method in each arithmetic (fp32, bf16) on both splits")
+    f.add_argument("--engines", type=lambda v: [Path(x) for x in v.split(",")], default=None, metavar="DIR1,DIR2",
+                   help="instead: score the full method on each engine set of the toy (one with int8 networks also "
+                        "with its fp32 files) beside the torch model, on both splits' scenes at the sets' canvas")  # fmt: skip
     f.add_argument("--choose-defaults", action="store_true",
                    help="choose the defaults of a toy folder (--weights, default: the shipped one) on the tuning "
                         "split by the recorded rule and write its defaults.json and tuning.json")
