@@ -550,14 +550,14 @@ def test_int8_rebuild_command_and_the_bound(toy_int8_set, tmp_path, monkeypatch,
     assert not target.exists() and not list(tmp_path.glob(".strict*"))
 
 
-def test_bench_host_times_the_int8_decoder_against_the_fp32_one(toy_int8_set, tmp_path):
+def test_bench_host_times_the_int8_networks_against_the_fp32_files(toy_int8_set, tmp_path):
     from semdraw.tools.bench import main
 
     out = tmp_path / "host.json"
     assert main(["host", "--engines", str(toy_int8_set[0]), "--painters", "1", "--ticks", "2", "--warmup", "1",
-                 "--repeats", "1", "--fp32-decoder", "--json", str(out)]) == 0  # fmt: skip
+                 "--repeats", "1", "--fp32-files", "--json", str(out)]) == 0  # fmt: skip
     runs = json.loads(out.read_text())["runs"]
-    assert [r["backend"] for r in runs] == ["torch", "onnxruntime", "onnxruntime, fp32 decoder"]
+    assert [r["backend"] for r in runs] == ["torch", "onnxruntime", "onnxruntime, fp32 files"]
     assert all(r["host_fps"] > 0 for r in runs)
 
 

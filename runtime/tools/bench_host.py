@@ -101,9 +101,9 @@ def host(args: argparse.Namespace) -> int:
         if args.one_call:  # the arrangement before lanes: one call on all threads, torch on all of them too
             whole = semdraw.load_engines(args.engines, "onnxruntime", text=False, threads=threads, lanes=1)
             sources.append(("onnxruntime, one call", whole, threads))
-        if args.fp32_decoder:  # a set built with --int8-decoder, decoding with its fp32 file instead
+        if args.fp32_files:  # a set with int8 networks (build-engines --int8-*), on its fp32 files instead
             fp32 = semdraw.load_engines(args.engines, "onnxruntime", text=False, threads=threads, int8=False)
-            sources.append(("onnxruntime, fp32 decoder", fp32, beside))
+            sources.append(("onnxruntime, fp32 files", fp32, beside))
     height = width = model.native_size
     results = []
     for n in args.painters:
@@ -159,8 +159,8 @@ def add_parser(sub: Any, model_help: str) -> None:
     h.add_argument("--one-call", action="store_true",
                    help="also run --engines with each denoiser call on all threads (no lanes) and torch on all "
                         "threads too, to compare with the default lanes")  # fmt: skip
-    h.add_argument("--fp32-decoder", action="store_true",
-                   help="also run --engines (built with --int8-decoder) decoding with its fp32 file, to compare with "
-                        "the int8 decoder it runs by default")  # fmt: skip
+    h.add_argument("--fp32-files", action="store_true",
+                   help="also run --engines (built with --int8-decoder / --int8-denoiser) on its fp32 files, to "
+                        "compare with the int8 networks it runs by default")  # fmt: skip
     h.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     h.set_defaults(run=host)
