@@ -137,9 +137,9 @@ def _tools(with_tensorrt: bool) -> dict[str, str]:
     return tools
 
 
-# Request fields and the argparse destinations that set them (the field is "loras", the flag --lora).
 # The request's int8 networks, each by the destination of the flag that asks for it.
 _INT8_DEST = {"denoiser": "int8_denoiser", "vae_decoder": "int8_decoder"}
+# Request fields and the argparse destinations that set them (the field is "loras", the flag --lora).
 _FIELD_DEST = {"model": "model", "family": "family", "loras": "lora", "height": "height", "width": "width", "layers": "layers",
                "timesteps": "timesteps", "cfg": "cfg", "backend": "backend", "precision": "precision",
                "out": "out", "workspace_gb": "workspace_gb", "max_rows": "max_rows"}  # fmt: skip

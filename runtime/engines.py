@@ -72,7 +72,7 @@ class NetworkEntry:
     sha256: dict[str, str]  # file name -> hash, for every file of this network
     onnx_fp16: str | None = None
     tensorrt: str | None = None
-    onnx_int8: str | None = None  # an int8 ONNX for onnxruntime on the CPU (build-engines --int8-decoder)
+    onnx_int8: str | None = None  # an int8 ONNX for onnxruntime on the CPU (build-engines --int8-*)
     validation: dict[str, Any] = field(default_factory=dict)  # measured errors vs torch per artifact
     sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes (the cheap check at load)
     rows: dict[str, int] | None = None  # the TensorRT plan's row range {"min", "opt", "max"} (None: fixed batch)
@@ -103,7 +103,7 @@ class BuildRequest:
     networks_weights: str = ""
     text_encoder_weights: str = ""
     max_rows: int = 0  # TensorRT denoiser: a row range 1..max_rows (0: the fixed stream batch)
-    int8: tuple[str, ...] = ()  # the networks that also have an int8 ONNX (build-engines --int8-decoder)
+    int8: tuple[str, ...] = ()  # the networks that also have an int8 ONNX (build-engines --int8-*)
 
     @property
     def batch(self) -> int:
@@ -380,7 +380,7 @@ def load_engines(
     the CPU (default: torch's thread count); ``lanes``: how many parts of a denoiser call's rows, or of a
     host's frames to decode, run side by side, one thread each (default: ``threads`` for a network under
     LANES_MAX_WEIGHTS weights, else 1; 1: one call at a time on all the threads). ``int8``: on the CPU, onnxruntime runs a network's int8 file where
-    the set has one (build-engines --int8-decoder); False: the fp32 files."""
+    the set has one (build-engines --int8-decoder / --int8-denoiser); False: the fp32 files."""
     folder = Path(path)
     manifest = read_manifest(folder)
     if expect:
