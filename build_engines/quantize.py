@@ -62,12 +62,14 @@ def disc(height: int, width: int, centre: tuple[float, float], radius: float) ->
     return (((yy - centre[0] * height) ** 2 + (xx - centre[1] * width) ** 2) <= r * r).astype(np.float32)
 
 
-def images(model, networks, height: int, width: int, scenes: list[Composition]) -> torch.Tensor:
+def images(model, networks, height: int, width: int, scenes: list[Composition], what: str) -> torch.Tensor:
     """The model's one-shot images of ``scenes`` with ``networks``, [N, H, W, 3] in 8-bit levels (float)."""
+    from tqdm.auto import tqdm
+
     import semdraw
 
     out = []
-    for scene in scenes:
+    for scene in tqdm(scenes, desc=what, unit="image", leave=False):
         brush = semdraw.Brush(scene.brush, disc(height, width, scene.centre, scene.radius))
         img = semdraw.generate(model, [brush], background=semdraw.Background(prompt=scene.background),
                                height=height, width=width, seed=scene.seed, output_type="np", networks=networks)  # fmt: skip
@@ -183,12 +185,12 @@ def build_int8(model, net: Network, height: int, width: int, source: Path, targe
     seen: list[tuple[torch.Tensor, ...]] = []
     log.info("%s: int8 calibration on its inputs while the model makes %d images", net.role, CALIBRATION_IMAGES)
     images(model, recipe.capture(networks, model, seen.append), height, width,
-           compositions(CALIBRATION_IMAGES, first_seed=0))  # fmt: skip
+           compositions(CALIBRATION_IMAGES, first_seed=0), f"{net.role} int8: calibration")  # fmt: skip
     quantize(net, recipe, source, target, seen)
     runner = backends.OrtRunner(target, [i.name for i in net.inputs], net.output.name, device="cpu")
     held_out = compositions(VALIDATION_IMAGES, first_seed=100, offset=1)
-    m = pixel_errors(images(model, recipe.swap(networks, model, runner), height, width, held_out),
-                     images(model, networks, height, width, held_out))  # fmt: skip
+    m = pixel_errors(images(model, recipe.swap(networks, model, runner), height, width, held_out, f"{net.role} int8: check"),
+                     images(model, networks, height, width, held_out, f"{net.role} fp32: check"))  # fmt: skip
     if not m["finite"]:
         raise BuildError(f"{net.role} int8 ONNX: images contain NaN or Inf")
     if m["mean_abs_255"] > recipe.max_mean_abs_255 or m["p99_abs_255"] > recipe.max_p99_abs_255:
