@@ -185,14 +185,18 @@ class OrtRunner:
 
     def run_each(self, calls: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
         """The outputs of several calls (each its inputs in the manifest's order); on the CPU with lanes, the
-        calls are shared out among the lanes in contiguous runs, one thread each."""
+        calls are shared out evenly among the lanes, one thread each, and those left over (fewer than the
+        lanes) run one after another on all the threads: one lane holding an extra call would leave the
+        others idle meanwhile."""
         if self.lanes <= 1 or len(calls) <= 1 or self.device.type == "cuda":
             return [self(*c) for c in calls]
-        feeds = [{n: t.detach().cpu().numpy() for n, t in self._feeds(c, {}).items()} for c in calls]
-        parts = min(self.lanes, len(feeds))
-        bounds = [len(feeds) * i // parts for i in range(parts + 1)]
-        shares = [feeds[lo:hi] for lo, hi in itertools.pairwise(bounds)]
-        return [torch.from_numpy(out) for share in self._in_lanes(shares) for out in share]
+        parts = min(self.lanes, len(calls))
+        shared = len(calls) - len(calls) % parts
+        feeds = [{n: t.detach().cpu().numpy() for n, t in self._feeds(c, {}).items()} for c in calls[:shared]]
+        per_lane = shared // parts
+        shares = [feeds[i * per_lane : (i + 1) * per_lane] for i in range(parts)]
+        in_lanes = [torch.from_numpy(out) for share in self._in_lanes(shares) for out in share]
+        return in_lanes + [self(*c) for c in calls[shared:]]
 
     def _in_lanes(self, shares: list[list[dict[str, np.ndarray]]]) -> list[list[np.ndarray]]:
         """Each share's runs in turn on the one-thread session, the shares side by side (this thread runs
