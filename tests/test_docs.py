@@ -1,7 +1,7 @@
 """The documentation's links resolve: every relative link of README.md and docs/*.md names a file that
 exists and, with an anchor, a heading of that file (GitHub's anchor rules). A link starting with "/"
-names a file from the repository's root (as GitHub reads it); the docs link each other so, which reads
-the same from the file and from the root."""
+names a file from the repository's root (as GitHub reads it); the docs link each other relative to the
+linking file, the plain Markdown meaning that every reader resolves alike."""
 
 from __future__ import annotations
 
