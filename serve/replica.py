@@ -118,7 +118,7 @@ class Replica:
     def health(self) -> dict[str, Any]:
         return {"painters": len(self.host.painters), "sessions": len(self.sessions),
                 "clients": sum(len(s.clients) for s in self.sessions.values()),
-                "rows_per_second": round(self.stats.rows_per_second, 1),
+                "rows_per_second": round(self.stats.rows_per_second, 1), "rows_total": self.stats.rows_total,
                 "ticks_per_second": round(self.stats.ticks_per_second, 1), "tick_ms": round(self.stats.tick_ms, 1),
                 "capacity_rows": self.host.capacity_rows,
                 "rows_in_use": self.host.rows_in_use, "error": self.healthy(), "pid": os.getpid(),

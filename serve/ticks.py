@@ -104,12 +104,14 @@ class TickStats:
     def __init__(self, window: int = 50) -> None:
         self._window: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=window)
         self.failures = 0  # consecutive failed ticks
+        self.rows_total = 0  # rows since the replica started (a reader's own span: the difference of two reads)
         self.error: str | None = None
         self.rows_per_second = self.ticks_per_second = self.tick_ms = 0.0
 
     def ran(self, rows: int, seconds: float) -> None:
         """A tick that ran ``rows`` denoiser rows in ``seconds`` (catch-up, denoiser, decoder)."""
         self.failures, self.error = 0, None
+        self.rows_total += rows
         self._window.append((time.perf_counter(), rows, seconds))
         span = self._window[-1][0] - self._window[0][0]
         self.rows_per_second = sum(r for _, r, _ in self._window) / span if span > 0 else 0.0

@@ -249,7 +249,8 @@ def test_the_serve_bench_measures_a_running_server(server, tmp_path):
     (row,) = figures["runs"]
     assert figures["frame_format"] == "jpeg"  # what the browser page asks for
     assert row["painters"] == 1 and row["fps_median"] > 0 and row["latency_p95_ms"] > 0
-    assert row["served_rows_per_s"] > 0 and row["in_process_rows_per_s"] > 0
+    assert row["served_rows_per_s"] > 0 and row["in_process_same_strokes_rows_per_s"] > 0
+    assert row["in_process_flat_out_rows_per_s"] > 0 and row["rows_ratio"] > 0
     assert (row["edits_refused"], row["attempts_refused"], row["reconnects"]) == (0, 0, 0)
 
 

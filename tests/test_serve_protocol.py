@@ -197,6 +197,34 @@ def test_the_serve_bench_meters_each_serving_process_by_its_ray_title():
     assert cores["replica"] <= 0.05 and cores["store"] <= 0.05  # none runs here
 
 
+def test_the_serve_bench_counts_the_in_process_rows_of_the_same_strokes_apart_from_its_capacity():
+    """The in-process side of `semdraw-bench serve`: with strokes once a second in real time the host idles
+    between them (far fewer rows than flat out, a stroke every tick); with strokes faster than it ticks it
+    is flat out too (the same rows within this machine's noise)."""
+    import argparse
+
+    from semdraw.tools.bench_serve import _in_process_rows
+
+    def rows(edit_hz: float):
+        args = argparse.Namespace(engines=None, backend="torch", ticks=20, seconds=2.0, edit_hz=edit_hz)
+        return _in_process_rows(1, 128, args, threads=1)  # the toy's canvas
+
+    slow, fast = rows(1.0), rows(1000.0)
+    assert 0 < slow.same_strokes < 0.5 * slow.flat_out, slow
+    assert 0.6 * fast.flat_out < fast.same_strokes < 1.5 * fast.flat_out, fast
+
+
+def test_the_serve_bench_takes_the_served_rows_of_its_measured_period_from_the_replicas_counts():
+    from semdraw.tools.bench_serve import _rows_between
+
+    before = {"by_replica": {"a": {"rows_total": 1000, "rows_per_second": 7.0},
+                             "b": {"rows_total": 50, "rows_per_second": 3.0}}}  # fmt: skip
+    after = {"by_replica": {"a": {"rows_total": 3000, "rows_per_second": 9.0},  # 2000 rows in 10 s
+                            "b": {"rows_total": 10, "rows_per_second": 4.0},  # restarted: its own rate
+                            "c": {"rows_total": 500, "rows_per_second": 5.0}}}  # new: its own rate
+    assert _rows_between(before, after, 10.0) == pytest.approx(200.0 + 4.0 + 5.0)
+
+
 @pytest.mark.parametrize("args, says", [
     (["--model", "no-such-model"], "is not a preset"),
     (["--model", "weights.ckpt"], "pickled checkpoints are refused"),

@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +135,14 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float,
     counts = [c.frames for c in clients]
     for c in clients:
         c.latencies.clear()
+    before = await asyncio.to_thread(_health, base)
     cpu.start()
     started = time.perf_counter()
     await asyncio.gather(*(paint(c, i, started + seconds) for i, c in enumerate(clients)))
     elapsed = time.perf_counter() - started
     cpu.stop()
     health = await asyncio.to_thread(_health, base)
+    health["measured_rows_per_s"] = _rows_between(before, health, elapsed)
     out = [{"fps": (c.frames - f0) / elapsed, "latencies": list(c.latencies), "edits_refused": c.edits_refused,
             "attempts_refused": c.attempts_refused, "reconnects": max(0, c.connections - 1)}
            for c, f0 in zip(clients, counts, strict=True)]  # fmt: skip
@@ -149,15 +152,28 @@ async def _painters(url: str, token: str, n: int, side: int, seconds: float,
     return out, health
 
 
-def _in_process_rows(n: int, side: int, ticks: int, threads: int, engines: str | None, backend: str) -> float:
-    """Rows per second of the same N painters (same compositions, painting) on an in-process host of the
-    served networks using ``threads`` CPU threads (the replica's: the same compute, so the ratio is the
-    serving's cost)."""
+@dataclass(frozen=True)
+class InProcessRows:
+    """Denoiser rows per second of the same N painters on an in-process host of the served networks:
+    ``same_strokes`` with the served painters' strokes at their moments (``edit_hz`` a second each, in real
+    time), the host ticking as a replica's tick loop does (flat out while a row is live, a short sleep after
+    a tick with none): what serving them costs is the gap to the served rows; ``flat_out`` with a stroke
+    per painter every tick: the host's capacity, what painters stroking faster could get at most."""
+
+    same_strokes: float
+    flat_out: float
+
+
+def _in_process_rows(n: int, side: int, args: argparse.Namespace, threads: int) -> InProcessRows:
+    """:class:`InProcessRows` using ``threads`` CPU threads (the replica's: the same compute)."""
     with torch_threads(threads):
-        return _host_rows(n, side, ticks, engines, backend)
+        host, syncs = _open_host(n, side, args.engines, args.backend)
+        flat_out = _flat_out_rows(host, syncs, side, args.ticks)
+        return InProcessRows(_same_strokes_rows(host, syncs, side, args.seconds, args.edit_hz), flat_out)
 
 
-def _host_rows(n: int, side: int, ticks: int, engines: str | None, backend: str) -> float:
+def _open_host(n: int, side: int, engines: str | None, backend: str) -> tuple[Any, list[Any]]:
+    """The host and its N painters (the served painters' compositions and seeds), warmed up."""
     import torch
 
     import semdraw
@@ -173,6 +189,10 @@ def _host_rows(n: int, side: int, ticks: int, engines: str | None, backend: str)
         syncs.append(sync)
     for _ in range(5):
         host.tick()
+    return host, syncs
+
+
+def _flat_out_rows(host: Any, syncs: list[Any], side: int, ticks: int) -> float:
     rows, started = 0, time.perf_counter()
     for k in range(ticks):
         for sync in syncs:
@@ -180,6 +200,34 @@ def _host_rows(n: int, side: int, ticks: int, engines: str | None, backend: str)
         host.tick()
         rows += host.rows_last_tick
     return rows / (time.perf_counter() - started)
+
+
+def _same_strokes_rows(host: Any, syncs: list[Any], side: int, seconds: float, edit_hz: float) -> float:
+    """The served painters' run in process: 3 s of strokes to fill the pipelines, then ``seconds`` measured,
+    stroke k of every painter due at k / ``edit_hz`` (the painters' clients stroke together, as here). The
+    strokes due by a tick are folded into each painter's composition and the stream takes the newest one,
+    as a replica's tick loop takes its sessions' newest."""
+    from semdraw.edits import apply
+    from semdraw.serve.ticks import IDLE_SLEEP_S
+
+    warm, k0 = 3.0, 1_000  # strokes go on from where the flat-out run left them (each one changes the picture)
+    compositions = [sync.applied for sync in syncs]
+    rows, k, start = 0, 0, time.perf_counter()
+    measured_from = start + warm
+    while (now := time.perf_counter()) < measured_from + seconds:
+        if start + k / edit_hz <= now:
+            while start + k / edit_hz <= now:
+                compositions = [apply(c, _stroke(k0 + k, side)) for c in compositions]
+                k += 1
+            for sync, composition in zip(syncs, compositions, strict=True):
+                sync.apply(composition)
+        began = time.perf_counter()
+        host.tick()
+        if began >= measured_from:
+            rows += host.rows_last_tick
+        if host.rows_last_tick == 0:
+            time.sleep(max(0.0, IDLE_SLEEP_S - (time.perf_counter() - began)))
+    return rows / (time.perf_counter() - measured_from)
 
 
 def free_port() -> int:
@@ -219,6 +267,20 @@ def _health(base: str) -> dict[str, Any]:
     return json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=30).read())
 
 
+def _rows_between(before: dict[str, Any], after: dict[str, Any], elapsed: float) -> float:
+    """The served rows per second over the measured period: each replica's row count at its end less that
+    at its start (other replicas' counts are their last heartbeat, up to a second old); the replicas' own
+    recent rate (their last 50 ticks) where a replica is new or restarted meanwhile."""
+    rows = 0.0
+    for name, now in after["by_replica"].items():
+        then = before["by_replica"].get(name, {})
+        if "rows_total" in now and now["rows_total"] >= then.get("rows_total", float("inf")):
+            rows += (now["rows_total"] - then["rows_total"]) / elapsed
+        else:
+            rows += now["rows_per_second"]
+    return rows
+
+
 def _in_low_priority_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a thread of its own at the lowest CPU priority (Linux: niceness is per thread): the
     painters' clients, run here beside the server, take only the CPU it leaves (Ray's workers run at
@@ -246,23 +308,26 @@ def _measure(args: argparse.Namespace, base: str, token: str, local: bool) -> li
         latencies = sorted(x for p in painters for x in p["latencies"])
         p95 = latencies[int(0.95 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
         threads = [r.get("threads") for r in health["by_replica"].values()]
-        local = _in_process_rows(n, side, args.ticks, min(t for t in threads if t) if any(threads) else 1,
-                                 args.engines, args.backend)  # fmt: skip
+        in_process = _in_process_rows(n, side, args, min(t for t in threads if t) if any(threads) else 1)
         row = {"painters": n, "fps_median": statistics.median(p["fps"] for p in painters),
                "fps_min": min(p["fps"] for p in painters),
                "latency_p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
-               "latency_p95_ms": p95, "served_rows_per_s": health["rows_per_second"], "in_process_rows_per_s": local,
+               "latency_p95_ms": p95, "served_rows_per_s": health["measured_rows_per_s"],
+               "in_process_same_strokes_rows_per_s": in_process.same_strokes,
+               "in_process_flat_out_rows_per_s": in_process.flat_out,
                "edits_refused": sum(p["edits_refused"] for p in painters),
                "attempts_refused": sum(p["attempts_refused"] for p in painters),
                "reconnects": sum(p["reconnects"] for p in painters),
                "replica_threads": threads, "replica_ticks_per_s": [r.get("ticks_per_second") for r in health["by_replica"].values()],
                "replica_tick_ms": [r.get("tick_ms") for r in health["by_replica"].values()],
                "cpu_cores": cpu.result if local else {}}  # fmt: skip
-        row["rows_ratio"] = row["served_rows_per_s"] / local if local else float("nan")
+        row["rows_ratio"] = row["served_rows_per_s"] / in_process.same_strokes  # the goal's ratio
+        row["rows_ratio_flat_out"] = row["served_rows_per_s"] / in_process.flat_out
         results.append(row)
         log.info("%d painters: %.1f fps each (min %.1f), edit->frame p95 %.0f ms, rows/s served %.0f vs in-process "
-                 "%.0f; refused %d edits, %d attempts; %d reconnects", n, row["fps_median"], row["fps_min"], p95,
-                 row["served_rows_per_s"], local, row["edits_refused"], row["attempts_refused"], row["reconnects"])  # fmt: skip
+                 "%.0f (same strokes; %.0f flat out); refused %d edits, %d attempts; %d reconnects", n,
+                 row["fps_median"], row["fps_min"], p95, row["served_rows_per_s"], in_process.same_strokes,
+                 in_process.flat_out, row["edits_refused"], row["attempts_refused"], row["reconnects"])  # fmt: skip
     return results
 
 
@@ -296,16 +361,17 @@ def serve_bench(args: argparse.Namespace) -> int:
     served = f"the engine set {args.engines} ({args.backend})" if args.engines else "the toy"
     print(f"\nServed: {served} on {where}; 3 brushes per painter, each painter stroking {args.edit_hz:g} times a "
           f"second, {args.frame_format.upper()} frames, {args.seconds:g} s per count; this machine: {machine}\n")  # fmt: skip
-    print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s "
-          "| served / in-process | CPU cores: replica / proxy / store / clients / other | refused edits / attempts "
-          "| reconnects |")  # fmt: skip
+    print("| painters | fps per painter (median / min) | edit→frame p50 / p95 | served rows/s | in-process host rows/s, "
+          "same strokes / flat out | served / in-process, same strokes / flat out | CPU cores: replica / proxy / "
+          "store / clients / other | refused edits / attempts | reconnects |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         cores = r["cpu_cores"]
         split = " / ".join(f"{cores[k]:.2f}" for k in ("replica", "proxy", "store", "clients", "other")) if cores else "-"
         print(f"| {r['painters']} | {r['fps_median']:.1f} / {r['fps_min']:.1f} | {r['latency_p50_ms']:.0f} / "
-              f"{r['latency_p95_ms']:.0f} ms | {r['served_rows_per_s']:.0f} | {r['in_process_rows_per_s']:.0f} | "
-              f"{r['rows_ratio']:.2f} | {split} | {r['edits_refused']} / {r['attempts_refused']} | {r['reconnects']} |")  # fmt: skip
+              f"{r['latency_p95_ms']:.0f} ms | {r['served_rows_per_s']:.0f} | "
+              f"{r['in_process_same_strokes_rows_per_s']:.0f} / {r['in_process_flat_out_rows_per_s']:.0f} | "
+              f"{r['rows_ratio']:.2f} / {r['rows_ratio_flat_out']:.2f} | {split} | {r['edits_refused']} / {r['attempts_refused']} | {r['reconnects']} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "server": where, "frame_format": args.frame_format,
                                              "runs": results}, indent=2) + "\n")
@@ -318,12 +384,13 @@ def add_parser(sub: Any) -> None:
                                    "painters over real WebSockets, each stroking a mask several times a second, and "
                                    "measures frames per second per painter, edit-to-frame latency (send to the first "
                                    "frame that reflects the edit) and the replica's denoiser rows per second; then "
-                                   "times the same N painters on an in-process host in the same run.")  # fmt: skip
+                                   "times the same N painters on an in-process host in the same run: with the same "
+                                   "strokes at their moments (what serving costs) and flat out (its capacity).")  # fmt: skip
     s.add_argument("--painters", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4, 8],
                    metavar="N1,N2,..", help="painter counts (default 1,2,4,8)")
     s.add_argument("--seconds", type=float, default=10.0, help="measured seconds per count (default 10)")
     s.add_argument("--edit-hz", type=float, default=10.0, help="strokes per second per painter (default 10)")
-    s.add_argument("--ticks", type=int, default=40, help="in-process host ticks per count (default 40)")
+    s.add_argument("--ticks", type=int, default=40, help="in-process host ticks per count flat out (default 40)")
     s.add_argument("--url", default=None, help="measure the semdraw-serve at this address (http://host:port) instead "
                    "of starting one; its token from --token or $SEMDRAW_TOKEN")  # fmt: skip
     s.add_argument("--token", default=None, help="the server token for --url")
