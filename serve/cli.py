@@ -19,7 +19,7 @@ from semdraw.loading import MODEL_HELP
 from semdraw.quiet import quiet_libraries
 from semdraw.tools import canvas_side
 
-from .app import APP_NAME, ServeOptions, build_app
+from .app import APP_NAME, INGRESSES, ServeOptions, build_app, ingress_environment
 
 log = logging.getLogger("semdraw.serve")
 
@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
                    "painter has the proxy's address: raise it or pass 0 for no limit (default 8)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="the HTTP port (default 8000)")
+    p.add_argument("--ingress", choices=tuple(INGRESSES), default="proxy",
+                   help="how painters reach the replicas on a local instance: "
+                   + "; ".join(f"{name}: {i.summary}" for name, i in INGRESSES.items())
+                   + " (default proxy; a cluster's own settings decide there)")  # fmt: skip
     p.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of "
                    "starting a local instance")  # fmt: skip
     p.add_argument("--token", default=None, help="the token painters must present (default: $SEMDRAW_TOKEN, else a "
@@ -104,9 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_replicas is not None and args.max_replicas < args.replicas:
         parser.error(f"--max-replicas {args.max_replicas} is below --replicas {args.replicas} (autoscaling goes "
                      "from --replicas up to --max-replicas)")  # fmt: skip
+    if args.address and INGRESSES[args.ingress].ray_environment:
+        parser.error(f"--ingress {args.ingress} chooses how a local instance starts; on a cluster set "
+                     + " ".join(f"{k}={v}" for k, v in INGRESSES[args.ingress].ray_environment)
+                     + " where its nodes start (docs/serving.md)")  # fmt: skip
     try:
-        import ray
-        from ray import serve
+        import ray.serve  # noqa: F401 - installed? (used once Ray starts, below)
     except ImportError:
         log.error("semdraw-serve needs Ray Serve: pip install -e '.[serve]'")
         return 2
@@ -144,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with ingress_environment(args.ingress):
+        return _serve(args, options, token, stop)
+
+
+def _serve(args: argparse.Namespace, options: ServeOptions, token: str, stop: threading.Event) -> int:
+    """Ray, Serve and the application until ``stop`` (or Ctrl-C); everything stopped after."""
+    import ray
+    from ray import serve
+
     try:
         ray.init(address=args.address, namespace="semdraw", include_dashboard=False, logging_level=logging.WARNING)
         serve.start(http_options={"host": args.host, "port": args.port})

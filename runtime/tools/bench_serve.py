@@ -238,28 +238,33 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def _local_server(painters: int, threads: int, engines: str | None, backend: str) -> Iterator[tuple[str, str]]:
+def _local_server(painters: int, threads: int, engines: str | None, backend: str,
+                  ingress: str = "proxy") -> Iterator[tuple[str, str]]:  # fmt: skip
     """A local Ray Serve instance with one replica of the toy (or of the engine set ``engines``) using
-    ``threads`` CPU threads, Ray's token under a temporary HOME; yields (http base URL, server token)."""
+    ``threads`` CPU threads, reached through ``ingress``, Ray's token under a temporary HOME; yields (http
+    base URL, server token)."""
     import ray
     from ray import serve
 
-    from semdraw.serve.app import APP_NAME, ServeOptions, build_app
+    from semdraw.serve.app import APP_NAME, ServeOptions, build_app, ingress_environment
 
     token, port = secrets.token_urlsafe(18), free_port()
     home = tempfile.mkdtemp(prefix="semdraw-bench-ray-")  # Ray's token file goes here, not in ~/.ray
     saved_home, os.environ["HOME"] = os.environ.get("HOME", home), home
     try:
-        ray.init(namespace="semdraw", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        options = ServeOptions(token=token, replicas=1, painters_per_replica=painters + 1, num_cpus=0,
-                               threads=threads, painters_per_address=painters + 1, engines=engines,
-                               backend=backend)  # fmt: skip
-        serve.run(build_app(options), name=APP_NAME, route_prefix="/")
-        yield f"http://127.0.0.1:{port}", token
+        with ingress_environment(ingress):
+            try:
+                ray.init(namespace="semdraw", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                options = ServeOptions(token=token, replicas=1, painters_per_replica=painters + 1, num_cpus=0,
+                                       threads=threads, painters_per_address=painters + 1, engines=engines,
+                                       backend=backend)  # fmt: skip
+                serve.run(build_app(options), name=APP_NAME, route_prefix="/")
+                yield f"http://127.0.0.1:{port}", token
+            finally:
+                serve.shutdown()
+                ray.shutdown()
     finally:
-        serve.shutdown()
-        ray.shutdown()
         os.environ["HOME"] = saved_home
 
 
@@ -353,9 +358,10 @@ def serve_bench(args: argparse.Namespace) -> int:
             log.error("semdraw-bench serve: %s does not answer: %s", args.url, err)
             return 2
     else:
-        where = f"a local Ray Serve instance, 1 replica, {args.replica_threads or os.cpu_count()} CPU threads"
+        where = (f"a local Ray Serve instance, 1 replica, {args.replica_threads or os.cpu_count()} CPU threads, "
+                 f"{args.ingress} ingress")  # fmt: skip
         with _local_server(max(args.painters), args.replica_threads or os.cpu_count() or 1, args.engines,
-                           args.backend) as (base, token):  # fmt: skip
+                           args.backend, args.ingress) as (base, token):  # fmt: skip
             results = _measure(args, base, token, local=True)
     machine = machine_line(torch_threads=False)  # the replica's threads are in `where`
     served = f"the engine set {args.engines} ({args.backend})" if args.engines else "the toy"
@@ -373,12 +379,14 @@ def serve_bench(args: argparse.Namespace) -> int:
               f"{r['in_process_same_strokes_rows_per_s']:.0f} / {r['in_process_flat_out_rows_per_s']:.0f} | "
               f"{r['rows_ratio']:.2f} / {r['rows_ratio_flat_out']:.2f} | {split} | {r['edits_refused']} / {r['attempts_refused']} | {r['reconnects']} |")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "server": where, "frame_format": args.frame_format,
+        Path(args.json).write_text(json.dumps({"machine": machine, "server": where, "frame_format": args.frame_format, "ingress": args.ingress,
                                              "runs": results}, indent=2) + "\n")
     return 0
 
 
 def add_parser(sub: Any) -> None:
+    from semdraw.serve.app import INGRESSES
+
     s = sub.add_parser("serve", help="N painters over WebSockets on a local semdraw-serve vs an in-process host",
                        description="Starts a local Ray Serve instance with one replica of the toy (or measures --url), connects N "
                                    "painters over real WebSockets, each stroking a mask several times a second, and "
@@ -404,5 +412,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--frame-format", choices=("jpeg", "png"), default="jpeg",
                    help="the frames the painters ask for (default jpeg, as the browser page does; png: lossless, "
                         "as the window and the tests ask)")  # fmt: skip
+    s.add_argument("--ingress", choices=tuple(INGRESSES), default="proxy",
+                   help="how the local server's painters reach its replica (semdraw-serve --ingress; default proxy)")
     s.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     s.set_defaults(run=serve_bench)
