@@ -33,6 +33,12 @@ class Ingress:
 
     summary: str
     ray_environment: tuple[tuple[str, str], ...] = ()
+    # ports it listens on besides --port, on every interface: (what, the Ray variable that moves it, default)
+    other_ports: tuple[tuple[str, str, int], ...] = ()
+
+    def ports_beside(self) -> list[tuple[str, str, int]]:
+        """Its other ports as this process's environment sets them: (what, variable, port)."""
+        return [(what, var, int(os.environ.get(var, default))) for what, var, default in self.other_ports]
 
 
 INGRESSES = {
@@ -45,7 +51,9 @@ INGRESSES = {
     "haproxy": Ingress("HAProxy forwards each socket to a port its replica listens on (Ray Serve's direct "
                        "ingress, experimental): no Python proxy in the way",
                        (("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1"), ("RAY_SERVE_ENABLE_HA_PROXY", "1"),
-                        ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1"))),
+                        ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")),
+                       (("HAProxy's statistics page", "RAY_SERVE_HAPROXY_STATS_PORT", 8404),
+                        ("HAProxy's metrics", "RAY_SERVE_HAPROXY_METRICS_PORT", 9101))),
 }  # fmt: skip
 
 

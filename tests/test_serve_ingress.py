@@ -48,12 +48,13 @@ async def refusal(url: str, hello: str, **headers) -> tuple[int | None, str]:
     """The close code and the error message a handshake gets."""
     said = ""
     async with websockets.connect(url, **headers) as ws:
-        await ws.send(hello)
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):  # a refusal may close before the hello
+            await ws.send(hello)
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
-            async for data in ws:
+            async for data in ws:  # what came before the close is still read
                 if isinstance(data, str) and parse(data)["type"] == "error":
                     said = parse(data)["message"]
-    return ws.close_code, said
+    return ws.close_code, said or ws.close_reason or ""
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="finds HAProxy through Linux's /proc")

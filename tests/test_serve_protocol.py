@@ -259,6 +259,24 @@ def test_the_command_refuses_a_port_something_else_listens_on_before_ray_starts(
     assert not ray.is_initialized()
 
 
+def test_the_command_refuses_an_haproxy_port_something_else_listens_on_before_ray_starts(caplog, monkeypatch):
+    """--ingress haproxy also listens on HAProxy's statistics and metrics ports, on every interface."""
+    import socket
+
+    ray = pytest.importorskip("ray")
+    from semdraw.serve import cli
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(port))
+        assert cli.main(["--ingress", "haproxy", "--port", str(free_port())]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and f"cannot listen on port {port}" in errors[0], errors
+    assert "RAY_SERVE_HAPROXY_METRICS_PORT" in errors[0] and not ray.is_initialized()
+
+
 def test_the_serve_bench_refuses_a_folder_that_is_no_engine_set_before_ray_starts(tmp_path, caplog):
     ray = pytest.importorskip("ray")
     from semdraw.tools import bench
