@@ -74,6 +74,8 @@ def test_painters_through_haproxy_paint_are_refused_with_reasons_and_survive_a_k
             options = ServeOptions(token=TOKEN, replicas=1, painters_per_replica=2, num_cpus=0.5)
             serve.run(build_app(options), name=APP_NAME, route_prefix="/")
             assert haproxy_serving(port)
+            page = urllib.request.urlopen(f"{base}/?token={TOKEN}", timeout=30).read().decode()
+            assert "<title>semdraw</title>" in page  # the page, through HAProxy
 
             def health() -> dict:
                 return json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=30).read())
