@@ -127,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     import semdraw
 
     try:
-        if not args.address and (busy := port_in_use(args.host, args.port)):  # the local proxy's port
-            raise SemdrawError(busy)
-        for what, variable, port in [] if args.address else INGRESSES[args.ingress].ports_beside():
-            if port_in_use("0.0.0.0", port):  # every interface: where the ingress listens on it
-                raise SemdrawError(f"{what} (--ingress {args.ingress}) cannot listen on port {port}, something "
-                                   f"else does: set {variable} to another port")  # fmt: skip
+        if not args.address:  # a local instance listens here: its ports must be free
+            if busy := port_in_use(args.host, args.port):
+                raise SemdrawError(busy)
+            for what, variable, port in INGRESSES[args.ingress].ports_beside():
+                if port_in_use("0.0.0.0", port):  # every interface: where the ingress listens on it
+                    raise SemdrawError(f"{what} (--ingress {args.ingress}) cannot listen on port {port}, "
+                                       f"something else does: set {variable} to another port")  # fmt: skip
         if args.engines is None:  # a model that cannot load here fails in one line before Ray starts
             semdraw.loading.check_source(args.model)
             semdraw.loading.check_canvas(args.model, args.height, args.width)

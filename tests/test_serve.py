@@ -83,6 +83,19 @@ def run(coroutine, timeout: float = 240.0):
     return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
+async def refusal(url: str, hello_text: str, **headers) -> tuple[int | None, str]:
+    """The close code a handshake gets and why: its error message, else the close's reason."""
+    said = ""
+    async with websockets.connect(url, **headers) as ws:
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):  # a refusal may close before the hello
+            await ws.send(hello_text)
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            async for data in ws:  # what came before the close is still read
+                if isinstance(data, str) and parse(data)["type"] == "error":
+                    said = parse(data)["message"]
+    return ws.close_code, said or ws.close_reason or ""
+
+
 def test_served_painters_get_the_frames_of_in_process_streams(server, toy):
     """Three painters with different compositions at once (one replica's host batches those that land on
     it): each one's PNG frames are those of an in-process Stream of its composition, before and after edits."""
@@ -255,17 +268,8 @@ def test_the_serve_bench_measures_a_running_server(server, tmp_path):
 
 
 def test_bad_handshakes_and_a_full_host_are_refused_with_a_reason(server):
-    async def attempt(hello_text: str, **headers) -> tuple[int | None, str]:
-        async with websockets.connect(f"ws://{server}/ws", **headers) as ws:
-            said = ""
-            try:
-                await ws.send(hello_text)
-                async for data in ws:
-                    if isinstance(data, str) and parse(data)["type"] == "error":
-                        said = parse(data)["message"]
-            except websockets.exceptions.ConnectionClosed:
-                pass
-            return ws.close_code, said or ws.close_reason or ""
+    def attempt(hello_text: str, **headers):
+        return refusal(f"ws://{server}/ws", hello_text, **headers)
 
     hello = json.loads(Hello(TOKEN, scene(), CONFIG).to_json())
     cases = [({**hello, "token": "nope"}, Close.UNAUTHORIZED, "token"),

@@ -22,11 +22,11 @@ websockets = pytest.importorskip("websockets")
 
 from semdraw.edits import Stroke, apply  # noqa: E402
 from semdraw.serve.client import PainterClient  # noqa: E402
-from semdraw.serve.protocol import Close, Hello, parse  # noqa: E402
+from semdraw.serve.protocol import Close, Hello  # noqa: E402
 
 from .conftest import SERVE_TOKEN as TOKEN  # noqa: E402
 from .conftest import free_port, temporary_home  # noqa: E402
-from .test_serve import CONFIG, in_process, reconnected, run, scene, settled  # noqa: E402
+from .test_serve import CONFIG, in_process, reconnected, refusal, run, scene, settled  # noqa: E402
 
 
 def haproxy_serving(port: int) -> bool:
@@ -42,19 +42,6 @@ def haproxy_serving(port: int) -> bool:
                 if f":{port}" in config:
                     return True
     return False
-
-
-async def refusal(url: str, hello: str, **headers) -> tuple[int | None, str]:
-    """The close code and the error message a handshake gets."""
-    said = ""
-    async with websockets.connect(url, **headers) as ws:
-        with contextlib.suppress(websockets.exceptions.ConnectionClosed):  # a refusal may close before the hello
-            await ws.send(hello)
-        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
-            async for data in ws:  # what came before the close is still read
-                if isinstance(data, str) and parse(data)["type"] == "error":
-                    said = parse(data)["message"]
-    return ws.close_code, said or ws.close_reason or ""
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="finds HAProxy through Linux's /proc")
